@@ -1,0 +1,114 @@
+//! `attach`: load the program, pin its maps, attach to interfaces.
+
+use anyhow::Context as _;
+use blocklist_agent::{
+    datapath::{
+        attach::{self, RequestedMode},
+        loader::{self, LoadOptions, Loaded},
+        maps::Maps,
+    },
+    state::Attachment,
+};
+use clap::Args;
+
+use super::Context;
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Interface to attach to (repeatable).
+    #[arg(long = "iface", required = true, value_name = "IF")]
+    pub ifaces: Vec<String>,
+    /// auto tries native XDP and falls back to skb (generic) mode.
+    #[arg(long, value_name = "MODE", value_parser = clap::value_parser!(RequestedModeArg))]
+    pub mode: Option<RequestedModeArg>,
+    /// Replace the program on an already attached interface (upgrade),
+    /// keeping the link, the maps and the counters.
+    #[arg(long)]
+    pub replace: bool,
+}
+
+/// clap wrapper for [`RequestedMode`].
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RequestedModeArg {
+    /// Native, else skb.
+    Auto,
+    /// Native only.
+    Native,
+    /// Generic (skb) only.
+    Skb,
+}
+
+impl From<RequestedModeArg> for RequestedMode {
+    fn from(m: RequestedModeArg) -> Self {
+        match m {
+            RequestedModeArg::Auto => RequestedMode::Auto,
+            RequestedModeArg::Native => RequestedMode::Native,
+            RequestedModeArg::Skb => RequestedMode::Skb,
+        }
+    }
+}
+
+/// Loads the program with the maps pinned under the context's pin dir. When
+/// the maps did not exist yet, writes the configured action and match mode
+/// into the fresh `CONFIG`.
+pub fn load(ctx: &Context) -> anyhow::Result<Loaded> {
+    let fresh = !ctx.pin.has_maps();
+    let opts = LoadOptions {
+        ip_hits_entries: ctx
+            .config
+            .ip_counters_max
+            .unwrap_or(blocklist_ebpf::IP_HITS_DEFAULT_ENTRIES),
+    };
+    let loaded = loader::load(&ctx.pin, &opts)?;
+    if fresh {
+        let mut maps = Maps::open(&ctx.pin)?;
+        let mut c = maps.config()?;
+        c.action = ctx.config.action.abi();
+        c.match_mode = ctx.config.match_mode.abi();
+        maps.set_config(c)?;
+    }
+    Ok(loaded)
+}
+
+pub fn run(ctx: &Context, args: AttachArgs) -> anyhow::Result<()> {
+    let mode = args
+        .mode
+        .map(RequestedMode::from)
+        .or(ctx.config.xdp_mode)
+        .unwrap_or_default();
+    // Fail on a missing interface before loading anything.
+    for iface in &args.ifaces {
+        attach::if_index(iface)?;
+    }
+    let mut loaded = load(ctx)?;
+    let mut recorded = ctx.state.attachments().unwrap_or_default();
+    for iface in &args.ifaces {
+        if args.replace {
+            attach::replace(&mut loaded, &ctx.pin, iface)?;
+            println!("replaced the program on {iface}; maps and counters kept");
+            continue;
+        }
+        let got = attach::attach(&mut loaded, &ctx.pin, iface, mode)?;
+        recorded.insert(
+            iface.clone(),
+            Attachment {
+                mode: got,
+                ifindex: attach::if_index(iface)?,
+                since: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            },
+        );
+        ctx.state.set_attachments(&recorded).with_context(|| {
+            format!("recording the attachment in {}", ctx.state.root().display())
+        })?;
+        let note = if mode == RequestedMode::Auto && got == attach::AttachedMode::Skb {
+            " (native XDP not supported by the driver; fell back)"
+        } else {
+            ""
+        };
+        println!(
+            "attached to {iface} in {got} mode{note}; maps pinned under {}",
+            ctx.pin.root().display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! `check IP`: is this address blocked, by which prefix, with what hits,
+//! and does an allow entry override it?
+//!
+//! `--json` output (stable):
+//! ```json
+//! {"ip": "10.0.0.1", "blocked": true,
+//!  "block": {"prefix": "10.0.0.0/24", "manual": true,
+//!            "packets": 3, "bytes": 294, "first_seen": "...", "last_seen": "..."},
+//!  "allow": null}
+//! ```
+
+use std::net::IpAddr;
+
+use anyhow::Context as _;
+use blocklist_agent::{
+    counters::ktime_rfc3339,
+    datapath::maps::{Maps, TrieKind},
+    prefix::canonical_addr,
+};
+use blocklist_ebpf::ENTRY_FLAG_MANUAL;
+use clap::Args;
+use serde_json::json;
+
+use super::{Context, table};
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The address to check.
+    pub ip: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(ctx: &Context, args: CheckArgs) -> anyhow::Result<()> {
+    let ip: IpAddr = args.ip.trim().parse().with_context(|| {
+        format!(
+            "`{}` is not an IP address (expected e.g. 192.0.2.1 or 2001:db8::1)",
+            args.ip
+        )
+    })?;
+    let ip = canonical_addr(ip);
+    let maps = Maps::open(&ctx.pin)?;
+    let block = maps.lookup(TrieKind::Block, ip)?;
+    let allow = maps.lookup(TrieKind::Allow, ip)?;
+    let blocked = block.is_some() && allow.is_none();
+    let counters = match &block {
+        Some(m) => Some(maps.prefix_counters(m.prefix)?),
+        None => None,
+    };
+
+    if args.json {
+        let doc = json!({
+            "ip": ip,
+            "blocked": blocked,
+            "block": block.map(|m| {
+                let c = counters.unwrap_or_default();
+                json!({
+                    "prefix": m.prefix,
+                    "manual": m.value.flags & ENTRY_FLAG_MANUAL != 0,
+                    "packets": c.packets,
+                    "bytes": c.bytes,
+                    "first_seen": ktime_rfc3339(c.first_seen_ns),
+                    "last_seen": ktime_rfc3339(c.last_seen_ns),
+                })
+            }),
+            "allow": allow.map(|m| json!({ "prefix": m.prefix })),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+
+    let verdict = match (&block, &allow) {
+        (Some(_), None) => "BLOCKED",
+        (Some(_), Some(_)) => "allowed (an allow entry overrides the block entry)",
+        (None, _) => "not blocked",
+    };
+    let mut rows = vec![("address", ip.to_string()), ("verdict", verdict.to_owned())];
+    if let Some(m) = &block {
+        let c = counters.unwrap_or_default();
+        let source = if m.value.flags & ENTRY_FLAG_MANUAL != 0 {
+            "manual"
+        } else {
+            "feed"
+        };
+        rows.push(("block entry", format!("{} ({source})", m.prefix)));
+        rows.push((
+            "hits",
+            format!("{} packets, {}", c.packets, table::bytes(c.bytes)),
+        ));
+        rows.push((
+            "first seen",
+            ktime_rfc3339(c.first_seen_ns).unwrap_or_else(|| "never".into()),
+        ));
+        rows.push((
+            "last seen",
+            ktime_rfc3339(c.last_seen_ns).unwrap_or_else(|| "never".into()),
+        ));
+    }
+    if let Some(m) = &allow {
+        rows.push(("allow entry", m.prefix.to_string()));
+    }
+    println!("{}", table::pairs(rows));
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! Command-line interface: global options, the subcommand enum and the
+//! context every subcommand starts from.
+
+mod allow;
+mod attach;
+mod block;
+mod check;
+mod detach;
+mod entries;
+mod mode;
+mod status;
+mod table;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use blocklist_agent::{
+    config::{Config, DEFAULT_CONFIG},
+    datapath::pin::{DEFAULT_PIN_DIR, PinDir},
+    state::{DEFAULT_STATE_DIR, StateDir},
+};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Drop traffic to and from blocklisted addresses at the XDP hook.
+#[derive(Debug, Parser)]
+#[command(name = "blocklist-agent", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Configuration file.
+    #[arg(long, global = true, env = "XDP_BLOCKLIST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where maps and links are pinned (a bpffs directory).
+    #[arg(long, global = true, env = "XDP_BLOCKLIST_PIN_DIR", value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
+    /// Where the agent keeps its state.
+    #[arg(
+        long,
+        global = true,
+        env = "XDP_BLOCKLIST_STATE_DIR",
+        value_name = "DIR"
+    )]
+    pub state_dir: Option<PathBuf>,
+    /// Log format on stderr (filter with RUST_LOG).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load the XDP program and attach it to interfaces.
+    Attach(attach::AttachArgs),
+    /// Detach from interfaces (and remove the pins after the last one).
+    Detach(detach::DetachArgs),
+    /// Change the action or the addresses matched, live.
+    Mode(mode::ModeArgs),
+    /// Block prefixes by hand.
+    Block(entries::EntriesArgs),
+    /// Remove hand-made block entries.
+    Unblock(entries::EntriesArgs),
+    /// Never block these prefixes (allow entries win over block entries).
+    Allow(entries::EntriesArgs),
+    /// Remove allow entries.
+    Unallow(entries::EntriesArgs),
+    /// Attachment, entries, fill and global counters.
+    Status(status::StatusArgs),
+    /// Is this address blocked, by which prefix, with what hits?
+    Check(check::CheckArgs),
+}
+
+/// What every subcommand needs: the resolved directories and config.
+pub struct Context {
+    pub pin: PinDir,
+    pub state: StateDir,
+    pub config: Config,
+}
+
+impl Context {
+    fn new(g: &Global) -> anyhow::Result<Self> {
+        let (path, explicit) = match &g.config {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        let config = Config::load(&path, explicit).context("loading the configuration")?;
+        let pin = g
+            .pin_dir
+            .clone()
+            .or_else(|| config.pin_dir.clone())
+            .unwrap_or_else(|| DEFAULT_PIN_DIR.into());
+        let state = g
+            .state_dir
+            .clone()
+            .or_else(|| config.state_dir.clone())
+            .unwrap_or_else(|| DEFAULT_STATE_DIR.into());
+        Ok(Self {
+            pin: PinDir::new(pin),
+            state: StateDir::new(state),
+            config,
+        })
+    }
+}
+
+/// Sets up `tracing` on stderr.
+pub fn init_logging(g: &Global) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match g.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs one subcommand.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Context::new(&cli.global)?;
+    match cli.command {
+        Command::Attach(a) => attach::run(&ctx, a),
+        Command::Detach(a) => detach::run(&ctx, a),
+        Command::Mode(a) => mode::run(&ctx, a),
+        Command::Block(a) => block::block(&ctx, a),
+        Command::Unblock(a) => block::unblock(&ctx, a),
+        Command::Allow(a) => allow::allow(&ctx, a),
+        Command::Unallow(a) => allow::unallow(&ctx, a),
+        Command::Status(a) => status::run(&ctx, a),
+        Command::Check(a) => check::run(&ctx, a),
+    }
+}

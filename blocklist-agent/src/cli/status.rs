@@ -1,0 +1,152 @@
+//! `status`: attachment, entries and fill per trie, global counters.
+//!
+//! `--json` output (stable):
+//! ```json
+//! {"pin_dir": "...", "action": "drop", "match": "both",
+//!  "interfaces": [{"name": "eth0", "mode": "native", "since": "...", "link_pinned": true}],
+//!  "tries": [{"name": "BLOCK_V4", "entries": 3, "max_entries": 2097152, "fill": 0.0}],
+//!  "counters": {"seen_packets": 0, ...}}
+//! ```
+
+use blocklist_agent::{
+    config::{Action, MatchMode},
+    datapath::maps::{Maps, TrieKind},
+};
+use clap::Args;
+use serde_json::json;
+
+use super::{Context, table};
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+const FILL_WARNING: f64 = 0.8;
+
+pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
+    let maps = Maps::open(&ctx.pin)?;
+    let config = maps.config()?;
+    let recorded = ctx.state.attachments().unwrap_or_default();
+    let linked = ctx.pin.linked_interfaces();
+    let mut names: Vec<String> = recorded
+        .keys()
+        .cloned()
+        .chain(linked.iter().cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    let interfaces: Vec<_> = names
+        .iter()
+        .map(|n| {
+            let rec = recorded.get(n);
+            json!({
+                "name": n,
+                "mode": rec.map(|r| r.mode.to_string()),
+                "since": rec.map(|r| r.since.clone()),
+                "link_pinned": linked.contains(n),
+            })
+        })
+        .collect();
+    let mut tries = Vec::new();
+    for (name, kind, v4) in [
+        ("BLOCK_V4", TrieKind::Block, true),
+        ("BLOCK_V6", TrieKind::Block, false),
+        ("ALLOW_V4", TrieKind::Allow, true),
+        ("ALLOW_V6", TrieKind::Allow, false),
+    ] {
+        let f = maps.fill(kind, v4)?;
+        tries.push((name, f));
+    }
+    let g = maps.global()?;
+    let counters = json!({
+        "seen_packets": g.seen_packets, "seen_bytes": g.seen_bytes,
+        "passed_packets": g.passed_packets, "passed_bytes": g.passed_bytes,
+        "dropped_v4_packets": g.dropped_v4_packets, "dropped_v4_bytes": g.dropped_v4_bytes,
+        "dropped_v6_packets": g.dropped_v6_packets, "dropped_v6_bytes": g.dropped_v6_bytes,
+        "monitored_packets": g.monitored_packets, "monitored_bytes": g.monitored_bytes,
+        "allowlisted_packets": g.allowlisted_packets,
+        "not_ip_packets": g.not_ip_packets, "malformed_packets": g.malformed_packets,
+        "events_sent": g.events_sent, "events_lost": g.events_lost,
+    });
+    let action = Action::from_abi(config.action).name();
+    let match_mode = MatchMode::from_abi(config.match_mode).name();
+
+    if args.json {
+        let doc = json!({
+            "pin_dir": ctx.pin.root(),
+            "action": action,
+            "match": match_mode,
+            "interfaces": interfaces,
+            "tries": tries.iter().map(|(n, f)| json!({
+                "name": n, "entries": f.entries, "max_entries": f.max_entries, "fill": f.ratio(),
+            })).collect::<Vec<_>>(),
+            "counters": counters,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+
+    println!(
+        "xdp-blocklist: action {action}, match {match_mode}, pins {}",
+        ctx.pin.root().display()
+    );
+    println!();
+    let mut t = table::new(&["interface", "mode", "attached since", "link"]);
+    for n in &names {
+        let rec = recorded.get(n);
+        t.add_row(vec![
+            n.clone(),
+            rec.map_or("?".into(), |r| r.mode.to_string()),
+            rec.map_or("?".into(), |r| r.since.clone()),
+            if linked.contains(n) {
+                "pinned".into()
+            } else {
+                "MISSING".into()
+            },
+        ]);
+    }
+    if names.is_empty() {
+        println!("not attached to any interface (entries are kept in the pinned maps)");
+    } else {
+        println!("{t}");
+    }
+    println!();
+    let mut t = table::new(&["trie", "entries", "capacity", "fill"]);
+    for (name, f) in &tries {
+        let warn = if f.ratio() > FILL_WARNING {
+            "  WARNING: over 80% full"
+        } else {
+            ""
+        };
+        t.add_row(vec![
+            name.to_string(),
+            f.entries.to_string(),
+            f.max_entries.to_string(),
+            format!("{:.2}%{warn}", f.ratio() * 100.0),
+        ]);
+    }
+    println!("{t}");
+    println!();
+    let mut t = table::new(&["counter", "packets", "bytes"]);
+    for (name, p, b) in [
+        ("seen", g.seen_packets, Some(g.seen_bytes)),
+        ("passed", g.passed_packets, Some(g.passed_bytes)),
+        ("dropped v4", g.dropped_v4_packets, Some(g.dropped_v4_bytes)),
+        ("dropped v6", g.dropped_v6_packets, Some(g.dropped_v6_bytes)),
+        ("monitored", g.monitored_packets, Some(g.monitored_bytes)),
+        ("allowlisted", g.allowlisted_packets, None),
+        ("not IP", g.not_ip_packets, None),
+        ("malformed", g.malformed_packets, None),
+    ] {
+        t.add_row(vec![
+            name.to_owned(),
+            p.to_string(),
+            b.map_or_else(|| "-".to_owned(), table::bytes),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}

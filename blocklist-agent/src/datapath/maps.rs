@@ -1,0 +1,441 @@
+//! Typed access to the pinned maps: the block and allow tries, the live
+//! configuration and the counters.
+//!
+//! Everything here opens maps by their pins, so it works from any process
+//! (the CLI in another shell, the `run` loop, tests) while the program runs
+//! or after the agent stopped.
+
+use std::net::IpAddr;
+
+use aya::maps::{
+    Array, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
+    lpm_trie::{Key, LpmTrie},
+};
+use blocklist_ebpf::{
+    Config, ENTRY_FLAG_MANUAL, EntryValue, FAMILY_V4, FAMILY_V6, GlobalCounters, IpCounters, IpKey,
+    PrefixCounters, PrefixKey, map_names,
+};
+
+use super::{DatapathError, pin::PinDir};
+use crate::prefix::{Prefix, canonical_addr};
+
+/// Which pair of tries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrieKind {
+    /// `BLOCK_V4` / `BLOCK_V6`.
+    Block,
+    /// `ALLOW_V4` / `ALLOW_V6`.
+    Allow,
+}
+
+type TrieV4 = LpmTrie<MapData, [u8; 4], EntryValue>;
+type TrieV6 = LpmTrie<MapData, [u8; 16], EntryValue>;
+
+/// Handles on every pinned map.
+pub struct Maps {
+    pin: PinDir,
+    block_v4: TrieV4,
+    block_v6: TrieV6,
+    allow_v4: TrieV4,
+    allow_v6: TrieV6,
+    config: Array<MapData, Config>,
+    global: PerCpuArray<MapData, GlobalCounters>,
+    prefix_hits: PerCpuHashMap<MapData, PrefixKey, PrefixCounters>,
+    ip_hits: PerCpuHashMap<MapData, IpKey, IpCounters>,
+}
+
+/// Fill of one trie.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Fill {
+    /// Entries installed.
+    pub entries: u64,
+    /// Capacity.
+    pub max_entries: u32,
+}
+
+impl Fill {
+    /// Entries over capacity, 0.0..=1.0.
+    pub fn ratio(&self) -> f64 {
+        if self.max_entries == 0 {
+            0.0
+        } else {
+            self.entries as f64 / self.max_entries as f64
+        }
+    }
+}
+
+/// The result of a longest-prefix lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Match {
+    /// The entry that matched.
+    pub prefix: Prefix,
+    /// Its value.
+    pub value: EntryValue,
+}
+
+fn open_map(pin: &PinDir, name: &str) -> Result<Map, DatapathError> {
+    let path = pin.map(name);
+    if !path.exists() {
+        return Err(DatapathError::NotPinned(pin.root().to_owned()));
+    }
+    let data = MapData::from_pin(&path)
+        .map_err(|e| DatapathError::other(format!("opening pinned map {}", path.display()), e))?;
+    Map::from_map_data(data)
+        .map_err(|e| DatapathError::other(format!("reading map {}", path.display()), e))
+}
+
+fn typed<T>(pin: &PinDir, name: &str) -> Result<T, DatapathError>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    T::try_from(open_map(pin, name)?).map_err(|e| {
+        DatapathError::other(
+            format!(
+                "map {name} under {} does not have the layout this agent expects \
+                 (pinned by another version?); detach all interfaces and attach again",
+                pin.root().display()
+            ),
+            e,
+        )
+    })
+}
+
+fn map_err(what: impl Into<String>) -> impl FnOnce(MapError) -> DatapathError {
+    let what = what.into();
+    move |e| DatapathError::other(what, e)
+}
+
+fn is_enoent(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound | MapError::ElementNotFound => true,
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
+fn is_full(e: &MapError) -> bool {
+    matches!(e, MapError::SyscallError(s)
+        if matches!(s.io_error.raw_os_error(), Some(libc::ENOSPC) | Some(libc::E2BIG)))
+}
+
+impl Maps {
+    /// Opens every pinned map under `pin`, or says that nothing is attached.
+    pub fn open(pin: &PinDir) -> Result<Self, DatapathError> {
+        Ok(Self {
+            pin: pin.clone(),
+            block_v4: typed(pin, map_names::BLOCK_V4)?,
+            block_v6: typed(pin, map_names::BLOCK_V6)?,
+            allow_v4: typed(pin, map_names::ALLOW_V4)?,
+            allow_v6: typed(pin, map_names::ALLOW_V6)?,
+            config: typed(pin, map_names::CONFIG)?,
+            global: typed(pin, map_names::GLOBAL)?,
+            prefix_hits: typed(pin, map_names::PREFIX_HITS)?,
+            ip_hits: typed(pin, map_names::IP_HITS)?,
+        })
+    }
+
+    /// The pin directory these maps came from.
+    pub fn pin(&self) -> &PinDir {
+        &self.pin
+    }
+
+    fn name(kind: TrieKind, v4: bool) -> &'static str {
+        match (kind, v4) {
+            (TrieKind::Block, true) => map_names::BLOCK_V4,
+            (TrieKind::Block, false) => map_names::BLOCK_V6,
+            (TrieKind::Allow, true) => map_names::ALLOW_V4,
+            (TrieKind::Allow, false) => map_names::ALLOW_V6,
+        }
+    }
+
+    fn v4(&self, kind: TrieKind) -> &TrieV4 {
+        match kind {
+            TrieKind::Block => &self.block_v4,
+            TrieKind::Allow => &self.allow_v4,
+        }
+    }
+
+    fn v6(&self, kind: TrieKind) -> &TrieV6 {
+        match kind {
+            TrieKind::Block => &self.block_v6,
+            TrieKind::Allow => &self.allow_v6,
+        }
+    }
+
+    fn v4_mut(&mut self, kind: TrieKind) -> &mut TrieV4 {
+        match kind {
+            TrieKind::Block => &mut self.block_v4,
+            TrieKind::Allow => &mut self.allow_v4,
+        }
+    }
+
+    fn v6_mut(&mut self, kind: TrieKind) -> &mut TrieV6 {
+        match kind {
+            TrieKind::Block => &mut self.block_v6,
+            TrieKind::Allow => &mut self.allow_v6,
+        }
+    }
+
+    /// Exact lookup of one entry.
+    pub fn get_exact(
+        &self,
+        kind: TrieKind,
+        prefix: Prefix,
+    ) -> Result<Option<EntryValue>, DatapathError> {
+        let what = || {
+            format!(
+                "looking up {prefix} in {}",
+                Self::name(kind, prefix.is_v4())
+            )
+        };
+        let r = match (prefix.v4_bytes(), prefix.v6_bytes()) {
+            (Some(b), _) => self.v4(kind).get(&Key::new(prefix.prefix_len() as u32, b), 0),
+            (_, Some(b)) => self.v6(kind).get(&Key::new(prefix.prefix_len() as u32, b), 0),
+            _ => unreachable!("a prefix is v4 or v6"),
+        };
+        match r {
+            // The kernel's lookup is longest-prefix. Entries are canonical,
+            // so a match of this prefix's own length is this very entry.
+            Ok(v) if v.prefix_len == prefix.prefix_len() as u32 => Ok(Some(v)),
+            Ok(_) => Ok(None),
+            Err(e) if is_enoent(&e) => Ok(None),
+            Err(e) => Err(map_err(what())(e)),
+        }
+    }
+
+    /// Inserts (or overwrites) an entry. Returns true when it was new.
+    pub fn insert(
+        &mut self,
+        kind: TrieKind,
+        prefix: Prefix,
+        flags: u32,
+    ) -> Result<bool, DatapathError> {
+        let existed = self.get_exact(kind, prefix)?.is_some();
+        let value = EntryValue {
+            prefix_len: prefix.prefix_len() as u32,
+            flags,
+        };
+        let name = Self::name(kind, prefix.is_v4());
+        let r = match (prefix.v4_bytes(), prefix.v6_bytes()) {
+            (Some(b), _) => self
+                .v4_mut(kind)
+                .insert(&Key::new(prefix.prefix_len() as u32, b), value, 0),
+            (_, Some(b)) => self
+                .v6_mut(kind)
+                .insert(&Key::new(prefix.prefix_len() as u32, b), value, 0),
+            _ => unreachable!("a prefix is v4 or v6"),
+        };
+        match r {
+            Ok(()) => Ok(!existed),
+            Err(e) if is_full(&e) => Err(DatapathError::Full {
+                map: name,
+                max: self
+                    .fill(kind, prefix.is_v4())
+                    .map(|f| f.max_entries)
+                    .unwrap_or(0),
+                entry: prefix.to_string(),
+            }),
+            Err(e) => Err(map_err(format!("inserting {prefix} into {name}"))(e)),
+        }
+    }
+
+    /// Inserts a manual (`block`/`allow`) entry.
+    pub fn insert_manual(&mut self, kind: TrieKind, prefix: Prefix) -> Result<bool, DatapathError> {
+        self.insert(kind, prefix, ENTRY_FLAG_MANUAL)
+    }
+
+    /// Removes an entry (exact prefix). Returns true when it was there. A
+    /// removed block entry also loses its per-prefix counters.
+    pub fn remove(&mut self, kind: TrieKind, prefix: Prefix) -> Result<bool, DatapathError> {
+        let name = Self::name(kind, prefix.is_v4());
+        let r = match (prefix.v4_bytes(), prefix.v6_bytes()) {
+            (Some(b), _) => self.v4_mut(kind).remove(&Key::new(prefix.prefix_len() as u32, b)),
+            (_, Some(b)) => self.v6_mut(kind).remove(&Key::new(prefix.prefix_len() as u32, b)),
+            _ => unreachable!("a prefix is v4 or v6"),
+        };
+        let removed = match r {
+            Ok(()) => true,
+            Err(e) if is_enoent(&e) => false,
+            Err(e) => return Err(map_err(format!("removing {prefix} from {name}"))(e)),
+        };
+        if removed && kind == TrieKind::Block {
+            match self.prefix_hits.remove(&prefix_key(prefix)) {
+                Ok(()) => {}
+                Err(e) if is_enoent(&e) => {}
+                Err(e) => return Err(map_err(format!("removing the counters of {prefix}"))(e)),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Longest-prefix match of one address (v4-mapped goes to IPv4).
+    pub fn lookup(&self, kind: TrieKind, addr: IpAddr) -> Result<Option<Match>, DatapathError> {
+        let addr = canonical_addr(addr);
+        let r = match addr {
+            IpAddr::V4(a) => self.v4(kind).get(&Key::new(32, a.octets()), 0),
+            IpAddr::V6(a) => self.v6(kind).get(&Key::new(128, a.octets()), 0),
+        };
+        let value = match r {
+            Ok(v) => v,
+            Err(e) if is_enoent(&e) => return Ok(None),
+            Err(e) => {
+                return Err(map_err(format!(
+                    "looking up {addr} in {}",
+                    Self::name(kind, addr.is_ipv4())
+                ))(e));
+            }
+        };
+        let len = value.prefix_len.min(if addr.is_ipv4() { 32 } else { 128 }) as u8;
+        let prefix =
+            Prefix::new(ipnet::IpNet::new(addr, len).expect("length clamped to the family"));
+        Ok(Some(Match { prefix, value }))
+    }
+
+    /// Every entry of one trie.
+    pub fn entries(
+        &self,
+        kind: TrieKind,
+        v4: bool,
+    ) -> Result<Vec<(Prefix, EntryValue)>, DatapathError> {
+        let what = || format!("listing {}", Self::name(kind, v4));
+        let mut out = Vec::new();
+        if v4 {
+            for item in self.v4(kind).iter() {
+                let (k, v) = item.map_err(map_err(what()))?;
+                if let Some(p) = Prefix::from_v4(k.data(), k.prefix_len() as u8) {
+                    out.push((p, v));
+                }
+            }
+        } else {
+            for item in self.v6(kind).iter() {
+                let (k, v) = item.map_err(map_err(what()))?;
+                if let Some(p) = Prefix::from_v6(k.data(), k.prefix_len() as u8) {
+                    out.push((p, v));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Entries and capacity of one trie.
+    pub fn fill(&self, kind: TrieKind, v4: bool) -> Result<Fill, DatapathError> {
+        let name = Self::name(kind, v4);
+        let (keys, info) = if v4 {
+            let t = self.v4(kind);
+            (
+                t.keys().count(),
+                aya::maps::MapInfo::from_pin(self.pin.map(name)),
+            )
+        } else {
+            let t = self.v6(kind);
+            (
+                t.keys().count(),
+                aya::maps::MapInfo::from_pin(self.pin.map(name)),
+            )
+        };
+        let info = info.map_err(map_err(format!("reading the capacity of {name}")))?;
+        Ok(Fill {
+            entries: keys as u64,
+            max_entries: info.max_entries(),
+        })
+    }
+
+    /// The live configuration.
+    pub fn config(&self) -> Result<Config, DatapathError> {
+        self.config.get(&0, 0).map_err(map_err("reading CONFIG"))
+    }
+
+    /// Replaces the live configuration; the program sees it on the next packet.
+    pub fn set_config(&mut self, config: Config) -> Result<(), DatapathError> {
+        self.config
+            .set(0, config, 0)
+            .map_err(map_err("writing CONFIG"))
+    }
+
+    /// Global counters summed over CPUs.
+    pub fn global(&self) -> Result<GlobalCounters, DatapathError> {
+        let per_cpu = self.global.get(&0, 0).map_err(map_err("reading GLOBAL"))?;
+        Ok(crate::counters::sum_global(per_cpu.iter()))
+    }
+
+    /// Counters of one block prefix, summed over CPUs (zero if never hit).
+    pub fn prefix_counters(&self, prefix: Prefix) -> Result<PrefixCounters, DatapathError> {
+        match self.prefix_hits.get(&prefix_key(prefix), 0) {
+            Ok(v) => Ok(crate::counters::sum_prefix(v.iter())),
+            Err(e) if is_enoent(&e) => Ok(PrefixCounters::default()),
+            Err(e) => Err(map_err(format!("reading the counters of {prefix}"))(e)),
+        }
+    }
+
+    /// Every per-address counter, summed over CPUs.
+    pub fn ip_counters(&self) -> Result<Vec<(IpKey, IpCounters)>, DatapathError> {
+        let mut out = Vec::new();
+        for item in self.ip_hits.iter() {
+            match item {
+                Ok((k, v)) => out.push((k, crate::counters::sum_ip(v.iter()))),
+                // LRU eviction between next_key and lookup: skip the entry.
+                Err(e) if is_enoent(&e) => continue,
+                Err(e) => return Err(map_err("reading IP_HITS")(e)),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The `PREFIX_HITS` key of a block prefix.
+pub fn prefix_key(prefix: Prefix) -> PrefixKey {
+    let mut addr = [0u8; 16];
+    let family = match (prefix.v4_bytes(), prefix.v6_bytes()) {
+        (Some(b), _) => {
+            addr[..4].copy_from_slice(&b);
+            FAMILY_V4
+        }
+        (_, Some(b)) => {
+            addr = b;
+            FAMILY_V6
+        }
+        _ => unreachable!("a prefix is v4 or v6"),
+    };
+    PrefixKey {
+        addr,
+        family,
+        prefix_len: prefix.prefix_len(),
+        _pad: [0; 2],
+    }
+}
+
+/// The address of a per-address counter key.
+pub fn ip_of(key: &IpKey) -> IpAddr {
+    if key.family == FAMILY_V4 {
+        IpAddr::from([key.addr[0], key.addr[1], key.addr[2], key.addr[3]])
+    } else {
+        IpAddr::from(key.addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_keys_place_v4_in_the_first_bytes() {
+        let k = prefix_key("192.0.2.0/24".parse().unwrap());
+        assert_eq!(&k.addr[..4], &[192, 0, 2, 0]);
+        assert!(k.addr[4..].iter().all(|b| *b == 0));
+        assert_eq!((k.family, k.prefix_len), (FAMILY_V4, 24));
+        let k6 = prefix_key("2001:db8::/32".parse().unwrap());
+        assert_eq!(&k6.addr[..4], &[0x20, 0x01, 0x0d, 0xb8]);
+        assert_eq!((k6.family, k6.prefix_len), (FAMILY_V6, 32));
+    }
+
+    #[test]
+    fn ip_of_round_trips() {
+        let key = IpKey {
+            addr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            family: FAMILY_V4,
+            direction: 1,
+            _pad: [0; 2],
+        };
+        assert_eq!(ip_of(&key), "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
+}

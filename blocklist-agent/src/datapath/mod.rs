@@ -1,0 +1,12 @@
+//! Everything that touches the kernel: loading the embedded XDP object,
+//! attaching it, pinning, typed access to the pinned maps, and running the
+//! program on crafted frames.
+
+pub mod attach;
+pub mod error;
+pub mod loader;
+pub mod maps;
+pub mod pin;
+pub mod test_run;
+
+pub use error::DatapathError;

@@ -1,0 +1,84 @@
+//! `BPF_PROG_TEST_RUN`: run the loaded program on a crafted frame in the
+//! kernel, without an interface. Used by the verdict tests and the
+//! per-packet cost benchmark.
+
+use std::os::fd::{AsFd, AsRawFd};
+
+use aya::programs::Xdp;
+
+use super::DatapathError;
+
+/// `XDP_DROP`.
+pub const XDP_DROP: u32 = 1;
+/// `XDP_PASS`.
+pub const XDP_PASS: u32 = 2;
+
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+
+/// The `test` member of `union bpf_attr` (linux/bpf.h).
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+
+/// What one test run returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunResult {
+    /// The XDP action of the last run.
+    pub action: u32,
+    /// Mean nanoseconds per run as the kernel measured it.
+    pub duration_ns: u32,
+}
+
+/// Runs `prog` on `frame` `repeat` times (at least once) in the kernel.
+pub fn run(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<RunResult, DatapathError> {
+    let fd = prog
+        .fd()
+        .map_err(|e| DatapathError::other("the program is not loaded", e))?;
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut attr = TestRunAttr {
+        prog_fd: fd.as_fd().as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_size_out: out.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: repeat.max(1),
+        ..Default::default()
+    };
+    // SAFETY: `attr` is a valid bpf_attr prefix for BPF_PROG_TEST_RUN and the
+    // buffers it points to outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestRunAttr,
+            std::mem::size_of::<TestRunAttr>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(DatapathError::other(
+            "BPF_PROG_TEST_RUN",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(RunResult {
+        action: attr.retval,
+        duration_ns: attr.duration,
+    })
+}

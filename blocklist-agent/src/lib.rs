@@ -1,0 +1,28 @@
+//! # xdp-blocklist agent
+//!
+//! The userspace half of xdp-blocklist. The XDP program (crate
+//! `blocklist-ebpf`) drops packets whose source or destination falls in an
+//! LPM trie; this crate loads and attaches that program, keeps its maps
+//! pinned under bpffs so protection outlives the agent, edits the tries and
+//! reads the counters.
+//!
+//! Design in one paragraph: the kernel holds the truth. Every command opens
+//! the pinned maps ([`datapath::maps::Maps`]) rather than keeping its own
+//! copy, so the CLI works from any shell while the program runs, and a
+//! restarted agent starts from what is installed. Prefixes are normalised
+//! once, in [`prefix::Prefix`], before anything reaches a trie. The state
+//! directory ([`state`]) keeps only what the kernel cannot: which mode each
+//! interface got, and (later) feed history.
+//!
+//! Modules:
+//! - [`prefix`]: parsing, canonical form and the min-prefix guard.
+//! - [`datapath`]: load, attach, pin, typed map access, test runs.
+//! - [`counters`]: summing per-CPU counters, kernel time to wall time.
+//! - [`config`]: the TOML configuration.
+//! - [`state`]: the persisted state directory.
+
+pub mod config;
+pub mod counters;
+pub mod datapath;
+pub mod prefix;
+pub mod state;

@@ -1,0 +1,129 @@
+//! Persisted agent state in the state directory.
+//!
+//! Files are written atomically (write a temporary file, fsync, rename) so
+//! that a crash never leaves a half-written file behind.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::datapath::attach::AttachedMode;
+
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/xdp-blocklist";
+
+/// One attached interface.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Attachment {
+    /// The mode the kernel gave us.
+    pub mode: AttachedMode,
+    /// Kernel interface index at attach time.
+    pub ifindex: u32,
+    /// When it was attached (RFC 3339).
+    pub since: String,
+}
+
+/// The state directory.
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+const ATTACHMENTS: &str = "attachments.json";
+
+impl StateDir {
+    /// Wraps a path without touching the file system.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Attached interfaces as recorded by `attach`.
+    pub fn attachments(&self) -> anyhow::Result<BTreeMap<String, Attachment>> {
+        self.read_json(ATTACHMENTS)
+    }
+
+    /// Records the attached interfaces.
+    pub fn set_attachments(&self, a: &BTreeMap<String, Attachment>) -> anyhow::Result<()> {
+        self.write_json(ATTACHMENTS, a)
+    }
+
+    fn read_json<T: DeserializeOwned + Default>(&self, name: &str) -> anyhow::Result<T> {
+        use anyhow::Context as _;
+        let path = self.root.join(name);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "state file {} is corrupt; delete it and the agent rebuilds it from the pinned maps",
+                    path.display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+            Err(e) => Err(e).with_context(|| format!("reading state file {}", path.display())),
+        }
+    }
+
+    fn write_json<T: Serialize>(&self, name: &str, value: &T) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec_pretty(value)?;
+        write_atomic(&self.root.join(name), &bytes)
+    }
+}
+
+/// Writes `bytes` to `path` atomically: temporary file, fsync, rename,
+/// fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let dir = path.parent().context("state file has no directory")?;
+    fs::create_dir_all(dir)
+        .with_context(|| format!("creating state directory {}", dir.display()))?;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    {
+        let mut f =
+            fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(bytes)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.sync_all()
+            .with_context(|| format!("syncing {}", tmp.display()))?;
+    }
+    fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attachments_round_trip_and_corruption_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::new(dir.path());
+        assert!(s.attachments().unwrap().is_empty());
+        let mut m = BTreeMap::new();
+        m.insert(
+            "eth0".to_owned(),
+            Attachment {
+                mode: AttachedMode::Skb,
+                ifindex: 2,
+                since: "2026-01-01T00:00:00Z".into(),
+            },
+        );
+        s.set_attachments(&m).unwrap();
+        assert_eq!(s.attachments().unwrap(), m);
+        fs::write(dir.path().join(ATTACHMENTS), b"{trunc").unwrap();
+        let e = format!("{:#}", s.attachments().unwrap_err());
+        assert!(e.contains("corrupt"), "{e}");
+    }
+}

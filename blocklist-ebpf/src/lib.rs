@@ -1,0 +1,319 @@
+//! The kernel/user ABI of xdp-blocklist.
+//!
+//! Everything the XDP program and the agent must agree on lives here, once:
+//! map names, key and value layouts, counter records, the live configuration
+//! and the drop-event record. The crate is `#![no_std]` and compiled for both
+//! sides; with the `user` feature each type also implements [`aya::Pod`] so
+//! the agent can read and write the pinned maps.
+//!
+//! # Maps
+//!
+//! | name          | type                 | key                  | value              |
+//! |---------------|----------------------|----------------------|--------------------|
+//! | `BLOCK_V4`    | LPM trie             | `Key<[u8; 4]>`       | [`EntryValue`]     |
+//! | `BLOCK_V6`    | LPM trie             | `Key<[u8; 16]>`      | [`EntryValue`]     |
+//! | `ALLOW_V4`    | LPM trie             | `Key<[u8; 4]>`       | [`EntryValue`]     |
+//! | `ALLOW_V6`    | LPM trie             | `Key<[u8; 16]>`      | [`EntryValue`]     |
+//! | `PREFIX_HITS` | per-CPU hash         | [`PrefixKey`]        | [`PrefixCounters`] |
+//! | `IP_HITS`     | LRU per-CPU hash     | [`IpKey`]            | [`IpCounters`]     |
+//! | `GLOBAL`      | per-CPU array (1)    | `u32` (0)            | [`GlobalCounters`] |
+//! | `CONFIG`      | array (1)            | `u32` (0)            | [`Config`]         |
+//! | `EVENTS`      | ring buffer          |                      | [`DropEvent`]      |
+//! | `EVENT_RATE`  | LRU hash             | [`IpKey`]            | `u64` (ktime ns)   |
+//!
+//! LPM keys are a `u32` prefix length followed by the address in network
+//! byte order, exactly as the kernel's `bpf_lpm_trie_key` expects. The
+//! trie value carries the entry's own prefix length so that the program can
+//! name the prefix that matched (the kernel's lookup returns only the value)
+//! and key its per-prefix counters by it: counters need no slot allocator and
+//! survive any sync that keeps the prefix.
+//!
+//! A zeroed [`Config`] is the default configuration (drop, match both,
+//! events at the default rate), so a freshly created map is already correct.
+#![no_std]
+
+/// Pinned map names, shared by the program and the agent.
+pub mod map_names {
+    /// IPv4 block trie.
+    pub const BLOCK_V4: &str = "BLOCK_V4";
+    /// IPv6 block trie.
+    pub const BLOCK_V6: &str = "BLOCK_V6";
+    /// IPv4 allow trie (consulted only after a block hit).
+    pub const ALLOW_V4: &str = "ALLOW_V4";
+    /// IPv6 allow trie (consulted only after a block hit).
+    pub const ALLOW_V6: &str = "ALLOW_V6";
+    /// Per-prefix hit counters.
+    pub const PREFIX_HITS: &str = "PREFIX_HITS";
+    /// Per-address hit counters (bounded LRU).
+    pub const IP_HITS: &str = "IP_HITS";
+    /// Global counters.
+    pub const GLOBAL: &str = "GLOBAL";
+    /// Live configuration.
+    pub const CONFIG: &str = "CONFIG";
+    /// Drop-event ring buffer.
+    pub const EVENTS: &str = "EVENTS";
+    /// Per-address event rate limiter.
+    pub const EVENT_RATE: &str = "EVENT_RATE";
+
+    /// Every map the program pins, in a stable order.
+    pub const ALL: [&str; 10] = [
+        BLOCK_V4,
+        BLOCK_V6,
+        ALLOW_V4,
+        ALLOW_V6,
+        PREFIX_HITS,
+        IP_HITS,
+        GLOBAL,
+        CONFIG,
+        EVENTS,
+        EVENT_RATE,
+    ];
+}
+
+/// Name of the XDP program in the object file.
+pub const PROGRAM_NAME: &str = "blocklist";
+/// Name of the empty `XDP_PASS` program shipped beside it, the cost floor
+/// that benchmarks compare against.
+pub const FLOOR_PROGRAM_NAME: &str = "xdp_pass_floor";
+
+/// Capacity of `BLOCK_V4` (LPM tries allocate per entry, so this costs
+/// nothing until used).
+pub const BLOCK_V4_MAX_ENTRIES: u32 = 1 << 21;
+/// Capacity of `BLOCK_V6`.
+pub const BLOCK_V6_MAX_ENTRIES: u32 = 1 << 19;
+/// Capacity of each allow trie.
+pub const ALLOW_MAX_ENTRIES: u32 = 1 << 16;
+/// Capacity of `PREFIX_HITS`; entries appear only when a prefix is hit.
+pub const PREFIX_HITS_MAX_ENTRIES: u32 = BLOCK_V4_MAX_ENTRIES + BLOCK_V6_MAX_ENTRIES;
+/// Default capacity of `IP_HITS` (the agent may resize it at load time).
+pub const IP_HITS_DEFAULT_ENTRIES: u32 = 65_536;
+/// Capacity of `EVENT_RATE`.
+pub const EVENT_RATE_MAX_ENTRIES: u32 = 16_384;
+/// Size of the `EVENTS` ring buffer in bytes (a power of two pages).
+pub const EVENTS_RING_BYTES: u32 = 1 << 18;
+
+/// Address family tag used in keys and records.
+pub const FAMILY_V4: u8 = 4;
+/// Address family tag used in keys and records.
+pub const FAMILY_V6: u8 = 6;
+
+/// The address that matched was the packet's source.
+pub const DIRECTION_SRC: u8 = 1;
+/// The address that matched was the packet's destination.
+pub const DIRECTION_DST: u8 = 2;
+
+/// Value stored in the block and allow tries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EntryValue {
+    /// Prefix length of the entry itself (the kernel returns only the value
+    /// of the longest match, so the program learns the prefix from here).
+    pub prefix_len: u32,
+    /// Entry flags ([`ENTRY_FLAG_MANUAL`], ...).
+    pub flags: u32,
+}
+
+/// The entry was added by hand (`block`/`allow`), not by a feed.
+pub const ENTRY_FLAG_MANUAL: u32 = 1;
+
+/// Key of the per-prefix and per-address maps. IPv4 addresses occupy the
+/// first four bytes of `addr`, the rest is zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PrefixKey {
+    /// Address with host bits cleared, network byte order.
+    pub addr: [u8; 16],
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    /// Prefix length.
+    pub prefix_len: u8,
+    /// Zero.
+    pub _pad: [u8; 2],
+}
+
+/// Per-prefix counters (one per CPU; the agent sums them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrefixCounters {
+    /// Packets that matched this prefix.
+    pub packets: u64,
+    /// Bytes of those packets (whole frame).
+    pub bytes: u64,
+    /// `bpf_ktime_get_ns()` of the first hit on this CPU.
+    pub first_seen_ns: u64,
+    /// `bpf_ktime_get_ns()` of the last hit on this CPU.
+    pub last_seen_ns: u64,
+}
+
+/// Key of the per-address counters: the address that actually hit and
+/// whether it was the packet's source or destination.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IpKey {
+    /// Address, network byte order; IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    /// [`DIRECTION_SRC`] or [`DIRECTION_DST`].
+    pub direction: u8,
+    /// Zero.
+    pub _pad: [u8; 2],
+}
+
+/// Per-address counters (one per CPU; the agent sums them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IpCounters {
+    /// Packets from or to this address that were dropped or monitored.
+    pub packets: u64,
+    /// Bytes of those packets.
+    pub bytes: u64,
+    /// `bpf_ktime_get_ns()` of the first hit on this CPU.
+    pub first_seen_ns: u64,
+    /// `bpf_ktime_get_ns()` of the last hit on this CPU.
+    pub last_seen_ns: u64,
+    /// Prefix length of the block entry that matched.
+    pub prefix_len: u32,
+    /// Zero.
+    pub _pad: u32,
+}
+
+/// Global counters (one per CPU; the agent sums them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalCounters {
+    /// Every frame the program saw.
+    pub seen_packets: u64,
+    /// Bytes of every frame the program saw.
+    pub seen_bytes: u64,
+    /// Frames passed (including monitored, allowlisted, non-IP, malformed).
+    pub passed_packets: u64,
+    /// Bytes of passed frames.
+    pub passed_bytes: u64,
+    /// IPv4 frames dropped.
+    pub dropped_v4_packets: u64,
+    /// Bytes of dropped IPv4 frames.
+    pub dropped_v4_bytes: u64,
+    /// IPv6 frames dropped.
+    pub dropped_v6_packets: u64,
+    /// Bytes of dropped IPv6 frames.
+    pub dropped_v6_bytes: u64,
+    /// Frames that would have been dropped but the action is `monitor`.
+    pub monitored_packets: u64,
+    /// Bytes of monitored frames.
+    pub monitored_bytes: u64,
+    /// Block hits overridden by an allow entry.
+    pub allowlisted_packets: u64,
+    /// Frames that are neither IPv4 nor IPv6 (ARP, LLDP, ...).
+    pub not_ip_packets: u64,
+    /// Frames too short for the headers they announce.
+    pub malformed_packets: u64,
+    /// Drop events written to the ring buffer.
+    pub events_sent: u64,
+    /// Drop events lost because the ring buffer was full.
+    pub events_lost: u64,
+}
+
+/// Action on a blocked packet: drop it.
+pub const ACTION_DROP: u32 = 0;
+/// Action on a blocked packet: count it and let it pass.
+pub const ACTION_MONITOR: u32 = 1;
+
+/// Match both source and destination addresses.
+pub const MATCH_BOTH: u32 = 0;
+/// Match only source addresses.
+pub const MATCH_SRC: u32 = 1;
+/// Match only destination addresses.
+pub const MATCH_DST: u32 = 2;
+
+/// Default minimum interval between two drop events for one address.
+pub const EVENT_DEFAULT_INTERVAL_MS: u32 = 1_000;
+/// `Config::event_interval_ms` value that disables drop events.
+pub const EVENT_INTERVAL_OFF: u32 = u32::MAX;
+
+/// The live configuration, read by the program on every packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// [`ACTION_DROP`] or [`ACTION_MONITOR`].
+    pub action: u32,
+    /// [`MATCH_BOTH`], [`MATCH_SRC`] or [`MATCH_DST`].
+    pub match_mode: u32,
+    /// Minimum milliseconds between two events for one address; 0 means
+    /// [`EVENT_DEFAULT_INTERVAL_MS`], [`EVENT_INTERVAL_OFF`] disables events.
+    pub event_interval_ms: u32,
+    /// Zero.
+    pub _pad: u32,
+}
+
+/// A drop (or monitor) event, sampled per address into `EVENTS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropEvent {
+    /// `bpf_ktime_get_ns()` at the drop.
+    pub ktime_ns: u64,
+    /// Source address, network byte order; IPv4 in the first four bytes.
+    pub src: [u8; 16],
+    /// Destination address, likewise.
+    pub dst: [u8; 16],
+    /// Ingress interface index.
+    pub ifindex: u32,
+    /// Frame length in bytes.
+    pub bytes: u32,
+    /// Prefix length of the matching block entry.
+    pub prefix_len: u32,
+    /// Source port (TCP/UDP), host byte order, 0 otherwise.
+    pub src_port: u16,
+    /// Destination port, likewise.
+    pub dst_port: u16,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    /// [`DIRECTION_SRC`] or [`DIRECTION_DST`]: which address matched.
+    pub direction: u8,
+    /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, ...).
+    pub protocol: u8,
+    /// [`ACTION_DROP`] or [`ACTION_MONITOR`] as a byte.
+    pub action: u8,
+    /// Zero.
+    pub _pad: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: every type is #[repr(C)], made only of integers and byte
+    // arrays, with explicit padding fields, so any bit pattern is valid.
+    unsafe impl aya::Pod for super::EntryValue {}
+    unsafe impl aya::Pod for super::PrefixKey {}
+    unsafe impl aya::Pod for super::PrefixCounters {}
+    unsafe impl aya::Pod for super::IpKey {}
+    unsafe impl aya::Pod for super::IpCounters {}
+    unsafe impl aya::Pod for super::GlobalCounters {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::DropEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<EntryValue>(), 8);
+        assert_eq!(size_of::<PrefixKey>(), 20);
+        assert_eq!(size_of::<IpKey>(), 20);
+        assert_eq!(size_of::<PrefixCounters>(), 32);
+        assert_eq!(size_of::<IpCounters>(), 40);
+        assert_eq!(size_of::<GlobalCounters>(), 15 * 8);
+        assert_eq!(size_of::<Config>(), 16);
+        assert_eq!(size_of::<DropEvent>(), 64);
+    }
+
+    #[test]
+    fn zeroed_config_is_the_default() {
+        let c = Config::default();
+        assert_eq!(c.action, ACTION_DROP);
+        assert_eq!(c.match_mode, MATCH_BOTH);
+        assert_eq!(c.event_interval_ms, 0);
+    }
+}

@@ -1,0 +1,535 @@
+//! Parse, look up, count, decide.
+//!
+//! Per packet: one `CONFIG` and one `GLOBAL` lookup, then at most one block
+//! trie lookup per matched address (source first, then destination) and an
+//! allow-trie lookup only after a block hit. A blocked packet adds a bounded
+//! number of counter updates (prefix, address) and, rate-limited per address,
+//! one ring-buffer event.
+
+use aya_ebpf::{
+    bindings::{BPF_ANY, xdp_action},
+    helpers::bpf_ktime_get_ns,
+    macros::{map, xdp},
+    maps::{
+        Array, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf,
+        lpm_trie::{Key, LpmTrie},
+    },
+    programs::XdpContext,
+};
+use blocklist_ebpf::{
+    ACTION_MONITOR, ALLOW_MAX_ENTRIES, BLOCK_V4_MAX_ENTRIES, BLOCK_V6_MAX_ENTRIES, Config,
+    DIRECTION_DST, DIRECTION_SRC, DropEvent, EVENT_DEFAULT_INTERVAL_MS, EVENT_INTERVAL_OFF,
+    EVENT_RATE_MAX_ENTRIES, EVENTS_RING_BYTES, EntryValue, FAMILY_V4, FAMILY_V6, GlobalCounters,
+    IP_HITS_DEFAULT_ENTRIES, IpCounters, IpKey, MATCH_DST, MATCH_SRC, PREFIX_HITS_MAX_ENTRIES,
+    PrefixCounters, PrefixKey,
+};
+
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+#[map]
+static BLOCK_V4: LpmTrie<[u8; 4], EntryValue> = LpmTrie::pinned(BLOCK_V4_MAX_ENTRIES, 0);
+#[map]
+static BLOCK_V6: LpmTrie<[u8; 16], EntryValue> = LpmTrie::pinned(BLOCK_V6_MAX_ENTRIES, 0);
+#[map]
+static ALLOW_V4: LpmTrie<[u8; 4], EntryValue> = LpmTrie::pinned(ALLOW_MAX_ENTRIES, 0);
+#[map]
+static ALLOW_V6: LpmTrie<[u8; 16], EntryValue> = LpmTrie::pinned(ALLOW_MAX_ENTRIES, 0);
+#[map]
+static PREFIX_HITS: PerCpuHashMap<PrefixKey, PrefixCounters> =
+    PerCpuHashMap::pinned(PREFIX_HITS_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+#[map]
+static IP_HITS: LruPerCpuHashMap<IpKey, IpCounters> =
+    LruPerCpuHashMap::pinned(IP_HITS_DEFAULT_ENTRIES, 0);
+#[map]
+static GLOBAL: PerCpuArray<GlobalCounters> = PerCpuArray::pinned(1, 0);
+#[map]
+static CONFIG: Array<Config> = Array::pinned(1, 0);
+#[map]
+static EVENTS: RingBuf = RingBuf::pinned(EVENTS_RING_BYTES, 0);
+#[map]
+static EVENT_RATE: LruHashMap<IpKey, u64> = LruHashMap::pinned(EVENT_RATE_MAX_ENTRIES, 0);
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const VLAN_HLEN: usize = 4;
+const IPV4_HLEN: usize = 20;
+const IPV6_HLEN: usize = 40;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const V4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+
+/// The main program: drop (or count) packets whose source or destination is
+/// blocked.
+#[xdp]
+pub fn blocklist(ctx: XdpContext) -> u32 {
+    let Some(global) = GLOBAL.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: a per-CPU array slot is only touched by this CPU while the
+    // program runs (XDP is not preempted by itself).
+    let global = unsafe { &mut *global };
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    global.seen_packets += 1;
+    global.seen_bytes += len;
+
+    let mut pkt = Packet {
+        src: [0; 16],
+        dst: [0; 16],
+        src_family: 0,
+        dst_family: 0,
+        family: 0,
+        protocol: 0,
+        src_port: 0,
+        dst_port: 0,
+    };
+    let verdict = match parse(&ctx, &mut pkt) {
+        PARSED_IP => decide(&ctx, &pkt, len, global),
+        PARSED_NOT_IP => {
+            global.not_ip_packets += 1;
+            Verdict::Pass
+        }
+        _ => {
+            global.malformed_packets += 1;
+            Verdict::Pass
+        }
+    };
+    match verdict {
+        Verdict::Pass => {
+            global.passed_packets += 1;
+            global.passed_bytes += len;
+            xdp_action::XDP_PASS
+        }
+        Verdict::Drop(family) => {
+            if family == FAMILY_V4 {
+                global.dropped_v4_packets += 1;
+                global.dropped_v4_bytes += len;
+            } else {
+                global.dropped_v6_packets += 1;
+                global.dropped_v6_bytes += len;
+            }
+            xdp_action::XDP_DROP
+        }
+    }
+}
+
+/// The cost floor for benchmarks: passes everything, touches nothing.
+#[xdp]
+pub fn xdp_pass_floor(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+enum Verdict {
+    Pass,
+    Drop(u8),
+}
+
+/// A blocked address and what the counters need to know about it.
+struct Hit {
+    key: IpKey,
+    prefix_len: u32,
+    len: u64,
+    now: u64,
+}
+
+/// The parsed headers. Addresses are 16 bytes each, IPv4 (and the IPv4 of
+/// a v4-mapped IPv6 address) in the first four, with the family beside:
+/// a plain layout the verifier tracks easily, no enums over packet data.
+#[repr(C)]
+struct Packet {
+    src: [u8; 16],
+    dst: [u8; 16],
+    /// Trie family of each address (v4-mapped IPv6 counts as IPv4).
+    src_family: u8,
+    dst_family: u8,
+    /// Family of the IP header itself.
+    family: u8,
+    protocol: u8,
+    src_port: u16,
+    dst_port: u16,
+}
+
+const PARSED_IP: u32 = 0;
+const PARSED_NOT_IP: u32 = 1;
+const PARSED_MALFORMED: u32 = 2;
+
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + core::mem::size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *const T)
+}
+
+#[inline(always)]
+fn read_be16(ctx: &XdpContext, offset: usize) -> Option<u16> {
+    let p = ptr_at::<[u8; 2]>(ctx, offset)?;
+    // SAFETY: bounds checked by ptr_at.
+    Some(u16::from_be_bytes(unsafe { *p }))
+}
+
+#[inline(always)]
+fn parse(ctx: &XdpContext, pkt: &mut Packet) -> u32 {
+    let Some(mut ethertype) = read_be16(ctx, 12) else {
+        return PARSED_MALFORMED;
+    };
+    let mut off = ETH_HLEN;
+    // Up to two VLAN tags (802.1ad outer, 802.1Q inner, or two 802.1Q).
+    for _ in 0..2 {
+        if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+            let Some(inner) = read_be16(ctx, off + 2) else {
+                return PARSED_MALFORMED;
+            };
+            ethertype = inner;
+            off += VLAN_HLEN;
+        }
+    }
+    match ethertype {
+        ETH_P_IP => parse_v4(ctx, off, pkt),
+        ETH_P_IPV6 => parse_v6(ctx, off, pkt),
+        _ => PARSED_NOT_IP,
+    }
+}
+
+#[inline(always)]
+fn parse_v4(ctx: &XdpContext, off: usize, pkt: &mut Packet) -> u32 {
+    let Some(h) = ptr_at::<[u8; IPV4_HLEN]>(ctx, off) else {
+        return PARSED_MALFORMED;
+    };
+    // SAFETY: bounds checked by ptr_at.
+    let h = unsafe { &*h };
+    let ihl = (h[0] & 0x0f) as usize * 4;
+    if h[0] >> 4 != 4 || ihl < IPV4_HLEN {
+        return PARSED_MALFORMED;
+    }
+    pkt.src[..4].copy_from_slice(&h[12..16]);
+    pkt.dst[..4].copy_from_slice(&h[16..20]);
+    pkt.src_family = FAMILY_V4;
+    pkt.dst_family = FAMILY_V4;
+    pkt.family = FAMILY_V4;
+    pkt.protocol = h[9];
+    let frag_offset = u16::from_be_bytes([h[6], h[7]]) & 0x1fff;
+    if frag_offset == 0 {
+        ports(ctx, off + ihl, pkt);
+    }
+    PARSED_IP
+}
+
+#[inline(always)]
+fn parse_v6(ctx: &XdpContext, off: usize, pkt: &mut Packet) -> u32 {
+    let Some(h) = ptr_at::<[u8; IPV6_HLEN]>(ctx, off) else {
+        return PARSED_MALFORMED;
+    };
+    // SAFETY: bounds checked by ptr_at.
+    let h = unsafe { &*h };
+    if h[0] >> 4 != 6 {
+        return PARSED_MALFORMED;
+    }
+    pkt.family = FAMILY_V6;
+    pkt.protocol = h[6];
+    pkt.src_family = copy_v6(&h[8..24], &mut pkt.src);
+    pkt.dst_family = copy_v6(&h[24..40], &mut pkt.dst);
+    ports(ctx, off + IPV6_HLEN, pkt);
+    PARSED_IP
+}
+
+/// Copies an IPv6 address; `::ffff:a.b.c.d` is an IPv4 address and is
+/// looked up in the IPv4 trie, so it is stored as IPv4.
+#[inline(always)]
+fn copy_v6(src: &[u8], dst: &mut [u8; 16]) -> u8 {
+    if src[..12] == V4_MAPPED_PREFIX {
+        dst[..4].copy_from_slice(&src[12..16]);
+        FAMILY_V4
+    } else {
+        dst.copy_from_slice(src);
+        FAMILY_V6
+    }
+}
+
+#[inline(always)]
+fn ports(ctx: &XdpContext, l4: usize, pkt: &mut Packet) {
+    if pkt.protocol != IPPROTO_TCP && pkt.protocol != IPPROTO_UDP {
+        return;
+    }
+    // Bounded for the verifier: no header chain is this long.
+    if l4 > 128 {
+        return;
+    }
+    if let (Some(s), Some(d)) = (read_be16(ctx, l4), read_be16(ctx, l4 + 2)) {
+        pkt.src_port = s;
+        pkt.dst_port = d;
+    }
+}
+
+/// Outcome of looking one address up.
+enum Lookup {
+    Miss,
+    Allowed,
+    Blocked(u32),
+}
+
+const LOOKUP_MISS: u64 = 0;
+const LOOKUP_ALLOWED: u64 = 1;
+const LOOKUP_BLOCKED: u64 = 2;
+
+#[inline(always)]
+fn lookup(addr: &[u8; 16], family: u8) -> Lookup {
+    let r = lookup_raw(addr, family);
+    match r & 0xff {
+        LOOKUP_BLOCKED => Lookup::Blocked((r >> 32) as u32),
+        LOOKUP_ALLOWED => Lookup::Allowed,
+        _ => Lookup::Miss,
+    }
+}
+
+/// The trie lookups, in a frame of their own (the keys are 20 bytes each).
+/// Returns a scalar so the result travels in a register: the kind in the
+/// low byte, the matching prefix length in the high half.
+#[inline(never)]
+fn lookup_raw(addr: &[u8; 16], family: u8) -> u64 {
+    let (block, allowed) = if family == FAMILY_V4 {
+        let key = Key::new(32, [addr[0], addr[1], addr[2], addr[3]]);
+        match BLOCK_V4.get(&key) {
+            None => return LOOKUP_MISS,
+            Some(v) => (v.prefix_len, ALLOW_V4.get(&key).is_some()),
+        }
+    } else {
+        let key = Key::new(128, *addr);
+        match BLOCK_V6.get(&key) {
+            None => return LOOKUP_MISS,
+            Some(v) => (v.prefix_len, ALLOW_V6.get(&key).is_some()),
+        }
+    };
+    if allowed {
+        LOOKUP_ALLOWED
+    } else {
+        LOOKUP_BLOCKED | ((block as u64) << 32)
+    }
+}
+
+#[inline(always)]
+fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters) -> Verdict {
+    let config = CONFIG.get(0).copied().unwrap_or_default();
+    let mut allowlisted = false;
+    // (direction, prefix_len) of the first blocked address.
+    let mut hit = None;
+    if config.match_mode != MATCH_DST {
+        match lookup(&pkt.src, pkt.src_family) {
+            Lookup::Blocked(plen) => hit = Some((DIRECTION_SRC, plen)),
+            Lookup::Allowed => allowlisted = true,
+            Lookup::Miss => {}
+        }
+    }
+    if hit.is_none() && config.match_mode != MATCH_SRC {
+        match lookup(&pkt.dst, pkt.dst_family) {
+            Lookup::Blocked(plen) => hit = Some((DIRECTION_DST, plen)),
+            Lookup::Allowed => allowlisted = true,
+            Lookup::Miss => {}
+        }
+    }
+    let Some((direction, prefix_len)) = hit else {
+        if allowlisted {
+            global.allowlisted_packets += 1;
+        }
+        return Verdict::Pass;
+    };
+
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let (addr, family) = if direction == DIRECTION_SRC {
+        (pkt.src, pkt.src_family)
+    } else {
+        (pkt.dst, pkt.dst_family)
+    };
+    let hit = Hit {
+        key: IpKey {
+            addr,
+            family,
+            direction,
+            _pad: [0; 2],
+        },
+        prefix_len,
+        len,
+        now,
+    };
+    // Separate (not inlined) functions: each gets its own 512-byte frame and
+    // the three are siblings, so their stacks never add up.
+    count_prefix(&hit);
+    count_ip(&hit);
+    if config.event_interval_ms != EVENT_INTERVAL_OFF {
+        emit_event(ctx, pkt, &hit, &config, global);
+    }
+
+    if config.action == ACTION_MONITOR {
+        global.monitored_packets += 1;
+        global.monitored_bytes += len;
+        Verdict::Pass
+    } else {
+        Verdict::Drop(family)
+    }
+}
+
+/// Clears the host bits of `addr` beyond `prefix_len` (IPv4 lives in the
+/// first four bytes and the rest is zero, so one rule serves both families).
+#[inline(always)]
+fn mask(family: u8, addr: [u8; 16], prefix_len: u32) -> [u8; 16] {
+    let hi = u64::from_be_bytes([
+        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+    ]);
+    let lo = u64::from_be_bytes([
+        addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
+    ]);
+    let bits = if family == FAMILY_V4 {
+        prefix_len.min(32)
+    } else {
+        prefix_len.min(128)
+    };
+    let h = (hi & keep_mask(bits.min(64))).to_be_bytes();
+    let l = (lo & keep_mask(bits.saturating_sub(64))).to_be_bytes();
+    [
+        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5], l[6],
+        l[7],
+    ]
+}
+
+/// A mask keeping the top `bits` (0..=64) bits of a u64.
+#[inline(always)]
+fn keep_mask(bits: u32) -> u64 {
+    if bits == 0 {
+        0
+    } else if bits >= 64 {
+        u64::MAX
+    } else {
+        u64::MAX << (64 - bits)
+    }
+}
+
+#[inline(never)]
+fn count_prefix(hit: &Hit) {
+    let key = PrefixKey {
+        addr: mask(hit.key.family, hit.key.addr, hit.prefix_len),
+        family: hit.key.family,
+        prefix_len: hit.prefix_len as u8,
+        _pad: [0; 2],
+    };
+    if let Some(c) = PREFIX_HITS.get_ptr_mut(&key) {
+        // SAFETY: per-CPU value, only this CPU writes it.
+        let c = unsafe { &mut *c };
+        c.packets += 1;
+        c.bytes += hit.len;
+        c.last_seen_ns = hit.now;
+        if c.first_seen_ns == 0 {
+            c.first_seen_ns = hit.now;
+        }
+    } else {
+        let c = PrefixCounters {
+            packets: 1,
+            bytes: hit.len,
+            first_seen_ns: hit.now,
+            last_seen_ns: hit.now,
+        };
+        // A full map only loses this count; the verdict does not depend on it.
+        let _ = PREFIX_HITS.insert(&key, &c, BPF_ANY as u64);
+    }
+}
+
+#[inline(never)]
+fn count_ip(hit: &Hit) {
+    if let Some(c) = IP_HITS.get_ptr_mut(&hit.key) {
+        // SAFETY: per-CPU value, only this CPU writes it.
+        let c = unsafe { &mut *c };
+        c.packets += 1;
+        c.bytes += hit.len;
+        c.last_seen_ns = hit.now;
+        c.prefix_len = hit.prefix_len;
+        if c.first_seen_ns == 0 {
+            c.first_seen_ns = hit.now;
+        }
+    } else {
+        let c = IpCounters {
+            packets: 1,
+            bytes: hit.len,
+            first_seen_ns: hit.now,
+            last_seen_ns: hit.now,
+            prefix_len: hit.prefix_len,
+            _pad: 0,
+        };
+        let _ = IP_HITS.insert(&hit.key, &c, BPF_ANY as u64);
+    }
+}
+
+#[inline(never)]
+fn emit_event(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    hit: &Hit,
+    config: &Config,
+    global: &mut GlobalCounters,
+) {
+    let interval_ms = if config.event_interval_ms == 0 {
+        EVENT_DEFAULT_INTERVAL_MS
+    } else {
+        config.event_interval_ms
+    };
+    let interval_ns = interval_ms as u64 * 1_000_000;
+    // SAFETY: the value is a plain u64; a concurrent writer can only make
+    // this check slightly stale, which the rate limit tolerates.
+    if let Some(last) = unsafe { EVENT_RATE.get(&hit.key) } {
+        if hit.now.wrapping_sub(*last) < interval_ns {
+            return;
+        }
+    }
+    let _ = EVENT_RATE.insert(&hit.key, &hit.now, BPF_ANY as u64);
+    let Some(mut entry) = EVENTS.reserve::<DropEvent>(0) else {
+        global.events_lost += 1;
+        return;
+    };
+    // Fill the reserved record in place: building it on the stack first
+    // would cost 80 bytes of a 512-byte frame.
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` points at a reserved, writable DropEvent in the ring.
+    unsafe {
+        (*e).ktime_ns = hit.now;
+        (*e).src = as_in_header(&pkt.src, pkt.src_family, pkt.family);
+        (*e).dst = as_in_header(&pkt.dst, pkt.dst_family, pkt.family);
+        (*e).ifindex = ctx.ingress_ifindex() as u32;
+        (*e).bytes = hit.len as u32;
+        (*e).prefix_len = hit.prefix_len;
+        (*e).src_port = pkt.src_port;
+        (*e).dst_port = pkt.dst_port;
+        (*e).family = pkt.family;
+        (*e).direction = hit.key.direction;
+        (*e).protocol = pkt.protocol;
+        (*e).action = config.action as u8;
+        (*e)._pad = 0;
+    }
+    entry.submit(0);
+    global.events_sent += 1;
+}
+
+/// The address as it appeared in the header: `::ffff:a.b.c.d` again for
+/// an IPv4 address carried in an IPv6 header.
+#[inline(always)]
+fn as_in_header(a: &[u8; 16], family: u8, header_family: u8) -> [u8; 16] {
+    if family == FAMILY_V4 && header_family == FAMILY_V6 {
+        [
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+        ]
+    } else {
+        *a
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
