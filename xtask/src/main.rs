@@ -1,1 +1,122 @@
-fn main() {}
+//! `cargo xtask`: setup, build, demo, test and bench for xdp-blocklist.
+//!
+//! Every command runs `setup` first, so the README's commands work on a
+//! fresh Debian 12 machine. This crate deliberately depends on nothing of
+//! the project: it must compile before the eBPF toolchain exists.
+
+mod demo;
+mod setup;
+mod sh;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "xdp-blocklist automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install missing prerequisites (idempotent).
+    Setup,
+    /// Build the agent (and the embedded XDP program) in release mode.
+    Build,
+    /// Run the agent with arguments, as built by `build`.
+    Run {
+        /// Arguments passed to blocklist-agent.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The main job on a built-in example, in throw-away namespaces.
+    Demo,
+    /// Lints, unit tests, verdict tests and end-to-end tests (root).
+    Test {
+        /// Only tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// Per-packet cost with BPF_PROG_TEST_RUN (more in later issues).
+    Bench,
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    setup::run()?;
+    match cli.command {
+        Cmd::Setup => Ok(()),
+        Cmd::Build => build(),
+        Cmd::Run { args } => {
+            build()?;
+            let bin = root().join("target/release/blocklist-agent");
+            sh::run(sh::cmd(bin).args(args))
+        }
+        Cmd::Demo => {
+            build()?;
+            demo::run(&root().join("target/release/blocklist-agent"))
+        }
+        Cmd::Test { filter } => test(filter),
+        Cmd::Bench => {
+            sh::step("bench: building");
+            sh::run(sh::cargo().args([
+                "build",
+                "--release",
+                "-p",
+                "blocklist-tests",
+                "--bin",
+                "bench",
+            ]))?;
+            sh::run(&mut sh::cmd(root().join("target/release/bench")))
+        }
+    }
+}
+
+fn build() -> Result<()> {
+    sh::step("build: cargo build --release -p blocklist-agent");
+    sh::run(sh::cargo().args(["build", "--release", "-p", "blocklist-agent"]))
+}
+
+fn test(filter: Option<String>) -> Result<()> {
+    sh::require_root(
+        "the verdict and end-to-end tests load XDP programs and create network namespaces",
+    )?;
+    sh::step("test: cargo fmt --check");
+    sh::run(sh::cargo().args(["fmt", "--all", "--", "--check"]))?;
+    sh::step("test: cargo clippy -D warnings");
+    sh::run(sh::cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The end-to-end tests drive the real binary.
+    sh::step("test: building the agent binary");
+    sh::run(sh::cargo().args(["build", "-p", "blocklist-agent"]))?;
+    let filter: Vec<String> = filter.into_iter().collect();
+    sh::step("test: unit tests");
+    sh::run(
+        sh::cargo()
+            .args(["test", "--workspace", "--exclude", "blocklist-tests", "--"])
+            .args(&filter),
+    )?;
+    sh::step("test: verdict and end-to-end tests (real kernel, network namespaces)");
+    // One at a time: traffic tests share two CPUs and their counts must be exact.
+    sh::run(
+        sh::cargo()
+            .args(["test", "-p", "blocklist-tests", "--", "--test-threads=1"])
+            .args(&filter),
+    )
+}

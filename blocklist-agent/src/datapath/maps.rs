@@ -189,8 +189,12 @@ impl Maps {
             )
         };
         let r = match (prefix.v4_bytes(), prefix.v6_bytes()) {
-            (Some(b), _) => self.v4(kind).get(&Key::new(prefix.prefix_len() as u32, b), 0),
-            (_, Some(b)) => self.v6(kind).get(&Key::new(prefix.prefix_len() as u32, b), 0),
+            (Some(b), _) => self
+                .v4(kind)
+                .get(&Key::new(prefix.prefix_len() as u32, b), 0),
+            (_, Some(b)) => self
+                .v6(kind)
+                .get(&Key::new(prefix.prefix_len() as u32, b), 0),
             _ => unreachable!("a prefix is v4 or v6"),
         };
         match r {
@@ -217,12 +221,14 @@ impl Maps {
         };
         let name = Self::name(kind, prefix.is_v4());
         let r = match (prefix.v4_bytes(), prefix.v6_bytes()) {
-            (Some(b), _) => self
-                .v4_mut(kind)
-                .insert(&Key::new(prefix.prefix_len() as u32, b), value, 0),
-            (_, Some(b)) => self
-                .v6_mut(kind)
-                .insert(&Key::new(prefix.prefix_len() as u32, b), value, 0),
+            (Some(b), _) => {
+                self.v4_mut(kind)
+                    .insert(&Key::new(prefix.prefix_len() as u32, b), value, 0)
+            }
+            (_, Some(b)) => {
+                self.v6_mut(kind)
+                    .insert(&Key::new(prefix.prefix_len() as u32, b), value, 0)
+            }
             _ => unreachable!("a prefix is v4 or v6"),
         };
         match r {
@@ -249,8 +255,12 @@ impl Maps {
     pub fn remove(&mut self, kind: TrieKind, prefix: Prefix) -> Result<bool, DatapathError> {
         let name = Self::name(kind, prefix.is_v4());
         let r = match (prefix.v4_bytes(), prefix.v6_bytes()) {
-            (Some(b), _) => self.v4_mut(kind).remove(&Key::new(prefix.prefix_len() as u32, b)),
-            (_, Some(b)) => self.v6_mut(kind).remove(&Key::new(prefix.prefix_len() as u32, b)),
+            (Some(b), _) => self
+                .v4_mut(kind)
+                .remove(&Key::new(prefix.prefix_len() as u32, b)),
+            (_, Some(b)) => self
+                .v6_mut(kind)
+                .remove(&Key::new(prefix.prefix_len() as u32, b)),
             _ => unreachable!("a prefix is v4 or v6"),
         };
         let removed = match r {

@@ -1,0 +1,153 @@
+//! `cargo xtask setup`: install what the build and tests need, idempotently,
+//! one clear message per step.
+//!
+//! - Debian packages: LLVM 22 (for bpf-linker), bpftool, iproute2, ping.
+//! - The pinned nightly (LLVM 22) with `rust-src`, for the eBPF crate.
+//! - bpf-linker 0.13.0 built against Debian's LLVM 22.
+//! - rustfmt and clippy for the stable toolchain (lints in `test`).
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::sh::{self, probe, step};
+
+/// Must match `EBPF_TOOLCHAIN` in blocklist-agent/build.rs.
+pub const EBPF_TOOLCHAIN: &str = "nightly-2026-05-19";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// Debian packages and the command or file that shows each is installed.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "bpftool",
+    "iproute2",
+    "iputils-ping",
+];
+
+pub fn run() -> Result<()> {
+    if std::env::var_os("XTASK_SKIP_SETUP").is_some() {
+        return Ok(());
+    }
+    if !Path::new("/etc/debian_version").exists() {
+        bail!(
+            "cargo xtask setup only knows Debian/Ubuntu. Install by hand: LLVM 22 development files \
+             (llvm-config 22, libPolly), zstd and zlib headers, bpftool, iproute2 and ping; \
+             `rustup toolchain install {EBPF_TOOLCHAIN} --component rust-src`; then \
+             `LLVM_PREFIX=<llvm-22 prefix> cargo install bpf-linker --version {BPF_LINKER_VERSION} \
+             --locked --no-default-features --features llvm-22`. \
+             Set XTASK_SKIP_SETUP=1 to skip this check afterwards."
+        );
+    }
+    apt()?;
+    components()?;
+    nightly()?;
+    bpf_linker()?;
+    Ok(())
+}
+
+fn dpkg_installed(pkg: &str) -> bool {
+    probe(sh::cmd("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+        .is_some_and(|s| s.contains("install ok installed"))
+}
+
+fn apt() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(&format!(
+        "setup: installing Debian packages {}",
+        missing.join(" ")
+    ));
+    sh::require_root("installing Debian packages with apt-get")?;
+    sh::run(sh::cmd("apt-get").args(["update", "-q"]))?;
+    sh::run(
+        sh::cmd("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .context("apt-get install failed; the packages above are needed for the eBPF build and tests")
+}
+
+fn components() -> Result<()> {
+    let installed =
+        probe(sh::cmd("rustup").args(["component", "list", "--installed"])).unwrap_or_default();
+    let missing: Vec<&str> = ["rustfmt", "clippy"]
+        .into_iter()
+        .filter(|c| !installed.lines().any(|l| l.starts_with(c)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(&format!(
+        "setup: rustup component add {}",
+        missing.join(" ")
+    ));
+    sh::run(sh::cmd("rustup").args(["component", "add"]).args(&missing))
+}
+
+fn nightly() -> Result<()> {
+    let has_src = probe(sh::cmd("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        EBPF_TOOLCHAIN,
+    ]))
+    .is_some_and(|s| s.lines().any(|l| l.starts_with("rust-src")));
+    if has_src {
+        return Ok(());
+    }
+    step(&format!(
+        "setup: installing Rust {EBPF_TOOLCHAIN} with rust-src (builds the XDP program)"
+    ));
+    sh::run(sh::cmd("rustup").args([
+        "toolchain",
+        "install",
+        EBPF_TOOLCHAIN,
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]))
+}
+
+fn bpf_linker() -> Result<()> {
+    let version = probe(sh::cmd("bpf-linker").arg("--version")).unwrap_or_default();
+    if version.contains(BPF_LINKER_VERSION) {
+        return Ok(());
+    }
+    step(&format!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about 2 minutes)"
+    ));
+    // bpf-linker's build script finds llvm-config on PATH; Debian's default
+    // one is LLVM 14, so LLVM 22's bin directory must come first.
+    let path = format!(
+        "{LLVM_PREFIX}/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    sh::run(
+        sh::cmd("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("PATH", path)
+            .env("LLVM_PREFIX", LLVM_PREFIX),
+    )
+}
