@@ -1,0 +1,93 @@
+//! Running the real `blocklist-agent` binary inside a namespace.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+/// The agent binary built next to the test executables
+/// (`cargo xtask test` builds it first), or `BLOCKLIST_AGENT_BIN`.
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("BLOCKLIST_AGENT_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/blocklist-agent
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .join("blocklist-agent");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (`cargo build -p blocklist-agent`, which `cargo xtask test` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The agent as one namespace sees it, with its own pin and state dirs.
+pub struct Agent {
+    netns: String,
+    pin_dir: PathBuf,
+    state_dir: PathBuf,
+}
+
+/// What one command printed and returned.
+pub struct Run {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Parses stdout as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+}
+
+impl Agent {
+    /// An agent running in `netns` with pins under `pin_dir`.
+    pub fn new(netns: &str, pin_dir: PathBuf, state_dir: PathBuf) -> Self {
+        Self {
+            netns: netns.to_owned(),
+            pin_dir,
+            state_dir,
+        }
+    }
+
+    /// Runs a command and returns whatever happened.
+    pub fn try_run(&self, args: &[&str]) -> Run {
+        let out: Output = Command::new("ip")
+            .args(["netns", "exec", &self.netns])
+            .arg(binary())
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(args)
+            .output()
+            .expect("running blocklist-agent");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs a command that must succeed.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let r = self.try_run(args);
+        assert_eq!(
+            r.code, 0,
+            "blocklist-agent {args:?} failed\nstdout: {}\nstderr: {}",
+            r.stdout, r.stderr
+        );
+        r
+    }
+}

@@ -1,0 +1,96 @@
+//! The XDP program loaded into the real kernel, without an interface, for
+//! verdict tests and per-packet cost: frames go in through
+//! `BPF_PROG_TEST_RUN`.
+
+use blocklist_agent::{
+    datapath::{
+        loader::{self, LoadOptions, Loaded},
+        maps::{Maps, TrieKind},
+        test_run,
+    },
+    prefix::Prefix,
+};
+use blocklist_ebpf::{Config, GlobalCounters};
+
+use crate::bpffs::Bpffs;
+
+/// A loaded program with its maps pinned on a private bpffs.
+pub struct Kernel {
+    /// Typed map access.
+    pub maps: Maps,
+    loaded: Loaded,
+    _fs: Bpffs,
+}
+
+impl Kernel {
+    /// Loads the program (runs the verifier) with fresh maps.
+    pub fn load() -> Self {
+        let fs = Bpffs::new();
+        let pin = fs.pin();
+        let loaded = loader::load(&pin, &LoadOptions::default()).expect("loading the XDP program");
+        let maps = Maps::open(&pin).expect("opening the pinned maps");
+        Self {
+            maps,
+            loaded,
+            _fs: fs,
+        }
+    }
+
+    /// Runs one frame through the program; returns the XDP action.
+    pub fn verdict(&mut self, frame: &[u8]) -> u32 {
+        let prog = self.loaded.program().expect("program");
+        test_run::run(prog, frame, 1)
+            .expect("BPF_PROG_TEST_RUN")
+            .action
+    }
+
+    /// Mean ns per run of `frame`, repeated `repeat` times in the kernel.
+    pub fn cost_ns(&mut self, frame: &[u8], repeat: u32) -> u32 {
+        let prog = self.loaded.program().expect("program");
+        test_run::run(prog, frame, repeat)
+            .expect("BPF_PROG_TEST_RUN")
+            .duration_ns
+    }
+
+    /// The same for the empty `XDP_PASS` program (the floor).
+    pub fn floor_cost_ns(&mut self, frame: &[u8], repeat: u32) -> u32 {
+        let prog = self.loaded.floor_program().expect("floor program");
+        test_run::run(prog, frame, repeat)
+            .expect("BPF_PROG_TEST_RUN")
+            .duration_ns
+    }
+
+    /// Adds a block entry.
+    pub fn block(&mut self, cidr: &str) {
+        let p: Prefix = cidr.parse().expect("valid prefix");
+        self.maps.insert(TrieKind::Block, p, 0).expect("inserting");
+    }
+
+    /// Adds an allow entry.
+    pub fn allow(&mut self, cidr: &str) {
+        let p: Prefix = cidr.parse().expect("valid prefix");
+        self.maps.insert(TrieKind::Allow, p, 0).expect("inserting");
+    }
+
+    /// Removes every entry of `kind` (both families).
+    pub fn clear(&mut self, kind: TrieKind) {
+        for v4 in [true, false] {
+            for (p, _) in self.maps.entries(kind, v4).expect("listing") {
+                self.maps.remove(kind, p).expect("removing");
+            }
+        }
+    }
+
+    /// Sets the live action and match mode.
+    pub fn set_mode(&mut self, action: u32, match_mode: u32) {
+        let mut c: Config = self.maps.config().expect("config");
+        c.action = action;
+        c.match_mode = match_mode;
+        self.maps.set_config(c).expect("writing config");
+    }
+
+    /// Global counters.
+    pub fn global(&self) -> GlobalCounters {
+        self.maps.global().expect("global counters")
+    }
+}
