@@ -86,6 +86,28 @@ pub fn ip(args: &[&str]) {
     );
 }
 
+/// Creates a veth pair with fixed MAC addresses, one end in each namespace.
+fn veth(a: &str, a_ns: &Netns, a_mac: &str, b: &str, b_ns: &Netns, b_mac: &str) {
+    ip(&[
+        "link",
+        "add",
+        a,
+        "netns",
+        a_ns.name(),
+        "address",
+        a_mac,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b,
+        "netns",
+        b_ns.name(),
+        "address",
+        b_mac,
+    ]);
+}
+
 /// Addresses of the topology.
 pub mod addr {
     /// Client, on the filter's link.
@@ -108,6 +130,11 @@ pub mod addr {
     pub const SERVER6: &str = "fd00:77:2::2";
 }
 
+const MAC_C0: &str = "02:77:00:00:01:02";
+const MAC_F0: &str = "02:77:00:00:01:01";
+const MAC_F1: &str = "02:77:00:00:02:01";
+const MAC_S0: &str = "02:77:00:00:02:02";
+
 /// Three namespaces: client -> filter -> server.
 pub struct Lab {
     /// Sends traffic.
@@ -128,34 +155,8 @@ impl Lab {
         let server = Netns::new("xbs");
         let (c0, f0) = (unique("c"), unique("f"));
         let (f1, s0) = (unique("g"), unique("s"));
-        ip(&[
-            "link",
-            "add",
-            &c0,
-            "netns",
-            client.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &f0,
-            "netns",
-            filter.name(),
-        ]);
-        ip(&[
-            "link",
-            "add",
-            &f1,
-            "netns",
-            filter.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &s0,
-            "netns",
-            server.name(),
-        ]);
+        veth(&c0, &client, MAC_C0, &f0, &filter, MAC_F0);
+        veth(&f1, &filter, MAC_F1, &s0, &server, MAC_S0);
         use addr::*;
         client.ip(&["addr", "add", &format!("{CLIENT4}/24"), "dev", &c0]);
         client.ip(&["addr", "add", &format!("{CLIENT4_B}/24"), "dev", &c0]);
@@ -185,6 +186,31 @@ impl Lab {
         client.ip(&["-6", "route", "add", "default", "via", FILTER6]);
         server.ip(&["route", "add", "default", "via", FILTER4_S]);
         server.ip(&["-6", "route", "add", "default", "via", FILTER6_S]);
+        // Static neighbours: a blocked address must not also break neighbour
+        // discovery (its solicitations would be dropped too), or traffic
+        // would never be sent and the counters would not match what a test
+        // sends.
+        for (ns, dev, peer_mac, peers) in [
+            (&client, &c0, MAC_F0, [FILTER4, FILTER6]),
+            (&filter, &f0, MAC_C0, [CLIENT4, CLIENT6]),
+            (&filter, &f0, MAC_C0, [CLIENT4_B, CLIENT6]),
+            (&filter, &f1, MAC_S0, [SERVER4, SERVER6]),
+            (&server, &s0, MAC_F1, [FILTER4_S, FILTER6_S]),
+        ] {
+            for peer in peers {
+                ns.ip(&[
+                    "neigh",
+                    "replace",
+                    peer,
+                    "lladdr",
+                    peer_mac,
+                    "dev",
+                    dev,
+                    "nud",
+                    "permanent",
+                ]);
+            }
+        }
         for key in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
             let out = filter.exec(&["sysctl", "-qw", key]);
             assert!(out.status.success(), "sysctl {key} failed");
