@@ -13,6 +13,15 @@ pub enum DatapathError {
         /// What was being done.
         what: String,
     },
+    /// The kernel has no BPF system call.
+    #[error(
+        "{what}: this kernel has no BPF support (bpf() returned ENOSYS); xdp-blocklist needs \
+         Linux >= 5.15 built with CONFIG_BPF_SYSCALL and CONFIG_BPF_JIT"
+    )]
+    NoBpf {
+        /// What was being done.
+        what: String,
+    },
     /// Nothing is pinned where we looked.
     #[error(
         "no xdp-blocklist maps under {0}; attach first with `blocklist-agent attach --iface IF` \
@@ -77,6 +86,9 @@ impl DatapathError {
         e: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
         let what = what.into();
+        if has_errno(&e, libc::ENOSYS) {
+            return DatapathError::NoBpf { what };
+        }
         // Root with EPERM/EACCES is a verifier or kernel refusal, not a
         // privilege problem: keep the real error (and its verifier log).
         if !nix::unistd::geteuid().is_root() && is_permission_error(&e) {
@@ -87,6 +99,19 @@ impl DatapathError {
             source: Box::new(e),
         }
     }
+}
+
+fn has_errno(e: &(dyn std::error::Error + 'static), errno: i32) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.raw_os_error() == Some(errno)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn is_permission_error(e: &(dyn std::error::Error + 'static)) -> bool {

@@ -5,18 +5,21 @@
 //! (the CLI in another shell, the `run` loop, tests) while the program runs
 //! or after the agent stopped.
 
-use std::net::IpAddr;
+use std::{collections::HashSet, net::IpAddr, os::fd::AsFd};
 
-use aya::maps::{
-    Array, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
-    lpm_trie::{Key, LpmTrie},
+use aya::{
+    Pod,
+    maps::{
+        Array, IterableMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
+        lpm_trie::{Key, LpmTrie},
+    },
 };
 use blocklist_ebpf::{
     Config, ENTRY_FLAG_MANUAL, EntryValue, FAMILY_V4, FAMILY_V6, GlobalCounters, IpCounters, IpKey,
     PrefixCounters, PrefixKey, map_names,
 };
 
-use super::{DatapathError, pin::PinDir};
+use super::{DatapathError, batch, pin::PinDir};
 use crate::prefix::{Prefix, canonical_addr};
 
 /// Which pair of tries.
@@ -278,6 +281,79 @@ impl Maps {
         Ok(removed)
     }
 
+    /// Inserts (or overwrites) many entries with batched syscalls, falling
+    /// back to one syscall per entry where the kernel lacks batch support.
+    pub fn insert_many(
+        &mut self,
+        kind: TrieKind,
+        entries: &[(Prefix, u32)],
+    ) -> Result<(), DatapathError> {
+        let value = |p: &Prefix, flags: u32| EntryValue {
+            prefix_len: p.prefix_len() as u32,
+            flags,
+        };
+        let (mut k4, mut v4s, mut k6, mut v6s) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (p, flags) in entries {
+            if let Some(b) = p.v4_bytes() {
+                k4.push(Key::new(p.prefix_len() as u32, b));
+                v4s.push(value(p, *flags));
+            } else if let Some(b) = p.v6_bytes() {
+                k6.push(Key::new(p.prefix_len() as u32, b));
+                v6s.push(value(p, *flags));
+            }
+        }
+        let name4 = Self::name(kind, true);
+        let name6 = Self::name(kind, false);
+        insert_batched(self.v4_mut(kind), name4, &k4, &v4s)?;
+        insert_batched(self.v6_mut(kind), name6, &k6, &v6s)
+    }
+
+    /// Removes many entries (exact prefixes) with batched syscalls; missing
+    /// entries are skipped. Removed block entries lose their counters.
+    pub fn remove_many(
+        &mut self,
+        kind: TrieKind,
+        prefixes: &[Prefix],
+    ) -> Result<(), DatapathError> {
+        let k4: Vec<_> = prefixes
+            .iter()
+            .filter_map(|p| p.v4_bytes().map(|b| Key::new(p.prefix_len() as u32, b)))
+            .collect();
+        let k6: Vec<_> = prefixes
+            .iter()
+            .filter_map(|p| p.v6_bytes().map(|b| Key::new(p.prefix_len() as u32, b)))
+            .collect();
+        let name4 = Self::name(kind, true);
+        let name6 = Self::name(kind, false);
+        delete_batched(self.v4_mut(kind), name4, &k4)?;
+        delete_batched(self.v6_mut(kind), name6, &k6)?;
+        if kind == TrieKind::Block {
+            self.forget_counters(prefixes)?;
+        }
+        Ok(())
+    }
+
+    /// Drops the per-prefix counters of `prefixes`. Only prefixes that were
+    /// hit have counters, so this walks the (small) counter map rather than
+    /// issuing one delete per removed prefix.
+    fn forget_counters(&mut self, prefixes: &[Prefix]) -> Result<(), DatapathError> {
+        let gone: HashSet<PrefixKey> = prefixes.iter().map(|p| prefix_key(*p)).collect();
+        let hit: Vec<PrefixKey> = self
+            .prefix_hits
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| gone.contains(k))
+            .collect();
+        for k in hit {
+            match self.prefix_hits.remove(&k) {
+                Ok(()) => {}
+                Err(e) if is_enoent(&e) => {}
+                Err(e) => return Err(map_err("removing per-prefix counters")(e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Longest-prefix match of one address (v4-mapped goes to IPv4).
     pub fn lookup(&self, kind: TrieKind, addr: IpAddr) -> Result<Option<Match>, DatapathError> {
         let addr = canonical_addr(addr);
@@ -390,6 +466,96 @@ impl Maps {
         }
         Ok(out)
     }
+}
+
+/// Entries per batch syscall: large enough to amortise the syscall, small
+/// enough to keep the kernel's temporary copy modest.
+const BATCH: usize = 8192;
+
+fn insert_batched<K: Pod>(
+    trie: &mut LpmTrie<MapData, K, EntryValue>,
+    name: &'static str,
+    keys: &[Key<K>],
+    values: &[EntryValue],
+) -> Result<(), DatapathError> {
+    for (kc, vc) in keys.chunks(BATCH).zip(values.chunks(BATCH)) {
+        let r = batch::update(trie.map().fd().as_fd(), kc, vc);
+        match r {
+            Ok(()) => {}
+            Err(e) if e.unsupported() => {
+                for (k, v) in kc.iter().zip(vc) {
+                    trie.insert(k, v, 0).map_err(|e| {
+                        if is_full(&e) {
+                            full(trie, name)
+                        } else {
+                            DatapathError::other(format!("inserting into {name}"), e)
+                        }
+                    })?;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.error.raw_os_error(),
+                    Some(libc::ENOSPC) | Some(libc::E2BIG)
+                ) =>
+            {
+                return Err(full(trie, name));
+            }
+            Err(e) => {
+                return Err(DatapathError::other(
+                    format!("batch insert into {name} (after {} entries)", e.done),
+                    e.error,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn full<K: Pod>(trie: &LpmTrie<MapData, K, EntryValue>, name: &'static str) -> DatapathError {
+    let max = trie.map().info().map(|i| i.max_entries()).unwrap_or(0);
+    DatapathError::Full {
+        map: name,
+        max,
+        entry: "a batch of entries".to_owned(),
+    }
+}
+
+fn delete_batched<K: Pod>(
+    trie: &mut LpmTrie<MapData, K, EntryValue>,
+    name: &'static str,
+    keys: &[Key<K>],
+) -> Result<(), DatapathError> {
+    let mut rest = keys;
+    while !rest.is_empty() {
+        let chunk = &rest[..rest.len().min(BATCH)];
+        match batch::delete(trie.map().fd().as_fd(), chunk) {
+            Ok(()) => rest = &rest[chunk.len()..],
+            // A missing key stops the batch: skip it and go on after it.
+            Err(e) if e.error.raw_os_error() == Some(libc::ENOENT) => {
+                rest = &rest[(e.done + 1).min(rest.len())..];
+            }
+            Err(e) if e.unsupported() => {
+                for k in chunk {
+                    match trie.remove(k) {
+                        Ok(()) => {}
+                        Err(e) if is_enoent(&e) => {}
+                        Err(e) => {
+                            return Err(DatapathError::other(format!("removing from {name}"), e));
+                        }
+                    }
+                }
+                rest = &rest[chunk.len()..];
+            }
+            Err(e) => {
+                return Err(DatapathError::other(
+                    format!("batch delete from {name} (after {} entries)", e.done),
+                    e.error,
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The `PREFIX_HITS` key of a block prefix.

@@ -3,6 +3,7 @@
 //! program on crafted frames.
 
 pub mod attach;
+pub mod batch;
 pub mod error;
 pub mod loader;
 pub mod maps;

@@ -1,0 +1,108 @@
+//! Typed map access against the real kernel: batched and single updates,
+//! exact and longest-prefix lookups, counters that follow their prefix.
+
+use blocklist_agent::{datapath::maps::TrieKind, prefix::Prefix};
+use blocklist_tests::{frames, kernel::Kernel, require_root};
+
+fn p(s: &str) -> Prefix {
+    s.parse().unwrap()
+}
+
+#[test]
+fn batched_inserts_and_deletes_are_exact() {
+    require_root();
+    let mut k = Kernel::load();
+    // 20,000 IPv4 /32s and 3,000 IPv6 /64s: several batches each.
+    let mut all: Vec<(Prefix, u32)> = (0..20_000u32)
+        .map(|i| {
+            (
+                Prefix::host(std::net::Ipv4Addr::from(0x0a00_0000 | i).into()),
+                0,
+            )
+        })
+        .collect();
+    all.extend((0..3_000u128).map(|i| {
+        let a = std::net::Ipv6Addr::from((0xfd00u128 << 112) | (i << 64));
+        (Prefix::new(ipnet::Ipv6Net::new(a, 64).unwrap().into()), 0)
+    }));
+    k.maps.insert_many(TrieKind::Block, &all).unwrap();
+    assert_eq!(k.maps.fill(TrieKind::Block, true).unwrap().entries, 20_000);
+    assert_eq!(k.maps.fill(TrieKind::Block, false).unwrap().entries, 3_000);
+    // Inserting again overwrites, it does not duplicate.
+    k.maps.insert_many(TrieKind::Block, &all[..100]).unwrap();
+    assert_eq!(k.maps.fill(TrieKind::Block, true).unwrap().entries, 20_000);
+
+    // Delete every other one, plus entries that are not there at all.
+    let mut gone: Vec<Prefix> = all.iter().step_by(2).map(|(p, _)| *p).collect();
+    gone.insert(0, p("192.0.2.0/24"));
+    gone.insert(500, p("198.51.100.0/24"));
+    gone.push(p("2001:db8::/32"));
+    k.maps.remove_many(TrieKind::Block, &gone).unwrap();
+    let left4 = k.maps.fill(TrieKind::Block, true).unwrap().entries;
+    let left6 = k.maps.fill(TrieKind::Block, false).unwrap().entries;
+    assert_eq!((left4, left6), (10_000, 1_500));
+    for (i, (prefix, _)) in all.iter().enumerate() {
+        let present = k
+            .maps
+            .get_exact(TrieKind::Block, *prefix)
+            .unwrap()
+            .is_some();
+        assert_eq!(present, i % 2 == 1, "{prefix}");
+    }
+}
+
+#[test]
+fn exact_lookup_is_not_fooled_by_a_covering_prefix() {
+    require_root();
+    let mut k = Kernel::load();
+    k.block("10.0.0.0/8");
+    assert!(
+        k.maps
+            .get_exact(TrieKind::Block, p("10.0.0.0/8"))
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        k.maps
+            .get_exact(TrieKind::Block, p("10.1.0.0/16"))
+            .unwrap()
+            .is_none()
+    );
+    let m = k
+        .maps
+        .lookup(TrieKind::Block, "10.1.2.3".parse().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.prefix, p("10.0.0.0/8"));
+    // A single removal of a missing entry is not an error.
+    assert!(!k.maps.remove(TrieKind::Block, p("10.1.0.0/16")).unwrap());
+}
+
+#[test]
+fn counters_follow_their_prefix_and_go_with_it() {
+    require_root();
+    let mut k = Kernel::load();
+    k.block("192.0.2.0/24");
+    k.block("198.51.100.0/24");
+    let f = frames::ipv4("192.0.2.9".parse().unwrap(), "10.0.0.1".parse().unwrap());
+    k.verdict(&f);
+    k.verdict(&f);
+    // Adding and removing other entries leaves these counters alone.
+    k.maps
+        .remove_many(TrieKind::Block, &[p("198.51.100.0/24")])
+        .unwrap();
+    k.block("203.0.113.0/24");
+    assert_eq!(
+        k.maps.prefix_counters(p("192.0.2.0/24")).unwrap().packets,
+        2
+    );
+    // Removing the prefix removes its counters: a later re-add starts at 0.
+    k.maps
+        .remove_many(TrieKind::Block, &[p("192.0.2.0/24")])
+        .unwrap();
+    k.block("192.0.2.0/24");
+    assert_eq!(
+        k.maps.prefix_counters(p("192.0.2.0/24")).unwrap().packets,
+        0
+    );
+}
