@@ -106,17 +106,29 @@ fn test(filter: Option<String>) -> Result<()> {
     sh::step("test: building the agent binary");
     sh::run(sh::cargo().args(["build", "-p", "blocklist-agent"]))?;
     let filter: Vec<String> = filter.into_iter().collect();
+    let mut totals = sh::Totals::default();
     sh::step("test: unit tests");
-    sh::run(
+    sh::run_tests(
         sh::cargo()
             .args(["test", "--workspace", "--exclude", "blocklist-tests", "--"])
             .args(&filter),
+        &mut totals,
     )?;
     sh::step("test: verdict and end-to-end tests (real kernel, network namespaces)");
     // One at a time: traffic tests share two CPUs and their counts must be exact.
-    sh::run(
+    sh::run_tests(
         sh::cargo()
             .args(["test", "-p", "blocklist-tests", "--", "--test-threads=1"])
             .args(&filter),
-    )
+        &mut totals,
+    )?;
+    if totals.passed == 0 {
+        anyhow::bail!("no test ran (filter {filter:?})");
+    }
+    sh::step("test: summary");
+    println!(
+        "{} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    Ok(())
 }
