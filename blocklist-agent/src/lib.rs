@@ -26,3 +26,4 @@ pub mod counters;
 pub mod datapath;
 pub mod prefix;
 pub mod state;
+pub mod feed;

@@ -1,0 +1,135 @@
+//! Threat-intelligence feeds: fetching (`fetch`), one parser per format,
+//! and format detection.
+//!
+//! Every parser is a pure function from the body's bytes to a [`Parsed`]:
+//! accepted entries, plus a count of what was rejected and why (the first
+//! few with line numbers). A bad line never aborts a feed.
+
+pub mod csv;
+pub mod detect;
+pub mod firehol;
+pub mod json;
+pub mod plain;
+pub mod spamhaus;
+pub mod stix;
+
+use crate::prefix::Prefix;
+
+/// How many rejected lines are kept as examples.
+pub const MAX_SAMPLES: usize = 5;
+/// Lines longer than this are rejected without being parsed.
+pub const MAX_LINE: usize = 4096;
+
+/// One accepted entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The canonical prefix.
+    pub prefix: Prefix,
+    /// The STIX indicator id that listed it, for STIX/TAXII feeds.
+    pub id: Option<String>,
+}
+
+impl Entry {
+    /// An entry without an indicator id.
+    pub fn new(prefix: Prefix) -> Self {
+        Self { prefix, id: None }
+    }
+}
+
+/// A line or object that was not accepted.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rejection {
+    /// 1-based line number (or object index for JSON formats).
+    pub line: usize,
+    /// Why, in a few words.
+    pub reason: String,
+    /// The offending text, cut to 80 characters.
+    pub text: String,
+}
+
+/// What a parser made of a body.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Parsed {
+    /// Accepted entries (not yet de-duplicated or guarded).
+    pub entries: Vec<Entry>,
+    /// How many lines or objects were rejected.
+    pub rejected: usize,
+    /// The first [`MAX_SAMPLES`] rejections.
+    pub samples: Vec<Rejection>,
+    /// Objects skipped on purpose (other STIX object types, non-IP
+    /// indicators, metadata lines), not errors.
+    pub ignored: usize,
+}
+
+impl Parsed {
+    /// Records a rejection, keeping the first few as samples.
+    pub fn reject(&mut self, line: usize, reason: impl Into<String>, text: &str) {
+        self.rejected += 1;
+        if self.samples.len() < MAX_SAMPLES {
+            let mut t: String = text.chars().take(80).collect();
+            if text.chars().count() > 80 {
+                t.push('…');
+            }
+            self.samples.push(Rejection {
+                line,
+                reason: reason.into(),
+                text: t,
+            });
+        }
+    }
+}
+
+/// The body formats the agent understands.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// Guess from the content ([`detect::detect`]).
+    Auto,
+    /// One address or CIDR per line; comments `#`, `;`, `//`.
+    Plain,
+    /// Spamhaus DROP/EDROP text (`1.2.3.0/24 ; SBL123`).
+    Spamhaus,
+    /// Spamhaus JSON lines (`{"cidr": "...", "sblid": "..."}`, a metadata line).
+    SpamhausJson,
+    /// FireHOL `.netset` / `.ipset`.
+    Firehol,
+    /// CSV with a named or numbered column (`column` in the feed config).
+    Csv,
+    /// A JSON array of objects with a named field (`field` in the config).
+    Json,
+    /// A STIX 2.1 bundle.
+    Stix,
+    /// A TAXII 2.1 collection (fetched page by page; each page is STIX).
+    Taxii,
+}
+
+/// Options some formats need.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FormatOptions {
+    /// CSV: the column, by header name or 0-based number. Default: the
+    /// first column whose header looks like an address (`ip`,
+    /// `ip_address`, `dst_ip`, `cidr`, `network`...), else column 0.
+    pub column: Option<String>,
+    /// JSON: the field holding the address. Default: `ip_address`, `ip`,
+    /// `cidr`, `network`, whichever an object has.
+    pub field: Option<String>,
+}
+
+/// Parses a body in `format` (`Auto` detects it first). STIX indicators
+/// that are revoked or expired at `now` (seconds since the Unix epoch) are
+/// left out. `Taxii` bodies are STIX envelopes and parse as STIX.
+pub fn parse(bytes: &[u8], format: &Format, opts: &FormatOptions, now: i64) -> Parsed {
+    let format = match format {
+        Format::Auto => detect::detect(bytes),
+        f => f.clone(),
+    };
+    match format {
+        Format::Auto | Format::Plain => plain::parse(bytes),
+        Format::Spamhaus => spamhaus::parse_text(bytes),
+        Format::SpamhausJson => spamhaus::parse_json(bytes),
+        Format::Firehol => firehol::parse(bytes),
+        Format::Csv => csv::parse(bytes, opts.column.as_deref()),
+        Format::Json => json::parse(bytes, opts.field.as_deref()),
+        Format::Stix | Format::Taxii => stix::parse(bytes, now).into_parsed(),
+    }
+}
