@@ -3,11 +3,15 @@
 //! Unknown keys are errors: a typo in a guard must not silently fall back
 //! to a default. Every value here can be overridden on the command line.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-use crate::datapath::attach::RequestedMode;
+use crate::{datapath::attach::RequestedMode, feed::Format, prefix::Prefix};
 
 /// Default config file location.
 pub const DEFAULT_CONFIG: &str = "/etc/xdp-blocklist/config.toml";
@@ -119,8 +123,212 @@ impl MatchMode {
     }
 }
 
+/// A duration written as `"1h"`, `"15m"`, `"30s"`.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!("`{s}` is not a duration like 1h, 15m or 30s: {e}"))
+    })
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+/// Feed presets: endpoints and authentication filled in by name.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// isMalicious over TAXII 2.1 (`X-API-KEY: base64(key:secret)`).
+    IsmaliciousTaxii,
+    /// isMalicious plain blocklist download (`X-API-KEY: base64(key:secret)`).
+    IsmaliciousBlocklist,
+}
+
+impl Preset {
+    /// The default URL and format of the preset (`url` in the feed
+    /// overrides the URL, e.g. for a regional endpoint).
+    pub fn defaults(self) -> (&'static str, Format) {
+        match self {
+            Preset::IsmaliciousTaxii => ("https://ismalicious.com/taxii2/", Format::Taxii),
+            Preset::IsmaliciousBlocklist => {
+                ("https://ismalicious.com/api/blocklist/ips", Format::Plain)
+            }
+        }
+    }
+}
+
+/// One `[[feed]]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    /// Unique name: letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    /// `http(s)://...`, `file:///...` or a plain path.
+    pub url: Option<String>,
+    /// Body format.
+    #[serde(default = "auto")]
+    pub format: Format,
+    /// A named preset (fills in url, format and the API key header).
+    pub preset: Option<Preset>,
+    /// CSV column (header name or 0-based number).
+    pub column: Option<String>,
+    /// JSON field holding the address.
+    pub field: Option<String>,
+    /// TAXII: collection id or title when `url` is a discovery or API root URL.
+    pub collection: Option<String>,
+    /// Environment variable holding the API key (presets).
+    pub api_key_env: Option<String>,
+    /// Environment variable holding the API secret (presets).
+    pub api_secret_env: Option<String>,
+    /// File holding `key:secret` (presets), instead of the two variables.
+    pub api_key_file: Option<PathBuf>,
+    /// HTTP Basic user name.
+    pub username: Option<String>,
+    /// Environment variable holding the HTTP Basic password.
+    pub password_env: Option<String>,
+    /// File holding the HTTP Basic password.
+    pub password_file: Option<PathBuf>,
+    /// Extra request headers; a value `env:VAR` or `file:PATH` is read
+    /// from there, anything else is literal.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// How often this feed is fetched (default: `sync_interval`).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub interval: Option<Duration>,
+    /// Overrides `[fetch] max_bytes` for this feed.
+    pub max_bytes: Option<u64>,
+    /// `false` keeps the feed's last good entries without fetching it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl FeedConfig {
+    /// A feed with only a name and a source; everything else default.
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            url: Some(url.into()),
+            format: Format::Auto,
+            preset: None,
+            column: None,
+            field: None,
+            collection: None,
+            api_key_env: None,
+            api_secret_env: None,
+            api_key_file: None,
+            username: None,
+            password_env: None,
+            password_file: None,
+            headers: BTreeMap::new(),
+            interval: None,
+            max_bytes: None,
+            enabled: true,
+        }
+    }
+}
+
+fn auto() -> Format {
+    Format::Auto
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[fetch]`: HTTP client limits.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fetch {
+    /// TCP/TLS connect timeout.
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// Whole-request timeout (headers and body).
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Largest body accepted, in bytes (after decompression).
+    pub max_bytes: u64,
+    /// Attempts per fetch (1 = no retry).
+    pub attempts: u32,
+    /// First retry delay; doubles each attempt, with jitter.
+    #[serde(deserialize_with = "duration")]
+    pub backoff: Duration,
+    /// Longest `Retry-After` honoured; longer ones fail the attempt.
+    #[serde(deserialize_with = "duration")]
+    pub max_retry_after: Duration,
+    /// Extra CA certificate (PEM) trusted for HTTPS feeds.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for Fetch {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(120),
+            max_bytes: 256 << 20,
+            attempts: 3,
+            backoff: Duration::from_secs(2),
+            max_retry_after: Duration::from_secs(300),
+            ca_file: None,
+        }
+    }
+}
+
+/// `[allow]`: ranges that are never blocked.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Allow {
+    /// Allowed prefixes (go to the allow tries).
+    pub cidrs: Vec<Prefix>,
+    /// Also protect the host's own addresses and default gateways
+    /// (default true).
+    #[serde(default = "yes")]
+    pub protect_host: bool,
+}
+
+impl Default for Allow {
+    fn default() -> Self {
+        Self {
+            cidrs: Vec::new(),
+            protect_host: true,
+        }
+    }
+}
+
+/// `[metrics]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// `host:port`, or `off`.
+    pub listen: String,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9977".into(),
+        }
+    }
+}
+
+/// `[events]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Events {
+    /// `stdout`, a file path, `syslog` or `off`.
+    pub output: String,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Self {
+            output: "stdout".into(),
+        }
+    }
+}
+
 /// The configuration file.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Interfaces to attach to.
@@ -140,6 +348,45 @@ pub struct Config {
     pub guard: Guard,
     /// Capacity of the per-address counter LRU.
     pub ip_counters_max: Option<u32>,
+    /// Default interval between syncs of a feed.
+    #[serde(deserialize_with = "duration")]
+    pub sync_interval: Duration,
+    /// How long a writer waits for the state-directory lock.
+    #[serde(deserialize_with = "duration")]
+    pub lock_timeout: Duration,
+    /// HTTP client limits.
+    pub fetch: Fetch,
+    /// Never-blocked ranges.
+    pub allow: Allow,
+    /// The feeds.
+    #[serde(rename = "feed")]
+    pub feeds: Vec<FeedConfig>,
+    /// Prometheus endpoint.
+    pub metrics: Metrics,
+    /// Drop events.
+    pub events: Events,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            xdp_mode: None,
+            action: Action::default(),
+            match_mode: MatchMode::default(),
+            pin_dir: None,
+            state_dir: None,
+            guard: Guard::default(),
+            ip_counters_max: None,
+            sync_interval: Duration::from_secs(3600),
+            lock_timeout: Duration::from_secs(30),
+            fetch: Fetch::default(),
+            allow: Allow::default(),
+            feeds: Vec::new(),
+            metrics: Metrics::default(),
+            events: Events::default(),
+        }
+    }
 }
 
 /// A config file that could not be used.
@@ -167,10 +414,87 @@ pub enum ConfigError {
 impl Config {
     /// Parses a config from text; `path` only names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
-        })
+        })?;
+        c.validate(text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(c)
+    }
+
+    /// Checks what serde cannot: feed names, sources, presets, ranges.
+    /// Errors name the feed and the line of its `name`.
+    fn validate(&mut self, text: &str) -> Result<(), String> {
+        let line_of = |name: &str| {
+            text.lines()
+                .position(|l| {
+                    let l = l.trim();
+                    l.starts_with("name") && l.contains(&format!("\"{name}\""))
+                })
+                .map_or(String::new(), |i| format!(" (line {})", i + 1))
+        };
+        if !(0.0..=1.0).contains(&self.guard.max_shrink) {
+            return Err(format!(
+                "guard.max_shrink = {} must be between 0.0 and 1.0",
+                self.guard.max_shrink
+            ));
+        }
+        if self.guard.min_prefix_v4 > 32 || self.guard.min_prefix_v6 > 128 {
+            return Err("guard.min_prefix_v4 must be <= 32 and guard.min_prefix_v6 <= 128".into());
+        }
+        let mut seen = BTreeSet::new();
+        for f in &mut self.feeds {
+            let at = line_of(&f.name);
+            let valid = !f.name.is_empty()
+                && f.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                return Err(format!(
+                    "feed name `{}`{at} may only use letters, digits, `-`, `_` and `.`",
+                    f.name
+                ));
+            }
+            if !seen.insert(f.name.clone()) {
+                return Err(format!("feed name `{}`{at} is used twice", f.name));
+            }
+            if let Some(p) = f.preset {
+                let (url, format) = p.defaults();
+                if f.url.is_none() {
+                    f.url = Some(url.to_owned());
+                }
+                if f.format == Format::Auto {
+                    f.format = format;
+                }
+            }
+            if f.url.as_deref().is_none_or(str::is_empty) {
+                return Err(format!("feed `{}`{at} needs `url` (or a `preset`)", f.name));
+            }
+            if f.format == Format::Taxii && !f.url.as_deref().unwrap_or("").starts_with("http") {
+                return Err(format!(
+                    "feed `{}`{at}: format taxii needs an http(s) url",
+                    f.name
+                ));
+            }
+            if f.interval.is_some_and(|d| d < Duration::from_secs(1)) {
+                return Err(format!(
+                    "feed `{}`{at}: interval must be at least 1s",
+                    f.name
+                ));
+            }
+        }
+        if self.sync_interval < Duration::from_secs(1) {
+            return Err("sync_interval must be at least 1s".into());
+        }
+        Ok(())
+    }
+
+    /// The interval of one feed.
+    pub fn interval_of(&self, feed: &FeedConfig) -> Duration {
+        feed.interval.unwrap_or(self.sync_interval)
     }
 
     /// Loads `path`; a missing file is the default configuration only when
@@ -208,6 +532,77 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("min_prefix_v5") && e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn the_design_example_parses() {
+        let text = r#"
+interfaces = ["eth0"]
+xdp_mode = "auto"
+action = "drop"
+match = "both"
+sync_interval = "1h"
+[guard]
+max_shrink = 0.5
+min_prefix_v4 = 8
+min_prefix_v6 = 16
+[[feed]]
+name = "spamhaus-drop"
+url = "https://www.spamhaus.org/drop/drop.txt"
+format = "auto"
+[[feed]]
+name = "ismalicious"
+preset = "ismalicious-taxii"
+api_key_env = "ISMALICIOUS_API_KEY"
+api_secret_env = "ISMALICIOUS_API_SECRET"
+[[feed]]
+name = "partner-taxii"
+url = "https://taxii.example.net/api1/collections/COLLECTION-ID/"
+format = "taxii"
+username = "reader"
+password_env = "PARTNER_TAXII_PASSWORD"
+interval = "15m"
+[allow]
+cidrs = ["192.0.2.10/32"]
+[metrics]
+listen = "127.0.0.1:9977"
+[events]
+output = "stdout"
+"#;
+        let c = Config::parse(text, Path::new("c.toml")).unwrap();
+        assert_eq!(c.feeds.len(), 3);
+        assert_eq!(c.feeds[1].format, Format::Taxii);
+        assert!(c.feeds[1].url.as_deref().unwrap().starts_with("https://"));
+        assert_eq!(c.interval_of(&c.feeds[2]), Duration::from_secs(900));
+        assert_eq!(c.interval_of(&c.feeds[0]), Duration::from_secs(3600));
+        assert_eq!(
+            c.allow.cidrs,
+            vec!["192.0.2.10/32".parse::<Prefix>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn feed_mistakes_name_the_feed_and_line() {
+        let dup = "[[feed]]\nname = \"a\"\nurl = \"/x\"\n[[feed]]\nname = \"a\"\nurl = \"/y\"\n";
+        let e = Config::parse(dup, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("used twice"), "{e}");
+        let nourl = "\n[[feed]]\nname = \"b\"\n";
+        let e = Config::parse(nourl, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`b` (line 3) needs `url`"), "{e}");
+        let badint = "[[feed]]\nname = \"c\"\nurl = \"/x\"\ninterval = \"soon\"\n";
+        let e = Config::parse(badint, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("soon") && e.contains("line 4"), "{e}");
+        let typo = "[[feed]]\nname = \"d\"\nurl = \"/x\"\nformt = \"csv\"\n";
+        let e = Config::parse(typo, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("formt") && e.contains("line 4"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,8 @@
 pub mod config;
 pub mod counters;
 pub mod datapath;
+pub mod feed;
+pub mod policy;
 pub mod prefix;
 pub mod state;
-pub mod feed;
+pub mod sync;

@@ -31,6 +31,8 @@ pub struct Agent {
     netns: String,
     pin_dir: PathBuf,
     state_dir: PathBuf,
+    config: Option<PathBuf>,
+    env: Vec<(String, String)>,
 }
 
 /// What one command printed and returned.
@@ -58,19 +60,51 @@ impl Agent {
             netns: netns.to_owned(),
             pin_dir,
             state_dir,
+            config: None,
+            env: Vec::new(),
         }
     }
 
-    /// Runs a command and returns whatever happened.
-    pub fn try_run(&self, args: &[&str]) -> Run {
-        let out: Output = Command::new("ip")
-            .args(["netns", "exec", &self.netns])
+    /// Uses this config file for every command.
+    pub fn with_config(mut self, path: PathBuf) -> Self {
+        self.config = Some(path);
+        self
+    }
+
+    /// Sets an environment variable for every command (credentials).
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The command line for `args`, not started (for background runs).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.netns])
             .arg(binary())
             .arg("--pin-dir")
             .arg(&self.pin_dir)
             .arg("--state-dir")
-            .arg(&self.state_dir)
-            .args(args)
+            .arg(&self.state_dir);
+        if let Some(cfg) = &self.config {
+            c.arg("--config").arg(cfg);
+        }
+        c.args(args);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Runs a command and returns whatever happened.
+    pub fn try_run(&self, args: &[&str]) -> Run {
+        let out: Output = self
+            .command(args)
             .output()
             .expect("running blocklist-agent");
         Run {

@@ -27,6 +27,16 @@ impl Netns {
         ip(&["netns", "add", &name]);
         let ns = Self { name };
         ns.ip(&["link", "set", "lo", "up"]);
+        // No duplicate address detection: addresses (link-local included)
+        // are final as soon as the links are up, so the set of host
+        // addresses the agent protects does not change under a test.
+        for key in [
+            "net.ipv6.conf.default.accept_dad=0",
+            "net.ipv6.conf.all.accept_dad=0",
+        ] {
+            let out = ns.exec(&["sysctl", "-qw", key]);
+            assert!(out.status.success(), "sysctl {key} failed");
+        }
         ns
     }
 
@@ -220,6 +230,27 @@ impl Lab {
             filter,
             server,
             filter_if: f0,
+        }
+    }
+}
+
+impl Lab {
+    /// Waits (up to 5 s) until the filter's interfaces are up with their
+    /// link-local addresses again: attaching native XDP to a veth resets
+    /// it, and the agent protects every host address it sees, so tests
+    /// that count kernel writes must not race the link coming back.
+    pub fn wait_settled(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let out = self
+                .filter
+                .exec(&["ip", "-6", "-br", "addr", "show", "scope", "link"]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            let ready = text.lines().filter(|l| l.contains("fe80::")).count() >= 2;
+            if ready || std::time::Instant::now() > deadline {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
 }

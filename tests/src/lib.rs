@@ -9,9 +9,11 @@
 
 pub mod agent;
 pub mod bpffs;
+pub mod feed_server;
 pub mod frames;
 pub mod kernel;
 pub mod lab;
+pub mod taxii_server;
 pub mod traffic;
 
 use std::sync::atomic::{AtomicU32, Ordering};

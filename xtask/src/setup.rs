@@ -5,6 +5,8 @@
 //! - The pinned nightly (LLVM 22) with `rust-src`, for the eBPF crate.
 //! - bpf-linker 0.13.0 built against Debian's LLVM 22.
 //! - rustfmt and clippy for the stable toolchain (lints in `test`).
+//! - medallion 3.0.0, the TAXII 2.1 reference server, in a virtualenv
+//!   under `target/taxii-venv` (used by the feed tests).
 
 use std::path::Path;
 
@@ -16,6 +18,7 @@ use crate::sh::{self, probe, step};
 pub const EBPF_TOOLCHAIN: &str = "nightly-2026-05-19";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const MEDALLION_VERSION: &str = "3.0.0";
 
 /// Debian packages and the command or file that shows each is installed.
 const APT_PACKAGES: &[&str] = &[
@@ -46,7 +49,45 @@ pub fn run() -> Result<()> {
     components()?;
     nightly()?;
     bpf_linker()?;
+    medallion()?;
     Ok(())
+}
+
+/// The Python of the virtualenv holding medallion (the tests use it too).
+pub fn medallion_python() -> std::path::PathBuf {
+    crate::root().join("target/taxii-venv/bin/python3")
+}
+
+fn medallion() -> Result<()> {
+    let py = medallion_python();
+    if probe(sh::cmd(&py).args(["-c", "import medallion"])).is_some() {
+        return Ok(());
+    }
+    step(&format!(
+        "setup: installing medallion {MEDALLION_VERSION} (TAXII 2.1 reference server for the tests) into target/taxii-venv"
+    ));
+    let venv = crate::root().join("target/taxii-venv");
+    if !py.exists() {
+        let made = sh::run(sh::cmd("python3").args(["-m", "venv"]).arg(&venv));
+        if made.is_err() {
+            // Debian's own python3 needs python3-venv for this.
+            sh::run(
+                sh::cmd("apt-get")
+                    .args(["install", "-y", "-q", "python3", "python3-venv"])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
+            sh::run(sh::cmd("python3").args(["-m", "venv"]).arg(&venv))?;
+        }
+    }
+    sh::run(sh::cmd(&py).args([
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        &format!("medallion=={MEDALLION_VERSION}"),
+    ]))
+    .context("pip could not install medallion; it is needed by the TAXII tests")
 }
 
 fn dpkg_installed(pkg: &str) -> bool {

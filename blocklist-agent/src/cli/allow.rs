@@ -11,11 +11,11 @@ use super::{
 /// an over-broad allow entry silently switches protection off.
 pub fn allow(ctx: &Context, args: EntriesArgs) -> anyhow::Result<()> {
     let prefixes = parse_all(ctx, &args, true)?;
-    edit(ctx, TrieKind::Allow, &prefixes, true)
+    edit(ctx, TrieKind::Allow, &prefixes, true, None)
 }
 
 /// `unallow CIDR...`
 pub fn unallow(ctx: &Context, args: EntriesArgs) -> anyhow::Result<()> {
     let prefixes = parse_all(ctx, &args, false)?;
-    edit(ctx, TrieKind::Allow, &prefixes, false)
+    edit(ctx, TrieKind::Allow, &prefixes, false, None)
 }

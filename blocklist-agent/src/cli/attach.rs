@@ -70,6 +70,22 @@ pub fn load(ctx: &Context) -> anyhow::Result<Loaded> {
     Ok(loaded)
 }
 
+/// Records an attachment in the state directory (for `status`).
+pub fn record(ctx: &Context, iface: &str, mode: attach::AttachedMode) -> anyhow::Result<()> {
+    let mut recorded = ctx.state.attachments().unwrap_or_default();
+    recorded.insert(
+        iface.to_owned(),
+        Attachment {
+            mode,
+            ifindex: attach::if_index(iface)?,
+            since: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        },
+    );
+    ctx.state
+        .set_attachments(&recorded)
+        .with_context(|| format!("recording the attachment in {}", ctx.state.root().display()))
+}
+
 pub fn run(ctx: &Context, args: AttachArgs) -> anyhow::Result<()> {
     let mode = args
         .mode
@@ -81,7 +97,6 @@ pub fn run(ctx: &Context, args: AttachArgs) -> anyhow::Result<()> {
         attach::if_index(iface)?;
     }
     let mut loaded = load(ctx)?;
-    let mut recorded = ctx.state.attachments().unwrap_or_default();
     for iface in &args.ifaces {
         if args.replace {
             attach::replace(&mut loaded, &ctx.pin, iface)?;
@@ -89,17 +104,7 @@ pub fn run(ctx: &Context, args: AttachArgs) -> anyhow::Result<()> {
             continue;
         }
         let got = attach::attach(&mut loaded, &ctx.pin, iface, mode)?;
-        recorded.insert(
-            iface.clone(),
-            Attachment {
-                mode: got,
-                ifindex: attach::if_index(iface)?,
-                since: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            },
-        );
-        ctx.state.set_attachments(&recorded).with_context(|| {
-            format!("recording the attachment in {}", ctx.state.root().display())
-        })?;
+        record(ctx, iface, got)?;
         let note = if mode == RequestedMode::Auto && got == attach::AttachedMode::Skb {
             " (native XDP not supported by the driver; fell back)"
         } else {

@@ -4,17 +4,18 @@ use blocklist_agent::datapath::maps::TrieKind;
 
 use super::{
     Context,
-    entries::{EntriesArgs, edit, parse_all},
+    entries::{BlockArgs, EntriesArgs, edit, parse_all},
 };
 
-/// `block CIDR...`
-pub fn block(ctx: &Context, args: EntriesArgs) -> anyhow::Result<()> {
-    let prefixes = parse_all(ctx, &args, true)?;
-    edit(ctx, TrieKind::Block, &prefixes, true)
+/// `block CIDR... [--for DURATION]`
+pub fn block(ctx: &Context, args: BlockArgs) -> anyhow::Result<()> {
+    let prefixes = parse_all(ctx, &args.entries, true)?;
+    let expires = args.duration.map(|d| std::time::SystemTime::now() + d);
+    edit(ctx, TrieKind::Block, &prefixes, true, expires)
 }
 
 /// `unblock CIDR...`
 pub fn unblock(ctx: &Context, args: EntriesArgs) -> anyhow::Result<()> {
     let prefixes = parse_all(ctx, &args, false)?;
-    edit(ctx, TrieKind::Block, &prefixes, false)
+    edit(ctx, TrieKind::Block, &prefixes, false, None)
 }

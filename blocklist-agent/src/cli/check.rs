@@ -5,6 +5,7 @@
 //! ```json
 //! {"ip": "10.0.0.1", "blocked": true,
 //!  "block": {"prefix": "10.0.0.0/24", "manual": true,
+//!            "feeds": [{"feed": "partner-taxii", "id": "indicator--..."}],
 //!            "packets": 3, "bytes": 294, "first_seen": "...", "last_seen": "..."},
 //!  "allow": null}
 //! ```
@@ -48,6 +49,14 @@ pub fn run(ctx: &Context, args: CheckArgs) -> anyhow::Result<()> {
         Some(m) => Some(maps.prefix_counters(m.prefix)?),
         None => None,
     };
+    let listed_by = match &block {
+        Some(m) => ctx
+            .state
+            .listing(&super::list::configured_feeds(ctx))?
+            .remove(&m.prefix)
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
 
     if args.json {
         let doc = json!({
@@ -58,6 +67,7 @@ pub fn run(ctx: &Context, args: CheckArgs) -> anyhow::Result<()> {
                 json!({
                     "prefix": m.prefix,
                     "manual": m.value.flags & ENTRY_FLAG_MANUAL != 0,
+                    "feeds": listed_by,
                     "packets": c.packets,
                     "bytes": c.bytes,
                     "first_seen": ktime_rfc3339(c.first_seen_ns),
@@ -84,6 +94,13 @@ pub fn run(ctx: &Context, args: CheckArgs) -> anyhow::Result<()> {
             "feed"
         };
         rows.push(("block entry", format!("{} ({source})", m.prefix)));
+        for l in &listed_by {
+            let id =
+                l.id.as_deref()
+                    .map(|i| format!(" indicator {i}"))
+                    .unwrap_or_default();
+            rows.push(("listed by", format!("{}{id}", l.feed)));
+        }
         rows.push((
             "hits",
             format!("{} packets, {}", c.packets, table::bytes(c.bytes)),

@@ -1,11 +1,16 @@
 //! Shared parsing and editing for `block`/`unblock`/`allow`/`unallow`:
-//! every argument is validated before any map is touched, so invalid input
-//! changes nothing.
+//! every argument is validated before anything is touched, so invalid
+//! input changes nothing. Hand-made entries are recorded in the state
+//! directory as their own source (a sync never removes them) and written
+//! to the tries at once.
+
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, bail};
 use blocklist_agent::{
     datapath::maps::{Maps, TrieKind},
     prefix::Prefix,
+    state::{lock, manual::ManualBlock},
 };
 use clap::Args;
 
@@ -17,6 +22,17 @@ pub struct EntriesArgs {
     /// Addresses or CIDRs (host bits are cleared: 10.1.2.3/24 is 10.1.2.0/24).
     #[arg(required = true, value_name = "CIDR")]
     pub cidrs: Vec<String>,
+}
+
+/// `block` arguments.
+#[derive(Debug, Args)]
+pub struct BlockArgs {
+    #[command(flatten)]
+    pub entries: EntriesArgs,
+    /// Unblock automatically after this long (e.g. 30m, 12h, 7d); needs
+    /// `run` to be running to take effect on time.
+    #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
 }
 
 /// Parses every argument; refuses all of them if any is invalid or, with
@@ -57,26 +73,74 @@ pub fn open_maps(ctx: &Context, create: bool) -> anyhow::Result<Maps> {
     Maps::open(&ctx.pin).map_err(Into::into)
 }
 
-/// Adds or removes `prefixes` in the `kind` tries and prints one line each.
-pub fn edit(ctx: &Context, kind: TrieKind, prefixes: &[Prefix], add: bool) -> anyhow::Result<()> {
+/// Adds or removes `prefixes` in the `kind` tries and the hand-made
+/// entries, and prints one line each. `expires` applies to block entries.
+pub fn edit(
+    ctx: &Context,
+    kind: TrieKind,
+    prefixes: &[Prefix],
+    add: bool,
+    expires: Option<SystemTime>,
+) -> anyhow::Result<()> {
+    let _lock = lock::acquire(ctx.state.root(), ctx.config.lock_timeout)?;
     let mut maps = open_maps(ctx, add)?;
+    let mut manual = ctx.state.manual().context("reading hand-made entries")?;
     let noun = match kind {
         TrieKind::Block => "block",
         TrieKind::Allow => "allow",
     };
     for p in prefixes {
+        let recorded = match (kind, add) {
+            (TrieKind::Block, true) => manual
+                .block
+                .insert(
+                    *p,
+                    ManualBlock {
+                        expires: expires.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                    },
+                )
+                .is_none(),
+            (TrieKind::Block, false) => manual.block.remove(p).is_some(),
+            (TrieKind::Allow, true) => {
+                let new = !manual.allow.contains(p);
+                if new {
+                    manual.allow.push(*p);
+                }
+                new
+            }
+            (TrieKind::Allow, false) => {
+                let before = manual.allow.len();
+                manual.allow.retain(|a| a != p);
+                manual.allow.len() != before
+            }
+        };
         let changed = if add {
             maps.insert_manual(kind, *p)?
         } else {
             maps.remove(kind, *p)?
         };
-        let what = match (add, changed) {
+        let what = match (add, changed || recorded) {
             (true, true) => "added",
             (true, false) => "already present",
             (false, true) => "removed",
             (false, false) => "not present",
         };
-        println!("{noun} {p}: {what}");
+        let until = match (add, expires) {
+            (true, Some(t)) if kind == TrieKind::Block => {
+                format!(" until {}", humantime::format_rfc3339_seconds(t))
+            }
+            _ => String::new(),
+        };
+        println!("{noun} {p}: {what}{until}");
+    }
+    ctx.state.set_manual(&manual).with_context(|| {
+        format!(
+            "recording hand-made entries in {}",
+            ctx.state.root().display()
+        )
+    })?;
+    if !add && kind == TrieKind::Block {
+        println!("(a feed that lists one of these will block it again at its next sync)");
     }
     Ok(())
 }

@@ -7,8 +7,12 @@ mod block;
 mod check;
 mod detach;
 mod entries;
+mod list;
 mod mode;
+mod run;
+mod sources;
 mod status;
+mod sync;
 mod table;
 
 use std::path::PathBuf;
@@ -64,14 +68,20 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The agent: attach, then keep the tries in sync with the feeds.
+    Run(run::RunArgs),
+    /// One sync for cron (`--once`), printing what changed.
+    Sync(sync::SyncArgs),
+    /// Installed entries with the feeds that list them.
+    List(list::ListArgs),
     /// Load the XDP program and attach it to interfaces.
     Attach(attach::AttachArgs),
     /// Detach from interfaces (and remove the pins after the last one).
     Detach(detach::DetachArgs),
     /// Change the action or the addresses matched, live.
     Mode(mode::ModeArgs),
-    /// Block prefixes by hand.
-    Block(entries::EntriesArgs),
+    /// Block prefixes by hand (kept across syncs; `--for` makes them expire).
+    Block(entries::BlockArgs),
     /// Remove hand-made block entries.
     Unblock(entries::EntriesArgs),
     /// Never block these prefixes (allow entries win over block entries).
@@ -89,6 +99,7 @@ pub struct Context {
     pub pin: PinDir,
     pub state: StateDir,
     pub config: Config,
+    config_path: (PathBuf, bool),
 }
 
 impl Context {
@@ -98,6 +109,7 @@ impl Context {
             None => (PathBuf::from(DEFAULT_CONFIG), false),
         };
         let config = Config::load(&path, explicit).context("loading the configuration")?;
+        let config_path = (path, explicit);
         let pin = g
             .pin_dir
             .clone()
@@ -112,7 +124,14 @@ impl Context {
             pin: PinDir::new(pin),
             state: StateDir::new(state),
             config,
+            config_path,
         })
+    }
+
+    /// Reads the configuration file again (SIGHUP).
+    pub fn reload_config(&self) -> anyhow::Result<Config> {
+        let (path, explicit) = &self.config_path;
+        Config::load(path, *explicit).context("reloading the configuration")
     }
 }
 
@@ -133,6 +152,9 @@ pub fn init_logging(g: &Global) {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Context::new(&cli.global)?;
     match cli.command {
+        Command::Run(a) => run::run(&ctx, a),
+        Command::Sync(a) => sync::run(&ctx, a),
+        Command::List(a) => list::run(&ctx, a),
         Command::Attach(a) => attach::run(&ctx, a),
         Command::Detach(a) => detach::run(&ctx, a),
         Command::Mode(a) => mode::run(&ctx, a),

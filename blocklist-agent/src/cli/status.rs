@@ -11,6 +11,7 @@
 use blocklist_agent::{
     config::{Action, MatchMode},
     datapath::maps::{Maps, TrieKind},
+    state::feeds::FeedState,
 };
 use clap::Args;
 use serde_json::json;
@@ -71,6 +72,21 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         "not_ip_packets": g.not_ip_packets, "malformed_packets": g.malformed_packets,
         "events_sent": g.events_sent, "events_lost": g.events_lost,
     });
+    let feed_names = {
+        let configured = super::list::configured_feeds(ctx);
+        if configured.is_empty() {
+            ctx.state.feed_names()
+        } else {
+            configured
+        }
+    };
+    let feeds: Vec<(String, FeedState)> = feed_names
+        .into_iter()
+        .map(|n| {
+            let st = ctx.state.feed(&n).unwrap_or_default();
+            (n, st)
+        })
+        .collect();
     let action = Action::from_abi(config.action).name();
     let match_mode = MatchMode::from_abi(config.match_mode).name();
 
@@ -84,6 +100,18 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
                 "name": n, "entries": f.entries, "max_entries": f.max_entries, "fill": f.ratio(),
             })).collect::<Vec<_>>(),
             "counters": counters,
+            "feeds": feeds.iter().map(|(n, f)| json!({
+                "name": n,
+                "entries": f.entries,
+                "last_attempt": f.last_attempt,
+                "last_success": f.last_success,
+                "last_error": f.last_error,
+                "last_refusal": f.last_refusal,
+                "failures": f.failures,
+                "refusals": f.refusals,
+                "rejected": f.rejected,
+                "upstream_last_modified": f.last_modified,
+            })).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
@@ -148,5 +176,24 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         ]);
     }
     println!("{t}");
+    if !feeds.is_empty() {
+        println!();
+        let mut t = table::new(&["feed", "entries", "last success", "problem"]);
+        for (n, f) in &feeds {
+            let problem = f
+                .last_error
+                .clone()
+                .map(|e| format!("failing: {e}"))
+                .or_else(|| f.last_refusal.clone().map(|r| format!("refused: {r}")))
+                .unwrap_or_default();
+            t.add_row(vec![
+                n.clone(),
+                f.entries.to_string(),
+                f.last_success.clone().unwrap_or_else(|| "never".into()),
+                problem,
+            ]);
+        }
+        println!("{t}");
+    }
     Ok(())
 }

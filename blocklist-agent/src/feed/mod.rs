@@ -5,13 +5,17 @@
 //! accepted entries, plus a count of what was rejected and why (the first
 //! few with line numbers). A bad line never aborts a feed.
 
+pub mod auth;
 pub mod csv;
 pub mod detect;
+pub mod fetch;
 pub mod firehol;
 pub mod json;
 pub mod plain;
+pub mod poll;
 pub mod spamhaus;
 pub mod stix;
+pub mod taxii;
 
 use crate::prefix::Prefix;
 

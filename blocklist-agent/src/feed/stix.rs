@@ -1,1 +1,1011 @@
-//! TODO
+//! STIX 2.1 bundles and TAXII 2.1 envelopes.
+//!
+//! Both are JSON objects with an `objects` array; only `indicator` objects
+//! whose pattern names IP addresses are used:
+//!
+//! ```json
+//! {"type": "bundle", "id": "bundle--…", "objects": [
+//!   {"type": "indicator", "id": "indicator--…", "pattern_type": "stix",
+//!    "pattern": "[ipv4-addr:value = '192.0.2.10' OR ipv4-addr:value ISSUBSET '198.51.100.0/24']",
+//!    "modified": "2024-05-29T10:00:00.000Z", "valid_until": "2024-06-29T00:00:00Z"}
+//! ]}
+//! ```
+//!
+//! The pattern subset understood: comparisons `ipv4-addr:value` or
+//! `ipv6-addr:value` with `=`, `ISSUBSET` or `IN (…)` against quoted
+//! addresses or CIDRs, joined by `OR` inside one `[…]`, and observations
+//! `[…] OR […]`, with parentheses. Everything else (`AND`, `FOLLOWEDBY`,
+//! `NOT`, `!=`, `LIKE`, `MATCHES`, qualifiers, other object paths) cannot be
+//! turned into a drop rule without blocking more or less than the
+//! indicator says. Such patterns are *ignored* when they do not mention
+//! IP addresses at all, and *rejected* (with the reason) when they do.
+//!
+//! Revoked and expired indicators are returned with `active: false`
+//! rather than dropped, so a TAXII poller can withdraw what it added.
+
+use std::time::UNIX_EPOCH;
+
+use serde_json::{Map, Value};
+
+use super::{Entry, Parsed, Rejection, plain};
+use crate::prefix::Prefix;
+
+/// Parentheses deeper than this are refused rather than recursed into.
+const MAX_DEPTH: usize = 32;
+
+/// One usable STIX indicator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Indicator {
+    /// The STIX id (`indicator--<uuid>`).
+    pub id: String,
+    /// `modified`, else `created`, else empty: the version of the
+    /// indicator, as written.
+    pub modified: String,
+    /// The addresses and networks the pattern names.
+    pub prefixes: Vec<Prefix>,
+    /// `valid_until` in seconds since the Unix epoch, rounded up so that
+    /// "still valid" is exactly `valid_until > now`; `None` when absent.
+    /// Kept so that an indicator stored by a poller can expire later.
+    pub valid_until: Option<i64>,
+    /// The indicator was revoked by its producer.
+    pub revoked: bool,
+    /// Neither revoked nor past `valid_until` at the `now` given to
+    /// [`parse`].
+    pub active: bool,
+}
+
+/// What [`parse`] made of a STIX body.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StixParsed {
+    /// Usable indicators, active or not.
+    pub indicators: Vec<Indicator>,
+    /// How many objects (or whole documents) were rejected.
+    pub rejected: usize,
+    /// The first few rejections; `line` is the 1-based object index.
+    pub samples: Vec<Rejection>,
+    /// Objects skipped on purpose: other types, other pattern languages,
+    /// patterns that name no IP address.
+    pub ignored: usize,
+}
+
+impl StixParsed {
+    /// The entries of the active indicators, each tagged with its
+    /// indicator id, and the rejection counts.
+    pub fn into_parsed(self) -> Parsed {
+        let entries = self
+            .indicators
+            .into_iter()
+            .filter(|ind| ind.active)
+            .flat_map(|ind| {
+                let id = ind.id;
+                ind.prefixes.into_iter().map(move |prefix| Entry {
+                    prefix,
+                    id: Some(id.clone()),
+                })
+            })
+            .collect();
+        Parsed {
+            entries,
+            rejected: self.rejected,
+            samples: self.samples,
+            ignored: self.ignored,
+        }
+    }
+}
+
+/// Parses a STIX bundle or TAXII envelope. `now` (seconds since the Unix
+/// epoch) decides which indicators have expired. Never fails: a body that
+/// is not a bundle at all is one rejection.
+pub fn parse(bytes: &[u8], now: i64) -> StixParsed {
+    // `Parsed` already knows how to count and sample rejections.
+    let mut log = Parsed::default();
+    let mut indicators = Vec::new();
+    let body = plain::strip_bom(bytes);
+    match objects(body) {
+        Ok(objects) => {
+            for (i, object) in objects.iter().enumerate() {
+                match read_object(object, now) {
+                    Ok(Some(indicator)) => indicators.push(indicator),
+                    Ok(None) => log.ignored += 1,
+                    Err(refusal) => log.reject(i + 1, refusal.reason, &refusal.text),
+                }
+            }
+        }
+        Err(reason) => log.reject(1, reason, &plain::lossy_head(body)),
+    }
+    StixParsed {
+        indicators,
+        rejected: log.rejected,
+        samples: log.samples,
+        ignored: log.ignored,
+    }
+}
+
+/// The `objects` array of a bundle or envelope.
+fn objects(body: &[u8]) -> Result<Vec<Value>, String> {
+    let doc: Value = serde_json::from_slice(body).map_err(|e| format!("not valid JSON ({e})"))?;
+    let Value::Object(mut map) = doc else {
+        return Err("not a STIX bundle or TAXII envelope (expected a JSON object)".into());
+    };
+    match map.remove("objects") {
+        Some(Value::Array(objects)) => Ok(objects),
+        Some(_) => Err("`objects` is not an array".into()),
+        // Both containers may leave out an empty `objects`: a TAXII page
+        // with nothing new is `{"more": false}` or even `{}`.
+        None if is_empty_container(&map) => Ok(Vec::new()),
+        None => Err("no `objects` array (not a STIX bundle or TAXII envelope)".into()),
+    }
+}
+
+fn is_empty_container(map: &Map<String, Value>) -> bool {
+    map.is_empty()
+        || map.contains_key("more")
+        || map.contains_key("next")
+        || map.get("type").and_then(Value::as_str) == Some("bundle")
+}
+
+/// Why an object was rejected, and the text to show for it.
+struct Refusal {
+    reason: String,
+    text: String,
+}
+
+fn refuse(reason: impl Into<String>, text: &str) -> Refusal {
+    Refusal {
+        reason: reason.into(),
+        text: text.to_owned(),
+    }
+}
+
+/// An indicator, `None` for objects that are skipped on purpose, or why
+/// the object cannot be used.
+fn read_object(object: &Value, now: i64) -> Result<Option<Indicator>, Refusal> {
+    let Some(map) = object.as_object() else {
+        return Err(refuse("not a JSON object", &object.to_string()));
+    };
+    let str_field = |name: &str| map.get(name).and_then(Value::as_str);
+    match str_field("type") {
+        Some("indicator") => {}
+        Some(_) => return Ok(None),
+        None => return Err(refuse("object without a type", &object.to_string())),
+    }
+    // STIX 2.0 indicators have no pattern_type; their patterns are STIX.
+    if map
+        .get("pattern_type")
+        .is_some_and(|t| t.as_str() != Some("stix"))
+    {
+        return Ok(None);
+    }
+    let (id, pattern) = match (str_field("id"), str_field("pattern")) {
+        (Some(id), Some(pattern)) => (id, pattern),
+        (None, pattern) => return Err(refuse("indicator without an id", pattern.unwrap_or(""))),
+        (Some(id), None) => return Err(refuse("indicator without a pattern", id)),
+    };
+    let Some(prefixes) = parse_pattern(pattern).map_err(|reason| refuse(reason, pattern))? else {
+        return Ok(None);
+    };
+    let revoked = map.get("revoked") == Some(&Value::Bool(true));
+    let valid_until = valid_until(map.get("valid_until")).map_err(|reason| refuse(reason, id))?;
+    let modified = str_field("modified").or_else(|| str_field("created"));
+    Ok(Some(Indicator {
+        id: id.to_owned(),
+        modified: modified.unwrap_or_default().to_owned(),
+        prefixes,
+        valid_until,
+        revoked,
+        active: !revoked && valid_until.is_none_or(|until| until > now),
+    }))
+}
+
+/// `valid_until` in whole seconds since the epoch, rounded up: an
+/// indicator valid until `…:40.5Z` is still valid at second 40.
+fn valid_until(value: Option<&Value>) -> Result<Option<i64>, String> {
+    let text = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => s,
+        Some(other) => return Err(format!("valid_until is not a timestamp: {other}")),
+    };
+    let at = humantime::parse_rfc3339_weak(text.trim())
+        .map_err(|e| format!("unparseable valid_until `{text}` ({e})"))?;
+    // humantime refuses years before 1970, so this only fails in theory;
+    // such an indicator has long expired either way.
+    let Ok(since_epoch) = at.duration_since(UNIX_EPOCH) else {
+        return Ok(Some(i64::MIN));
+    };
+    let secs = i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX);
+    let round_up = i64::from(since_epoch.subsec_nanos() > 0);
+    Ok(Some(secs.saturating_add(round_up)))
+}
+
+/// The prefixes a pattern names; `Ok(None)` when it names no IP address
+/// at all (not an IP indicator), `Err` when it does but cannot be used.
+pub(crate) fn parse_pattern(pattern: &str) -> Result<Option<Vec<Prefix>>, String> {
+    let tokens = match tokenize(pattern) {
+        Ok(tokens) => tokens,
+        Err(reason) if mentions_ip_text(pattern) => return Err(reason),
+        Err(_) => return Ok(None),
+    };
+    if !tokens.iter().any(Token::is_ip_path) {
+        return Ok(None);
+    }
+    let mut parser = PatternParser {
+        tokens,
+        pos: 0,
+        prefixes: Vec::new(),
+    };
+    parser.pattern(0)?;
+    if let Some(extra) = parser.tokens.get(parser.pos) {
+        return Err(unexpected(Some(extra)));
+    }
+    Ok(Some(parser.prefixes))
+}
+
+/// A crude check for patterns too broken to tokenize: those mentioning IP
+/// objects are worth a rejection, the rest are someone else's business.
+fn mentions_ip_text(pattern: &str) -> bool {
+    let lower = pattern.to_ascii_lowercase();
+    lower.contains("ipv4-addr:") || lower.contains("ipv6-addr:")
+}
+
+/// A pattern token. Object paths, keywords, numbers and the prefixes of
+/// typed literals (`t'…'`) are all words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Token<'a> {
+    Open(char),
+    Close(char),
+    Comma,
+    Op(&'a str),
+    Str(String),
+    Word(&'a str),
+}
+
+impl Token<'_> {
+    fn is_ip_path(&self) -> bool {
+        matches!(self, Token::Word(w) if w.get(..10).is_some_and(|head| {
+            head.eq_ignore_ascii_case("ipv4-addr:") || head.eq_ignore_ascii_case("ipv6-addr:")
+        }))
+    }
+
+    fn is_keyword(&self, keyword: &str) -> bool {
+        matches!(self, Token::Word(w) if w.eq_ignore_ascii_case(keyword))
+    }
+}
+
+/// Characters that end a word.
+fn ends_word(c: char) -> bool {
+    c.is_whitespace() || "[](),'=!<>".contains(c)
+}
+
+fn tokenize(pattern: &str) -> Result<Vec<Token<'_>>, String> {
+    let mut tokens = Vec::new();
+    let mut chars = pattern.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let token = match c {
+            c if c.is_whitespace() => continue,
+            '[' | '(' => Token::Open(c),
+            ']' | ')' => Token::Close(c),
+            ',' => Token::Comma,
+            '\'' => Token::Str(read_string(&mut chars)?),
+            '=' | '!' | '<' | '>' => {
+                let len = if chars.next_if(|&(_, n)| n == '=').is_some() {
+                    2
+                } else {
+                    1
+                };
+                Token::Op(pattern.get(i..i + len).unwrap_or_default())
+            }
+            _ => {
+                let mut end = pattern.len();
+                while let Some(&(j, n)) = chars.peek() {
+                    if ends_word(n) {
+                        end = j;
+                        break;
+                    }
+                    chars.next();
+                }
+                Token::Word(pattern.get(i..end).unwrap_or_default())
+            }
+        };
+        tokens.push(token);
+    }
+    Ok(tokens)
+}
+
+/// Reads a string literal after its opening quote. STIX knows two escapes,
+/// `\'` and `\\`.
+fn read_string(chars: &mut impl Iterator<Item = (usize, char)>) -> Result<String, String> {
+    let mut s = String::new();
+    while let Some((_, c)) = chars.next() {
+        match c {
+            '\'' => return Ok(s),
+            '\\' => match chars.next() {
+                Some((_, e @ ('\'' | '\\'))) => s.push(e),
+                _ => return Err("invalid escape in string literal".into()),
+            },
+            c => s.push(c),
+        }
+    }
+    Err("unterminated string literal".into())
+}
+
+/// IPv4 or IPv6, for the two object paths that hold addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+fn ip_family(path: &str) -> Option<Family> {
+    if path.eq_ignore_ascii_case("ipv4-addr:value") {
+        Some(Family::V4)
+    } else if path.eq_ignore_ascii_case("ipv6-addr:value") {
+        Some(Family::V6)
+    } else {
+        None
+    }
+}
+
+/// A recursive-descent parser for the supported subset:
+///
+/// ```text
+/// pattern     := observation (OR observation)*
+/// observation := '[' comparisons ']' | '(' pattern ')'
+/// comparisons := comparison (OR comparison)*
+/// comparison  := path ('=' | ISSUBSET) string | path IN '(' string (',' string)* ')'
+///              | '(' comparisons ')'
+/// ```
+struct PatternParser<'a> {
+    tokens: Vec<Token<'a>>,
+    pos: usize,
+    prefixes: Vec<Prefix>,
+}
+
+impl<'a> PatternParser<'a> {
+    fn next(&mut self) -> Option<Token<'a>> {
+        let token = self.tokens.get(self.pos).cloned();
+        self.pos += 1;
+        token
+    }
+
+    fn eat_or(&mut self) -> bool {
+        let found = self
+            .tokens
+            .get(self.pos)
+            .is_some_and(|t| t.is_keyword("OR"));
+        if found {
+            self.pos += 1;
+        }
+        found
+    }
+
+    fn expect(&mut self, wanted: Token<'static>) -> Result<(), String> {
+        match self.next() {
+            Some(t) if t == wanted => Ok(()),
+            other => Err(unexpected(other.as_ref())),
+        }
+    }
+
+    fn pattern(&mut self, depth: usize) -> Result<(), String> {
+        self.observation(depth)?;
+        while self.eat_or() {
+            self.observation(depth)?;
+        }
+        Ok(())
+    }
+
+    fn observation(&mut self, depth: usize) -> Result<(), String> {
+        match self.next() {
+            Some(Token::Open('[')) => {
+                self.comparisons(depth)?;
+                self.expect(Token::Close(']'))
+            }
+            Some(Token::Open('(')) => {
+                self.pattern(deeper(depth)?)?;
+                self.expect(Token::Close(')'))
+            }
+            other => Err(unexpected(other.as_ref())),
+        }
+    }
+
+    fn comparisons(&mut self, depth: usize) -> Result<(), String> {
+        self.comparison(depth)?;
+        while self.eat_or() {
+            self.comparison(depth)?;
+        }
+        Ok(())
+    }
+
+    fn comparison(&mut self, depth: usize) -> Result<(), String> {
+        let family = match self.next() {
+            Some(Token::Open('(')) => {
+                self.comparisons(deeper(depth)?)?;
+                return self.expect(Token::Close(')'));
+            }
+            Some(Token::Word(path)) => ip_family(path).ok_or_else(|| {
+                format!(
+                    "object path `{path}` is not supported \
+                     (only ipv4-addr:value and ipv6-addr:value)"
+                )
+            })?,
+            other => return Err(unexpected(other.as_ref())),
+        };
+        match self.next() {
+            Some(Token::Op("=")) => self.value(family),
+            Some(t) if t.is_keyword("ISSUBSET") => self.value(family),
+            Some(t) if t.is_keyword("IN") => self.set(family),
+            other => Err(unexpected(other.as_ref())),
+        }
+    }
+
+    /// `('a', 'b', …)` after `IN`.
+    fn set(&mut self, family: Family) -> Result<(), String> {
+        self.expect(Token::Open('('))?;
+        loop {
+            self.value(family)?;
+            match self.next() {
+                Some(Token::Comma) => {}
+                Some(Token::Close(')')) => return Ok(()),
+                other => return Err(unexpected(other.as_ref())),
+            }
+        }
+    }
+
+    fn value(&mut self, family: Family) -> Result<(), String> {
+        let text = match self.next() {
+            Some(Token::Str(s)) => s,
+            other => {
+                return Err(format!(
+                    "expected a quoted address, found {}",
+                    describe(other.as_ref())
+                ));
+            }
+        };
+        let prefix = plain::parse_prefix(&text)
+            .map_err(|reason| format!("invalid address `{text}`: {reason}"))?;
+        // Judge the literal, not the canonical prefix: `::ffff:192.0.2.1`
+        // is a fine ipv6-addr even though it is stored as IPv4.
+        match (family, text.contains(':')) {
+            (Family::V4, true) => Err(format!("`{text}` is not an IPv4 address (ipv4-addr)")),
+            (Family::V6, false) => Err(format!("`{text}` is not an IPv6 address (ipv6-addr)")),
+            _ => {
+                self.prefixes.push(prefix);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn deeper(depth: usize) -> Result<usize, String> {
+    if depth >= MAX_DEPTH {
+        Err("pattern nested too deeply".into())
+    } else {
+        Ok(depth + 1)
+    }
+}
+
+/// Explains a token the subset cannot handle, naming the unsupported
+/// construct when it is one.
+fn unexpected(token: Option<&Token<'_>>) -> String {
+    match token {
+        Some(Token::Word(w)) => {
+            let upper = w.to_ascii_uppercase();
+            match upper.as_str() {
+                "AND" | "FOLLOWEDBY" | "NOT" | "LIKE" | "MATCHES" | "ISSUPERSET" | "EXISTS" => {
+                    format!("{upper} is not supported")
+                }
+                "WITHIN" | "REPEATS" | "START" | "STOP" => {
+                    format!("qualifier {upper} is not supported")
+                }
+                _ => format!("unexpected {}", describe(token)),
+            }
+        }
+        Some(Token::Op(op)) if *op != "=" => format!("operator {op} is not supported"),
+        _ => format!("unexpected {}", describe(token)),
+    }
+}
+
+fn describe(token: Option<&Token<'_>>) -> String {
+    match token {
+        None => "end of pattern".into(),
+        Some(Token::Open(c) | Token::Close(c)) => format!("`{c}`"),
+        Some(Token::Comma) => "`,`".into(),
+        Some(Token::Op(op)) => format!("`{op}`"),
+        Some(Token::Str(s)) => format!("string '{s}'"),
+        Some(Token::Word(w)) => format!("`{w}`"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feed::plain::GARBAGE_BYTES;
+
+    const BUNDLE: &[u8] = include_bytes!("fixtures/stix_bundle.json");
+    /// 2024-05-29T16:26:40Z.
+    const NOW: i64 = 1_717_000_000;
+
+    fn strings(prefixes: &[Prefix]) -> Vec<String> {
+        prefixes.iter().map(Prefix::to_string).collect()
+    }
+
+    fn pattern(p: &str) -> Result<Option<Vec<String>>, String> {
+        parse_pattern(p).map(|o| o.map(|v| strings(&v)))
+    }
+
+    fn ok(p: &str) -> Vec<String> {
+        match pattern(p) {
+            Ok(Some(v)) => v,
+            other => panic!("{p}: {other:?}"),
+        }
+    }
+
+    fn err(p: &str) -> String {
+        match pattern(p) {
+            Err(e) => e,
+            other => panic!("{p}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bundle_fixture() {
+        let s = parse(BUNDLE, NOW);
+        let summary: Vec<_> = s
+            .indicators
+            .iter()
+            .map(|i| (i.id.as_str(), strings(&i.prefixes), i.active))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "indicator--a1000000-0000-4000-8000-000000000001",
+                    vec!["192.0.2.10/32".to_owned()],
+                    true
+                ),
+                (
+                    "indicator--a1000000-0000-4000-8000-000000000002",
+                    vec!["2001:db8:bad::/48".to_owned()],
+                    true
+                ),
+                (
+                    "indicator--a1000000-0000-4000-8000-000000000003",
+                    vec!["198.51.100.1/32".to_owned(), "198.51.100.128/25".to_owned()],
+                    true
+                ),
+                (
+                    "indicator--a1000000-0000-4000-8000-000000000004",
+                    vec!["203.0.113.5/32".to_owned(), "2001:db8::5/128".to_owned()],
+                    true
+                ),
+                (
+                    "indicator--a1000000-0000-4000-8000-000000000005",
+                    vec!["192.0.2.66/32".to_owned()],
+                    false
+                ),
+                (
+                    "indicator--a1000000-0000-4000-8000-000000000006",
+                    vec!["192.0.2.67/32".to_owned()],
+                    false
+                ),
+            ]
+        );
+        // identity, malware, relationship, sigma, domain-name.
+        assert_eq!(s.ignored, 5);
+        let rejected: Vec<_> = s
+            .samples
+            .iter()
+            .map(|r| (r.line, r.reason.as_str()))
+            .collect();
+        assert_eq!(
+            rejected,
+            [
+                (11, "AND is not supported"),
+                (
+                    12,
+                    "invalid address `192.0.2.999`: not an IP address or CIDR"
+                ),
+            ]
+        );
+        assert_eq!(s.rejected, 2);
+        let why: Vec<_> = s
+            .indicators
+            .iter()
+            .map(|i| (i.revoked, i.valid_until))
+            .collect();
+        assert_eq!(
+            why,
+            [
+                (false, Some(4_102_358_400)),
+                (false, None),
+                (false, None),
+                (false, None),
+                (true, None),
+                (false, Some(1_577_836_800)),
+            ]
+        );
+        assert_eq!(s.indicators[0].modified, "2024-05-01T10:00:00.000Z");
+        assert_eq!(
+            s.indicators[1].modified, "2016-05-12T08:17:27.000Z",
+            "falls back to created"
+        );
+    }
+
+    #[test]
+    fn into_parsed_keeps_active_entries_with_ids() {
+        let p = parse(BUNDLE, NOW).into_parsed();
+        assert_eq!(p.entries.len(), 6);
+        assert_eq!(
+            p.entries[2],
+            Entry {
+                prefix: "198.51.100.1".parse().unwrap(),
+                id: Some("indicator--a1000000-0000-4000-8000-000000000003".into()),
+            }
+        );
+        assert!(p.entries.iter().all(|e| e.id.is_some()));
+        assert!(
+            !p.entries
+                .iter()
+                .any(|e| e.prefix.to_string().starts_with("192.0.2.6"))
+        );
+        assert_eq!((p.rejected, p.ignored, p.samples.len()), (2, 5, 2));
+    }
+
+    #[test]
+    fn expiry_is_relative_to_now() {
+        // Indicator 1 is valid until 2099; from then on it has expired.
+        let until = 4_102_358_400; // 2099-12-31T00:00:00Z
+        let before = parse(BUNDLE, until - 1);
+        assert!(before.indicators[0].active);
+        let at = parse(BUNDLE, until);
+        assert!(!at.indicators[0].active, "valid_until is exclusive");
+        // The expired one (2020) was active back then.
+        assert!(parse(BUNDLE, 1_500_000_000).indicators[5].active);
+    }
+
+    fn indicator(extra: &str) -> String {
+        format!(
+            r#"{{"type":"bundle","objects":[{{"type":"indicator","id":"indicator--x",
+               "pattern":"[ipv4-addr:value = '192.0.2.1']"{extra}}}]}}"#
+        )
+    }
+
+    #[test]
+    fn fractional_valid_until() {
+        let s = parse(
+            indicator(r#","valid_until":"2024-05-29T16:26:40.500Z""#).as_bytes(),
+            NOW,
+        );
+        assert!(s.indicators[0].active, "half a second left");
+        let s = parse(
+            indicator(r#","valid_until":"2024-05-29T16:26:40.000Z""#).as_bytes(),
+            NOW,
+        );
+        assert!(!s.indicators[0].active);
+    }
+
+    #[test]
+    fn bad_valid_until_rejects_the_indicator() {
+        for extra in [
+            r#","valid_until":"tomorrow""#,
+            r#","valid_until":"2024-13-01T00:00:00Z""#,
+            r#","valid_until":12345"#,
+        ] {
+            let s = parse(indicator(extra).as_bytes(), NOW);
+            assert!(s.indicators.is_empty(), "{extra}");
+            assert_eq!(s.rejected, 1);
+            assert!(
+                s.samples[0].reason.contains("valid_until"),
+                "{:?}",
+                s.samples
+            );
+            assert_eq!(s.samples[0].text, "indicator--x");
+        }
+        let s = parse(
+            indicator(r#","valid_until":null,"revoked":false"#).as_bytes(),
+            NOW,
+        );
+        assert!(s.indicators[0].active);
+    }
+
+    #[test]
+    fn taxii_envelope() {
+        let body = br#"{"more": true, "next": "page-2", "objects": [
+            {"type":"indicator","id":"indicator--t","spec_version":"2.1",
+             "pattern":"[ipv6-addr:value = '2001:db8::1']","pattern_type":"stix",
+             "created":"2024-01-01T00:00:00Z","modified":"2024-02-01T00:00:00Z",
+             "valid_from":"2024-01-01T00:00:00Z"}]}"#;
+        let s = parse(body, NOW);
+        assert_eq!(s.indicators.len(), 1);
+        assert_eq!(s.indicators[0].modified, "2024-02-01T00:00:00Z");
+        assert_eq!(strings(&s.indicators[0].prefixes), ["2001:db8::1/128"]);
+    }
+
+    #[test]
+    fn empty_containers_are_not_errors() {
+        for body in [
+            &br#"{"more": false}"#[..],
+            b"{}",
+            br#"{"type":"bundle","id":"bundle--x"}"#,
+            br#"{"type":"bundle","objects":[]}"#,
+        ] {
+            assert_eq!(parse(body, NOW), StixParsed::default());
+        }
+    }
+
+    #[test]
+    fn broken_documents_are_one_rejection() {
+        let cut = &BUNDLE[..BUNDLE.len() / 2];
+        for (body, reason) in [
+            (cut, "not valid JSON"),
+            (&b""[..], "not valid JSON"),
+            (&b"[1, 2]"[..], "not a STIX bundle"),
+            (&br#"{"type":"report"}"#[..], "no `objects` array"),
+            (&br#"{"objects": {}}"#[..], "`objects` is not an array"),
+        ] {
+            let s = parse(body, NOW);
+            assert!(s.indicators.is_empty());
+            assert_eq!(s.rejected, 1);
+            assert!(s.samples[0].reason.starts_with(reason), "{:?}", s.samples);
+        }
+    }
+
+    #[test]
+    fn odd_objects() {
+        let body = br#"{"objects": [
+            42,
+            {"id": "x--1"},
+            {"type": "indicator", "pattern": "[ipv4-addr:value = '192.0.2.1']"},
+            {"type": "indicator", "id": "indicator--np"},
+            {"type": "indicator", "id": "indicator--pt", "pattern_type": 5, "pattern": "x"},
+            {"type": "indicator", "id": "indicator--ok", "pattern": "[ipv4-addr:value = '192.0.2.2']"}
+        ]}"#;
+        let s = parse(body, NOW);
+        assert_eq!(s.indicators.len(), 1);
+        assert_eq!(s.indicators[0].modified, "");
+        assert_eq!(s.ignored, 1);
+        let reasons: Vec<_> = s
+            .samples
+            .iter()
+            .map(|r| (r.line, r.reason.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (1, "not a JSON object"),
+                (2, "object without a type"),
+                (3, "indicator without an id"),
+                (4, "indicator without a pattern"),
+            ]
+        );
+    }
+
+    #[test]
+    fn supported_patterns() {
+        assert_eq!(ok("[ipv4-addr:value = '192.0.2.1']"), ["192.0.2.1/32"]);
+        assert_eq!(
+            ok("[ipv4-addr:value ISSUBSET '192.0.2.7/24']"),
+            ["192.0.2.0/24"]
+        );
+        assert_eq!(ok("[ipv4-addr:value = '192.0.2.0/25']"), ["192.0.2.0/25"]);
+        assert_eq!(
+            ok("[ipv6-addr:value issubset '2001:db8::/32']"),
+            ["2001:db8::/32"]
+        );
+        assert_eq!(
+            ok("[ipv6-addr:value = '::ffff:192.0.2.1']"),
+            ["192.0.2.1/32"]
+        );
+        assert_eq!(
+            ok(
+                "[ipv4-addr:value = '192.0.2.1' OR ipv6-addr:value = '2001:db8::1'] OR \
+                ([ipv4-addr:value IN ('198.51.100.1', '198.51.100.2')])"
+            ),
+            [
+                "192.0.2.1/32",
+                "2001:db8::1/128",
+                "198.51.100.1/32",
+                "198.51.100.2/32"
+            ]
+        );
+        assert_eq!(
+            ok("[(ipv4-addr:value='192.0.2.1' OR (ipv4-addr:value='192.0.2.2'))]"),
+            ["192.0.2.1/32", "192.0.2.2/32"]
+        );
+        assert_eq!(
+            ok("  [ ipv4-addr:value\t=\n'192.0.2.1' ]  "),
+            ["192.0.2.1/32"]
+        );
+    }
+
+    #[test]
+    fn non_ip_patterns_are_ignored() {
+        for p in [
+            "[domain-name:value = 'evil.example']",
+            "[url:value = 'http://192.0.2.1/']",
+            "[file:hashes.'SHA-256' = 'aa']",
+            "[network-traffic:dst_ref.type = 'ipv4-addr']",
+            "[domain-name:value = 'a'] AND [file:name = 'b']",
+            "[domain-name:value = 'unterminated",
+            "",
+        ] {
+            assert_eq!(pattern(p), Ok(None), "{p}");
+        }
+    }
+
+    #[test]
+    fn unusable_ip_patterns_say_why() {
+        let cases = [
+            (
+                "[ipv4-addr:value = '192.0.2.1' AND ipv4-addr:value = '192.0.2.2']",
+                "AND is not supported",
+            ),
+            (
+                "[ipv4-addr:value = '192.0.2.1'] AND [ipv4-addr:value = '192.0.2.2']",
+                "AND is not supported",
+            ),
+            (
+                "[ipv4-addr:value = '192.0.2.1'] FOLLOWEDBY [ipv4-addr:value = '192.0.2.2']",
+                "FOLLOWEDBY is not supported",
+            ),
+            (
+                "[ipv4-addr:value NOT = '192.0.2.1']",
+                "NOT is not supported",
+            ),
+            (
+                "[ipv4-addr:value != '192.0.2.1']",
+                "operator != is not supported",
+            ),
+            (
+                "[ipv4-addr:value LIKE '192.0.2.%']",
+                "LIKE is not supported",
+            ),
+            (
+                "[ipv4-addr:value MATCHES '^192']",
+                "MATCHES is not supported",
+            ),
+            (
+                "[ipv4-addr:value ISSUPERSET '192.0.2.0/24']",
+                "ISSUPERSET is not supported",
+            ),
+            (
+                "[ipv4-addr:value > '192.0.2.1']",
+                "operator > is not supported",
+            ),
+            (
+                "[ipv4-addr:value = '192.0.2.1'] WITHIN 300 SECONDS",
+                "qualifier WITHIN is not supported",
+            ),
+            (
+                "[ipv4-addr:value = '192.0.2.1'] REPEATS 5 TIMES",
+                "qualifier REPEATS is not supported",
+            ),
+            (
+                "[ipv4-addr:value = '192.0.2.1'] START t'2016-06-01T00:00:00Z' STOP t'2016-07-01T00:00:00Z'",
+                "qualifier START is not supported",
+            ),
+            (
+                "([ipv4-addr:value = '192.0.2.1'] WITHIN 5 SECONDS)",
+                "qualifier WITHIN is not supported",
+            ),
+            (
+                "[ipv4-addr:value = '192.0.2.1' OR domain-name:value = 'x']",
+                "object path `domain-name:value` is not supported (only ipv4-addr:value and ipv6-addr:value)",
+            ),
+            (
+                "[ipv4-addr:resolves_to_refs[*].value = 'x']",
+                "object path `ipv4-addr:resolves_to_refs` is not supported (only ipv4-addr:value and ipv6-addr:value)",
+            ),
+            (
+                "[ipv4-addr:value = '2001:db8::1']",
+                "`2001:db8::1` is not an IPv4 address (ipv4-addr)",
+            ),
+            (
+                "[ipv6-addr:value = '192.0.2.1']",
+                "`192.0.2.1` is not an IPv6 address (ipv6-addr)",
+            ),
+            (
+                "[ipv6-addr:value = 'fe80::1%eth0']",
+                "invalid address `fe80::1%eth0`: zone id",
+            ),
+            (
+                "[ipv4-addr:value = '010.0.0.1']",
+                "invalid address `010.0.0.1`: leading zeros are ambiguous (octal?)",
+            ),
+            (
+                "[ipv4-addr:value = '192.0.2.1-192.0.2.5']",
+                "invalid address `192.0.2.1-192.0.2.5`: not an IP address or CIDR",
+            ),
+            (
+                "[ipv4-addr:value = 192.0.2.1]",
+                "expected a quoted address, found `192.0.2.1`",
+            ),
+            (
+                "[ipv4-addr:value = '192.0.2.1'",
+                "unexpected end of pattern",
+            ),
+            (
+                "ipv4-addr:value = '192.0.2.1'",
+                "unexpected `ipv4-addr:value`",
+            ),
+            ("[ipv4-addr:value = '192.0.2.1']]", "unexpected `]`"),
+            (
+                "[ipv4-addr:value = '192.0.2.1'] OR",
+                "unexpected end of pattern",
+            ),
+            (
+                "[ipv4-addr:value IN ('192.0.2.1' '192.0.2.2')]",
+                "unexpected string '192.0.2.2'",
+            ),
+            (
+                "[ipv4-addr:value = '192.0.2.1]",
+                "unterminated string literal",
+            ),
+            (
+                "[ipv4-addr:value = '192.0.2.1\\n']",
+                "invalid escape in string literal",
+            ),
+            (
+                "[ipv4-addr:value = 'a\\'b']",
+                "invalid address `a'b`: not an IP address or CIDR",
+            ),
+        ];
+        for (p, reason) in cases {
+            assert_eq!(err(p), reason, "{p}");
+        }
+    }
+
+    #[test]
+    fn escaped_quotes_do_not_end_strings() {
+        // The `]` and `'` inside the literal belong to it.
+        assert_eq!(
+            pattern("[domain-name:value = 'x\\'] OR [ipv4-addr:value = \\'']"),
+            Ok(None)
+        );
+        assert_eq!(
+            ok("[ipv4-addr:value = '192.0.2.1' OR ipv4-addr:value IN ('192.0.2.2')]"),
+            ["192.0.2.1/32", "192.0.2.2/32"]
+        );
+    }
+
+    #[test]
+    fn deep_parentheses_are_refused_not_recursed() {
+        let deep = format!(
+            "{}[ipv4-addr:value = '192.0.2.1']{}",
+            "(".repeat(10_000),
+            ")".repeat(10_000)
+        );
+        assert_eq!(err(&deep), "pattern nested too deeply");
+        let inner = format!(
+            "[{}ipv4-addr:value = '192.0.2.1'{}]",
+            "(".repeat(10_000),
+            ")".repeat(10_000)
+        );
+        assert_eq!(err(&inner), "pattern nested too deeply");
+        let fine = format!(
+            "{}[ipv4-addr:value = '192.0.2.1']{}",
+            "(".repeat(MAX_DEPTH),
+            ")".repeat(MAX_DEPTH)
+        );
+        assert_eq!(ok(&fine), ["192.0.2.1/32"]);
+    }
+
+    #[test]
+    fn deeply_nested_json_is_refused() {
+        let mut body = br#"{"objects":"#.to_vec();
+        body.extend(std::iter::repeat_n(b'[', 100_000));
+        let s = parse(&body, NOW);
+        assert_eq!(s.rejected, 1);
+        assert!(s.samples[0].reason.starts_with("not valid JSON"));
+    }
+
+    #[test]
+    fn garbage_bytes_do_not_panic() {
+        let s = parse(GARBAGE_BYTES, NOW);
+        assert_eq!(s.rejected, 1);
+        for chunk in GARBAGE_BYTES.split(|&b| b == b'\n') {
+            let _ = parse_pattern(&String::from_utf8_lossy(chunk));
+        }
+        let _ =
+            parse_pattern("[ipv4-addr:value = '\u{10FFFF}' OR ipv6-addr:value ISSUBSET 'é/ü'] ÿ !");
+    }
+}

@@ -1,7 +1,20 @@
 //! Persisted agent state in the state directory.
 //!
 //! Files are written atomically (write a temporary file, fsync, rename) so
-//! that a crash never leaves a half-written file behind.
+//! that a crash never leaves a half-written file behind. Layout:
+//!
+//! ```text
+//! lock                      writer lock (see [`lock`])
+//! attachments.json          interface -> XDP mode, since
+//! manual.json               hand-made block (with expiry) and allow entries
+//! feeds/<name>.json         per-feed status: validators, last success/error, cursor
+//! feeds/<name>.entries      the feed's last good entries, one `prefix [indicator-id]` a line
+//! feeds/<name>.indicators.json  TAXII feeds: the indicators seen so far
+//! ```
+
+pub mod feeds;
+pub mod lock;
+pub mod manual;
 
 use std::{
     collections::BTreeMap,
@@ -57,7 +70,8 @@ impl StateDir {
         self.write_json(ATTACHMENTS, a)
     }
 
-    fn read_json<T: DeserializeOwned + Default>(&self, name: &str) -> anyhow::Result<T> {
+    /// Reads a JSON state file; a missing file is the default value.
+    pub fn read_json<T: DeserializeOwned + Default>(&self, name: &str) -> anyhow::Result<T> {
         use anyhow::Context as _;
         let path = self.root.join(name);
         match fs::read(&path) {
@@ -72,7 +86,8 @@ impl StateDir {
         }
     }
 
-    fn write_json<T: Serialize>(&self, name: &str, value: &T) -> anyhow::Result<()> {
+    /// Writes a JSON state file atomically.
+    pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> anyhow::Result<()> {
         let bytes = serde_json::to_vec_pretty(value)?;
         write_atomic(&self.root.join(name), &bytes)
     }

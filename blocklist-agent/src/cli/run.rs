@@ -1,0 +1,169 @@
+//! `run`: the agent. Attaches the configured interfaces, then syncs every
+//! feed on its interval until SIGTERM; SIGHUP reloads the configuration.
+//! Stopping leaves the pinned program protecting with the last installed
+//! list.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::Context as _;
+use blocklist_agent::{
+    config::Config,
+    datapath::attach::{self, RequestedMode},
+    feed::{auth, fetch::Fetcher},
+    state::lock,
+    sync::{Schedule, SyncOptions, sync_once},
+};
+use clap::Args;
+
+use super::{Context, entries::open_maps, sources::SourceArgs};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Interface to attach to (repeatable; adds to the config's `interfaces`).
+    #[arg(long = "iface", value_name = "IF")]
+    pub ifaces: Vec<String>,
+    /// Validate the configuration (and the credentials it names) and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    #[command(flatten)]
+    pub sources: SourceArgs,
+}
+
+/// The longest the loop sleeps, so signals and expiries are seen promptly.
+const TICK: Duration = Duration::from_millis(500);
+
+fn effective(ctx_config: &Config, args: &RunArgs) -> Config {
+    let mut c = ctx_config.clone();
+    args.sources.apply(&mut c);
+    for i in &args.ifaces {
+        if !c.interfaces.contains(i) {
+            c.interfaces.push(i.clone());
+        }
+    }
+    c
+}
+
+fn check(config: &Config) -> anyhow::Result<()> {
+    for f in &config.feeds {
+        auth::request(f)?;
+    }
+    Ok(())
+}
+
+pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
+    let mut config = effective(&ctx.config, &args);
+    check(&config)?;
+    if args.check_config {
+        println!(
+            "configuration OK: {} feed(s), {} interface(s), sync every {}",
+            config.feeds.len(),
+            config.interfaces.len(),
+            humantime::format_duration(config.sync_interval)
+        );
+        return Ok(());
+    }
+    let _lock = lock::acquire(ctx.state.root(), config.lock_timeout)?;
+    let mut maps = open_maps(ctx, true)?;
+    attach_missing(ctx, &config)?;
+
+    let term = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&term))
+            .context("installing signal handlers")?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
+        .context("installing signal handlers")?;
+
+    let mut fetcher = Fetcher::new(&config.fetch)?;
+    let mut schedule = Schedule::default();
+    let mut next_expiry_check = Instant::now();
+    tracing::info!(feeds = config.feeds.len(), "agent running");
+    while !term.load(Ordering::Relaxed) {
+        if hup.swap(false, Ordering::Relaxed) {
+            match reload(ctx, &args) {
+                Ok((c, f)) => {
+                    config = c;
+                    fetcher = f;
+                    schedule = Schedule::default();
+                    attach_missing(ctx, &config)?;
+                    tracing::info!(feeds = config.feeds.len(), "configuration reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the running configuration")
+                }
+            }
+        }
+        let now = Instant::now();
+        let due = schedule.due(&config, now);
+        let expiry = now >= next_expiry_check && manual_expired(ctx);
+        if now >= next_expiry_check {
+            next_expiry_check = now + Duration::from_secs(1);
+        }
+        if !due.is_empty() || expiry {
+            let opts = SyncOptions {
+                dry_run: false,
+                force: false,
+                due: Some(due.clone()),
+            };
+            match sync_once(&config, &mut maps, &ctx.state, &fetcher, &opts) {
+                Ok(r) => tracing::info!(
+                    v4_added = r.v4.added, v4_removed = r.v4.removed, v6_added = r.v6.added,
+                    v6_removed = r.v6.removed, seconds = r.seconds, feeds = ?r.feeds.iter().map(|f| (&f.name, &f.status)).collect::<Vec<_>>(),
+                    "sync done"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "sync failed; the installed entries keep protecting")
+                }
+            }
+            schedule.polled(&config, &due, Instant::now());
+        }
+        std::thread::sleep(schedule.wait(&config, Instant::now(), TICK));
+    }
+    tracing::info!("stopping; the pinned program keeps protecting with the installed entries");
+    Ok(())
+}
+
+fn reload(ctx: &Context, args: &RunArgs) -> anyhow::Result<(Config, Fetcher)> {
+    let fresh = super::Context::reload_config(ctx)?;
+    let c = effective(&fresh, args);
+    check(&c)?;
+    let f = Fetcher::new(&c.fetch)?;
+    Ok((c, f))
+}
+
+fn manual_expired(ctx: &Context) -> bool {
+    let now = SystemTime::now();
+    ctx.state
+        .manual()
+        .map(|m| m.block.values().any(|b| b.expired(now)))
+        .unwrap_or(false)
+}
+
+/// Attaches every configured interface that has no pinned link yet.
+fn attach_missing(ctx: &Context, config: &Config) -> anyhow::Result<()> {
+    let linked = ctx.pin.linked_interfaces();
+    let todo: Vec<String> = config
+        .interfaces
+        .iter()
+        .filter(|i| !linked.contains(i))
+        .cloned()
+        .collect();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let mode = config.xdp_mode.unwrap_or(RequestedMode::Auto);
+    let mut loaded = super::attach::load(ctx)?;
+    for iface in todo {
+        let got = attach::attach(&mut loaded, &ctx.pin, &iface, mode)?;
+        super::attach::record(ctx, &iface, got)?;
+        tracing::info!(%iface, mode = %got, "attached");
+    }
+    Ok(())
+}

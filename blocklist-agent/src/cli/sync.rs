@@ -1,0 +1,104 @@
+//! `sync --once`: one sync for cron; prints what changed per family and
+//! per feed. `--dry-run` computes the same and changes nothing.
+//!
+//! `--json` output (stable): the [`Report`] of `blocklist_agent::sync`:
+//! ```json
+//! {"feeds": [{"name": "drop.txt", "status": "updated", "entries": 3, "added": 3, "removed": 0, "rejected": 1}],
+//!  "v4": {"added": 3, "removed": 0, "unchanged": 0}, "v6": {...},
+//!  "allow_added": 2, "allow_removed": 0, "too_broad": 0, "shadowed": 0,
+//!  "dry_run": false, "seconds": 0.01, "apply_seconds": 0.001}
+//! ```
+//! A feed that failed or was refused has `"status": "failed"` or
+//! `"refused"` and a `"reason"`.
+
+use anyhow::{Context as _, bail};
+use blocklist_agent::{
+    feed::{fetch::Fetcher, poll::FeedStatus},
+    state::lock,
+    sync::{Report, SyncOptions, sync_once},
+};
+use clap::Args;
+
+use super::{Context, entries::open_maps, sources::SourceArgs, table};
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Run one sync and exit (the only mode; `run` is the daemon).
+    #[arg(long)]
+    pub once: bool,
+    /// Show what would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Machine-readable report.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub sources: SourceArgs,
+}
+
+pub fn run(ctx: &Context, args: SyncArgs) -> anyhow::Result<()> {
+    if !args.once {
+        bail!("`sync` needs --once (for a long-running agent use `run`)");
+    }
+    let mut config = ctx.config.clone();
+    args.sources.apply(&mut config);
+    let _lock = lock::acquire(ctx.state.root(), config.lock_timeout)?;
+    let mut maps = open_maps(ctx, !args.dry_run)?;
+    let fetcher = Fetcher::new(&config.fetch).context("setting up the HTTP client")?;
+    let opts = SyncOptions {
+        dry_run: args.dry_run,
+        force: args.sources.force,
+        due: None,
+    };
+    let report = sync_once(&config, &mut maps, &ctx.state, &fetcher, &opts)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+/// The human form of a report.
+pub fn print_report(r: &Report) {
+    let mut t = table::new(&["feed", "status", "entries", "added", "removed", "rejected"]);
+    for f in &r.feeds {
+        let status = match &f.status {
+            FeedStatus::Updated => "updated".to_owned(),
+            FeedStatus::Unchanged => "unchanged".to_owned(),
+            FeedStatus::NotDue => "not due".to_owned(),
+            FeedStatus::Disabled => "disabled".to_owned(),
+            FeedStatus::Failed(_) => "FAILED, kept last good".to_owned(),
+            FeedStatus::Refused(_) => "REFUSED, kept last good".to_owned(),
+        };
+        t.add_row(vec![
+            f.name.clone(),
+            status,
+            f.entries.to_string(),
+            format!("+{}", f.added),
+            format!("-{}", f.removed),
+            f.rejected.to_string(),
+        ]);
+    }
+    println!("{t}");
+    for f in &r.feeds {
+        if let FeedStatus::Failed(why) | FeedStatus::Refused(why) = &f.status {
+            println!("  {}: {why}", f.name);
+        }
+    }
+    let mut t = table::new(&["family", "added", "removed", "unchanged"]);
+    for (name, d) in [("IPv4", r.v4), ("IPv6", r.v6)] {
+        t.add_row(vec![
+            name.to_owned(),
+            d.added.to_string(),
+            d.removed.to_string(),
+            d.unchanged.to_string(),
+        ]);
+    }
+    println!("\n{t}");
+    let verb = if r.dry_run { "would change" } else { "changed" };
+    println!(
+        "\nallow entries: +{} -{}; refused as too broad: {}; inside allow ranges: {}; {verb} in {:.3} s (kernel writes {:.3} s)",
+        r.allow_added, r.allow_removed, r.too_broad, r.shadowed, r.seconds, r.apply_seconds
+    );
+}

@@ -1,0 +1,388 @@
+//! One feed, one sync: fetch, parse, guard, remember.
+//!
+//! A feed that fails (network, HTTP error, truncated body, nothing parsed)
+//! or shrinks by more than `guard.max_shrink` keeps its last good entries;
+//! the refusal is recorded in its state and shown by `status`. `--force`
+//! accepts a shrunken or empty result once. A body identical to the last
+//! good one (304, or the same SHA-256) is not parsed again.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::SystemTime,
+};
+
+use sha2::{Digest as _, Sha256};
+
+use super::{
+    Entry, Format, FormatOptions, Rejection, auth,
+    fetch::{Fetched, Fetcher, Source, redact},
+    parse, taxii,
+};
+use crate::{
+    config::{FeedConfig, Guard},
+    prefix::Prefix,
+    state::{
+        StateDir,
+        feeds::{FeedState, StoredIndicator},
+    },
+};
+
+/// What happened to a feed in this sync.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "status", content = "reason", rename_all = "kebab-case")]
+pub enum FeedStatus {
+    /// New entries were accepted.
+    Updated,
+    /// The source had not changed (304 or identical body).
+    Unchanged,
+    /// Not due yet: its last good entries are used.
+    NotDue,
+    /// Fetching or parsing failed: last good entries kept.
+    Failed(String),
+    /// The guard refused the new list: last good entries kept.
+    Refused(String),
+    /// `enabled = false`: last good entries kept.
+    Disabled,
+}
+
+/// The outcome of one feed in one sync.
+#[derive(Clone, Debug)]
+pub struct FeedOutcome {
+    /// Feed name.
+    pub name: String,
+    /// What happened.
+    pub status: FeedStatus,
+    /// The entries the policy must use (new, or last good).
+    pub entries: Vec<Entry>,
+    /// Distinct prefixes added compared with the last good list.
+    pub added: usize,
+    /// Distinct prefixes removed compared with the last good list.
+    pub removed: usize,
+    /// Lines or objects rejected by the parser this time.
+    pub rejected: usize,
+    /// Examples of rejections.
+    pub samples: Vec<Rejection>,
+}
+
+/// What every feed poll needs.
+pub struct PollContext<'a> {
+    /// The HTTP client.
+    pub fetcher: &'a Fetcher,
+    /// Where last good entries and feed state live.
+    pub state: &'a StateDir,
+    /// Shrink limits.
+    pub guard: &'a Guard,
+    /// Accept a shrunken or empty list once.
+    pub force: bool,
+    /// Change nothing on disk.
+    pub dry_run: bool,
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn distinct(entries: &[Entry]) -> BTreeSet<Prefix> {
+    entries.iter().map(|e| e.prefix).collect()
+}
+
+/// Entries with duplicates (same prefix and id) removed, sorted.
+fn dedup(mut entries: Vec<Entry>) -> Vec<Entry> {
+    entries.sort_by(|a, b| (a.prefix, &a.id).cmp(&(b.prefix, &b.id)));
+    entries.dedup();
+    entries
+}
+
+/// A fresh list, before the guard looks at it.
+struct Candidate {
+    entries: Vec<Entry>,
+    rejected: usize,
+    samples: Vec<Rejection>,
+    etag: Option<String>,
+    last_modified: Option<String>,
+    sha256: Option<String>,
+    cursor: Option<String>,
+    indicators: Option<BTreeMap<String, StoredIndicator>>,
+}
+
+enum Fetch {
+    Unchanged,
+    New(Candidate),
+}
+
+/// Syncs one feed. Never fails: every problem becomes a status that keeps
+/// the last good entries.
+pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome {
+    let name = feed.name.clone();
+    let mut st = ctx.state.feed(&name).unwrap_or_else(|e| {
+        tracing::warn!(feed = %name, error = %format!("{e:#}"), "feed state unreadable; starting afresh");
+        FeedState::default()
+    });
+    let last_good = ctx.state.feed_entries(&name).unwrap_or_else(|e| {
+        tracing::warn!(feed = %name, error = %format!("{e:#}"), "last good entries unreadable");
+        Vec::new()
+    });
+    let keep = |status| FeedOutcome {
+        name: name.clone(),
+        status,
+        entries: last_good.clone(),
+        added: 0,
+        removed: 0,
+        rejected: 0,
+        samples: Vec::new(),
+    };
+    if !feed.enabled {
+        return keep(FeedStatus::Disabled);
+    }
+    if !due {
+        return keep(FeedStatus::NotDue);
+    }
+
+    let source_text = feed.url.clone().unwrap_or_default();
+    let source = match Source::parse(&source_text) {
+        Ok(s) => s,
+        Err(e) => return record_failure(ctx, &mut st, keep(FeedStatus::Failed(e.to_string()))),
+    };
+    let shown = source.to_string();
+    if st.source != shown {
+        // A different source: its validators and cursor mean nothing here.
+        st = FeedState {
+            source: shown,
+            ..FeedState::default()
+        };
+    }
+    st.last_attempt = Some(now_rfc3339());
+
+    let fetched = fetch(ctx, feed, &source, &st);
+    let cand = match fetched {
+        Err(e) => return record_failure(ctx, &mut st, keep(FeedStatus::Failed(e))),
+        Ok(Fetch::Unchanged) => {
+            st.last_success = Some(now_rfc3339());
+            st.last_error = None;
+            st.last_refusal = None;
+            save(ctx, &name, &st, None, None);
+            return keep(FeedStatus::Unchanged);
+        }
+        Ok(Fetch::New(c)) => c,
+    };
+
+    let old = distinct(&last_good);
+    let new = distinct(&cand.entries);
+    let refusal = if new.is_empty() {
+        Some(format!(
+            "the new list has no usable entry ({} rejected); keeping the last good {} entries",
+            cand.rejected,
+            old.len()
+        ))
+    } else if !old.is_empty()
+        && (new.len() as f64) < old.len() as f64 * (1.0 - ctx.guard.max_shrink)
+    {
+        Some(format!(
+            "the list shrank from {} to {} entries, more than guard.max_shrink = {}; keeping the last good list (sync --force accepts it once)",
+            old.len(),
+            new.len(),
+            ctx.guard.max_shrink
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = refusal
+        && !ctx.force
+    {
+        st.refusals += 1;
+        st.last_refusal = Some(format!("{}: {reason}", now_rfc3339()));
+        // The fetch itself worked.
+        st.last_error = None;
+        tracing::warn!(feed = %name, %reason, "feed refused by the guard");
+        save(ctx, &name, &st, None, None);
+        let mut out = keep(FeedStatus::Refused(reason));
+        out.rejected = cand.rejected;
+        out.samples = cand.samples;
+        return out;
+    }
+
+    let added = new.difference(&old).count();
+    let removed = old.difference(&new).count();
+    st.etag = cand.etag;
+    st.last_modified = cand.last_modified;
+    st.content_sha256 = cand.sha256;
+    if cand.cursor.is_some() {
+        st.taxii_cursor = cand.cursor;
+    }
+    st.last_success = Some(now_rfc3339());
+    st.last_error = None;
+    st.last_refusal = None;
+    st.entries = new.len();
+    st.rejected = cand.rejected;
+    st.samples = cand.samples.clone();
+    save(
+        ctx,
+        &name,
+        &st,
+        Some(&cand.entries),
+        cand.indicators.as_ref(),
+    );
+    FeedOutcome {
+        name,
+        status: FeedStatus::Updated,
+        entries: cand.entries,
+        added,
+        removed,
+        rejected: cand.rejected,
+        samples: cand.samples,
+    }
+}
+
+fn record_failure(ctx: &PollContext<'_>, st: &mut FeedState, out: FeedOutcome) -> FeedOutcome {
+    if let FeedStatus::Failed(reason) = &out.status {
+        tracing::warn!(feed = %out.name, %reason, kept = out.entries.len(), "feed failed; keeping its last good entries");
+        st.failures += 1;
+        st.last_error = Some(reason.clone());
+    }
+    save(ctx, &out.name, st, None, None);
+    out
+}
+
+fn save(
+    ctx: &PollContext<'_>,
+    name: &str,
+    st: &FeedState,
+    entries: Option<&[Entry]>,
+    indicators: Option<&BTreeMap<String, StoredIndicator>>,
+) {
+    if ctx.dry_run {
+        return;
+    }
+    // Entries first: a crash between the two leaves new entries with old
+    // validators, which only costs one more download.
+    let result = (|| {
+        if let Some(e) = entries {
+            ctx.state.set_feed_entries(name, e)?;
+        }
+        if let Some(i) = indicators {
+            ctx.state.set_feed_indicators(name, i)?;
+        }
+        ctx.state.set_feed(name, st)
+    })();
+    if let Err(e) = result {
+        tracing::error!(feed = %name, error = %format!("{e:#}"), "could not save feed state");
+    }
+}
+
+fn fetch(
+    ctx: &PollContext<'_>,
+    feed: &FeedConfig,
+    source: &Source,
+    st: &FeedState,
+) -> Result<Fetch, String> {
+    let mut req = auth::request(feed).map_err(|e| e.to_string())?;
+    if feed.format == Format::Taxii {
+        let Source::Http(url) = source else {
+            return Err(format!("feed `{}`: TAXII needs an http(s) URL", feed.name));
+        };
+        return fetch_taxii(ctx, feed, url, &req, st);
+    }
+    req.etag = st.etag.clone();
+    req.last_modified = st.last_modified.clone();
+    let body = match ctx.fetcher.fetch(source, &req).map_err(|e| e.to_string())? {
+        Fetched::NotModified => return Ok(Fetch::Unchanged),
+        Fetched::Body(b) => b,
+    };
+    let sha = hex::encode(Sha256::digest(&body.bytes));
+    if st.content_sha256.as_deref() == Some(sha.as_str()) && st.entries > 0 {
+        return Ok(Fetch::Unchanged);
+    }
+    let opts = FormatOptions {
+        column: feed.column.clone(),
+        field: feed.field.clone(),
+    };
+    let parsed = parse(&body.bytes, &feed.format, &opts, unix_now());
+    if parsed.rejected > 0 {
+        tracing::info!(feed = %feed.name, rejected = parsed.rejected, samples = ?parsed.samples, "feed lines rejected");
+    }
+    Ok(Fetch::New(Candidate {
+        entries: dedup(parsed.entries),
+        rejected: parsed.rejected,
+        samples: parsed.samples,
+        etag: body.etag,
+        last_modified: body.last_modified,
+        sha256: Some(sha),
+        cursor: None,
+        indicators: None,
+    }))
+}
+
+fn fetch_taxii(
+    ctx: &PollContext<'_>,
+    feed: &FeedConfig,
+    url: &url::Url,
+    req: &super::fetch::Request,
+    st: &FeedState,
+) -> Result<Fetch, String> {
+    let objects = taxii::objects_url(ctx.fetcher, url, feed.collection.as_deref(), req)
+        .map_err(|e| e.to_string())?;
+    let now = unix_now();
+    let poll = taxii::poll(ctx.fetcher, &objects, req, st.taxii_cursor.as_deref(), now)
+        .map_err(|e| e.to_string())?;
+    tracing::info!(feed = %feed.name, source = %redact(&objects), pages = poll.pages, indicators = poll.indicators.len(), "TAXII poll");
+    let mut stored = ctx.state.feed_indicators(&feed.name).unwrap_or_default();
+    let changed = !poll.indicators.is_empty();
+    for ind in poll.indicators {
+        // A later version replaces an earlier one; an older copy (re-sent by
+        // a server) never overrides what we hold.
+        if stored
+            .get(&ind.id)
+            .is_some_and(|s| s.modified > ind.modified)
+        {
+            continue;
+        }
+        stored.insert(
+            ind.id.clone(),
+            StoredIndicator {
+                modified: ind.modified,
+                valid_until: ind.valid_until,
+                revoked: ind.revoked,
+                prefixes: ind.prefixes,
+            },
+        );
+    }
+    let entries: Vec<Entry> = stored
+        .iter()
+        .filter(|(_, s)| !s.revoked && s.valid_until.is_none_or(|v| v > now))
+        .flat_map(|(id, s)| {
+            s.prefixes.iter().map(move |p| Entry {
+                prefix: *p,
+                id: Some(id.clone()),
+            })
+        })
+        .collect();
+    let entries = dedup(entries);
+    // Nothing new and nothing expired: the same list as before.
+    if !changed
+        && entries.len()
+            == ctx
+                .state
+                .feed_entries(&feed.name)
+                .map(|e| e.len())
+                .unwrap_or(0)
+        && st.entries > 0
+    {
+        return Ok(Fetch::Unchanged);
+    }
+    Ok(Fetch::New(Candidate {
+        entries,
+        rejected: poll.rejected,
+        samples: poll.samples,
+        etag: None,
+        last_modified: None,
+        sha256: None,
+        cursor: poll.cursor,
+        indicators: Some(stored),
+    }))
+}

@@ -1,0 +1,225 @@
+//! Per-feed state: HTTP validators, history, the TAXII cursor, and the
+//! last good entries that keep protecting when a feed fails.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs,
+    io::{BufRead as _, BufReader},
+    path::PathBuf,
+};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use super::{StateDir, write_atomic};
+use crate::{
+    feed::{Entry, Rejection},
+    prefix::Prefix,
+};
+
+/// What the agent remembers about one feed between syncs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct FeedState {
+    /// The source as configured, without credentials (a changed source
+    /// invalidates the validators and the cursor).
+    #[serde(default)]
+    pub source: String,
+    /// `ETag` of the last good body.
+    pub etag: Option<String>,
+    /// `Last-Modified` of the last good body.
+    pub last_modified: Option<String>,
+    /// SHA-256 of the last good body: an identical body is not parsed again.
+    pub content_sha256: Option<String>,
+    /// Last fetch attempt (RFC 3339).
+    pub last_attempt: Option<String>,
+    /// Last attempt that produced accepted entries (RFC 3339).
+    pub last_success: Option<String>,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+    /// Why the guard last refused the feed, if it did.
+    pub last_refusal: Option<String>,
+    /// Failed attempts so far.
+    #[serde(default)]
+    pub failures: u64,
+    /// Guard refusals so far.
+    #[serde(default)]
+    pub refusals: u64,
+    /// Entries in the last good set.
+    #[serde(default)]
+    pub entries: usize,
+    /// Lines or objects rejected in the last good body.
+    #[serde(default)]
+    pub rejected: usize,
+    /// Examples of those rejections.
+    #[serde(default)]
+    pub samples: Vec<Rejection>,
+    /// TAXII `added_after` cursor (`X-TAXII-Date-Added-Last`).
+    pub taxii_cursor: Option<String>,
+}
+
+/// A TAXII indicator as last seen.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StoredIndicator {
+    /// `modified` of the version we hold.
+    pub modified: String,
+    /// `valid_until` (seconds since the epoch), re-checked at every sync.
+    pub valid_until: Option<i64>,
+    /// Revoked indicators are kept so an older version cannot come back.
+    pub revoked: bool,
+    /// The prefixes its pattern names.
+    pub prefixes: Vec<Prefix>,
+}
+
+/// One feed listing a prefix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Listing {
+    /// The feed.
+    pub feed: String,
+    /// The STIX indicator id, for STIX/TAXII feeds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+fn state_file(name: &str) -> String {
+    format!("feeds/{name}.json")
+}
+
+impl StateDir {
+    fn entries_path(&self, name: &str) -> PathBuf {
+        self.root().join("feeds").join(format!("{name}.entries"))
+    }
+
+    /// The remembered state of a feed.
+    pub fn feed(&self, name: &str) -> anyhow::Result<FeedState> {
+        self.read_json(&state_file(name))
+    }
+
+    /// Records the state of a feed.
+    pub fn set_feed(&self, name: &str, s: &FeedState) -> anyhow::Result<()> {
+        self.write_json(&state_file(name), s)
+    }
+
+    /// Names of every feed with state, sorted.
+    pub fn feed_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.root().join("feeds"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().into_string().ok()?;
+                n.strip_suffix(".json")
+                    .filter(|s| !s.ends_with(".indicators"))
+                    .map(str::to_owned)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The feed's last good entries (empty when it never had any).
+    pub fn feed_entries(&self, name: &str) -> anyhow::Result<Vec<Entry>> {
+        let path = self.entries_path(name);
+        let file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let mut out = Vec::new();
+        for (i, line) in BufReader::new(file).lines().enumerate() {
+            let line = line.with_context(|| format!("reading {}", path.display()))?;
+            let mut parts = line.splitn(2, ' ');
+            let prefix = parts.next().unwrap_or("").parse::<Prefix>().with_context(|| {
+                format!(
+                    "{} line {} is corrupt; delete the file and the next successful sync rewrites it",
+                    path.display(),
+                    i + 1
+                )
+            })?;
+            out.push(Entry {
+                prefix,
+                id: parts.next().map(str::to_owned),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Replaces the feed's last good entries (atomically).
+    pub fn set_feed_entries(&self, name: &str, entries: &[Entry]) -> anyhow::Result<()> {
+        let mut text = String::with_capacity(entries.len() * 20);
+        for e in entries {
+            text.push_str(&e.prefix.to_string());
+            if let Some(id) = &e.id {
+                text.push(' ');
+                text.push_str(id);
+            }
+            text.push('\n');
+        }
+        write_atomic(&self.entries_path(name), text.as_bytes())
+    }
+
+    /// Which feeds (and STIX indicator ids) list each prefix, from the
+    /// last good entries of `feeds` (all feeds with state when empty).
+    pub fn listing(&self, feeds: &[String]) -> anyhow::Result<HashMap<Prefix, Vec<Listing>>> {
+        let names = if feeds.is_empty() {
+            self.feed_names()
+        } else {
+            feeds.to_vec()
+        };
+        let mut out: HashMap<Prefix, Vec<Listing>> = HashMap::new();
+        for name in names {
+            for e in self.feed_entries(&name)? {
+                out.entry(e.prefix).or_default().push(Listing {
+                    feed: name.clone(),
+                    id: e.id,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The TAXII indicators of a feed, by id.
+    pub fn feed_indicators(&self, name: &str) -> anyhow::Result<BTreeMap<String, StoredIndicator>> {
+        self.read_json(&format!("feeds/{name}.indicators.json"))
+    }
+
+    /// Replaces the TAXII indicators of a feed.
+    pub fn set_feed_indicators(
+        &self,
+        name: &str,
+        v: &BTreeMap<String, StoredIndicator>,
+    ) -> anyhow::Result<()> {
+        self.write_json(&format!("feeds/{name}.indicators.json"), v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_corruption_names_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::new(dir.path());
+        assert!(s.feed_entries("x").unwrap().is_empty());
+        let entries = vec![
+            Entry::new("192.0.2.0/24".parse().unwrap()),
+            Entry {
+                prefix: "2001:db8::/32".parse().unwrap(),
+                id: Some("indicator--1".into()),
+            },
+        ];
+        s.set_feed_entries("x", &entries).unwrap();
+        assert_eq!(s.feed_entries("x").unwrap(), entries);
+        let mut st = s.feed("x").unwrap();
+        st.entries = 2;
+        s.set_feed("x", &st).unwrap();
+        assert_eq!(s.feed_names(), vec!["x".to_owned()]);
+        fs::write(
+            dir.path().join("feeds/x.entries"),
+            "192.0.2.0/24\ngarbage\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", s.feed_entries("x").unwrap_err());
+        assert!(e.contains("line 2") && e.contains("corrupt"), "{e}");
+    }
+}

@@ -1,0 +1,311 @@
+//! Desired versus installed: the difference, applied incrementally.
+//!
+//! The installed set is read from the pinned tries every time, so a
+//! restarted agent re-applies nothing and a sync with no change writes
+//! nothing. Changes go in this order: allow inserts, block inserts (and
+//! flag changes, which overwrite in place), block deletes, allow deletes.
+//! An address that is in both the old and the new list is therefore never
+//! unblocked, not even for a moment.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+
+use crate::{
+    config::Config,
+    datapath::maps::{Maps, TrieKind},
+    feed::{
+        fetch::Fetcher,
+        poll::{self, FeedOutcome, FeedStatus, PollContext},
+    },
+    policy::{self, Desired},
+    prefix::Prefix,
+    state::StateDir,
+};
+
+/// Counts for one family.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct FamilyDiff {
+    /// Entries to add (or whose flags change).
+    pub added: usize,
+    /// Entries to remove.
+    pub removed: usize,
+    /// Entries already right.
+    pub unchanged: usize,
+}
+
+/// The changes one sync makes.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Block entries to insert or overwrite.
+    pub block_add: Vec<(Prefix, u32)>,
+    /// Block entries to delete.
+    pub block_del: Vec<Prefix>,
+    /// Allow entries to insert.
+    pub allow_add: Vec<Prefix>,
+    /// Allow entries to delete.
+    pub allow_del: Vec<Prefix>,
+    /// Block trie counts, IPv4.
+    pub v4: FamilyDiff,
+    /// Block trie counts, IPv6.
+    pub v6: FamilyDiff,
+}
+
+impl Plan {
+    /// True when the kernel already matches.
+    pub fn is_empty(&self) -> bool {
+        self.block_add.is_empty()
+            && self.block_del.is_empty()
+            && self.allow_add.is_empty()
+            && self.allow_del.is_empty()
+    }
+}
+
+/// Compares the desired state with what the tries hold.
+pub fn plan(maps: &Maps, desired: &Desired) -> anyhow::Result<Plan> {
+    let mut p = Plan::default();
+    let mut installed: HashMap<Prefix, u32> = HashMap::new();
+    for v4 in [true, false] {
+        for (prefix, value) in maps.entries(TrieKind::Block, v4)? {
+            installed.insert(prefix, value.flags);
+        }
+    }
+    for (prefix, flags) in &desired.block {
+        let fam = if prefix.is_v4() { &mut p.v4 } else { &mut p.v6 };
+        match installed.get(prefix) {
+            Some(f) if f == flags => fam.unchanged += 1,
+            _ => {
+                fam.added += 1;
+                p.block_add.push((*prefix, *flags));
+            }
+        }
+    }
+    for prefix in installed.keys() {
+        if !desired.block.contains_key(prefix) {
+            let fam = if prefix.is_v4() { &mut p.v4 } else { &mut p.v6 };
+            fam.removed += 1;
+            p.block_del.push(*prefix);
+        }
+    }
+    let mut allowed = Vec::new();
+    for v4 in [true, false] {
+        allowed.extend(
+            maps.entries(TrieKind::Allow, v4)?
+                .into_iter()
+                .map(|(p, _)| p),
+        );
+    }
+    p.allow_add = desired
+        .allow
+        .iter()
+        .filter(|a| !allowed.contains(a))
+        .copied()
+        .collect();
+    p.allow_del = allowed
+        .into_iter()
+        .filter(|a| !desired.allow.contains(a))
+        .collect();
+    p.block_add.sort();
+    p.block_del.sort();
+    Ok(p)
+}
+
+/// Refuses a plan that would not fit, before touching anything: inserts go
+/// first, so the peak is what is installed plus what is new.
+pub fn check_capacity(maps: &Maps, plan: &Plan) -> anyhow::Result<()> {
+    for (v4, fam) in [(true, plan.v4), (false, plan.v6)] {
+        let fill = maps.fill(TrieKind::Block, v4)?;
+        let peak = fill.entries + fam.added as u64;
+        if peak > fill.max_entries as u64 {
+            bail!(
+                "the IPv{} block trie holds at most {} entries; this sync needs {} ({} installed + {} new); \
+                 nothing was changed, the installed {} entries keep protecting",
+                if v4 { 4 } else { 6 },
+                fill.max_entries,
+                peak,
+                fill.entries,
+                fam.added,
+                fill.entries
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Applies a plan in the order that never unblocks a kept address.
+pub fn apply(maps: &mut Maps, plan: &Plan) -> anyhow::Result<()> {
+    let allow_add: Vec<(Prefix, u32)> = plan.allow_add.iter().map(|p| (*p, 0)).collect();
+    maps.insert_many(TrieKind::Allow, &allow_add)?;
+    maps.insert_many(TrieKind::Block, &plan.block_add)?;
+    maps.remove_many(TrieKind::Block, &plan.block_del)?;
+    maps.remove_many(TrieKind::Allow, &plan.allow_del)?;
+    Ok(())
+}
+
+/// How `sync_once` behaves.
+#[derive(Clone, Debug, Default)]
+pub struct SyncOptions {
+    /// Compute and report, change nothing.
+    pub dry_run: bool,
+    /// Accept lists the guard would refuse, once.
+    pub force: bool,
+    /// Feeds to fetch now (by name); `None` fetches all.
+    pub due: Option<Vec<String>>,
+}
+
+/// Per-feed line of a report.
+#[derive(Clone, Debug, Serialize)]
+pub struct FeedReport {
+    /// Feed name.
+    pub name: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub status: FeedStatus,
+    /// Distinct prefixes the feed now contributes.
+    pub entries: usize,
+    /// Added compared with its last good list.
+    pub added: usize,
+    /// Removed compared with its last good list.
+    pub removed: usize,
+    /// Lines or objects rejected this time.
+    pub rejected: usize,
+}
+
+/// What one sync did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Per feed.
+    pub feeds: Vec<FeedReport>,
+    /// Block trie changes, IPv4.
+    pub v4: FamilyDiff,
+    /// Block trie changes, IPv6.
+    pub v6: FamilyDiff,
+    /// Allow entries added.
+    pub allow_added: usize,
+    /// Allow entries removed.
+    pub allow_removed: usize,
+    /// Entries refused as broader than the minimum prefix.
+    pub too_broad: usize,
+    /// Block entries inside protected ranges, left out.
+    pub shadowed: usize,
+    /// True when nothing was changed on purpose.
+    pub dry_run: bool,
+    /// Wall time of the whole sync.
+    pub seconds: f64,
+    /// Wall time of the kernel writes alone.
+    pub apply_seconds: f64,
+}
+
+fn report_of(o: &FeedOutcome) -> FeedReport {
+    let distinct: std::collections::BTreeSet<Prefix> = o.entries.iter().map(|e| e.prefix).collect();
+    FeedReport {
+        name: o.name.clone(),
+        status: o.status.clone(),
+        entries: distinct.len(),
+        added: o.added,
+        removed: o.removed,
+        rejected: o.rejected,
+    }
+}
+
+/// One complete sync: poll the due feeds, build the desired state, apply
+/// the difference. The caller holds the writer lock.
+pub fn sync_once(
+    config: &Config,
+    maps: &mut Maps,
+    state: &StateDir,
+    fetcher: &Fetcher,
+    opts: &SyncOptions,
+) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let ctx = PollContext {
+        fetcher,
+        state,
+        guard: &config.guard,
+        force: opts.force,
+        dry_run: opts.dry_run,
+    };
+    let outcomes: Vec<FeedOutcome> = config
+        .feeds
+        .iter()
+        .map(|f| {
+            let due = opts.due.as_ref().is_none_or(|d| d.contains(&f.name));
+            poll::poll(&ctx, f, due)
+        })
+        .collect();
+    let mut manual = state.manual().context("reading hand-made entries")?;
+    let now = SystemTime::now();
+    let before = manual.block.len();
+    manual.block.retain(|_, m| !m.expired(now));
+    if manual.block.len() != before && !opts.dry_run {
+        state
+            .set_manual(&manual)
+            .context("pruning expired hand-made entries")?;
+    }
+    let desired = policy::build(&outcomes, &manual, config, &policy::host_protected(), now);
+    let plan = plan(maps, &desired)?;
+    let mut apply_seconds = 0.0;
+    if !opts.dry_run && !plan.is_empty() {
+        check_capacity(maps, &plan)?;
+        let t = Instant::now();
+        apply(maps, &plan)?;
+        apply_seconds = t.elapsed().as_secs_f64();
+    }
+    Ok(Report {
+        feeds: outcomes.iter().map(report_of).collect(),
+        v4: plan.v4,
+        v6: plan.v6,
+        allow_added: plan.allow_add.len(),
+        allow_removed: plan.allow_del.len(),
+        too_broad: desired.too_broad.len(),
+        shadowed: desired.shadowed,
+        dry_run: opts.dry_run,
+        seconds: started.elapsed().as_secs_f64(),
+        apply_seconds,
+    })
+}
+
+/// When each feed is next due, for the `run` loop.
+#[derive(Debug, Default)]
+pub struct Schedule {
+    next: BTreeMap<String, Instant>,
+}
+
+impl Schedule {
+    /// Feeds due at `now` (feeds never polled are due).
+    pub fn due(&self, config: &Config, now: Instant) -> Vec<String> {
+        config
+            .feeds
+            .iter()
+            .filter(|f| self.next.get(&f.name).is_none_or(|t| *t <= now))
+            .map(|f| f.name.clone())
+            .collect()
+    }
+
+    /// Records that `names` were polled at `now`.
+    pub fn polled(&mut self, config: &Config, names: &[String], now: Instant) {
+        for f in config.feeds.iter().filter(|f| names.contains(&f.name)) {
+            self.next
+                .insert(f.name.clone(), now + config.interval_of(f));
+        }
+    }
+
+    /// Time until the next feed is due (at most `cap`).
+    pub fn wait(&self, config: &Config, now: Instant, cap: Duration) -> Duration {
+        config
+            .feeds
+            .iter()
+            .map(|f| {
+                self.next
+                    .get(&f.name)
+                    .map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
+            })
+            .min()
+            .unwrap_or(cap)
+            .min(cap)
+    }
+}

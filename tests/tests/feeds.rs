@@ -1,0 +1,668 @@
+//! Feeds and sync end to end: feeds served over real HTTP by the test
+//! (status codes, 304, slow, truncated, 429 with Retry-After), a TAXII 2.1
+//! collection served by medallion, the shrink guard, restarts, the `run`
+//! daemon with SIGHUP and SIGTERM, the writer lock, and traffic that shows
+//! a kept address stays dropped while 10,000 other entries change.
+
+use std::{
+    fmt::Write as _,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use blocklist_tests::{
+    agent::Agent,
+    bpffs::Bpffs,
+    feed_server::{FeedServer, Reply},
+    lab::{Lab, addr::*},
+    require_root,
+    taxii_server::{self, TaxiiServer, indicator},
+    traffic::{ping, udp},
+};
+use serde_json::{Value, json};
+
+/// A lab, the agent attached to the filter, and a config file.
+struct Env {
+    agent: Agent,
+    lab: Lab,
+    _fs: Bpffs,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(config: &str) -> Self {
+        require_root();
+        let lab = Lab::new();
+        let fs = Bpffs::new();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let agent =
+            Agent::new(lab.filter.name(), fs.pin_dir(), dir.path().join("state")).with_config(cfg);
+        agent.run(&["attach", "--iface", &lab.filter_if]);
+        lab.wait_settled();
+        Self {
+            agent,
+            lab,
+            _fs: fs,
+            dir,
+        }
+    }
+
+    fn rewrite_config(&self, config: &str) {
+        std::fs::write(self.dir.path().join("config.toml"), config).unwrap();
+    }
+
+    fn sync(&self, extra: &[&str]) -> Value {
+        let mut args = vec!["sync", "--once", "--json"];
+        args.extend_from_slice(extra);
+        self.agent.run(&args).json()
+    }
+
+    fn blocked(&self, ip: &str) -> bool {
+        self.agent.run(&["check", ip, "--json"]).json()["blocked"] == true
+    }
+
+    fn entries_v4(&self) -> u64 {
+        self.agent.run(&["status", "--json"]).json()["tries"][0]["entries"]
+            .as_u64()
+            .unwrap()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self
+            .agent
+            .try_run(&["detach", "--iface", &self.lab.filter_if]);
+    }
+}
+
+/// Fast retries and timeouts so failure cases finish quickly.
+const FAST_FETCH: &str = r#"
+lock_timeout = "2s"
+[fetch]
+connect_timeout = "1s"
+timeout = "2s"
+attempts = 3
+backoff = "100ms"
+max_retry_after = "5s"
+"#;
+
+fn config_with_feed(url: &str) -> String {
+    format!("{FAST_FETCH}\n[[feed]]\nname = \"list\"\nurl = \"{url}\"\n")
+}
+
+fn feed_status(report: &Value, name: &str) -> String {
+    report["feeds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == name)
+        .map(|f| f["status"].as_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// `n` distinct /32s in 198.18.0.0/15, starting at `start`.
+fn bulk(start: u32, n: u32) -> String {
+    let mut s = String::new();
+    for i in start..start + n {
+        let a = 0xc612_0000u32 + i;
+        let _ = writeln!(
+            s,
+            "{}.{}.{}.{}",
+            a >> 24,
+            (a >> 16) & 255,
+            (a >> 8) & 255,
+            a & 255
+        );
+    }
+    s
+}
+
+#[test]
+fn http_feed_installs_then_costs_a_304() {
+    let env = Env::new("");
+    let server = FeedServer::start_in(&env.lab.filter);
+    let body = format!(
+        "# test feed\r\n{CLIENT4}  ; the client\r\n\u{feff}not-an-ip\r\n192.0.2.0/24 # docs\r\n2001:db8:bad::/48\r\n"
+    );
+    server.set("/list.txt", vec![Reply::tagged(body, "\"v1\"")]);
+    env.rewrite_config(&config_with_feed(&server.url("/list.txt")));
+
+    let r = env.sync(&[]);
+    assert_eq!(feed_status(&r, "list"), "updated", "{r}");
+    assert_eq!(r["feeds"][0]["entries"], 3);
+    assert_eq!(r["feeds"][0]["rejected"], 1);
+    assert_eq!(r["v4"]["added"], 2);
+    assert_eq!(r["v6"]["added"], 1);
+    assert!(env.blocked(CLIENT4));
+    assert_eq!(
+        ping(&env.lab.client, Some(CLIENT4), FILTER4, 3),
+        0,
+        "listed client dropped"
+    );
+    assert_eq!(
+        ping(&env.lab.client, Some(CLIENT4_B), FILTER4, 3),
+        3,
+        "unlisted passes"
+    );
+    let check = env.agent.run(&["check", CLIENT4, "--json"]).json();
+    assert_eq!(check["block"]["feeds"][0]["feed"], "list");
+
+    // Unchanged: the agent sends the ETag, the server answers 304, nothing is written.
+    let r = env.sync(&[]);
+    assert_eq!(feed_status(&r, "list"), "unchanged", "{r}");
+    assert_eq!(r["v4"], json!({"added": 0, "removed": 0, "unchanged": 2}));
+    assert_eq!(r["apply_seconds"], 0.0, "{r}");
+    let reqs = server.requests("/list.txt");
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(
+        reqs[1].headers.get("if-none-match").map(String::as_str),
+        Some("\"v1\"")
+    );
+    assert_eq!(reqs[1].status, 304);
+
+    // `list` names the feed for each entry.
+    let list = env.agent.run(&["list", "--json"]).json();
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["feeds"][0]["feed"] == "list")
+    );
+}
+
+#[test]
+fn failing_feeds_keep_their_last_good_entries() {
+    let env = Env::new("");
+    let server = FeedServer::start_in(&env.lab.filter);
+    let good = format!("{CLIENT4}\n192.0.2.1\n192.0.2.2\n192.0.2.3\n");
+    server.set("/f.txt", vec![Reply::body(good.clone())]);
+    env.rewrite_config(&config_with_feed(&server.url("/f.txt")));
+    assert_eq!(feed_status(&env.sync(&[]), "list"), "updated");
+    assert_eq!(env.entries_v4(), 4);
+
+    let cases: Vec<(&str, Vec<Reply>)> = vec![
+        ("HTTP 500", vec![Reply::Status(500)]),
+        ("HTTP 404", vec![Reply::Status(404)]),
+        (
+            "truncated body",
+            vec![Reply::Truncated {
+                body: b"192.0.2.9\n".to_vec(),
+                declared: 5000,
+            }],
+        ),
+        (
+            "slower than the timeout",
+            vec![Reply::Slow {
+                body: b"192.0.2.9\n".to_vec(),
+                delay: Duration::from_secs(3),
+            }],
+        ),
+        (
+            "nothing parseable",
+            vec![Reply::body("<html>maintenance</html>\n")],
+        ),
+        ("empty body", vec![Reply::body("")]),
+    ];
+    for (what, replies) in cases {
+        server.set("/f.txt", replies);
+        let r = env.sync(&[]);
+        let status = feed_status(&r, "list");
+        assert!(status == "failed" || status == "refused", "{what}: {r}");
+        assert_eq!(r["v4"]["removed"], 0, "{what}: nothing removed");
+        assert_eq!(
+            env.entries_v4(),
+            4,
+            "{what}: the last good list keeps protecting"
+        );
+        assert!(env.blocked(CLIENT4), "{what}");
+    }
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(env.agent.state_dir().join("feeds/list.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(state["failures"].as_u64().unwrap() >= 4, "{state}");
+    assert!(
+        state["last_error"].is_null(),
+        "the last case was a refusal, not a failure"
+    );
+    assert!(state["refusals"].as_u64().unwrap() >= 2);
+}
+
+#[test]
+fn retry_after_is_honoured_and_then_the_feed_succeeds() {
+    let env = Env::new("");
+    let server = FeedServer::start_in(&env.lab.filter);
+    server.set(
+        "/f.txt",
+        vec![
+            Reply::RetryAfter(429, 1),
+            Reply::RetryAfter(503, 1),
+            Reply::body(format!("{CLIENT4}\n")),
+        ],
+    );
+    env.rewrite_config(&config_with_feed(&server.url("/f.txt")));
+    let started = Instant::now();
+    let r = env.sync(&[]);
+    assert_eq!(feed_status(&r, "list"), "updated", "{r}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "waited for Retry-After twice"
+    );
+    assert_eq!(server.requests("/f.txt").len(), 3);
+    assert!(env.blocked(CLIENT4));
+}
+
+#[test]
+fn the_guard_refuses_a_shrinking_or_empty_feed_until_forced() {
+    let env = Env::new("");
+    let server = FeedServer::start_in(&env.lab.filter);
+    server.set("/f.txt", vec![Reply::body(bulk(0, 100))]);
+    env.rewrite_config(&config_with_feed(&server.url("/f.txt")));
+    env.sync(&[]);
+    assert_eq!(env.entries_v4(), 100);
+
+    // 100 -> 30 is a 70% shrink, over the default 50%.
+    server.set("/f.txt", vec![Reply::body(bulk(0, 30))]);
+    let r = env.sync(&[]);
+    assert_eq!(feed_status(&r, "list"), "refused", "{r}");
+    assert!(
+        r["feeds"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("shrank from 100 to 30")
+    );
+    assert_eq!(env.entries_v4(), 100);
+    let status = env.agent.run(&["status", "--json"]).json();
+    assert!(
+        status.to_string().contains("shrank"),
+        "status shows the refusal: {status}"
+    );
+
+    // --force accepts it once.
+    let r = env.sync(&["--force"]);
+    assert_eq!(feed_status(&r, "list"), "updated", "{r}");
+    assert_eq!(r["v4"]["removed"], 70);
+    assert_eq!(env.entries_v4(), 30);
+
+    // 30 -> 20 is within the limit.
+    server.set("/f.txt", vec![Reply::body(bulk(0, 20))]);
+    assert_eq!(feed_status(&env.sync(&[]), "list"), "updated");
+    assert_eq!(env.entries_v4(), 20);
+}
+
+#[test]
+fn a_restart_between_syncs_reapplies_nothing() {
+    let env = Env::new("");
+    let server = FeedServer::start_in(&env.lab.filter);
+    server.set("/f.txt", vec![Reply::body(bulk(0, 500))]);
+    env.rewrite_config(&config_with_feed(&server.url("/f.txt")));
+    let r = env.sync(&[]);
+    assert_eq!(r["v4"]["added"], 500);
+    // A new process (every CLI call is one) reads what is installed.
+    let r = env.sync(&[]);
+    assert_eq!(r["v4"], json!({"added": 0, "removed": 0, "unchanged": 500}));
+    // Even with the state directory's validators gone, the kernel is the truth.
+    std::fs::remove_file(env.agent.state_dir().join("feeds/list.json")).unwrap();
+    let r = env.sync(&[]);
+    assert_eq!(r["v4"], json!({"added": 0, "removed": 0, "unchanged": 500}));
+    // A dry run reports and changes nothing.
+    server.set("/f.txt", vec![Reply::body(bulk(250, 500))]);
+    let r = env.sync(&["--dry-run"]);
+    assert_eq!(
+        r["v4"],
+        json!({"added": 250, "removed": 250, "unchanged": 250})
+    );
+    assert_eq!(r["dry_run"], true);
+    let r = env.sync(&[]);
+    assert_eq!(
+        r["v4"],
+        json!({"added": 250, "removed": 250, "unchanged": 250})
+    );
+}
+
+#[test]
+fn manual_entries_survive_syncs_and_allow_ranges_win() {
+    let env = Env::new("");
+    let server = FeedServer::start_in(&env.lab.filter);
+    server.set(
+        "/f.txt",
+        vec![Reply::body(format!("192.0.2.0/24\n{CLIENT4_B}\n"))],
+    );
+    env.rewrite_config(&format!(
+        "{}\n[allow]\ncidrs = [\"{CLIENT4_B}/32\"]\n",
+        config_with_feed(&server.url("/f.txt"))
+    ));
+    env.agent.run(&["block", CLIENT4]);
+    env.sync(&[]);
+    assert!(env.blocked(CLIENT4), "manual entry kept by the sync");
+    assert!(env.blocked("192.0.2.7"));
+    assert!(!env.blocked(CLIENT4_B), "configured allow wins");
+    // The filter's own address is protected by an allow entry.
+    let c = env.agent.run(&["check", FILTER4, "--json"]).json();
+    assert_eq!(c["allow"]["prefix"], format!("{FILTER4}/32"), "{c}");
+    // Expiring manual entries.
+    env.agent.run(&["block", "203.0.113.5", "--for", "1s"]);
+    assert!(env.blocked("203.0.113.5"));
+    std::thread::sleep(Duration::from_millis(1500));
+    env.sync(&[]);
+    assert!(!env.blocked("203.0.113.5"), "expired entry removed");
+    assert!(env.blocked(CLIENT4));
+}
+
+#[test]
+fn a_kept_address_stays_dropped_while_10000_entries_change() {
+    let env = Env::new("");
+    let dir = env.dir.path().to_owned();
+    let feed = dir.join("feed.txt");
+    let write =
+        |start: u32| std::fs::write(&feed, format!("{CLIENT4}\n{}", bulk(start, 10_000))).unwrap();
+    write(0);
+    env.rewrite_config(&format!(
+        "{FAST_FETCH}\n[[feed]]\nname = \"big\"\nurl = \"{}\"\n",
+        feed.display()
+    ));
+    let r = env.sync(&[]);
+    assert_eq!(r["v4"]["added"], 10_001);
+    write(20_000);
+
+    // Traffic from the kept address runs before, during and after a sync
+    // that adds 10,000 entries and removes 10,000 others.
+    let sent = 4000;
+    let received = std::thread::scope(|s| {
+        let traffic = s.spawn(|| udp(&env.lab.client, CLIENT4, &env.lab.filter, FILTER4, sent, 64));
+        std::thread::sleep(Duration::from_millis(150));
+        let r = env.sync(&[]);
+        assert_eq!(r["v4"]["added"], 10_000, "{r}");
+        assert_eq!(r["v4"]["removed"], 10_000);
+        assert_eq!(r["v4"]["unchanged"], 1);
+        traffic.join().unwrap()
+    });
+    assert_eq!(
+        received, 0,
+        "no packet from the kept address got through during the sync"
+    );
+    let c = env.agent.run(&["check", CLIENT4, "--json"]).json();
+    assert_eq!(
+        c["block"]["packets"], sent,
+        "every datagram was counted as dropped"
+    );
+}
+
+fn taxii_config(server: &TaxiiServer, url: &str) -> String {
+    let _ = server;
+    format!(
+        "{FAST_FETCH}\n[[feed]]\nname = \"partner\"\nurl = \"{url}\"\nformat = \"taxii\"\nusername = \"{}\"\npassword_env = \"PARTNER_TAXII_PASSWORD\"\n",
+        taxii_server::USER
+    )
+}
+
+#[test]
+fn taxii_collection_with_added_revoked_and_expired_indicators() {
+    let env = Env::new("");
+    let taxii = TaxiiServer::start_in(&env.lab.filter);
+    let ns = &env.lab.filter;
+    taxii.add(
+        ns,
+        vec![
+            indicator("11111111-1111-4111-8111-111111111111", "2026-01-01T00:00:00.000Z", &format!("[ipv4-addr:value = '{CLIENT4}']"), json!({})),
+            indicator("22222222-2222-4222-8222-222222222222", "2026-01-01T00:00:00.000Z", "[ipv4-addr:value ISSUBSET '192.0.2.0/24']", json!({})),
+            indicator("33333333-3333-4333-8333-333333333333", "2026-01-01T00:00:00.000Z", "[ipv6-addr:value = '2001:db8::66'] OR [ipv4-addr:value = '198.51.100.66']", json!({})),
+            indicator("44444444-4444-4444-8444-444444444444", "2026-01-01T00:00:00.000Z", "[domain-name:value = 'evil.example']", json!({})),
+            json!({"type": "malware", "spec_version": "2.1", "id": "malware--55555555-5555-4555-8555-555555555555",
+                   "created": "2026-01-01T00:00:00.000Z", "modified": "2026-01-01T00:00:00.000Z", "name": "x", "is_family": false}),
+        ],
+    );
+    // Through discovery, so the API root and collection are found.
+    env.rewrite_config(&taxii_config(&taxii, &taxii.discovery_url()));
+    let agent = Agent::new(
+        ns.name(),
+        env._fs.pin_dir(),
+        env.agent.state_dir().to_owned(),
+    )
+    .with_config(env.dir.path().join("config.toml"))
+    .with_env("PARTNER_TAXII_PASSWORD", taxii_server::PASSWORD);
+    let sync = || agent.run(&["sync", "--once", "--json"]).json();
+
+    let r = sync();
+    assert_eq!(
+        feed_status(&r, "partner"),
+        "updated",
+        "{r}\n{}",
+        taxii.log()
+    );
+    assert_eq!(r["v4"]["added"], 3, "{r}");
+    assert_eq!(r["v6"]["added"], 1, "{r}");
+    let c = agent.run(&["check", CLIENT4, "--json"]).json();
+    assert_eq!(c["blocked"], true);
+    assert_eq!(c["block"]["feeds"][0]["feed"], "partner");
+    assert_eq!(
+        c["block"]["feeds"][0]["id"],
+        "indicator--11111111-1111-4111-8111-111111111111"
+    );
+    assert_eq!(ping(&env.lab.client, Some(CLIENT4), FILTER4, 3), 0);
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(agent.state_dir().join("feeds/partner.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(state["taxii_cursor"].is_string(), "cursor kept: {state}");
+    assert!(
+        !state.to_string().contains(taxii_server::PASSWORD),
+        "no credential in state"
+    );
+
+    // Nothing new: unchanged, and the poll asked only for objects added
+    // after the cursor.
+    assert_eq!(feed_status(&sync(), "partner"), "unchanged");
+    assert!(
+        taxii.log().contains("added_after="),
+        "cursor sent: {}",
+        taxii.log()
+    );
+
+    // A new indicator, a revocation (a later version), and one already expired.
+    taxii.add(
+        ns,
+        vec![
+            indicator(
+                "66666666-6666-4666-8666-666666666666",
+                "2026-02-01T00:00:00.000Z",
+                "[ipv4-addr:value = '203.0.113.77']",
+                json!({}),
+            ),
+            indicator(
+                "22222222-2222-4222-8222-222222222222",
+                "2026-02-01T00:00:00.000Z",
+                "[ipv4-addr:value ISSUBSET '192.0.2.0/24']",
+                json!({"revoked": true}),
+            ),
+            indicator(
+                "77777777-7777-4777-8777-777777777777",
+                "2026-02-01T00:00:00.000Z",
+                "[ipv4-addr:value = '203.0.113.88']",
+                json!({"valid_until": "2026-01-15T00:00:00Z"}),
+            ),
+        ],
+    );
+    let r = sync();
+    assert_eq!(feed_status(&r, "partner"), "updated", "{r}");
+    assert_eq!(r["v4"]["added"], 1, "{r}");
+    assert_eq!(r["v4"]["removed"], 1, "{r}");
+    let blocked = |ip: &str| agent.run(&["check", ip, "--json"]).json()["blocked"] == true;
+    assert!(blocked("203.0.113.77"), "new indicator");
+    assert!(!blocked("192.0.2.9"), "revoked indicator removed");
+    assert!(
+        !blocked("203.0.113.88"),
+        "expired indicator never installed"
+    );
+    assert!(blocked(CLIENT4), "untouched indicator kept");
+    assert!(blocked("2001:db8::66"));
+
+    // Wrong credentials: the feed fails, nothing is lost.
+    let bad = Agent::new(ns.name(), env._fs.pin_dir(), agent.state_dir().to_owned())
+        .with_config(env.dir.path().join("config.toml"))
+        .with_env("PARTNER_TAXII_PASSWORD", "wrong");
+    let r = bad.run(&["sync", "--once", "--json"]).json();
+    assert_eq!(feed_status(&r, "partner"), "failed", "{r}");
+    assert!(
+        !r.to_string().contains("wrong"),
+        "credential not echoed: {r}"
+    );
+    assert!(blocked(CLIENT4));
+}
+
+#[test]
+fn taxii_collection_url_works_directly() {
+    let env = Env::new("");
+    let taxii = TaxiiServer::start_in(&env.lab.filter);
+    let ids: Vec<Value> = (0..5)
+        .map(|i| {
+            indicator(
+                &format!("aaaaaaaa-aaaa-4aaa-8aaa-00000000000{i}"),
+                "2026-01-01T00:00:00.000Z",
+                &format!("[ipv4-addr:value = '198.51.100.{}']", 10 + i),
+                json!({}),
+            )
+        })
+        .collect();
+    taxii.add(&env.lab.filter, ids);
+    env.rewrite_config(&taxii_config(&taxii, &taxii.collection_url()));
+    let agent = Agent::new(
+        env.lab.filter.name(),
+        env._fs.pin_dir(),
+        env.agent.state_dir().to_owned(),
+    )
+    .with_config(env.dir.path().join("config.toml"))
+    .with_env("PARTNER_TAXII_PASSWORD", taxii_server::PASSWORD);
+    // Five objects over pages of two: paging by `next`.
+    let r = agent.run(&["sync", "--once", "--json"]).json();
+    assert_eq!(r["v4"]["added"], 5, "{r}\n{}", taxii.log());
+}
+
+#[test]
+fn run_daemon_syncs_reloads_and_stops_cleanly() {
+    let env = Env::new("");
+    let feed = env.dir.path().join("feed.txt");
+    std::fs::write(&feed, format!("{CLIENT4}\n")).unwrap();
+    let second = env.dir.path().join("second.txt");
+    std::fs::write(&second, "203.0.113.9\n").unwrap();
+    let config = |feeds: &[(&str, &PathBuf)]| {
+        let mut c = format!("sync_interval = \"1s\"\n{FAST_FETCH}\n");
+        for (n, p) in feeds {
+            let _ = write!(c, "[[feed]]\nname = \"{n}\"\nurl = \"{}\"\n", p.display());
+        }
+        c
+    };
+    env.rewrite_config(&config(&[("one", &feed)]));
+    let check = env.agent.try_run(&["run", "--check-config"]);
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    assert!(check.stdout.contains("1 feed"), "{}", check.stdout);
+
+    let mut child = env
+        .agent
+        .command(&["run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if f() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("timed out waiting for {what}");
+    };
+    wait_for("the first sync", &|| env.blocked(CLIENT4));
+    // The feed changes; the next interval picks it up.
+    std::fs::write(&feed, format!("{CLIENT4}\n192.0.2.44\n")).unwrap();
+    wait_for("the interval sync", &|| env.blocked("192.0.2.44"));
+    // A second writer is refused with a clear message while `run` holds the lock.
+    let other = env.agent.try_run(&["sync", "--once"]);
+    assert_eq!(other.code, 1);
+    assert!(
+        other.stderr.contains("another xdp-blocklist writer"),
+        "{}",
+        other.stderr
+    );
+    // SIGHUP reloads the configuration: a second feed appears.
+    env.rewrite_config(&config(&[("one", &feed), ("two", &second)]));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_for("the reloaded feed", &|| env.blocked("203.0.113.9"));
+    // SIGTERM stops it; the program keeps dropping.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "run did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "run exited with {status}");
+    assert_eq!(
+        ping(&env.lab.client, Some(CLIENT4), FILTER4, 3),
+        0,
+        "still protected after stop"
+    );
+}
+
+#[test]
+fn bad_config_is_reported_with_key_and_line() {
+    let env = Env::new("");
+    env.rewrite_config("sync_interval = \"1h\"\n[guard]\nmax_shrink = 0.5\nmin_prefx_v4 = 8\n");
+    let r = env.agent.try_run(&["run", "--check-config"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("min_prefx_v4") && r.stderr.contains("line 4"),
+        "{}",
+        r.stderr
+    );
+    env.rewrite_config("[[feed]]\nname = \"x\"\nurl = \"https://x.example/\"\nusername = \"u\"\npassword_env = \"XDPBL_UNSET_VAR\"\n");
+    let r = env.agent.try_run(&["run", "--check-config"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("XDPBL_UNSET_VAR"), "{}", r.stderr);
+}
+
+#[test]
+fn sync_blocks_real_traffic_from_listed_sources() {
+    let env = Env::new("");
+    let feed = env.dir.path().join("spamhaus.txt");
+    std::fs::write(
+        &feed,
+        format!("; Spamhaus DROP List\n; Last-Modified: x\n{CLIENT4}/32 ; SBL000001\nfd00:77:1::2/128 ; SBL000002\n"),
+    )
+    .unwrap();
+    env.rewrite_config(&format!(
+        "{FAST_FETCH}\n[[feed]]\nname = \"drop\"\nurl = \"{}\"\nformat = \"spamhaus\"\n",
+        feed.display()
+    ));
+    let r = env.sync(&[]);
+    assert_eq!(r["v4"]["added"], 1, "{r}");
+    assert_eq!(r["v6"]["added"], 1, "{r}");
+    assert_eq!(
+        udp(&env.lab.client, CLIENT4, &env.lab.filter, FILTER4, 10, 32),
+        0
+    );
+    assert_eq!(
+        udp(&env.lab.client, CLIENT6, &env.lab.filter, FILTER6, 10, 32),
+        0
+    );
+    assert_eq!(
+        udp(&env.lab.client, CLIENT4_B, &env.lab.filter, FILTER4, 10, 32),
+        10
+    );
+}
