@@ -39,8 +39,11 @@ enum Cmd {
         /// Only tests whose name contains this.
         filter: Option<String>,
     },
-    /// Per-packet cost with BPF_PROG_TEST_RUN (more in later issues).
-    Bench,
+    /// Per-packet cost and update cost beside baselines (`packets`, `sync`, or both).
+    Bench {
+        /// `packets` or `sync`; both when absent.
+        part: Option<String>,
+    },
 }
 
 /// The workspace root.

@@ -29,6 +29,10 @@ const APT_PACKAGES: &[&str] = &[
     "bpftool",
     "iproute2",
     "iputils-ping",
+    // Baselines for `cargo xtask bench`.
+    "ipset",
+    "nftables",
+    "iptables",
 ];
 
 pub fn run() -> Result<()> {

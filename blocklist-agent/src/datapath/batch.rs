@@ -4,6 +4,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 
@@ -56,6 +57,53 @@ fn call(cmd: libc::c_long, attr: &mut BatchAttr) -> Result<(), std::io::Error> {
         Err(std::io::Error::last_os_error())
     } else {
         Ok(())
+    }
+}
+
+/// Reads every key and value of a map, `chunk` entries per syscall, with
+/// the kernel's generic batch lookup (which walks the map like
+/// `get_next_key`, but in the kernel). `K` and `V` must be the map's exact
+/// key and value layouts.
+pub fn lookup_all<K: Copy + Default, V: Copy + Default>(
+    fd: BorrowedFd<'_>,
+    chunk: usize,
+) -> Result<Vec<(K, V)>, BatchError> {
+    let mut out = Vec::new();
+    let mut keys = vec![K::default(); chunk];
+    let mut values = vec![V::default(); chunk];
+    let mut in_batch = K::default();
+    let mut out_batch = K::default();
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                &in_batch as *const K as u64
+            },
+            out_batch: &mut out_batch as *mut K as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: chunk as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        let r = call(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        let n = attr.count as usize;
+        out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+        match r {
+            Ok(()) => {}
+            // ENOENT: the walk reached the end (the last chunk is in `n`).
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+            Err(error) => {
+                return Err(BatchError {
+                    done: out.len(),
+                    error,
+                });
+            }
+        }
+        in_batch = out_batch;
+        first = false;
     }
 }
 

@@ -6,10 +6,7 @@
 //! accepts a shrunken or empty result once. A body identical to the last
 //! good one (304, or the same SHA-256) is not parsed again.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    time::SystemTime,
-};
+use std::{collections::BTreeMap, time::SystemTime};
 
 use sha2::{Digest as _, Sha256};
 
@@ -88,8 +85,35 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn distinct(entries: &[Entry]) -> BTreeSet<Prefix> {
-    entries.iter().map(|e| e.prefix).collect()
+/// The distinct prefixes of a list, sorted (a sorted Vec costs a third of
+/// a BTreeSet at a million entries).
+fn distinct(entries: &[Entry]) -> Vec<Prefix> {
+    let mut v: Vec<Prefix> = entries.iter().map(|e| e.prefix).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// (added, removed) between two sorted, distinct lists.
+fn diff_counts(old: &[Prefix], new: &[Prefix]) -> (usize, usize) {
+    let (mut i, mut j, mut added, mut removed) = (0, 0, 0, 0);
+    while i < old.len() && j < new.len() {
+        match old[i].cmp(&new[j]) {
+            std::cmp::Ordering::Less => {
+                removed += 1;
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                added += 1;
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    (added + new.len() - j, removed + old.len() - i)
 }
 
 /// Entries with duplicates (same prefix and id) removed, sorted.
@@ -201,14 +225,16 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
         st.last_error = None;
         tracing::warn!(feed = %name, %reason, "feed refused by the guard");
         save(ctx, &name, &st, None, None);
+        drop((old, new));
         let mut out = keep(FeedStatus::Refused(reason));
         out.rejected = cand.rejected;
         out.samples = cand.samples;
         return out;
     }
 
-    let added = new.difference(&old).count();
-    let removed = old.difference(&new).count();
+    let (added, removed) = diff_counts(&old, &new);
+    let count = new.len();
+    drop((old, new));
     st.etag = cand.etag;
     st.last_modified = cand.last_modified;
     st.content_sha256 = cand.sha256;
@@ -218,7 +244,7 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
     st.last_success = Some(now_rfc3339());
     st.last_error = None;
     st.last_refusal = None;
-    st.entries = new.len();
+    st.entries = count;
     st.rejected = cand.rejected;
     st.samples = cand.samples.clone();
     save(
@@ -385,4 +411,19 @@ fn fetch_taxii(
         cursor: poll.cursor,
         indicators: Some(stored),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_counts_sorted_lists() {
+        let p = |s: &str| s.parse::<Prefix>().unwrap();
+        let old = [p("10.0.0.1"), p("10.0.0.2"), p("10.0.0.3")];
+        let new = [p("10.0.0.2"), p("10.0.0.4"), p("10.0.0.5")];
+        assert_eq!(diff_counts(&old, &new), (2, 2));
+        assert_eq!(diff_counts(&[], &new), (3, 0));
+        assert_eq!(diff_counts(&old, &[]), (0, 3));
+    }
 }

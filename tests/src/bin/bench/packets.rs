@@ -1,7 +1,6 @@
-//! `cargo xtask bench`: per-packet cost of the XDP program, measured with
-//! BPF_PROG_TEST_RUN on the real kernel, beside the empty `XDP_PASS`
-//! program measured in the same run. Medians of several runs with min and
-//! max; a Markdown table on stdout and JSON in `target/bench/latest.json`.
+//! Per-packet cost of the XDP program, measured with BPF_PROG_TEST_RUN on
+//! the real kernel, beside the empty `XDP_PASS` program measured in the
+//! same run.
 //!
 //! Prefix sets are a realistic mix (about 60% /32, 25% /24, the rest
 //! /16../23). "one frame" repeats a single frame (the trie path stays in
@@ -11,11 +10,11 @@
 use std::{net::Ipv4Addr, time::Instant};
 
 use blocklist_agent::{datapath::maps::TrieKind, prefix::Prefix};
-use blocklist_tests::{frames, kernel::Kernel, require_root};
+use blocklist_tests::{frames, kernel::Kernel};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 
-const RUNS: usize = 7;
+pub const RUNS: usize = 7;
 const REPEAT: u32 = 1_000_000;
 const DISTINCT: usize = 256;
 
@@ -28,14 +27,14 @@ struct Row {
     max_ns: f64,
 }
 
-fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+pub fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
 /// A mixed prefix set of `n` entries, deterministic per seed. Addresses
 /// avoid 10.0.0.0/8 so that 10.x peers never match.
-fn prefixes(n: usize, rng: &mut StdRng) -> Vec<Prefix> {
+pub fn prefixes(n: usize, rng: &mut StdRng) -> Vec<Prefix> {
     let mut set = std::collections::HashSet::with_capacity(n);
     while set.len() < n {
         let len = match rng.random_range(0..100) {
@@ -65,8 +64,8 @@ fn inside(p: &Prefix, rng: &mut StdRng) -> Ipv4Addr {
     Ipv4Addr::from(base | host)
 }
 
-fn main() -> anyhow::Result<()> {
-    require_root();
+/// Runs the per-packet benchmark; prints its table and returns its JSON.
+pub fn run() -> anyhow::Result<serde_json::Value> {
     let mut k = Kernel::load();
     let mut rng = StdRng::seed_from_u64(0x5eed);
     let peer: Ipv4Addr = "10.0.0.1".parse()?;
@@ -142,16 +141,10 @@ fn main() -> anyhow::Result<()> {
     for (n, s) in &load_secs {
         println!("batch load of {n} prefixes into an empty trie: {s:.3} s");
     }
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    std::fs::create_dir_all(&dir)?;
-    let json = serde_json::json!({
+    Ok(serde_json::json!({
         "runs": RUNS,
         "repeat": REPEAT,
         "rows": rows,
         "load_seconds": load_secs,
-        "cpu": std::fs::read_to_string("/proc/cpuinfo").ok()
-            .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())),
-    });
-    std::fs::write(dir.join("latest.json"), serde_json::to_vec_pretty(&json)?)?;
-    Ok(())
+    }))
 }

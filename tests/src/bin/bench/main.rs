@@ -1,0 +1,44 @@
+//! `cargo xtask bench`: what this project costs, measured beside its
+//! baselines in the same run on the same machine. Medians of several runs
+//! with min and max; Markdown tables on stdout and JSON in
+//! `target/bench/latest.json`.
+//!
+//! - `packets`: per-packet cost with BPF_PROG_TEST_RUN (see `packets.rs`).
+//! - `sync`: parse, full load, 1% change and no-change sync of a
+//!   1,000,000-prefix feed, agent peak RSS, and `ipset restore` of the same
+//!   list (see `sync.rs`).
+//!
+//! `bench [packets|sync]` runs one part; no argument runs both.
+
+mod packets;
+mod sync;
+
+use blocklist_tests::require_root;
+
+fn main() -> anyhow::Result<()> {
+    require_root();
+    let which = std::env::args().nth(1).unwrap_or_default();
+    let mut out = serde_json::Map::new();
+    if which.is_empty() || which == "packets" {
+        out.insert("packets".into(), packets::run()?);
+    }
+    if which.is_empty() || which == "sync" {
+        out.insert("sync".into(), sync::run()?);
+    }
+    out.insert(
+        "cpu".into(),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| {
+                c.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|s| s.trim().to_owned())
+            })
+            .into(),
+    );
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("latest.json"), serde_json::to_vec_pretty(&out)?)?;
+    Ok(())
+}
