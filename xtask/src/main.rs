@@ -70,17 +70,22 @@ fn main() -> Result<()> {
             demo::run(&root().join("target/release/blocklist-agent"))
         }
         Cmd::Test { filter } => test(filter),
-        Cmd::Bench => {
+        Cmd::Bench { part } => {
+            sh::require_root("benchmarks load XDP programs and create namespaces")?;
             sh::step("bench: building");
             sh::run(sh::cargo().args([
                 "build",
                 "--release",
                 "-p",
+                "blocklist-agent",
+                "-p",
                 "blocklist-tests",
-                "--bin",
-                "bench",
+                "--bins",
             ]))?;
-            sh::run(&mut sh::cmd(root().join("target/release/bench")))
+            sh::run(sh::cmd(root().join("target/release/bench")).args(part).env(
+                "BLOCKLIST_AGENT_BIN",
+                root().join("target/release/blocklist-agent"),
+            ))
         }
     }
 }
