@@ -582,6 +582,13 @@ output = "stdout"
     }
 
     #[test]
+    fn the_shipped_example_parses() {
+        let text = include_str!("../../deploy/examples/config.toml");
+        let c = Config::parse(text, Path::new("config.toml")).unwrap();
+        assert_eq!(c.feeds.len(), 4);
+    }
+
+    #[test]
     fn feed_mistakes_name_the_feed_and_line() {
         let dup = "[[feed]]\nname = \"a\"\nurl = \"/x\"\n[[feed]]\nname = \"a\"\nurl = \"/y\"\n";
         let e = Config::parse(dup, Path::new("c.toml"))

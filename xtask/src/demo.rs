@@ -2,9 +2,10 @@
 //!
 //! Two throw-away network namespaces joined by a veth pair: `edge` runs the
 //! XDP program, `net` holds a clean address and one listed in the bundled
-//! sample feed. The demo attaches, blocks the feed's entries, shows a ping
-//! that is dropped and one that passes, prints `status` and `check`, and
-//! removes everything again (also when a step fails).
+//! sample feed. The demo attaches, syncs the feed (twice: the second sync
+//! writes nothing), shows a ping that is dropped and one that passes,
+//! prints `status` and `check`, and removes everything again (also when a
+//! step fails).
 
 use std::{
     fs,
@@ -148,23 +149,6 @@ fn ping(src: &str, count: u32) -> Result<u32> {
     Ok(received)
 }
 
-/// The entries of a plain IP/CIDR list (comments `#`, `;`, `//`).
-fn read_feed(path: &Path) -> Result<Vec<String>> {
-    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(text
-        .lines()
-        .map(|l| {
-            let cut = ["#", ";", "//"]
-                .iter()
-                .filter_map(|c| l.find(c))
-                .min()
-                .unwrap_or(l.len());
-            l[..cut].trim().to_owned()
-        })
-        .filter(|l| !l.is_empty())
-        .collect())
-}
-
 pub fn run(bin: &Path) -> Result<()> {
     sh::require_root("the demo creates network namespaces and loads an XDP program")?;
     step("demo: creating namespaces `edge` and `net` joined by a veth pair");
@@ -177,11 +161,11 @@ pub fn run(bin: &Path) -> Result<()> {
     agent(bin, &lab, &["attach", "--iface", EDGE_IF])?;
 
     let feed = crate::root().join("deploy/examples/sample-feed.txt");
-    step(&format!("demo: blocking the entries of {}", feed.display()));
-    let entries = read_feed(&feed)?;
-    let mut args = vec!["block"];
-    args.extend(entries.iter().map(String::as_str));
-    agent(bin, &lab, &args)?;
+    step(&format!("demo: syncing the sample feed {}", feed.display()));
+    let feed_arg = feed.to_string_lossy().into_owned();
+    agent(bin, &lab, &["sync", "--once", "--feed", &feed_arg])?;
+    step("demo: a second sync changes nothing (only differences touch the kernel)");
+    agent(bin, &lab, &["sync", "--once", "--feed", &feed_arg])?;
 
     step(&format!(
         "demo: {BAD_ADDR} is listed: its pings are dropped at XDP"
