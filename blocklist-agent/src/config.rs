@@ -301,12 +301,15 @@ impl Default for Allow {
 pub struct Metrics {
     /// `host:port`, or `off`.
     pub listen: String,
+    /// Busiest addresses exported as a labelled gauge (at most 100).
+    pub top_n: usize,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9977".into(),
+            top_n: 20,
         }
     }
 }
@@ -317,12 +320,29 @@ impl Default for Metrics {
 pub struct Events {
     /// `stdout`, a file path, `syslog` or `off`.
     pub output: String,
+    /// At most one event per address per this interval (kernel-side rate
+    /// limit); `0s` disables events.
+    #[serde(deserialize_with = "duration")]
+    pub per_address_interval: Duration,
 }
 
 impl Default for Events {
     fn default() -> Self {
         Self {
             output: "stdout".into(),
+            per_address_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Events {
+    /// The `CONFIG.event_interval_ms` value.
+    pub fn abi_interval_ms(&self) -> u32 {
+        let ms = self.per_address_interval.as_millis();
+        if self.output == "off" || ms == 0 {
+            blocklist_ebpf::EVENT_INTERVAL_OFF
+        } else {
+            ms.min(u32::MAX as u128 - 1) as u32
         }
     }
 }

@@ -24,7 +24,10 @@
 pub mod config;
 pub mod counters;
 pub mod datapath;
+pub mod events;
 pub mod feed;
+pub mod hits;
+pub mod metrics;
 pub mod policy;
 pub mod prefix;
 pub mod state;

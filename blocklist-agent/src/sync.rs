@@ -22,6 +22,7 @@ use crate::{
         fetch::Fetcher,
         poll::{self, FeedOutcome, FeedStatus, PollContext},
     },
+    metrics::FeedIndex,
     policy::{self, Desired},
     prefix::Prefix,
     state::StateDir,
@@ -213,14 +214,15 @@ fn report_of(o: &FeedOutcome) -> FeedReport {
 }
 
 /// One complete sync: poll the due feeds, build the desired state, apply
-/// the difference. The caller holds the writer lock.
+/// the difference. The caller holds the writer lock. Also returns which
+/// feeds list which prefixes (for metrics and events).
 pub fn sync_once(
     config: &Config,
     maps: &mut Maps,
     state: &StateDir,
     fetcher: &Fetcher,
     opts: &SyncOptions,
-) -> anyhow::Result<Report> {
+) -> anyhow::Result<(Report, FeedIndex)> {
     let started = Instant::now();
     let ctx = PollContext {
         fetcher,
@@ -255,7 +257,13 @@ pub fn sync_once(
         apply(maps, &plan)?;
         apply_seconds = t.elapsed().as_secs_f64();
     }
-    Ok(Report {
+    let mut lists: Vec<(String, Vec<Prefix>)> = outcomes
+        .iter()
+        .map(|o| (o.name.clone(), o.entries.iter().map(|e| e.prefix).collect()))
+        .collect();
+    lists.push(("manual".to_owned(), manual.block.keys().copied().collect()));
+    let index = FeedIndex::new(lists);
+    let report = Report {
         feeds: outcomes.iter().map(report_of).collect(),
         v4: plan.v4,
         v6: plan.v6,
@@ -266,7 +274,8 @@ pub fn sync_once(
         dry_run: opts.dry_run,
         seconds: started.elapsed().as_secs_f64(),
         apply_seconds,
-    })
+    };
+    Ok((report, index))
 }
 
 /// When each feed is next due, for the `run` loop.

@@ -26,6 +26,18 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}{n}", std::process::id() % 100_000)
 }
 
+/// The Python of the test virtualenv (medallion, prometheus_client),
+/// installed by `cargo xtask setup`; `MEDALLION_PYTHON` overrides it.
+pub fn venv_python() -> std::path::PathBuf {
+    std::env::var_os("MEDALLION_PYTHON").map_or_else(
+        || {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/taxii-venv/bin/python3")
+        },
+        std::path::PathBuf::from,
+    )
+}
+
 /// Fails the test with a clear message unless running as root (CI runs the
 /// suite as root; these tests are never skipped).
 pub fn require_root() {

@@ -85,13 +85,7 @@ impl TaxiiServer {
         let config_path = dir.path().join("config.json");
         std::fs::write(&config_path, config.to_string()).expect("writing medallion config");
         let log = std::fs::File::create(dir.path().join("medallion.log")).expect("log file");
-        let python = std::env::var_os("MEDALLION_PYTHON").map_or_else(
-            || {
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../target/taxii-venv/bin/python3")
-            },
-            std::path::PathBuf::from,
-        );
+        let python = crate::venv_python();
         let child = Command::new("ip")
             .args(["netns", "exec", ns.name()])
             .arg(&python)

@@ -19,6 +19,8 @@ pub const EBPF_TOOLCHAIN: &str = "nightly-2026-05-19";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const MEDALLION_VERSION: &str = "3.0.0";
+/// The reference parser the metrics test checks our output with.
+const PROMETHEUS_CLIENT_VERSION: &str = "0.26.0";
 
 /// Debian packages and the command or file that shows each is installed.
 const APT_PACKAGES: &[&str] = &[
@@ -64,11 +66,12 @@ pub fn medallion_python() -> std::path::PathBuf {
 
 fn medallion() -> Result<()> {
     let py = medallion_python();
-    if probe(sh::cmd(&py).args(["-c", "import medallion"])).is_some() {
+    if probe(sh::cmd(&py).args(["-c", "import medallion, prometheus_client"])).is_some() {
         return Ok(());
     }
     step(&format!(
-        "setup: installing medallion {MEDALLION_VERSION} (TAXII 2.1 reference server for the tests) into target/taxii-venv"
+        "setup: installing medallion {MEDALLION_VERSION} (TAXII 2.1 reference server) and \
+         prometheus_client {PROMETHEUS_CLIENT_VERSION} (metrics parser) for the tests into target/taxii-venv"
     ));
     let venv = crate::root().join("target/taxii-venv");
     if !py.exists() {
@@ -90,8 +93,9 @@ fn medallion() -> Result<()> {
         "-q",
         "--disable-pip-version-check",
         &format!("medallion=={MEDALLION_VERSION}"),
+        &format!("prometheus_client=={PROMETHEUS_CLIENT_VERSION}"),
     ]))
-    .context("pip could not install medallion; it is needed by the TAXII tests")
+    .context("pip could not install medallion and prometheus_client; the tests need them")
 }
 
 fn dpkg_installed(pkg: &str) -> bool {

@@ -14,6 +14,7 @@ mod sources;
 mod status;
 mod sync;
 mod table;
+mod top;
 
 use std::path::PathBuf;
 
@@ -92,6 +93,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Is this address blocked, by which prefix, with what hits?
     Check(check::CheckArgs),
+    /// The busiest blocked addresses, prefixes or feeds.
+    Top(top::TopArgs),
 }
 
 /// What every subcommand needs: the resolved directories and config.
@@ -164,5 +167,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Unallow(a) => allow::unallow(&ctx, a),
         Command::Status(a) => status::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
+        Command::Top(a) => top::run(&ctx, a),
     }
 }

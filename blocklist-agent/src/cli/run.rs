@@ -14,9 +14,14 @@ use std::{
 use anyhow::Context as _;
 use blocklist_agent::{
     config::Config,
-    datapath::attach::{self, RequestedMode},
+    datapath::{
+        attach::{self, RequestedMode},
+        maps::Maps,
+    },
+    events,
     feed::{auth, fetch::Fetcher},
-    state::lock,
+    metrics::{self, FeedIndex, Shared},
+    state::{AgentRecord, lock},
     sync::{Schedule, SyncOptions, sync_once},
 };
 use clap::Args;
@@ -57,7 +62,7 @@ fn check(config: &Config) -> anyhow::Result<()> {
 }
 
 pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
-    let mut config = effective(&ctx.config, &args);
+    let config = effective(&ctx.config, &args);
     check(&config)?;
     if args.check_config {
         println!(
@@ -71,6 +76,60 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
     let _lock = lock::acquire(ctx.state.root(), config.lock_timeout)?;
     let mut maps = open_maps(ctx, true)?;
     attach_missing(ctx, &config)?;
+    apply_live_config(&mut maps, &config)?;
+    ctx.state.set_agent(Some(&AgentRecord {
+        pid: std::process::id(),
+        since: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+    }))?;
+    let result = serve(ctx, &args, config, maps);
+    let _ = ctx.state.set_agent(None);
+    result
+}
+
+/// Writes the configured action, match and event rate into `CONFIG`.
+fn apply_live_config(maps: &mut Maps, config: &Config) -> anyhow::Result<()> {
+    let mut c = maps.config()?;
+    c.action = config.action.abi();
+    c.match_mode = config.match_mode.abi();
+    c.event_interval_ms = config.events.abi_interval_ms();
+    maps.set_config(c)?;
+    Ok(())
+}
+
+fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let reopen_events = Arc::new(AtomicBool::new(false));
+    let index = Arc::new(std::sync::RwLock::new(Arc::new(FeedIndex::default())));
+    let shared = Arc::new(Shared {
+        pin: ctx.pin.clone(),
+        state: ctx.state.clone(),
+        config: std::sync::RwLock::new(config.clone()),
+        index: Arc::clone(&index),
+        last_sync_seconds: std::sync::RwLock::new(None),
+        top_n: config.metrics.top_n,
+    });
+    if config.metrics.listen != "off" {
+        let addr: std::net::SocketAddr = config.metrics.listen.parse().with_context(|| {
+            format!(
+                "[metrics] listen = {:?} is not host:port (or \"off\")",
+                config.metrics.listen
+            )
+        })?;
+        metrics::serve(addr, Arc::clone(&shared))?;
+        tracing::info!(%addr, "metrics endpoint listening");
+    }
+    let events_output = events::Output::parse(&config.events.output);
+    let events_thread = if events_output != events::Output::Off {
+        Some(events::spawn(
+            ctx.pin.clone(),
+            events_output,
+            Arc::clone(&index),
+            Arc::clone(&reopen_events),
+            Arc::clone(&stop),
+        )?)
+    } else {
+        None
+    };
 
     let term = Arc::new(AtomicBool::new(false));
     let hup = Arc::new(AtomicBool::new(false));
@@ -87,12 +146,17 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(feeds = config.feeds.len(), "agent running");
     while !term.load(Ordering::Relaxed) {
         if hup.swap(false, Ordering::Relaxed) {
-            match reload(ctx, &args) {
+            reopen_events.store(true, Ordering::Relaxed);
+            match reload(ctx, args) {
                 Ok((c, f)) => {
                     config = c;
                     fetcher = f;
                     schedule = Schedule::default();
                     attach_missing(ctx, &config)?;
+                    apply_live_config(&mut maps, &config)?;
+                    if let Ok(mut w) = shared.config.write() {
+                        *w = config.clone();
+                    }
                     tracing::info!(feeds = config.feeds.len(), "configuration reloaded");
                 }
                 Err(e) => {
@@ -113,11 +177,19 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
                 due: Some(due.clone()),
             };
             match sync_once(&config, &mut maps, &ctx.state, &fetcher, &opts) {
-                Ok(r) => tracing::info!(
+                Ok((r, index)) => {
+                    if let Ok(mut w) = shared.index.write() {
+                        *w = Arc::new(index);
+                    }
+                    if let Ok(mut w) = shared.last_sync_seconds.write() {
+                        *w = Some(r.seconds);
+                    }
+                    tracing::info!(
                     v4_added = r.v4.added, v4_removed = r.v4.removed, v6_added = r.v6.added,
                     v6_removed = r.v6.removed, seconds = r.seconds, feeds = ?r.feeds.iter().map(|f| (&f.name, &f.status)).collect::<Vec<_>>(),
                     "sync done"
-                ),
+                    )
+                }
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "sync failed; the installed entries keep protecting")
                 }
@@ -127,6 +199,10 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
         std::thread::sleep(schedule.wait(&config, Instant::now(), TICK));
     }
     tracing::info!("stopping; the pinned program keeps protecting with the installed entries");
+    stop.store(true, Ordering::Relaxed);
+    if let Some(t) = events_thread {
+        let _ = t.join();
+    }
     Ok(())
 }
 

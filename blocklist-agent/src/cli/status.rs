@@ -87,12 +87,18 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
             (n, st)
         })
         .collect();
+    let agent = ctx.state.agent();
     let action = Action::from_abi(config.action).name();
     let match_mode = MatchMode::from_abi(config.match_mode).name();
 
     if args.json {
         let doc = json!({
             "pin_dir": ctx.pin.root(),
+            "agent": {
+                "running": agent.is_some(),
+                "pid": agent.as_ref().map(|a| a.pid),
+                "since": agent.as_ref().map(|a| a.since.clone()),
+            },
             "action": action,
             "match": match_mode,
             "interfaces": interfaces,

@@ -50,7 +50,7 @@ pub fn run(ctx: &Context, args: SyncArgs) -> anyhow::Result<()> {
         force: args.sources.force,
         due: None,
     };
-    let report = sync_once(&config, &mut maps, &ctx.state, &fetcher, &opts)?;
+    let (report, _) = sync_once(&config, &mut maps, &ctx.state, &fetcher, &opts)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

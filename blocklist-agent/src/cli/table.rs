@@ -12,6 +12,16 @@ pub fn new(header: &[&str]) -> Table {
     t
 }
 
+/// Keeps column `col` at least `width` characters wide, so its cells
+/// (addresses, prefixes) are not broken across lines.
+pub fn keep_whole(t: &mut Table, col: usize, width: u16) {
+    if let Some(c) = t.column_mut(col) {
+        c.set_constraint(comfy_table::ColumnConstraint::LowerBoundary(
+            comfy_table::Width::Fixed(width + 2),
+        ));
+    }
+}
+
 /// Key/value pairs as a two-column table.
 pub fn pairs<'a>(rows: impl IntoIterator<Item = (&'a str, String)>) -> Table {
     let mut t = Table::new();
@@ -22,6 +32,15 @@ pub fn pairs<'a>(rows: impl IntoIterator<Item = (&'a str, String)>) -> Table {
         t.add_row(vec![k.to_owned(), v]);
     }
     t
+}
+
+/// A count, shortened past five digits (123.5k, 4.2M).
+pub fn count(n: u64) -> String {
+    match n {
+        0..100_000 => n.to_string(),
+        100_000..100_000_000 => format!("{:.1}k", n as f64 / 1e3),
+        _ => format!("{:.1}M", n as f64 / 1e6),
+    }
 }
 
 /// Human-readable byte count.

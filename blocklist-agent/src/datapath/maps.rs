@@ -480,6 +480,35 @@ impl Maps {
         }
     }
 
+    /// Every per-prefix counter (prefixes that were hit), summed over CPUs.
+    pub fn all_prefix_counters(&self) -> Result<Vec<(Prefix, PrefixCounters)>, DatapathError> {
+        let mut out = Vec::new();
+        for item in self.prefix_hits.iter() {
+            match item {
+                Ok((k, v)) => {
+                    let p = if k.family == FAMILY_V4 {
+                        Prefix::from_v4([k.addr[0], k.addr[1], k.addr[2], k.addr[3]], k.prefix_len)
+                    } else {
+                        Prefix::from_v6(k.addr, k.prefix_len)
+                    };
+                    if let Some(p) = p {
+                        out.push((p, crate::counters::sum_prefix(v.iter())));
+                    }
+                }
+                Err(e) if is_enoent(&e) => continue,
+                Err(e) => return Err(map_err("reading PREFIX_HITS")(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// True when `prefix` is installed as a hand-made block entry.
+    pub fn is_manual(&self, prefix: Prefix) -> Result<bool, DatapathError> {
+        Ok(self
+            .get_exact(TrieKind::Block, prefix)?
+            .is_some_and(|v| v.flags & ENTRY_FLAG_MANUAL != 0))
+    }
+
     /// Every per-address counter, summed over CPUs.
     pub fn ip_counters(&self) -> Result<Vec<(IpKey, IpCounters)>, DatapathError> {
         let mut out = Vec::new();

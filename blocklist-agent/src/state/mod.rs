@@ -48,6 +48,16 @@ pub struct StateDir {
 }
 
 const ATTACHMENTS: &str = "attachments.json";
+const AGENT: &str = "agent.json";
+
+/// The running agent, as `run` records it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct AgentRecord {
+    /// Its process id.
+    pub pid: u32,
+    /// When it started (RFC 3339).
+    pub since: String,
+}
 
 impl StateDir {
     /// Wraps a path without touching the file system.
@@ -68,6 +78,23 @@ impl StateDir {
     /// Records the attached interfaces.
     pub fn set_attachments(&self, a: &BTreeMap<String, Attachment>) -> anyhow::Result<()> {
         self.write_json(ATTACHMENTS, a)
+    }
+
+    /// Records the running agent (`None` when it stops).
+    pub fn set_agent(&self, a: Option<&AgentRecord>) -> anyhow::Result<()> {
+        match a {
+            Some(a) => self.write_json(AGENT, a),
+            None => {
+                let _ = fs::remove_file(self.root.join(AGENT));
+                Ok(())
+            }
+        }
+    }
+
+    /// The running agent, if its process is still alive.
+    pub fn agent(&self) -> Option<AgentRecord> {
+        let a: AgentRecord = self.read_json(AGENT).ok()?;
+        (a.pid != 0 && Path::new(&format!("/proc/{}", a.pid)).exists()).then_some(a)
     }
 
     /// Reads a JSON state file; a missing file is the default value.

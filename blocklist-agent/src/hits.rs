@@ -1,0 +1,175 @@
+//! Who hit the blocklist: per-address, per-prefix and per-feed rankings
+//! built from the kernel counters and the feeds' listings. Shared by `top`
+//! and the Prometheus endpoint.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use serde::Serialize;
+
+use crate::{
+    datapath::{
+        DatapathError,
+        maps::{Maps, ip_of},
+    },
+    prefix::Prefix,
+    state::feeds::Listing,
+};
+
+/// Which address of the packet matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// The source.
+    Src,
+    /// The destination.
+    Dst,
+}
+
+/// One address that hit a block entry.
+#[derive(Clone, Debug, Serialize)]
+pub struct IpHit {
+    /// The address.
+    pub ip: IpAddr,
+    /// Source or destination.
+    pub direction: Direction,
+    /// The block entry it matched.
+    pub prefix: Prefix,
+    /// Feeds listing that entry (`manual` for hand-made ones).
+    pub feeds: Vec<String>,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Last hit, kernel monotonic ns (0: never).
+    #[serde(skip)]
+    pub last_seen_ns: u64,
+}
+
+/// One block entry that was hit.
+#[derive(Clone, Debug, Serialize)]
+pub struct PrefixHit {
+    /// The entry.
+    pub prefix: Prefix,
+    /// Feeds listing it.
+    pub feeds: Vec<String>,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Last hit, kernel monotonic ns.
+    #[serde(skip)]
+    pub last_seen_ns: u64,
+}
+
+/// One feed, summed over its hit entries.
+#[derive(Clone, Debug, Serialize)]
+pub struct FeedHit {
+    /// Feed name (`manual` for hand-made entries).
+    pub feed: String,
+    /// Entries of the feed that were hit.
+    pub prefixes: u64,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Last hit, kernel monotonic ns.
+    #[serde(skip)]
+    pub last_seen_ns: u64,
+}
+
+fn feeds_of(listing: &HashMap<Prefix, Vec<Listing>>, prefix: &Prefix, manual: bool) -> Vec<String> {
+    let mut v: Vec<String> = listing
+        .get(prefix)
+        .map(|l| l.iter().map(|x| x.feed.clone()).collect())
+        .unwrap_or_default();
+    if manual {
+        v.insert(0, "manual".into());
+    }
+    v.dedup();
+    v
+}
+
+/// Every per-address counter, busiest first.
+pub fn by_ip(
+    maps: &Maps,
+    listing: &HashMap<Prefix, Vec<Listing>>,
+) -> Result<Vec<IpHit>, DatapathError> {
+    let mut out = Vec::new();
+    for (key, c) in maps.ip_counters()? {
+        let ip = ip_of(&key);
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let Ok(net) = ipnet::IpNet::new(ip, (c.prefix_len as u8).min(max)) else {
+            continue;
+        };
+        let prefix = Prefix::new(net);
+        let manual = maps.is_manual(prefix)?;
+        out.push(IpHit {
+            ip,
+            direction: if key.direction == blocklist_ebpf::DIRECTION_DST {
+                Direction::Dst
+            } else {
+                Direction::Src
+            },
+            prefix,
+            feeds: feeds_of(listing, &prefix, manual),
+            packets: c.packets,
+            bytes: c.bytes,
+            last_seen_ns: c.last_seen_ns,
+        });
+    }
+    out.sort_by(|a, b| {
+        b.packets
+            .cmp(&a.packets)
+            .then(b.bytes.cmp(&a.bytes))
+            .then(a.ip.cmp(&b.ip))
+    });
+    Ok(out)
+}
+
+/// Every hit block entry, busiest first.
+pub fn by_prefix(
+    maps: &Maps,
+    listing: &HashMap<Prefix, Vec<Listing>>,
+) -> Result<Vec<PrefixHit>, DatapathError> {
+    let mut out = Vec::new();
+    for (prefix, c) in maps.all_prefix_counters()? {
+        let manual = maps.is_manual(prefix)?;
+        out.push(PrefixHit {
+            prefix,
+            feeds: feeds_of(listing, &prefix, manual),
+            packets: c.packets,
+            bytes: c.bytes,
+            last_seen_ns: c.last_seen_ns,
+        });
+    }
+    out.sort_by(|a, b| {
+        b.packets
+            .cmp(&a.packets)
+            .then(b.bytes.cmp(&a.bytes))
+            .then(a.prefix.cmp(&b.prefix))
+    });
+    Ok(out)
+}
+
+/// Hits summed per feed (an entry listed by two feeds counts for both).
+pub fn by_feed(prefixes: &[PrefixHit]) -> Vec<FeedHit> {
+    let mut m: HashMap<&str, FeedHit> = HashMap::new();
+    for p in prefixes {
+        for f in &p.feeds {
+            let e = m.entry(f).or_insert_with(|| FeedHit {
+                feed: f.clone(),
+                prefixes: 0,
+                packets: 0,
+                bytes: 0,
+                last_seen_ns: 0,
+            });
+            e.prefixes += 1;
+            e.packets += p.packets;
+            e.bytes += p.bytes;
+            e.last_seen_ns = e.last_seen_ns.max(p.last_seen_ns);
+        }
+    }
+    let mut v: Vec<FeedHit> = m.into_values().collect();
+    v.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.feed.cmp(&b.feed)));
+    v
+}

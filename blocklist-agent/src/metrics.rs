@@ -1,0 +1,443 @@
+//! The Prometheus endpoint: `/metrics` (OpenMetrics text from the
+//! `prometheus-client` crate) and `/healthz`, served by `run` with axum.
+//!
+//! Values come from the kernel counters, the pinned tries and the state
+//! directory at scrape time; a fresh registry is filled per scrape, so
+//! nothing is double-counted and a restarted agent reports the kernel's
+//! totals. Label cardinality is bounded: per feed, per family, per trie,
+//! and the top N addresses (N capped at [`MAX_TOP_N`]).
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, RwLock},
+    time::{Duration, SystemTime},
+};
+
+use anyhow::Context as _;
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::{Registry, Unit},
+};
+
+use crate::{
+    config::Config,
+    datapath::{
+        maps::{Maps, TrieKind},
+        pin::PinDir,
+    },
+    hits,
+    prefix::Prefix,
+    state::{StateDir, feeds::Listing},
+};
+
+/// The most addresses exported as `xdp_blocklist_top_address_packets`.
+pub const MAX_TOP_N: usize = 100;
+
+/// Which feeds list which prefixes: per feed, its distinct prefixes
+/// sorted (a sorted Vec is a third of the memory of a map, and only the
+/// few prefixes that were hit are ever looked up).
+#[derive(Debug, Default)]
+pub struct FeedIndex {
+    feeds: Vec<(String, Vec<Prefix>)>,
+}
+
+impl FeedIndex {
+    /// Builds the index from (feed, prefixes) pairs.
+    pub fn new(feeds: Vec<(String, Vec<Prefix>)>) -> Self {
+        let feeds = feeds
+            .into_iter()
+            .map(|(n, mut v)| {
+                v.sort_unstable();
+                v.dedup();
+                (n, v)
+            })
+            .collect();
+        Self { feeds }
+    }
+
+    /// The feeds listing `prefix`.
+    pub fn feeds_of(&self, prefix: &Prefix) -> Vec<Listing> {
+        self.feeds
+            .iter()
+            .filter(|(_, v)| v.binary_search(prefix).is_ok())
+            .map(|(n, _)| Listing {
+                feed: n.clone(),
+                id: None,
+            })
+            .collect()
+    }
+
+    /// (feed, IPv4 entries, IPv6 entries).
+    pub fn counts(&self) -> Vec<(String, usize, usize)> {
+        self.feeds
+            .iter()
+            .map(|(n, v)| {
+                let v4 = v.iter().filter(|p| p.is_v4()).count();
+                (n.clone(), v4, v.len() - v4)
+            })
+            .collect()
+    }
+
+    /// As the map `hits` wants, for the prefixes in `wanted` only.
+    fn listing_for(&self, wanted: &[Prefix]) -> std::collections::HashMap<Prefix, Vec<Listing>> {
+        wanted.iter().map(|p| (*p, self.feeds_of(p))).collect()
+    }
+}
+
+/// What `run` shares with the HTTP server.
+pub struct Shared {
+    /// Pins.
+    pub pin: PinDir,
+    /// State directory.
+    pub state: StateDir,
+    /// The running configuration.
+    pub config: RwLock<Config>,
+    /// Feed listings of the last sync (shared with the events writer).
+    pub index: Arc<RwLock<Arc<FeedIndex>>>,
+    /// Duration of the last sync, seconds.
+    pub last_sync_seconds: RwLock<Option<f64>>,
+    /// Top addresses exported.
+    pub top_n: usize,
+}
+
+type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn rfc3339_secs(s: &Option<String>) -> Option<f64> {
+    let t = humantime::parse_rfc3339_weak(s.as_deref()?).ok()?;
+    Some(t.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs_f64())
+}
+
+/// Renders every metric in the OpenMetrics text format.
+pub fn render(shared: &Shared) -> anyhow::Result<String> {
+    let maps = Maps::open(&shared.pin)?;
+    let config = shared
+        .config
+        .read()
+        .map_err(|_| anyhow::anyhow!("config lock poisoned"))?
+        .clone();
+    let index = shared
+        .index
+        .read()
+        .map_err(|_| anyhow::anyhow!("index lock poisoned"))?
+        .clone();
+    let mut reg = <Registry>::with_prefix("xdp_blocklist");
+
+    let g = maps.global()?;
+    let packets = Family::<Labels, Counter>::default();
+    let bytes = Family::<Labels, Counter>::default();
+    for (action, family, p, b) in [
+        ("seen", "any", g.seen_packets, Some(g.seen_bytes)),
+        ("passed", "any", g.passed_packets, Some(g.passed_bytes)),
+        (
+            "dropped",
+            "ipv4",
+            g.dropped_v4_packets,
+            Some(g.dropped_v4_bytes),
+        ),
+        (
+            "dropped",
+            "ipv6",
+            g.dropped_v6_packets,
+            Some(g.dropped_v6_bytes),
+        ),
+        (
+            "monitored",
+            "any",
+            g.monitored_packets,
+            Some(g.monitored_bytes),
+        ),
+        ("allowlisted", "any", g.allowlisted_packets, None),
+        ("not_ip", "any", g.not_ip_packets, None),
+        ("malformed", "any", g.malformed_packets, None),
+    ] {
+        let l = labels(&[("action", action), ("family", family)]);
+        packets.get_or_create(&l).inc_by(p);
+        if let Some(b) = b {
+            bytes.get_or_create(&l).inc_by(b);
+        }
+    }
+    reg.register(
+        "packets",
+        "Packets seen by the XDP program, by action and family",
+        packets,
+    );
+    reg.register_with_unit(
+        "traffic",
+        "Bytes seen by the XDP program, by action and family",
+        Unit::Bytes,
+        bytes,
+    );
+
+    let events = Family::<Labels, Counter>::default();
+    events
+        .get_or_create(&labels(&[("outcome", "sent")]))
+        .inc_by(g.events_sent);
+    events
+        .get_or_create(&labels(&[("outcome", "lost")]))
+        .inc_by(g.events_lost);
+    reg.register(
+        "drop_events",
+        "Drop events written to the ring buffer, or lost because it was full",
+        events,
+    );
+
+    let trie_entries = Family::<Labels, Gauge>::default();
+    let fill = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    for (name, kind, v4) in [
+        ("BLOCK_V4", TrieKind::Block, true),
+        ("BLOCK_V6", TrieKind::Block, false),
+        ("ALLOW_V4", TrieKind::Allow, true),
+        ("ALLOW_V6", TrieKind::Allow, false),
+    ] {
+        let f = maps.fill(kind, v4)?;
+        let l = labels(&[("trie", name)]);
+        trie_entries.get_or_create(&l).set(f.entries as i64);
+        fill.get_or_create(&l).set(f.ratio());
+    }
+    reg.register(
+        "trie_entries",
+        "Entries installed in each trie",
+        trie_entries,
+    );
+    reg.register_with_unit(
+        "trie_fill",
+        "Entries over capacity of each trie",
+        Unit::Ratios,
+        fill,
+    );
+
+    let feed_entries = Family::<Labels, Gauge>::default();
+    for (feed, v4, v6) in index.counts() {
+        feed_entries
+            .get_or_create(&labels(&[("feed", &feed), ("family", "ipv4")]))
+            .set(v4 as i64);
+        feed_entries
+            .get_or_create(&labels(&[("feed", &feed), ("family", "ipv6")]))
+            .set(v6 as i64);
+    }
+    reg.register(
+        "feed_entries",
+        "Entries each feed contributes (last good list), by family",
+        feed_entries,
+    );
+
+    let last_success = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let failures = Family::<Labels, Counter>::default();
+    let refusals = Family::<Labels, Counter>::default();
+    for f in &config.feeds {
+        let st = shared.state.feed(&f.name).unwrap_or_default();
+        let l = labels(&[("feed", &f.name)]);
+        if let Some(t) = rfc3339_secs(&st.last_success) {
+            last_success.get_or_create(&l).set(t);
+        }
+        failures.get_or_create(&l).inc_by(st.failures);
+        refusals.get_or_create(&l).inc_by(st.refusals);
+    }
+    reg.register_with_unit(
+        "feed_last_success_timestamp",
+        "When each feed last synced successfully (Unix time)",
+        Unit::Seconds,
+        last_success,
+    );
+    reg.register(
+        "feed_failures",
+        "Failed fetches or parses per feed",
+        failures,
+    );
+    reg.register(
+        "feed_guard_refusals",
+        "Lists the shrink guard refused, per feed",
+        refusals,
+    );
+
+    if let Some(secs) = *shared
+        .last_sync_seconds
+        .read()
+        .map_err(|_| anyhow::anyhow!("lock poisoned"))?
+    {
+        let d = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        d.set(secs);
+        reg.register_with_unit(
+            "last_sync_duration",
+            "Wall time of the last sync",
+            Unit::Seconds,
+            d,
+        );
+    }
+
+    // Hits: per feed over every hit prefix, and the top addresses.
+    let prefix_hits = maps.all_prefix_counters()?;
+    let hit_prefixes: Vec<Prefix> = prefix_hits.iter().map(|(p, _)| *p).collect();
+    let listing = index.listing_for(&hit_prefixes);
+    let by_prefix = hits::by_prefix(&maps, &listing)?;
+    let by_feed = Family::<Labels, Counter>::default();
+    for h in hits::by_feed(&by_prefix) {
+        by_feed
+            .get_or_create(&labels(&[("feed", &h.feed)]))
+            .inc_by(h.packets);
+    }
+    reg.register(
+        "feed_blocked_packets",
+        "Packets that matched an entry listed by each feed",
+        by_feed,
+    );
+
+    let mut by_ip = hits::by_ip(&maps, &std::collections::HashMap::new())?;
+    by_ip.truncate(shared.top_n.min(MAX_TOP_N));
+    let top = Family::<Labels, Gauge>::default();
+    for h in by_ip {
+        let dir = if h.direction == hits::Direction::Src {
+            "src"
+        } else {
+            "dst"
+        };
+        top.get_or_create(&labels(&[
+            ("address", &h.ip.to_string()),
+            ("direction", dir),
+            ("prefix", &h.prefix.to_string()),
+        ]))
+        .set(h.packets as i64);
+    }
+    reg.register(
+        "top_address_packets",
+        "Packets of the busiest blocked addresses (top N only, bounded cardinality)",
+        top,
+    );
+
+    let attached = Family::<Labels, Gauge>::default();
+    let recorded = shared.state.attachments().unwrap_or_default();
+    for iface in shared.pin.linked_interfaces() {
+        let mode = recorded
+            .get(&iface)
+            .map_or("unknown".to_owned(), |a| a.mode.to_string());
+        attached
+            .get_or_create(&labels(&[("interface", &iface), ("mode", &mode)]))
+            .set(1);
+    }
+    reg.register(
+        "attached",
+        "Interfaces the program is attached to (1 per interface)",
+        attached,
+    );
+
+    let mut out = String::new();
+    encode(&mut out, &reg).context("encoding metrics")?;
+    Ok(out)
+}
+
+/// `Ok` when the program is attached to every configured interface (or to
+/// at least one when none is configured) and every enabled feed synced
+/// successfully within three of its intervals; otherwise why not.
+pub fn health(shared: &Shared) -> Result<(), String> {
+    let config = shared
+        .config
+        .read()
+        .map_err(|_| "config lock poisoned".to_owned())?
+        .clone();
+    let linked = shared.pin.linked_interfaces();
+    if linked.is_empty() {
+        return Err("the XDP program is not attached to any interface".into());
+    }
+    for iface in &config.interfaces {
+        if !linked.contains(iface) {
+            return Err(format!("the XDP program is not attached to {iface}"));
+        }
+    }
+    let now = SystemTime::now();
+    for f in config.feeds.iter().filter(|f| f.enabled) {
+        let st = shared.state.feed(&f.name).unwrap_or_default();
+        let limit = config.interval_of(f) * 3;
+        let fresh = st
+            .last_success
+            .as_deref()
+            .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+            .is_some_and(|t| now.duration_since(t).unwrap_or(Duration::ZERO) <= limit);
+        if !fresh {
+            return Err(format!(
+                "feed {} has not synced successfully within {} (3 intervals)",
+                f.name,
+                humantime::format_duration(limit)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Serves `/metrics` and `/healthz` on `listen` from a background thread.
+pub fn serve(
+    listen: SocketAddr,
+    shared: Arc<Shared>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    use axum::{Router, http::StatusCode, http::header, response::IntoResponse, routing::get};
+    let listener = std::net::TcpListener::bind(listen).with_context(|| {
+        format!("binding the metrics endpoint to {listen} (set [metrics] listen, or \"off\")")
+    })?;
+    listener.set_nonblocking(true)?;
+    let handle = std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_io().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "metrics runtime failed to start");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let metrics_state = shared.clone();
+                let health_state = shared;
+                let app = Router::new()
+                    .route(
+                        "/metrics",
+                        get(move || {
+                            let s = metrics_state.clone();
+                            async move {
+                                match tokio::task::spawn_blocking(move || render(&s)).await {
+                                    Ok(Ok(body)) => (
+                                        StatusCode::OK,
+                                        [(
+                                            header::CONTENT_TYPE,
+                                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                        )],
+                                        body,
+                                    )
+                                        .into_response(),
+                                    Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
+                                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+                                }
+                            }
+                        }),
+                    )
+                    .route(
+                        "/healthz",
+                        get(move || {
+                            let s = health_state.clone();
+                            async move {
+                                match tokio::task::spawn_blocking(move || health(&s)).await {
+                                    Ok(Ok(())) => (StatusCode::OK, "ok\n".to_owned()),
+                                    Ok(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+                                    Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+                                }
+                            }
+                        }),
+                    );
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => {
+                        if let Err(e) = axum::serve(l, app).await {
+                            tracing::error!(error = %e, "metrics endpoint stopped");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "metrics endpoint could not start"),
+                }
+            });
+        })?;
+    Ok(handle)
+}
