@@ -26,10 +26,13 @@ fn main() -> anyhow::Result<()> {
         .to_str()
         .context("the workspace path is not UTF-8")?
         .to_owned();
+    let debug_log = std::env::var_os("CARGO_FEATURE_EBPF_DEBUG_LOG").is_some();
+    let features: &[&str] = if debug_log { &["debug-log"] } else { &[] };
     aya_build::build_ebpf(
         [Package {
             name: "blocklist-ebpf",
             root_dir: &ebpf_dir,
+            features,
             ..Default::default()
         }],
         Toolchain::Custom(&toolchain),

@@ -356,6 +356,15 @@ fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters)
         len,
         now,
     };
+    #[cfg(feature = "debug-log")]
+    aya_log_ebpf::debug!(
+        ctx,
+        "blocklist: hit family {} direction {} prefix_len {} len {}",
+        family,
+        direction,
+        prefix_len,
+        len
+    );
     // Separate (not inlined) functions: each gets its own 512-byte frame and
     // the three are siblings, so their stacks never add up.
     count_prefix(&hit);

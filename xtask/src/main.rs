@@ -110,6 +110,14 @@ fn test(filter: Option<String>) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    sh::step("test: the ebpf-debug-log build compiles");
+    sh::run(sh::cargo().args([
+        "check",
+        "-p",
+        "blocklist-agent",
+        "--features",
+        "ebpf-debug-log",
+    ]))?;
     // The end-to-end tests drive the real binary.
     sh::step("test: building the agent binary");
     sh::run(sh::cargo().args(["build", "-p", "blocklist-agent"]))?;

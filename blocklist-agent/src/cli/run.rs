@@ -118,6 +118,8 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
         metrics::serve(addr, Arc::clone(&shared))?;
         tracing::info!(%addr, "metrics endpoint listening");
     }
+    #[cfg(feature = "ebpf-debug-log")]
+    forward_ebpf_logs(Arc::clone(&stop));
     let events_output = events::Output::parse(&config.events.output);
     let events_thread = if events_output != events::Output::Off {
         Some(events::spawn(
@@ -242,4 +244,29 @@ fn attach_missing(ctx: &Context, config: &Config) -> anyhow::Result<()> {
         tracing::info!(%iface, mode = %got, "attached");
     }
     Ok(())
+}
+
+/// Forwards aya-log records of every loaded xdp-blocklist program to the
+/// agent's log (built with the `ebpf-debug-log` feature only).
+#[cfg(feature = "ebpf-debug-log")]
+fn forward_ebpf_logs(stop: Arc<AtomicBool>) {
+    let ids: Vec<u32> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str() == Some(blocklist_ebpf::PROGRAM_NAME))
+        .map(|p| p.id())
+        .collect();
+    for id in ids {
+        match aya_log::EbpfLogger::init_from_id(id) {
+            Ok(mut logger) => {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        logger.flush();
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(program = id, error = %e, "cannot read aya-log output"),
+        }
+    }
 }
