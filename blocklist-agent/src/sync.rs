@@ -174,6 +174,9 @@ pub struct FeedReport {
     pub removed: usize,
     /// Lines or objects rejected this time.
     pub rejected: usize,
+    /// The first few rejections, with line numbers and reasons.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<crate::feed::Rejection>,
 }
 
 /// What one sync did.
@@ -210,6 +213,7 @@ fn report_of(o: &FeedOutcome) -> FeedReport {
         added: o.added,
         removed: o.removed,
         rejected: o.rejected,
+        samples: o.samples.clone(),
     }
 }
 

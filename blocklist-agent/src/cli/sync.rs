@@ -85,6 +85,16 @@ pub fn print_report(r: &Report) {
         if let FeedStatus::Failed(why) | FeedStatus::Refused(why) = &f.status {
             println!("  {}: {why}", f.name);
         }
+        for s in &f.samples {
+            println!("  {} line {}: {} ({})", f.name, s.line, s.reason, s.text);
+        }
+        if f.rejected > f.samples.len() {
+            println!(
+                "  {}: {} more rejected",
+                f.name,
+                f.rejected - f.samples.len()
+            );
+        }
     }
     let mut t = table::new(&["family", "added", "removed", "unchanged"]);
     for (name, d) in [("IPv4", r.v4), ("IPv6", r.v6)] {
