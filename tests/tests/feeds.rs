@@ -582,14 +582,23 @@ fn run_daemon_syncs_reloads_and_stops_cleanly() {
     // The feed changes; the next interval picks it up.
     std::fs::write(&feed, format!("{CLIENT4}\n192.0.2.44\n")).unwrap();
     wait_for("the interval sync", &|| env.blocked("192.0.2.44"));
-    // A second writer is refused with a clear message while `run` holds the lock.
-    let other = env.agent.try_run(&["sync", "--once"]);
-    assert_eq!(other.code, 1);
-    assert!(
-        other.stderr.contains("another xdp-blocklist writer"),
-        "{}",
-        other.stderr
-    );
+    // Hand-made entries work while `run` runs (it holds the lock only
+    // while it writes), and survive its syncs.
+    env.agent.run(&["block", "198.51.100.200"]);
+    assert!(env.blocked("198.51.100.200"));
+    // A writer that cannot get the lock within lock_timeout fails clearly.
+    {
+        let _held =
+            blocklist_agent::state::lock::acquire(env.agent.state_dir(), Duration::from_secs(5))
+                .unwrap();
+        let other = env.agent.try_run(&["sync", "--once"]);
+        assert_eq!(other.code, 1);
+        assert!(
+            other.stderr.contains("another xdp-blocklist writer"),
+            "{}",
+            other.stderr
+        );
+    }
     // SIGHUP reloads the configuration: a second feed appears.
     env.rewrite_config(&config(&[("one", &feed), ("two", &second)]));
     nix::sys::signal::kill(
@@ -598,6 +607,14 @@ fn run_daemon_syncs_reloads_and_stops_cleanly() {
     )
     .unwrap();
     wait_for("the reloaded feed", &|| env.blocked("203.0.113.9"));
+    assert!(
+        env.blocked("198.51.100.200"),
+        "the hand-made entry survived the syncs"
+    );
+    assert!(
+        env.blocked("198.51.100.200"),
+        "the hand-made entry survived the syncs"
+    );
     // SIGTERM stops it; the program keeps dropping.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),

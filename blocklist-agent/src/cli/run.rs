@@ -73,10 +73,16 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let _lock = lock::acquire(ctx.state.root(), config.lock_timeout)?;
-    let mut maps = open_maps(ctx, true)?;
-    attach_missing(ctx, &config)?;
-    apply_live_config(&mut maps, &config)?;
+    // The writer lock is held while writing (here, and for each sync pass),
+    // not for the agent's lifetime: `block`/`allow` by hand must keep
+    // working while `run` runs, and `sync --once` waits for a pass to end.
+    let maps = {
+        let _lock = lock::acquire(ctx.state.root(), config.lock_timeout)?;
+        let mut maps = open_maps(ctx, true)?;
+        attach_missing(ctx, &config)?;
+        apply_live_config(&mut maps, &config)?;
+        maps
+    };
     ctx.state.set_agent(Some(&AgentRecord {
         pid: std::process::id(),
         since: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
@@ -154,6 +160,7 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
                     config = c;
                     fetcher = f;
                     schedule = Schedule::default();
+                    let _lock = lock::acquire(ctx.state.root(), config.lock_timeout)?;
                     attach_missing(ctx, &config)?;
                     apply_live_config(&mut maps, &config)?;
                     if let Ok(mut w) = shared.config.write() {
@@ -178,7 +185,17 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
                 force: false,
                 due: Some(due.clone()),
             };
-            match sync_once(&config, &mut maps, &ctx.state, &fetcher, &opts) {
+            let lock = match lock::acquire(ctx.state.root(), config.lock_timeout) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "another writer is busy; retrying later");
+                    std::thread::sleep(TICK);
+                    continue;
+                }
+            };
+            let result = sync_once(&config, &mut maps, &ctx.state, &fetcher, &opts);
+            drop(lock);
+            match result {
                 Ok((r, index)) => {
                     if let Ok(mut w) = shared.index.write() {
                         *w = Arc::new(index);
