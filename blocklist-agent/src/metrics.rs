@@ -210,7 +210,7 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
     reg.register_with_unit(
         "trie_fill",
         "Entries over capacity of each trie",
-        Unit::Ratios,
+        Unit::Other("ratio".into()),
         fill,
     );
 

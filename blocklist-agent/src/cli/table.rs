@@ -16,9 +16,10 @@ pub fn new(header: &[&str]) -> Table {
 /// (addresses, prefixes) are not broken across lines.
 pub fn keep_whole(t: &mut Table, col: usize, width: u16) {
     if let Some(c) = t.column_mut(col) {
-        c.set_constraint(comfy_table::ColumnConstraint::LowerBoundary(
-            comfy_table::Width::Fixed(width + 2),
-        ));
+        c.set_constraint(comfy_table::ColumnConstraint::Boundaries {
+            lower: comfy_table::Width::Fixed(width + 2),
+            upper: comfy_table::Width::Fixed(60),
+        });
     }
 }
 
@@ -38,7 +39,7 @@ pub fn pairs<'a>(rows: impl IntoIterator<Item = (&'a str, String)>) -> Table {
 pub fn count(n: u64) -> String {
     match n {
         0..100_000 => n.to_string(),
-        100_000..100_000_000 => format!("{:.1}k", n as f64 / 1e3),
+        100_000..1_000_000 => format!("{:.1}k", n as f64 / 1e3),
         _ => format!("{:.1}M", n as f64 / 1e6),
     }
 }

@@ -164,7 +164,14 @@ fn render(by: By, rows: &[Row], rates: Option<&HashMap<String, f64>>) -> String 
         }
         t.add_row(cells);
     }
-    // Never break an address or prefix across lines; feed lists wrap.
+    // Unwrapped when it fits; otherwise wrap, but never break an address or
+    // prefix across lines (feed lists wrap instead).
+    t.set_content_arrangement(comfy_table::ContentArrangement::Disabled);
+    let natural = t.to_string();
+    if natural.lines().all(|l| l.chars().count() <= 80) {
+        return natural;
+    }
+    t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
     let widest = rows
         .iter()
         .filter_map(|r| r.cells[0].split_whitespace().next().map(str::len))
@@ -284,6 +291,48 @@ mod tests {
         let out = render(By::Ip, &rows(), None);
         let expected = include_str!("snapshots/top_ip.txt");
         assert_eq!(out.trim_end(), expected.trim_end(), "\n{out}");
+    }
+
+    #[test]
+    fn prefix_and_feed_tables_snapshot() {
+        let prefixes = vec![Row {
+            key: "p".into(),
+            packets: 42,
+            json: json!({}),
+            cells: vec![
+                "2001:db8:ffff::/48\n  spamhaus-drop, partner-taxii".into(),
+                table::count(42),
+                "4.1 KiB".into(),
+                "5m ago".into(),
+            ],
+        }];
+        let out = render(By::Prefix, &prefixes, None);
+        assert_eq!(
+            out.trim_end(),
+            include_str!("snapshots/top_prefix.txt").trim_end(),
+            "\n{out}"
+        );
+        let feeds = vec![Row {
+            key: "f".into(),
+            packets: 1_234_567,
+            json: json!({}),
+            cells: vec![
+                "spamhaus-drop".into(),
+                table::count(17),
+                table::count(1_234_567),
+                "118.0 MiB".into(),
+                "1s ago".into(),
+            ],
+        }];
+        let out = render(By::Feed, &feeds, None);
+        assert_eq!(
+            out.trim_end(),
+            include_str!("snapshots/top_feed.txt").trim_end(),
+            "\n{out}"
+        );
+        for line in out.lines() {
+            assert!(line.chars().count() <= 80);
+        }
     }
 
     #[test]
