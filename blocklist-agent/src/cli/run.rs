@@ -149,11 +149,15 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
         .context("installing signal handlers")?;
 
     let mut fetcher = Fetcher::new(&config.fetch)?;
+    // systemd (Type=notify): READY after the first sync pass, which always
+    // ends with a protecting set (new lists, or each feed's last good one).
+    let mut ready = false;
     let mut schedule = Schedule::default();
     let mut next_expiry_check = Instant::now();
     tracing::info!(feeds = config.feeds.len(), "agent running");
     while !term.load(Ordering::Relaxed) {
         if hup.swap(false, Ordering::Relaxed) {
+            notify(&[sd_notify::NotifyState::Reloading]);
             reopen_events.store(true, Ordering::Relaxed);
             match reload(ctx, args) {
                 Ok((c, f)) => {
@@ -172,6 +176,7 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
                     tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the running configuration")
                 }
             }
+            notify(&[sd_notify::NotifyState::Ready]);
         }
         let now = Instant::now();
         let due = schedule.due(&config, now);
@@ -214,15 +219,30 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
                 }
             }
             schedule.polled(&config, &due, Instant::now());
+            if !ready {
+                ready = true;
+                notify(&[
+                    sd_notify::NotifyState::Ready,
+                    sd_notify::NotifyState::Status("protecting; first sync done"),
+                ]);
+            }
         }
         std::thread::sleep(schedule.wait(&config, Instant::now(), TICK));
     }
+    notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping; the pinned program keeps protecting with the installed entries");
     stop.store(true, Ordering::Relaxed);
     if let Some(t) = events_thread {
         let _ = t.join();
     }
     Ok(())
+}
+
+/// Tells systemd, when started by it (NOTIFY_SOCKET set); a no-op otherwise.
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
 }
 
 fn reload(ctx: &Context, args: &RunArgs) -> anyhow::Result<(Config, Fetcher)> {
