@@ -314,6 +314,22 @@ impl Default for Metrics {
     }
 }
 
+/// `[export]`: serve the vetted list onward.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Export {
+    /// `host:port`, or `off` (the default).
+    pub listen: String,
+}
+
+impl Default for Export {
+    fn default() -> Self {
+        Self {
+            listen: "off".into(),
+        }
+    }
+}
+
 /// `[events]`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -385,6 +401,8 @@ pub struct Config {
     pub metrics: Metrics,
     /// Drop events.
     pub events: Events,
+    /// The list served onward.
+    pub export: Export,
 }
 
 impl Default for Config {
@@ -405,6 +423,7 @@ impl Default for Config {
             feeds: Vec::new(),
             metrics: Metrics::default(),
             events: Events::default(),
+            export: Export::default(),
         }
     }
 }

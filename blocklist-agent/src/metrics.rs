@@ -8,12 +8,10 @@
 //! and the top N addresses (N capped at [`MAX_TOP_N`]).
 
 use std::{
-    net::SocketAddr,
     sync::{Arc, RwLock},
     time::{Duration, SystemTime},
 };
 
-use anyhow::Context as _;
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -329,7 +327,7 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
     );
 
     let mut out = String::new();
-    encode(&mut out, &reg).context("encoding metrics")?;
+    encode(&mut out, &reg).map_err(|e| anyhow::anyhow!("encoding metrics: {e}"))?;
     Ok(out)
 }
 
@@ -371,73 +369,47 @@ pub fn health(shared: &Shared) -> Result<(), String> {
     Ok(())
 }
 
-/// Serves `/metrics` and `/healthz` on `listen` from a background thread.
-pub fn serve(
-    listen: SocketAddr,
-    shared: Arc<Shared>,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    use axum::{Router, http::StatusCode, http::header, response::IntoResponse, routing::get};
-    let listener = std::net::TcpListener::bind(listen).with_context(|| {
-        format!("binding the metrics endpoint to {listen} (set [metrics] listen, or \"off\")")
-    })?;
-    listener.set_nonblocking(true)?;
-    let handle = std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_io().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "metrics runtime failed to start");
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let metrics_state = shared.clone();
-                let health_state = shared;
-                let app = Router::new()
-                    .route(
-                        "/metrics",
-                        get(move || {
-                            let s = metrics_state.clone();
-                            async move {
-                                match tokio::task::spawn_blocking(move || render(&s)).await {
-                                    Ok(Ok(body)) => (
-                                        StatusCode::OK,
-                                        [(
-                                            header::CONTENT_TYPE,
-                                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                                        )],
-                                        body,
-                                    )
-                                        .into_response(),
-                                    Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
-                                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-                                }
-                            }
-                        }),
-                    )
-                    .route(
-                        "/healthz",
-                        get(move || {
-                            let s = health_state.clone();
-                            async move {
-                                match tokio::task::spawn_blocking(move || health(&s)).await {
-                                    Ok(Ok(())) => (StatusCode::OK, "ok\n".to_owned()),
-                                    Ok(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
-                                    Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
-                                }
-                            }
-                        }),
-                    );
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => {
-                        if let Err(e) = axum::serve(l, app).await {
-                            tracing::error!(error = %e, "metrics endpoint stopped");
+/// The `/metrics` and `/healthz` routes.
+pub fn router(shared: Arc<Shared>) -> axum::Router {
+    use axum::{http::StatusCode, http::header, response::IntoResponse, routing::get};
+    let metrics_state = Arc::clone(&shared);
+    axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let s = Arc::clone(&metrics_state);
+                async move {
+                    match tokio::task::spawn_blocking(move || render(&s)).await {
+                        Ok(Ok(body)) => (
+                            StatusCode::OK,
+                            [(
+                                header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            body,
+                        )
+                            .into_response(),
+                        Ok(Err(e)) => {
+                            (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response()
+                        }
+                        Err(e) => {
+                            (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
                         }
                     }
-                    Err(e) => tracing::error!(error = %e, "metrics endpoint could not start"),
                 }
-            });
-        })?;
-    Ok(handle)
+            }),
+        )
+        .route(
+            "/healthz",
+            get(move || {
+                let s = Arc::clone(&shared);
+                async move {
+                    match tokio::task::spawn_blocking(move || health(&s)).await {
+                        Ok(Ok(())) => (StatusCode::OK, "ok\n".to_owned()),
+                        Ok(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+                        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+                    }
+                }
+            }),
+        )
 }

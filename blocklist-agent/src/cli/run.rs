@@ -18,8 +18,9 @@ use blocklist_agent::{
         attach::{self, RequestedMode},
         maps::Maps,
     },
-    events,
+    events, export,
     feed::{auth, fetch::Fetcher},
+    http,
     metrics::{self, FeedIndex, Shared},
     state::{AgentRecord, lock},
     sync::{Schedule, SyncOptions, sync_once},
@@ -121,8 +122,20 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
                 config.metrics.listen
             )
         })?;
-        metrics::serve(addr, Arc::clone(&shared))?;
+        http::serve("metrics", addr, metrics::router(Arc::clone(&shared)))?;
         tracing::info!(%addr, "metrics endpoint listening");
+    }
+    let exported: export::Shared = Arc::default();
+    let export_on = config.export.listen != "off";
+    if export_on {
+        let addr: std::net::SocketAddr = config.export.listen.parse().with_context(|| {
+            format!(
+                "[export] listen = {:?} is not host:port (or \"off\")",
+                config.export.listen
+            )
+        })?;
+        http::serve("export", addr, export::router(Arc::clone(&exported)))?;
+        tracing::info!(%addr, "export endpoint listening");
     }
     #[cfg(feature = "ebpf-debug-log")]
     forward_ebpf_logs(Arc::clone(&stop));
@@ -207,6 +220,18 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
                     }
                     if let Ok(mut w) = shared.last_sync_seconds.write() {
                         *w = Some(r.seconds);
+                    }
+                    if export_on {
+                        match export::render(&maps) {
+                            Ok(lists) => {
+                                if let Ok(mut w) = exported.write() {
+                                    *w = Arc::new(lists);
+                                }
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "rendering the exported list failed")
+                            }
+                        }
                     }
                     tracing::info!(
                     v4_added = r.v4.added, v4_removed = r.v4.removed, v6_added = r.v6.added,
