@@ -5,6 +5,7 @@
 //! the project: it must compile before the eBPF toolchain exists.
 
 mod demo;
+mod package;
 mod setup;
 mod sh;
 
@@ -34,6 +35,9 @@ enum Cmd {
     },
     /// The main job on a built-in example, in throw-away namespaces.
     Demo,
+    /// Build the Debian package (binary, unit, example config, man page,
+    /// completions) into target/debian.
+    Package,
     /// Lints, unit tests, verdict tests and end-to-end tests (root).
     Test {
         /// Only tests whose name contains this.
@@ -70,6 +74,7 @@ fn main() -> Result<()> {
             demo::run(&root().join("target/release/blocklist-agent"))
         }
         Cmd::Test { filter } => test(filter),
+        Cmd::Package => package::run().map(|deb| println!("{}", deb.display())),
         Cmd::Bench { part } => {
             sh::require_root("benchmarks load XDP programs and create namespaces")?;
             sh::step("bench: building");
@@ -121,6 +126,8 @@ fn test(filter: Option<String>) -> Result<()> {
     // The end-to-end tests drive the real binary.
     sh::step("test: building the agent binary");
     sh::run(sh::cargo().args(["build", "-p", "blocklist-agent"]))?;
+    sh::step("test: building the Debian package (its install is tested below)");
+    let deb = package::run()?;
     let filter: Vec<String> = filter.into_iter().collect();
     let mut totals = sh::Totals::default();
     sh::step("test: unit tests");
@@ -135,7 +142,8 @@ fn test(filter: Option<String>) -> Result<()> {
     sh::run_tests(
         sh::cargo()
             .args(["test", "-p", "blocklist-tests", "--", "--test-threads=1"])
-            .args(&filter),
+            .args(&filter)
+            .env("XDPBL_DEB", &deb),
         &mut totals,
     )?;
     if totals.passed == 0 {

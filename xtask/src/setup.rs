@@ -31,6 +31,8 @@ const APT_PACKAGES: &[&str] = &[
     "bpftool",
     "iproute2",
     "iputils-ping",
+    // `man blocklist-agent` in the package test.
+    "man-db",
     // Baselines for `cargo xtask bench`.
     "ipset",
     "nftables",

@@ -7,6 +7,7 @@ mod block;
 mod check;
 mod detach;
 mod entries;
+mod generate;
 mod list;
 mod mode;
 mod run;
@@ -95,6 +96,9 @@ pub enum Command {
     Check(check::CheckArgs),
     /// The busiest blocked addresses, prefixes or feeds.
     Top(top::TopArgs),
+    /// Write the man page and shell completions (used for packaging).
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 /// What every subcommand needs: the resolved directories and config.
@@ -153,6 +157,9 @@ pub fn init_logging(g: &Global) {
 
 /// Runs one subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Generate(a) = cli.command {
+        return generate::run(a);
+    }
     let ctx = Context::new(&cli.global)?;
     match cli.command {
         Command::Run(a) => run::run(&ctx, a),
@@ -168,5 +175,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(a) => status::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Top(a) => top::run(&ctx, a),
+        Command::Generate(_) => unreachable!("handled before loading the configuration"),
     }
 }
