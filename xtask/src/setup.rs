@@ -21,6 +21,8 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const MEDALLION_VERSION: &str = "3.0.0";
 /// The reference parser the metrics test checks our output with.
 const PROMETHEUS_CLIENT_VERSION: &str = "0.26.0";
+/// Offline Kubernetes schema validation for the manifests test.
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
 
 /// Debian packages and the command or file that shows each is installed.
 const APT_PACKAGES: &[&str] = &[
@@ -68,12 +70,13 @@ pub fn medallion_python() -> std::path::PathBuf {
 
 fn medallion() -> Result<()> {
     let py = medallion_python();
-    if probe(sh::cmd(&py).args(["-c", "import medallion, prometheus_client"])).is_some() {
+    if probe(sh::cmd(&py).args(["-c", "import medallion, prometheus_client, kubernetes_validate"])).is_some() {
         return Ok(());
     }
     step(&format!(
         "setup: installing medallion {MEDALLION_VERSION} (TAXII 2.1 reference server) and \
-         prometheus_client {PROMETHEUS_CLIENT_VERSION} (metrics parser) for the tests into target/taxii-venv"
+         prometheus_client {PROMETHEUS_CLIENT_VERSION} (metrics parser) and kubernetes-validate \
+         {KUBERNETES_VALIDATE_VERSION} (manifest schemas) for the tests into target/taxii-venv"
     ));
     let venv = crate::root().join("target/taxii-venv");
     if !py.exists() {
@@ -96,6 +99,7 @@ fn medallion() -> Result<()> {
         "--disable-pip-version-check",
         &format!("medallion=={MEDALLION_VERSION}"),
         &format!("prometheus_client=={PROMETHEUS_CLIENT_VERSION}"),
+        &format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"),
     ]))
     .context("pip could not install medallion and prometheus_client; the tests need them")
 }
