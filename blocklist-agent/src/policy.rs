@@ -152,6 +152,7 @@ mod tests {
             removed: 0,
             rejected: 0,
             samples: vec![],
+            uncertain: false,
         }
     }
 

@@ -147,6 +147,35 @@ pub fn apply(maps: &mut Maps, plan: &Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The hand-made entries; a corrupt `manual.json` (power cut) is moved
+/// aside and rebuilt from the pinned tries (entries flagged manual), so a
+/// sync never drops them. Expiry times cannot be recovered.
+pub fn load_manual(state: &StateDir, maps: &Maps) -> anyhow::Result<crate::state::manual::Manual> {
+    match state.manual() {
+        Ok(m) => Ok(m),
+        Err(e) => {
+            let path = state.root().join("manual.json");
+            let aside = state.root().join("manual.json.corrupt");
+            tracing::warn!(
+                error = %format!("{e:#}"),
+                moved_to = %aside.display(),
+                "hand-made entries unreadable; rebuilding them from the pinned maps (expiry times are lost)"
+            );
+            let _ = std::fs::rename(&path, &aside);
+            let mut m = crate::state::manual::Manual::default();
+            for v4 in [true, false] {
+                for (p, v) in maps.entries(TrieKind::Block, v4)? {
+                    if v.flags & blocklist_ebpf::ENTRY_FLAG_MANUAL != 0 {
+                        m.block.insert(p, Default::default());
+                    }
+                }
+            }
+            state.set_manual(&m).context("rewriting manual.json")?;
+            Ok(m)
+        }
+    }
+}
+
 /// How `sync_once` behaves.
 #[derive(Clone, Debug, Default)]
 pub struct SyncOptions {
@@ -196,6 +225,9 @@ pub struct Report {
     pub too_broad: usize,
     /// Block entries inside protected ranges, left out.
     pub shadowed: usize,
+    /// True when deletes were held back because a feed's last good list
+    /// was unreadable and could not be fetched again.
+    pub deletes_held: bool,
     /// True when nothing was changed on purpose.
     pub dry_run: bool,
     /// Wall time of the whole sync.
@@ -243,7 +275,7 @@ pub fn sync_once(
             poll::poll(&ctx, f, due)
         })
         .collect();
-    let mut manual = state.manual().context("reading hand-made entries")?;
+    let mut manual = load_manual(state, maps)?;
     let now = SystemTime::now();
     let before = manual.block.len();
     manual.block.retain(|_, m| !m.expired(now));
@@ -253,7 +285,30 @@ pub fn sync_once(
             .context("pruning expired hand-made entries")?;
     }
     let desired = policy::build(&outcomes, &manual, config, &policy::host_protected(), now);
-    let plan = plan(maps, &desired)?;
+    let mut plan = plan(maps, &desired)?;
+    let uncertain: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| o.uncertain)
+        .map(|o| o.name.as_str())
+        .collect();
+    let deletes_held = !uncertain.is_empty() && !plan.block_del.is_empty();
+    if deletes_held {
+        tracing::warn!(
+            feeds = ?uncertain,
+            held = plan.block_del.len(),
+            "last good lists unreadable and not refetched; keeping every installed entry this sync"
+        );
+        for p in &plan.block_del {
+            let fam = if p.is_v4() {
+                &mut plan.v4
+            } else {
+                &mut plan.v6
+            };
+            fam.removed -= 1;
+            fam.unchanged += 1;
+        }
+        plan.block_del.clear();
+    }
     let mut apply_seconds = 0.0;
     if !opts.dry_run && !plan.is_empty() {
         check_capacity(maps, &plan)?;
@@ -275,6 +330,7 @@ pub fn sync_once(
         allow_removed: plan.allow_del.len(),
         too_broad: desired.too_broad.len(),
         shadowed: desired.shadowed,
+        deletes_held,
         dry_run: opts.dry_run,
         seconds: started.elapsed().as_secs_f64(),
         apply_seconds,

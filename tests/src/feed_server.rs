@@ -39,6 +39,21 @@ pub enum Reply {
         /// The Content-Length announced.
         declared: usize,
     },
+    /// Headers at once, then the body one byte every `every` (slow-loris).
+    Trickle {
+        /// The body.
+        body: Vec<u8>,
+        /// Delay between bytes.
+        every: Duration,
+    },
+    /// A close-delimited body of `bytes` bytes (no Content-Length), made of
+    /// repeated lines, or as many as the client reads before it hangs up.
+    Stream {
+        /// How much to send at most.
+        bytes: u64,
+        /// The line repeated.
+        line: Vec<u8>,
+    },
     /// Waits, then answers like `Body` without ETag.
     Slow {
         /// The body.
@@ -204,6 +219,32 @@ fn serve(stream: TcpStream, routes: &Routes, log: &Mutex<Vec<Logged>>) {
             let _ = out.write_all(head.as_bytes());
             let _ = out.write_all(&body);
             let _ = out.flush();
+            200
+        }
+        Some(Reply::Trickle { body, every }) => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = out.write_all(head.as_bytes());
+            for b in body {
+                if out.write_all(&[b]).and_then(|_| out.flush()).is_err() {
+                    break;
+                }
+                std::thread::sleep(every);
+            }
+            200
+        }
+        Some(Reply::Stream { bytes, line }) => {
+            let _ = out.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+            let chunk: Vec<u8> = line.iter().copied().cycle().take(1 << 16).collect();
+            let mut sent = 0u64;
+            while sent < bytes {
+                if out.write_all(&chunk).is_err() {
+                    break;
+                }
+                sent += chunk.len() as u64;
+            }
             200
         }
         Some(Reply::Slow { body, delay }) => {

@@ -5,6 +5,7 @@
 //! the project: it must compile before the eBPF toolchain exists.
 
 mod demo;
+mod fuzz;
 mod package;
 mod setup;
 mod sh;
@@ -35,6 +36,12 @@ enum Cmd {
     },
     /// The main job on a built-in example, in throw-away namespaces.
     Demo,
+    /// Fuzz every feed parser and the config parser (cargo-fuzz, nightly).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Build the Debian package (binary, unit, example config, man page,
     /// completions) into target/debian.
     Package,
@@ -75,6 +82,7 @@ fn main() -> Result<()> {
         }
         Cmd::Test { filter } => test(filter),
         Cmd::Package => package::run().map(|deb| println!("{}", deb.display())),
+        Cmd::Fuzz { seconds } => fuzz::run(seconds),
         Cmd::Bench { part } => {
             sh::require_root("benchmarks load XDP programs and create namespaces")?;
             sh::step("bench: building");
@@ -99,6 +107,9 @@ fn build() -> Result<()> {
     sh::step("build: cargo build --release -p blocklist-agent");
     sh::run(sh::cargo().args(["build", "--release", "-p", "blocklist-agent"]))
 }
+
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const FUZZ_SECONDS_IN_TEST: u64 = 30;
 
 fn test(filter: Option<String>) -> Result<()> {
     sh::require_root(
@@ -146,6 +157,9 @@ fn test(filter: Option<String>) -> Result<()> {
             .env("XDPBL_DEB", &deb),
         &mut totals,
     )?;
+    // Bounded fuzzing of every parser (the corpus lives in fuzz/corpus).
+    sh::step("test: fuzzing every parser for a bounded time");
+    fuzz::run(FUZZ_SECONDS_IN_TEST)?;
     if totals.passed == 0 {
         anyhow::bail!("no test ran (filter {filter:?})");
     }

@@ -70,7 +70,12 @@ pub fn medallion_python() -> std::path::PathBuf {
 
 fn medallion() -> Result<()> {
     let py = medallion_python();
-    if probe(sh::cmd(&py).args(["-c", "import medallion, prometheus_client, kubernetes_validate"])).is_some() {
+    if probe(sh::cmd(&py).args([
+        "-c",
+        "import medallion, prometheus_client, kubernetes_validate",
+    ]))
+    .is_some()
+    {
         return Ok(());
     }
     step(&format!(

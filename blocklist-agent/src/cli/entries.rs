@@ -84,7 +84,7 @@ pub fn edit(
 ) -> anyhow::Result<()> {
     let _lock = lock::acquire(ctx.state.root(), ctx.config.lock_timeout)?;
     let mut maps = open_maps(ctx, add)?;
-    let mut manual = ctx.state.manual().context("reading hand-made entries")?;
+    let mut manual = blocklist_agent::sync::load_manual(&ctx.state, &maps)?;
     let noun = match kind {
         TrieKind::Block => "block",
         TrieKind::Allow => "allow",

@@ -265,6 +265,7 @@ impl Fetcher {
         url: &url::Url,
         req: &Request,
     ) -> (Result<Fetched, FetchError>, Option<Duration>) {
+        let started = std::time::Instant::now();
         let source = redact(url);
         let mut headers = HeaderMap::new();
         for (k, v) in &req.headers {
@@ -323,7 +324,10 @@ impl Fetcher {
             );
         }
         let limit = req.max_bytes.unwrap_or(self.cfg.max_bytes);
-        (read_body(resp, &source, limit).map(Fetched::Body), None)
+        (
+            read_body(resp, &source, limit, started + self.cfg.timeout).map(Fetched::Body),
+            None,
+        )
     }
 }
 
@@ -369,7 +373,15 @@ fn retry_after(resp: &Response) -> Option<Duration> {
     Some(when.duration_since(SystemTime::now()).unwrap_or_default())
 }
 
-fn read_body(mut resp: Response, source: &str, limit: u64) -> Result<Body, FetchError> {
+/// Reads the body up to `limit` bytes and no later than `deadline`: a
+/// server trickling bytes (slow-loris) never trips a per-read timeout, so
+/// the whole-request timeout is enforced here.
+fn read_body(
+    mut resp: Response,
+    source: &str,
+    limit: u64,
+    deadline: std::time::Instant,
+) -> Result<Body, FetchError> {
     if let Some(len) = resp.content_length()
         && len > limit
     {
@@ -388,19 +400,32 @@ fn read_body(mut resp: Response, source: &str, limit: u64) -> Result<Body, Fetch
     let last_modified = header_value(header::LAST_MODIFIED, &resp);
     let headers = resp.headers().clone();
     let mut bytes = Vec::new();
-    // One byte more than the limit tells "exactly at the limit" from "over".
-    let read = resp.by_ref().take(limit + 1).read_to_end(&mut bytes);
-    if let Err(e) = read {
-        return Err(FetchError::Truncated {
-            from: source.to_owned(),
-            message: e.to_string(),
-        });
-    }
-    if bytes.len() as u64 > limit {
-        return Err(FetchError::TooLarge {
-            from: source.to_owned(),
-            limit,
-        });
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        if std::time::Instant::now() > deadline {
+            return Err(FetchError::Network {
+                from: source.to_owned(),
+                message: "timed out reading the body (the server sends too slowly)".into(),
+            });
+        }
+        let n = match resp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(FetchError::Truncated {
+                    from: source.to_owned(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        bytes.extend_from_slice(&buf[..n]);
+        if bytes.len() as u64 > limit {
+            return Err(FetchError::TooLarge {
+                from: source.to_owned(),
+                limit,
+            });
+        }
     }
     Ok(Body {
         bytes,

@@ -59,6 +59,9 @@ pub struct FeedOutcome {
     pub rejected: usize,
     /// Examples of rejections.
     pub samples: Vec<Rejection>,
+    /// The feed's last good list was unreadable and no new list replaced
+    /// it: what it contributes is unknown, so nothing may be removed.
+    pub uncertain: bool,
 }
 
 /// What every feed poll needs.
@@ -148,10 +151,20 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
         tracing::warn!(feed = %name, error = %format!("{e:#}"), "feed state unreadable; starting afresh");
         FeedState::default()
     });
-    let last_good = ctx.state.feed_entries(&name).unwrap_or_else(|e| {
-        tracing::warn!(feed = %name, error = %format!("{e:#}"), "last good entries unreadable");
-        Vec::new()
-    });
+    // A lost or corrupt last good list (crash, disk trouble) must not turn
+    // into "the feed lists nothing": the feed is fetched afresh now, and if
+    // that fails the sync holds every delete (see `uncertain`).
+    let (last_good, lost) = match ctx.state.feed_entries(&name) {
+        Ok(v) => (v, false),
+        Err(e) => {
+            tracing::warn!(feed = %name, error = %format!("{e:#}"), "last good entries unreadable; fetching the feed afresh and holding deletes until it succeeds");
+            st.etag = None;
+            st.last_modified = None;
+            st.content_sha256 = None;
+            st.taxii_cursor = None;
+            (Vec::new(), true)
+        }
+    };
     let keep = |status| FeedOutcome {
         name: name.clone(),
         status,
@@ -160,11 +173,12 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
         removed: 0,
         rejected: 0,
         samples: Vec::new(),
+        uncertain: lost,
     };
     if !feed.enabled {
         return keep(FeedStatus::Disabled);
     }
-    if !due {
+    if !due && !lost {
         return keep(FeedStatus::NotDue);
     }
 
@@ -175,11 +189,13 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
     };
     let shown = source.to_string();
     if st.source != shown {
-        // A different source: its validators and cursor mean nothing here.
-        st = FeedState {
-            source: shown,
-            ..FeedState::default()
-        };
+        // A different source: its validators and cursor mean nothing here
+        // (the feed's history and counters stay with the feed).
+        st.source = shown;
+        st.etag = None;
+        st.last_modified = None;
+        st.content_sha256 = None;
+        st.taxii_cursor = None;
     }
     st.last_attempt = Some(now_rfc3339());
 
@@ -198,18 +214,18 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
 
     let old = distinct(&last_good);
     let new = distinct(&cand.entries);
+    // With the list lost, the guard compares against the size recorded in
+    // the feed's state.
+    let old_len = if lost { st.entries } else { old.len() };
     let refusal = if new.is_empty() {
         Some(format!(
             "the new list has no usable entry ({} rejected); keeping the last good {} entries",
-            cand.rejected,
-            old.len()
+            cand.rejected, old_len
         ))
-    } else if !old.is_empty()
-        && (new.len() as f64) < old.len() as f64 * (1.0 - ctx.guard.max_shrink)
-    {
+    } else if old_len > 0 && (new.len() as f64) < old_len as f64 * (1.0 - ctx.guard.max_shrink) {
         Some(format!(
             "the list shrank from {} to {} entries, more than guard.max_shrink = {}; keeping the last good list (sync --force accepts it once)",
-            old.len(),
+            old_len,
             new.len(),
             ctx.guard.max_shrink
         ))
@@ -262,6 +278,7 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
         removed,
         rejected: cand.rejected,
         samples: cand.samples,
+        uncertain: false,
     }
 }
 
@@ -357,7 +374,20 @@ fn fetch_taxii(
     let poll = taxii::poll(ctx.fetcher, &objects, req, st.taxii_cursor.as_deref(), now)
         .map_err(|e| e.to_string())?;
     tracing::info!(feed = %feed.name, source = %redact(&objects), pages = poll.pages, indicators = poll.indicators.len(), "TAXII poll");
-    let mut stored = ctx.state.feed_indicators(&feed.name).unwrap_or_default();
+    let mut stored = match ctx.state.feed_indicators(&feed.name) {
+        Ok(s) => s,
+        Err(e) => {
+            // Without the stored indicators, an incremental poll would look
+            // like a collapse: start over from the beginning of the collection.
+            tracing::warn!(feed = %feed.name, error = %format!("{e:#}"), "stored TAXII indicators unreadable; polling the collection from the start");
+            if st.taxii_cursor.is_some() {
+                let mut fresh = st.clone();
+                fresh.taxii_cursor = None;
+                return fetch_taxii(ctx, feed, url, req, &fresh);
+            }
+            Default::default()
+        }
+    };
     let changed = !poll.indicators.is_empty();
     for ind in poll.indicators {
         // A later version replaces an earlier one; an older copy (re-sent by

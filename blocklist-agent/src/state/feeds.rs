@@ -167,7 +167,17 @@ impl StateDir {
         };
         let mut out: HashMap<Prefix, Vec<Listing>> = HashMap::new();
         for name in names {
-            for e in self.feed_entries(&name)? {
+            // Inspection must work with a damaged state directory: a feed
+            // whose list is unreadable just names no entries (the next
+            // successful sync rewrites it).
+            let entries = match self.feed_entries(&name) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(feed = %name, error = %format!("{e:#}"), "skipping an unreadable feed list");
+                    continue;
+                }
+            };
+            for e in entries {
                 out.entry(e.prefix).or_default().push(Listing {
                     feed: name.clone(),
                     id: e.id,
