@@ -403,6 +403,8 @@ pub struct Config {
     pub events: Events,
     /// The list served onward.
     pub export: Export,
+    /// Who may inspect without root.
+    pub access: crate::access::AccessConfig,
 }
 
 impl Default for Config {
@@ -424,6 +426,7 @@ impl Default for Config {
             metrics: Metrics::default(),
             events: Events::default(),
             export: Export::default(),
+            access: Default::default(),
         }
     }
 }

@@ -21,6 +21,7 @@
 //! - [`config`]: the TOML configuration.
 //! - [`state`]: the persisted state directory.
 
+pub mod access;
 pub mod config;
 pub mod counters;
 pub mod datapath;

@@ -115,5 +115,5 @@ pub fn run(ctx: &Context, args: AttachArgs) -> anyhow::Result<()> {
             ctx.pin.root().display()
         );
     }
-    Ok(())
+    ctx.share()
 }

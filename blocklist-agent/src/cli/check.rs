@@ -41,7 +41,7 @@ pub fn run(ctx: &Context, args: CheckArgs) -> anyhow::Result<()> {
         )
     })?;
     let ip = canonical_addr(ip);
-    let maps = Maps::open(&ctx.pin)?;
+    let maps = Maps::open_read_only(&ctx.pin)?;
     let block = maps.lookup(TrieKind::Block, ip)?;
     let allow = maps.lookup(TrieKind::Allow, ip)?;
     let blocked = block.is_some() && allow.is_none();

@@ -142,5 +142,5 @@ pub fn edit(
     if !add && kind == TrieKind::Block {
         println!("(a feed that lists one of these will block it again at its next sync)");
     }
-    Ok(())
+    ctx.share()
 }

@@ -28,7 +28,7 @@ pub fn configured_feeds(ctx: &Context) -> Vec<String> {
 }
 
 pub fn run(ctx: &Context, args: ListArgs) -> anyhow::Result<()> {
-    let maps = Maps::open(&ctx.pin)?;
+    let maps = Maps::open_read_only(&ctx.pin)?;
     let listing = ctx.state.listing(&configured_feeds(ctx))?;
     let mut rows = Vec::new();
     for v4 in [true, false] {

@@ -135,6 +135,21 @@ impl Context {
         })
     }
 
+    /// Shares what writers created with `[access] group` (no-op without it).
+    pub fn share(&self) -> anyhow::Result<()> {
+        match &self.config.access.group {
+            Some(g) => blocklist_agent::access::share(&self.pin, &self.state, g),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses a world-writable config file or state directory (for the
+    /// commands that act on them unattended: `run` and `sync`).
+    pub fn refuse_unsafe_paths(&self) -> anyhow::Result<()> {
+        blocklist_agent::access::refuse_world_writable(&self.config_path.0, "config file")?;
+        blocklist_agent::access::refuse_world_writable(self.state.root(), "state directory")
+    }
+
     /// Reads the configuration file again (SIGHUP).
     pub fn reload_config(&self) -> anyhow::Result<Config> {
         let (path, explicit) = &self.config_path;

@@ -64,6 +64,7 @@ fn check(config: &Config) -> anyhow::Result<()> {
 
 pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
     let config = effective(&ctx.config, &args);
+    ctx.refuse_unsafe_paths()?;
     check(&config)?;
     if args.check_config {
         println!(
@@ -82,6 +83,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
         let mut maps = open_maps(ctx, true)?;
         attach_missing(ctx, &config)?;
         apply_live_config(&mut maps, &config)?;
+        ctx.share()?;
         maps
     };
     ctx.state.set_agent(Some(&AgentRecord {
@@ -212,6 +214,9 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
                 }
             };
             let result = sync_once(&config, &mut maps, &ctx.state, &fetcher, &opts);
+            if let Err(e) = ctx.share() {
+                tracing::warn!(error = %format!("{e:#}"), "could not share the state with [access] group");
+            }
             drop(lock);
             match result {
                 Ok((r, index)) => {

@@ -28,7 +28,7 @@ pub struct StatusArgs {
 const FILL_WARNING: f64 = 0.8;
 
 pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
-    let maps = Maps::open(&ctx.pin)?;
+    let maps = Maps::open_read_only(&ctx.pin)?;
     let config = maps.config()?;
     let recorded = ctx.state.attachments().unwrap_or_default();
     let linked = ctx.pin.linked_interfaces();

@@ -40,6 +40,7 @@ pub fn run(ctx: &Context, args: SyncArgs) -> anyhow::Result<()> {
     if !args.once {
         bail!("`sync` needs --once (for a long-running agent use `run`)");
     }
+    ctx.refuse_unsafe_paths()?;
     let mut config = ctx.config.clone();
     args.sources.apply(&mut config);
     let _lock = lock::acquire(ctx.state.root(), config.lock_timeout)?;
@@ -51,6 +52,9 @@ pub fn run(ctx: &Context, args: SyncArgs) -> anyhow::Result<()> {
         due: None,
     };
     let (report, _) = sync_once(&config, &mut maps, &ctx.state, &fetcher, &opts)?;
+    if !args.dry_run {
+        ctx.share()?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

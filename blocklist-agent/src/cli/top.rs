@@ -183,7 +183,7 @@ fn render(by: By, rows: &[Row], rates: Option<&HashMap<String, f64>>) -> String 
 }
 
 pub fn run(ctx: &Context, args: TopArgs) -> anyhow::Result<()> {
-    let maps = Maps::open(&ctx.pin)?;
+    let maps = Maps::open_read_only(&ctx.pin)?;
     let Some(secs) = args.watch else {
         let mut rows = snapshot(ctx, &maps, args.by)?;
         rows.truncate(args.limit);

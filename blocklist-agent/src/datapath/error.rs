@@ -7,7 +7,8 @@ use std::path::PathBuf;
 pub enum DatapathError {
     /// The process lacks the privileges for BPF.
     #[error(
-        "{what}: permission denied; run as root (or with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)"
+        "{what}: permission denied; run as root (or with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN), \
+         or, for status/top/check/list, as a member of the configured [access] group"
     )]
     PermissionDenied {
         /// What was being done.

@@ -76,22 +76,88 @@ pub struct Match {
     pub value: EntryValue,
 }
 
-fn open_map(pin: &PinDir, name: &str) -> Result<Map, DatapathError> {
-    let path = pin.map(name);
-    if !path.exists() {
-        return Err(DatapathError::NotPinned(pin.root().to_owned()));
+/// How the pinned maps are opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// For writers (root).
+    ReadWrite,
+    /// For inspection: needs only read permission on the pins, so a
+    /// non-root user in the configured group can run `status`, `top`,
+    /// `check` and `list`.
+    ReadOnly,
+}
+
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_F_RDONLY: u32 = 1 << 3;
+
+/// `BPF_OBJ_GET` with `file_flags`; aya's `from_pin` always asks for
+/// read-write, which needs write permission on the pin.
+fn obj_get(path: &std::path::Path, file_flags: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
+    #[repr(C)]
+    struct ObjAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        _pad: u32,
     }
-    let data = MapData::from_pin(&path)
-        .map_err(|e| DatapathError::other(format!("opening pinned map {}", path.display()), e))?;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut attr = ObjAttr {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags,
+        path_fd: 0,
+        _pad: 0,
+    };
+    // SAFETY: `attr` is a valid bpf_attr prefix for BPF_OBJ_GET and `c`
+    // outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &mut attr as *mut ObjAttr,
+            std::mem::size_of::<ObjAttr>() as u32,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: BPF_OBJ_GET returned a new descriptor that we now own.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn open_map(pin: &PinDir, name: &str, access: Access) -> Result<Map, DatapathError> {
+    let path = pin.map(name);
+    match std::fs::metadata(&path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(DatapathError::PermissionDenied {
+                what: format!("reading {}", path.display()),
+            });
+        }
+        Err(_) => return Err(DatapathError::NotPinned(pin.root().to_owned())),
+    }
+    let what = || format!("opening pinned map {}", path.display());
+    let data = match access {
+        Access::ReadWrite => {
+            MapData::from_pin(&path).map_err(|e| DatapathError::other(what(), e))?
+        }
+        Access::ReadOnly => {
+            let fd = obj_get(&path, BPF_F_RDONLY).map_err(|e| DatapathError::other(what(), e))?;
+            MapData::from_fd(fd).map_err(|e| DatapathError::other(what(), e))?
+        }
+    };
     Map::from_map_data(data)
         .map_err(|e| DatapathError::other(format!("reading map {}", path.display()), e))
 }
 
-fn typed<T>(pin: &PinDir, name: &str) -> Result<T, DatapathError>
+fn typed<T>(pin: &PinDir, name: &str, access: Access) -> Result<T, DatapathError>
 where
     T: TryFrom<Map, Error = MapError>,
 {
-    T::try_from(open_map(pin, name)?).map_err(|e| {
+    T::try_from(open_map(pin, name, access)?).map_err(|e| {
         DatapathError::other(
             format!(
                 "map {name} under {} does not have the layout this agent expects \
@@ -122,18 +188,28 @@ fn is_full(e: &MapError) -> bool {
 }
 
 impl Maps {
-    /// Opens every pinned map under `pin`, or says that nothing is attached.
+    /// Opens every pinned map under `pin` for writing, or says that
+    /// nothing is attached.
     pub fn open(pin: &PinDir) -> Result<Self, DatapathError> {
+        Self::open_with(pin, Access::ReadWrite)
+    }
+
+    /// Opens every pinned map under `pin` for reading only.
+    pub fn open_read_only(pin: &PinDir) -> Result<Self, DatapathError> {
+        Self::open_with(pin, Access::ReadOnly)
+    }
+
+    fn open_with(pin: &PinDir, a: Access) -> Result<Self, DatapathError> {
         Ok(Self {
             pin: pin.clone(),
-            block_v4: typed(pin, map_names::BLOCK_V4)?,
-            block_v6: typed(pin, map_names::BLOCK_V6)?,
-            allow_v4: typed(pin, map_names::ALLOW_V4)?,
-            allow_v6: typed(pin, map_names::ALLOW_V6)?,
-            config: typed(pin, map_names::CONFIG)?,
-            global: typed(pin, map_names::GLOBAL)?,
-            prefix_hits: typed(pin, map_names::PREFIX_HITS)?,
-            ip_hits: typed(pin, map_names::IP_HITS)?,
+            block_v4: typed(pin, map_names::BLOCK_V4, a)?,
+            block_v6: typed(pin, map_names::BLOCK_V6, a)?,
+            allow_v4: typed(pin, map_names::ALLOW_V4, a)?,
+            allow_v6: typed(pin, map_names::ALLOW_V6, a)?,
+            config: typed(pin, map_names::CONFIG, a)?,
+            global: typed(pin, map_names::GLOBAL, a)?,
+            prefix_hits: typed(pin, map_names::PREFIX_HITS, a)?,
+            ip_hits: typed(pin, map_names::IP_HITS, a)?,
         })
     }
 
@@ -433,20 +509,13 @@ impl Maps {
     /// Entries and capacity of one trie.
     pub fn fill(&self, kind: TrieKind, v4: bool) -> Result<Fill, DatapathError> {
         let name = Self::name(kind, v4);
-        let (keys, info) = if v4 {
-            let t = self.v4(kind);
-            (
-                t.keys().count(),
-                aya::maps::MapInfo::from_pin(self.pin.map(name)),
-            )
+        let keys = self.entries(kind, v4)?.len();
+        let info = if v4 {
+            self.v4(kind).map().info()
         } else {
-            let t = self.v6(kind);
-            (
-                t.keys().count(),
-                aya::maps::MapInfo::from_pin(self.pin.map(name)),
-            )
-        };
-        let info = info.map_err(map_err(format!("reading the capacity of {name}")))?;
+            self.v6(kind).map().info()
+        }
+        .map_err(map_err(format!("reading the capacity of {name}")))?;
         Ok(Fill {
             entries: keys as u64,
             max_entries: info.max_entries(),
