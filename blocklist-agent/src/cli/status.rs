@@ -127,6 +127,12 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         "xdp-blocklist: action {action}, match {match_mode}, pins {}",
         ctx.pin.root().display()
     );
+    match &agent {
+        Some(a) => println!("agent: running since {} (pid {})", a.since, a.pid),
+        None => println!(
+            "agent: not running (the pinned program keeps protecting with the installed entries)"
+        ),
+    }
     println!();
     let mut t = table::new(&["interface", "mode", "attached since", "link"]);
     for n in &names {
