@@ -189,12 +189,7 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
 
     let trie_entries = Family::<Labels, Gauge>::default();
     let fill = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-    for (name, kind, v4) in [
-        ("BLOCK_V4", TrieKind::Block, true),
-        ("BLOCK_V6", TrieKind::Block, false),
-        ("ALLOW_V4", TrieKind::Allow, true),
-        ("ALLOW_V6", TrieKind::Allow, false),
-    ] {
+    for (name, kind, v4) in TrieKind::ALL {
         let f = maps.fill(kind, v4)?;
         let l = labels(&[("trie", name)]);
         trie_entries.get_or_create(&l).set(f.entries as i64);

@@ -61,6 +61,17 @@ impl Netns {
             .expect("ip netns exec")
     }
 
+    /// A TCP port free on 127.0.0.1 inside this namespace (for servers the
+    /// test starts there).
+    pub fn free_port(&self) -> u16 {
+        self.enter(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("picking a port")
+        })
+    }
+
     /// Runs `f` on a thread that has entered this namespace. Sockets made
     /// there stay in the namespace after the thread ends.
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {

@@ -26,6 +26,33 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}{n}", std::process::id() % 100_000)
 }
 
+/// `n` distinct /32s in the benchmarking range 198.18.0.0/15, starting
+/// at offset `start`, one per line (bulk feed bodies for the tests).
+pub fn addresses(start: u32, n: u32) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(n as usize * 14);
+    for i in start..start + n {
+        let _ = writeln!(s, "{}", std::net::Ipv4Addr::from(0xc612_0000u32 + i));
+    }
+    s
+}
+
+/// Runs a shell command; returns success and stdout+stderr.
+pub fn sh(cmd: &str) -> (bool, String) {
+    let out = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .expect("running sh");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// The Python of the test virtualenv (medallion, prometheus_client),
 /// installed by `cargo xtask setup`; `MEDALLION_PYTHON` overrides it.
 pub fn venv_python() -> std::path::PathBuf {

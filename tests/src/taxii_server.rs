@@ -31,19 +31,10 @@ pub struct TaxiiServer {
     netns: String,
 }
 
-fn free_port(ns: &Netns) -> u16 {
-    ns.enter(|| {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("picking a port")
-    })
-}
-
 impl TaxiiServer {
     /// Starts medallion in `ns` and waits until it accepts connections.
     pub fn start_in(ns: &Netns) -> Self {
-        let port = free_port(ns);
+        let port = ns.free_port();
         let dir = tempfile::tempdir().expect("tempdir");
         let base = format!("http://127.0.0.1:{port}");
         let data = json!({

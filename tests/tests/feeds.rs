@@ -11,6 +11,7 @@ use std::{
 };
 
 use blocklist_tests::{
+    addresses,
     agent::Agent,
     bpffs::Bpffs,
     feed_server::{FeedServer, Reply},
@@ -101,23 +102,6 @@ fn feed_status(report: &Value, name: &str) -> String {
         .find(|f| f["name"] == name)
         .map(|f| f["status"].as_str().unwrap().to_owned())
         .unwrap_or_default()
-}
-
-/// `n` distinct /32s in 198.18.0.0/15, starting at `start`.
-fn bulk(start: u32, n: u32) -> String {
-    let mut s = String::new();
-    for i in start..start + n {
-        let a = 0xc612_0000u32 + i;
-        let _ = writeln!(
-            s,
-            "{}.{}.{}.{}",
-            a >> 24,
-            (a >> 16) & 255,
-            (a >> 8) & 255,
-            a & 255
-        );
-    }
-    s
 }
 
 #[test]
@@ -260,13 +244,13 @@ fn retry_after_is_honoured_and_then_the_feed_succeeds() {
 fn the_guard_refuses_a_shrinking_or_empty_feed_until_forced() {
     let env = Env::new("");
     let server = FeedServer::start_in(&env.lab.filter);
-    server.set("/f.txt", vec![Reply::body(bulk(0, 100))]);
+    server.set("/f.txt", vec![Reply::body(addresses(0, 100))]);
     env.rewrite_config(&config_with_feed(&server.url("/f.txt")));
     env.sync(&[]);
     assert_eq!(env.entries_v4(), 100);
 
     // 100 -> 30 is a 70% shrink, over the default 50%.
-    server.set("/f.txt", vec![Reply::body(bulk(0, 30))]);
+    server.set("/f.txt", vec![Reply::body(addresses(0, 30))]);
     let r = env.sync(&[]);
     assert_eq!(feed_status(&r, "list"), "refused", "{r}");
     assert!(
@@ -289,7 +273,7 @@ fn the_guard_refuses_a_shrinking_or_empty_feed_until_forced() {
     assert_eq!(env.entries_v4(), 30);
 
     // 30 -> 20 is within the limit.
-    server.set("/f.txt", vec![Reply::body(bulk(0, 20))]);
+    server.set("/f.txt", vec![Reply::body(addresses(0, 20))]);
     assert_eq!(feed_status(&env.sync(&[]), "list"), "updated");
     assert_eq!(env.entries_v4(), 20);
 }
@@ -298,7 +282,7 @@ fn the_guard_refuses_a_shrinking_or_empty_feed_until_forced() {
 fn a_restart_between_syncs_reapplies_nothing() {
     let env = Env::new("");
     let server = FeedServer::start_in(&env.lab.filter);
-    server.set("/f.txt", vec![Reply::body(bulk(0, 500))]);
+    server.set("/f.txt", vec![Reply::body(addresses(0, 500))]);
     env.rewrite_config(&config_with_feed(&server.url("/f.txt")));
     let r = env.sync(&[]);
     assert_eq!(r["v4"]["added"], 500);
@@ -310,7 +294,7 @@ fn a_restart_between_syncs_reapplies_nothing() {
     let r = env.sync(&[]);
     assert_eq!(r["v4"], json!({"added": 0, "removed": 0, "unchanged": 500}));
     // A dry run reports and changes nothing.
-    server.set("/f.txt", vec![Reply::body(bulk(250, 500))]);
+    server.set("/f.txt", vec![Reply::body(addresses(250, 500))]);
     let r = env.sync(&["--dry-run"]);
     assert_eq!(
         r["v4"],
@@ -358,8 +342,9 @@ fn a_kept_address_stays_dropped_while_10000_entries_change() {
     let env = Env::new("");
     let dir = env.dir.path().to_owned();
     let feed = dir.join("feed.txt");
-    let write =
-        |start: u32| std::fs::write(&feed, format!("{CLIENT4}\n{}", bulk(start, 10_000))).unwrap();
+    let write = |start: u32| {
+        std::fs::write(&feed, format!("{CLIENT4}\n{}", addresses(start, 10_000))).unwrap()
+    };
     write(0);
     env.rewrite_config(&format!(
         "{FAST_FETCH}\n[[feed]]\nname = \"big\"\nurl = \"{}\"\n",

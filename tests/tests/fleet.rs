@@ -14,16 +14,6 @@ use blocklist_tests::{
     require_root,
 };
 
-fn free_port(ns: &Netns) -> u16 {
-    ns.enter(|| {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    })
-}
-
 fn get(ns: &Netns, url: String, etag: Option<String>) -> (u16, Option<String>, String) {
     ns.enter(move || {
         let mut rb = reqwest::blocking::Client::new().get(&url);
@@ -46,7 +36,7 @@ fn one_agent_feeds_another_through_the_export_endpoint() {
     let lab = Lab::new();
     let fs = Bpffs::new();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port(&lab.filter);
+    let port = lab.filter.free_port();
     let feed = dir.path().join("upstream.txt");
     // 0.0.0.0/0 is refused and the filter's own address is protected: the
     // exported list is the vetted one, not the raw feed.

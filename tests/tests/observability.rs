@@ -12,7 +12,7 @@ use std::{
 use blocklist_tests::{
     agent::Agent,
     bpffs::Bpffs,
-    lab::{Lab, Netns, addr::*},
+    lab::{Lab, addr::*},
     require_root,
     traffic::udp,
     venv_python,
@@ -41,16 +41,6 @@ impl Drop for Daemon {
     }
 }
 
-fn free_port(ns: &Netns) -> u16 {
-    ns.enter(|| {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    })
-}
-
 fn wait_for(what: &str, f: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
@@ -67,7 +57,7 @@ fn start() -> Daemon {
     let lab = Lab::new();
     let fs = Bpffs::new();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port(&lab.filter);
+    let port = lab.filter.free_port();
     let feed = dir.path().join("feed.txt");
     // Both client addresses (.2, .3) and a documentation range.
     std::fs::write(&feed, "10.77.1.2/31\n192.0.2.0/24\n").unwrap();

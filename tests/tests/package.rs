@@ -5,7 +5,7 @@
 
 use std::{path::PathBuf, process::Command};
 
-use blocklist_tests::require_root;
+use blocklist_tests::{require_root, sh};
 
 fn deb() -> PathBuf {
     if let Some(p) = std::env::var_os("XDPBL_DEB") {
@@ -36,18 +36,6 @@ impl Drop for Installed {
             .args(["--purge", "xdp-blocklist"])
             .output();
     }
-}
-
-fn sh(cmd: &str) -> (bool, String) {
-    let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 #[test]

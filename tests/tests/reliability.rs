@@ -90,21 +90,9 @@ impl Drop for Env {
     }
 }
 
-/// `n` distinct /32s in 198.18.0.0/15 from `start`, then the kept client.
+/// The kept client, then `n` distinct /32s from `start`.
 fn list(start: u32, n: u32) -> String {
-    let mut s = format!("{CLIENT4}\n");
-    for i in start..start + n {
-        let a = 0xc612_0000u32 + i;
-        let _ = writeln!(
-            s,
-            "{}.{}.{}.{}",
-            a >> 24,
-            (a >> 16) & 255,
-            (a >> 8) & 255,
-            a & 255
-        );
-    }
-    s
+    format!("{CLIENT4}\n{}", blocklist_tests::addresses(start, n))
 }
 
 fn status_of(r: &Value) -> String {

@@ -35,6 +35,10 @@ const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
     // `man blocklist-agent` in the package test.
     "man-db",
+    // The package, least-privilege and TLS-fault tests.
+    "systemd",
+    "util-linux",
+    "openssl",
     // Baselines for `cargo xtask bench`.
     "ipset",
     "nftables",

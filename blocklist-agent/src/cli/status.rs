@@ -52,12 +52,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         })
         .collect();
     let mut tries = Vec::new();
-    for (name, kind, v4) in [
-        ("BLOCK_V4", TrieKind::Block, true),
-        ("BLOCK_V6", TrieKind::Block, false),
-        ("ALLOW_V4", TrieKind::Allow, true),
-        ("ALLOW_V6", TrieKind::Allow, false),
-    ] {
+    for (name, kind, v4) in TrieKind::ALL {
         let f = maps.fill(kind, v4)?;
         tries.push((name, f));
     }

@@ -136,15 +136,7 @@ fn try_attach(
 /// interface unprotected). Maps are shared through the pins.
 pub fn replace(loaded: &mut Loaded, pin: &PinDir, iface: &str) -> Result<(), DatapathError> {
     let link_path = pin.link(iface);
-    if !link_path.exists() {
-        return Err(DatapathError::NotAttached(iface.to_owned(), link_path));
-    }
-    let pinned = PinnedLink::from_pin(&link_path).map_err(|e| {
-        DatapathError::other(
-            format!("opening the pinned link {}", link_path.display()),
-            e,
-        )
-    })?;
+    let pinned = open_link(&link_path, iface)?;
     let fd_link: FdLink = pinned.into();
     let link = XdpLink::try_from(fd_link).map_err(|e| {
         DatapathError::other(format!("{} is not an XDP link", link_path.display()), e)
@@ -158,18 +150,26 @@ pub fn replace(loaded: &mut Loaded, pin: &PinDir, iface: &str) -> Result<(), Dat
     Ok(())
 }
 
-/// Removes the pinned link of `iface`, which detaches the program.
-pub fn detach(pin: &PinDir, iface: &str) -> Result<(), DatapathError> {
-    let link_path = pin.link(iface);
+/// Opens the pinned XDP link of `iface`, or says it is not attached.
+fn open_link(link_path: &std::path::Path, iface: &str) -> Result<PinnedLink, DatapathError> {
     if !link_path.exists() {
-        return Err(DatapathError::NotAttached(iface.to_owned(), link_path));
+        return Err(DatapathError::NotAttached(
+            iface.to_owned(),
+            link_path.to_owned(),
+        ));
     }
-    let pinned = PinnedLink::from_pin(&link_path).map_err(|e| {
+    PinnedLink::from_pin(link_path).map_err(|e| {
         DatapathError::other(
             format!("opening the pinned link {}", link_path.display()),
             e,
         )
-    })?;
+    })
+}
+
+/// Removes the pinned link of `iface`, which detaches the program.
+pub fn detach(pin: &PinDir, iface: &str) -> Result<(), DatapathError> {
+    let link_path = pin.link(iface);
+    let pinned = open_link(&link_path, iface)?;
     let fd_link = pinned
         .unpin()
         .map_err(|e| DatapathError::other(format!("unpinning {}", link_path.display()), e))?;

@@ -31,6 +31,16 @@ pub enum TrieKind {
     Allow,
 }
 
+impl TrieKind {
+    /// Every trie: (map name, kind, is IPv4), in display order.
+    pub const ALL: [(&'static str, TrieKind, bool); 4] = [
+        (map_names::BLOCK_V4, TrieKind::Block, true),
+        (map_names::BLOCK_V6, TrieKind::Block, false),
+        (map_names::ALLOW_V4, TrieKind::Allow, true),
+        (map_names::ALLOW_V6, TrieKind::Allow, false),
+    ];
+}
+
 type TrieV4 = LpmTrie<MapData, [u8; 4], EntryValue>;
 type TrieV6 = LpmTrie<MapData, [u8; 16], EntryValue>;
 
