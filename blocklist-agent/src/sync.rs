@@ -8,7 +8,7 @@
 //! unblocked, not even for a moment.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -69,29 +69,40 @@ impl Plan {
 /// Compares the desired state with what the tries hold.
 pub fn plan(maps: &Maps, desired: &Desired) -> anyhow::Result<Plan> {
     let mut p = Plan::default();
-    let mut installed: HashMap<Prefix, u32> = HashMap::new();
+    // A sorted Vec, not a map: half the memory at a million entries.
+    let mut installed: Vec<(Prefix, u32)> = Vec::new();
     for v4 in [true, false] {
-        for (prefix, value) in maps.entries(TrieKind::Block, v4)? {
-            installed.insert(prefix, value.flags);
-        }
+        installed.extend(
+            maps.entries(TrieKind::Block, v4)?
+                .into_iter()
+                .map(|(prefix, value)| (prefix, value.flags)),
+        );
     }
+    installed.sort_unstable_by_key(|(p, _)| *p);
+    let flags_of = |prefix: &Prefix| {
+        installed
+            .binary_search_by_key(prefix, |(p, _)| *p)
+            .ok()
+            .map(|i| installed[i].1)
+    };
     for (prefix, flags) in &desired.block {
         let fam = if prefix.is_v4() { &mut p.v4 } else { &mut p.v6 };
-        match installed.get(prefix) {
-            Some(f) if f == flags => fam.unchanged += 1,
+        match flags_of(prefix) {
+            Some(f) if f == *flags => fam.unchanged += 1,
             _ => {
                 fam.added += 1;
                 p.block_add.push((*prefix, *flags));
             }
         }
     }
-    for prefix in installed.keys() {
+    for (prefix, _) in &installed {
         if !desired.block.contains_key(prefix) {
             let fam = if prefix.is_v4() { &mut p.v4 } else { &mut p.v6 };
             fam.removed += 1;
             p.block_del.push(*prefix);
         }
     }
+    drop(installed);
     let mut allowed = Vec::new();
     for v4 in [true, false] {
         allowed.extend(
@@ -285,12 +296,22 @@ pub fn sync_once(
             .context("pruning expired hand-made entries")?;
     }
     let desired = policy::build(&outcomes, &manual, config, &policy::host_protected(), now);
-    let mut plan = plan(maps, &desired)?;
-    let uncertain: Vec<&str> = outcomes
+    // The feeds' lists are no longer needed once merged: keep only what
+    // the report and the index need, before reading the installed set.
+    let mut lists: Vec<(String, Vec<Prefix>)> = outcomes
+        .iter()
+        .map(|o| (o.name.clone(), o.entries.iter().map(|e| e.prefix).collect()))
+        .collect();
+    lists.push(("manual".to_owned(), manual.block.keys().copied().collect()));
+    let reports: Vec<FeedReport> = outcomes.iter().map(report_of).collect();
+    let uncertain: Vec<String> = outcomes
         .iter()
         .filter(|o| o.uncertain)
-        .map(|o| o.name.as_str())
+        .map(|o| o.name.clone())
         .collect();
+    drop(outcomes);
+    let index = FeedIndex::new(lists);
+    let mut plan = plan(maps, &desired)?;
     let deletes_held = !uncertain.is_empty() && !plan.block_del.is_empty();
     if deletes_held {
         tracing::warn!(
@@ -316,14 +337,8 @@ pub fn sync_once(
         apply(maps, &plan)?;
         apply_seconds = t.elapsed().as_secs_f64();
     }
-    let mut lists: Vec<(String, Vec<Prefix>)> = outcomes
-        .iter()
-        .map(|o| (o.name.clone(), o.entries.iter().map(|e| e.prefix).collect()))
-        .collect();
-    lists.push(("manual".to_owned(), manual.block.keys().copied().collect()));
-    let index = FeedIndex::new(lists);
     let report = Report {
-        feeds: outcomes.iter().map(report_of).collect(),
+        feeds: reports,
         v4: plan.v4,
         v6: plan.v6,
         allow_added: plan.allow_add.len(),

@@ -165,10 +165,12 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
             (Vec::new(), true)
         }
     };
-    let keep = |status| FeedOutcome {
+    // Takes the last good list by value: at a million entries a copy is
+    // tens of megabytes.
+    let keep = |status, entries: Vec<Entry>| FeedOutcome {
         name: name.clone(),
         status,
-        entries: last_good.clone(),
+        entries,
         added: 0,
         removed: 0,
         rejected: 0,
@@ -176,16 +178,19 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
         uncertain: lost,
     };
     if !feed.enabled {
-        return keep(FeedStatus::Disabled);
+        return keep(FeedStatus::Disabled, last_good);
     }
     if !due && !lost {
-        return keep(FeedStatus::NotDue);
+        return keep(FeedStatus::NotDue, last_good);
     }
 
     let source_text = feed.url.clone().unwrap_or_default();
     let source = match Source::parse(&source_text) {
         Ok(s) => s,
-        Err(e) => return record_failure(ctx, &mut st, keep(FeedStatus::Failed(e.to_string()))),
+        Err(e) => {
+            let out = keep(FeedStatus::Failed(e.to_string()), last_good);
+            return record_failure(ctx, &mut st, out);
+        }
     };
     let shown = source.to_string();
     if st.source != shown {
@@ -201,13 +206,13 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
 
     let fetched = fetch(ctx, feed, &source, &st);
     let cand = match fetched {
-        Err(e) => return record_failure(ctx, &mut st, keep(FeedStatus::Failed(e))),
+        Err(e) => return record_failure(ctx, &mut st, keep(FeedStatus::Failed(e), last_good)),
         Ok(Fetch::Unchanged) => {
             st.last_success = Some(now_rfc3339());
             st.last_error = None;
             st.last_refusal = None;
             save(ctx, &name, &st, None, None);
-            return keep(FeedStatus::Unchanged);
+            return keep(FeedStatus::Unchanged, last_good);
         }
         Ok(Fetch::New(c)) => c,
     };
@@ -242,7 +247,7 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
         tracing::warn!(feed = %name, %reason, "feed refused by the guard");
         save(ctx, &name, &st, None, None);
         drop((old, new));
-        let mut out = keep(FeedStatus::Refused(reason));
+        let mut out = keep(FeedStatus::Refused(reason), last_good);
         out.rejected = cand.rejected;
         out.samples = cand.samples;
         return out;
@@ -250,7 +255,7 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
 
     let (added, removed) = diff_counts(&old, &new);
     let count = new.len();
-    drop((old, new));
+    drop((old, new, last_good));
     st.etag = cand.etag;
     st.last_modified = cand.last_modified;
     st.content_sha256 = cand.sha256;
