@@ -75,9 +75,14 @@ impl Kernel {
     /// Removes every entry of `kind` (both families).
     pub fn clear(&mut self, kind: TrieKind) {
         for v4 in [true, false] {
-            for (p, _) in self.maps.entries(kind, v4).expect("listing") {
-                self.maps.remove(kind, p).expect("removing");
-            }
+            let all: Vec<Prefix> = self
+                .maps
+                .entries(kind, v4)
+                .expect("listing")
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect();
+            self.maps.remove_many(kind, &all).expect("removing");
         }
     }
 

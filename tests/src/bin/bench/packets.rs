@@ -7,7 +7,10 @@
 //! cache); "random keys" cycles through 256 distinct frames whose addresses
 //! are drawn from the installed list (drop) or outside it (pass).
 
-use std::{net::Ipv4Addr, time::Instant};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    time::Instant,
+};
 
 use blocklist_agent::{datapath::maps::TrieKind, prefix::Prefix};
 use blocklist_tests::{frames, kernel::Kernel};
@@ -53,6 +56,35 @@ pub fn prefixes(n: usize, rng: &mut StdRng) -> Vec<Prefix> {
     set.into_iter().collect()
 }
 
+/// A mixed IPv6 set: about 60% /128, 25% /64, the rest /48../63, in
+/// 2001:db8::/32 (documentation space, never a peer of the frames).
+pub fn prefixes6(n: usize, rng: &mut StdRng) -> Vec<Prefix> {
+    let mut set = std::collections::HashSet::with_capacity(n);
+    while set.len() < n {
+        let len = match rng.random_range(0..100) {
+            0..60 => 128,
+            60..85 => 64,
+            _ => rng.random_range(48..=63),
+        };
+        let a: u128 = (0x2001_0db8u128 << 96) | (rng.random::<u128>() >> 32);
+        set.insert(Prefix::new(
+            ipnet::Ipv6Net::new(Ipv6Addr::from(a), len).unwrap().into(),
+        ));
+    }
+    set.into_iter().collect()
+}
+
+/// An address inside an IPv6 prefix (random host bits).
+fn inside6(p: &Prefix, rng: &mut StdRng) -> Ipv6Addr {
+    let base = u128::from_be_bytes(p.v6_bytes().unwrap());
+    let host = if p.prefix_len() == 128 {
+        0
+    } else {
+        rng.random::<u128>() >> p.prefix_len()
+    };
+    Ipv6Addr::from(base | host)
+}
+
 /// An address inside `p` (random host bits).
 fn inside(p: &Prefix, rng: &mut StdRng) -> Ipv4Addr {
     let base = u32::from_be_bytes(p.v4_bytes().unwrap());
@@ -90,7 +122,7 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
     });
 
     let mut load_secs = Vec::new();
-    for n in [1_000usize, 1_000_000] {
+    for n in [1_000usize, 100_000, 1_000_000] {
         k.clear(TrieKind::Block);
         let set = prefixes(n, &mut rng);
         let entries: Vec<(Prefix, u32)> = set.iter().map(|p| (*p, 0)).collect();
@@ -127,6 +159,52 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
         measure(&mut k, "drop (source hit), random keys", n, &mut |k| {
             hits.iter().map(|f| k.cost_ns(f, per) as f64).sum::<f64>() / DISTINCT as f64
         });
+    }
+
+    // IPv6 (the trie holds up to 524,288 entries; the design sizes for 250,000).
+    k.clear(TrieKind::Block);
+    let peer6: Ipv6Addr = "fd00::1".parse()?;
+    let miss6 = frames::ipv6("fd00::9".parse()?, peer6);
+    for n in [1_000usize, 100_000, 250_000] {
+        k.clear(TrieKind::Block);
+        let set = prefixes6(n, &mut rng);
+        let entries: Vec<(Prefix, u32)> = set.iter().map(|p| (*p, 0)).collect();
+        k.maps.insert_many(TrieKind::Block, &entries)?;
+        let hits: Vec<Vec<u8>> = (0..DISTINCT)
+            .map(|_| {
+                frames::ipv6(
+                    inside6(&set[rng.random_range(0..set.len())], &mut rng),
+                    peer6,
+                )
+            })
+            .collect();
+        let dst_hits: Vec<Vec<u8>> = (0..DISTINCT)
+            .map(|_| {
+                frames::ipv6(
+                    peer6,
+                    inside6(&set[rng.random_range(0..set.len())], &mut rng),
+                )
+            })
+            .collect();
+        let per = REPEAT / DISTINCT as u32;
+        measure(&mut k, "IPv6 pass (miss), one frame", n, &mut |k| {
+            k.cost_ns(&miss6, REPEAT) as f64
+        });
+        measure(&mut k, "IPv6 drop (source hit), random keys", n, &mut |k| {
+            hits.iter().map(|f| k.cost_ns(f, per) as f64).sum::<f64>() / DISTINCT as f64
+        });
+        measure(
+            &mut k,
+            "IPv6 drop (destination hit), random keys",
+            n,
+            &mut |k| {
+                dst_hits
+                    .iter()
+                    .map(|f| k.cost_ns(f, per) as f64)
+                    .sum::<f64>()
+                    / DISTINCT as f64
+            },
+        );
     }
 
     println!("| case | prefixes | median ns/pkt | min | max |");

@@ -43,24 +43,39 @@ fn children_max_rss_kib() -> i64 {
     }
 }
 
-fn ipset_restore(ns: &Netns, script: &Path) -> anyhow::Result<f64> {
+/// Kernel memory the benchmark can attribute to map or set entries:
+/// Slab + Percpu + VmallocUsed from /proc/meminfo, in KiB. (memlock only
+/// counts a fraction of what an LPM entry really takes.)
+fn kernel_kib() -> i64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("Slab:") || l.starts_with("Percpu:") || l.starts_with("VmallocUsed:")
+        })
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<i64>().ok())
+        .sum()
+}
+
+/// Runs a script through `tool` (`nft -f` or `iptables-restore`) in `ns`.
+fn restore(ns: &Netns, tool: &[&str], script: &Path) -> anyhow::Result<f64> {
     let t = Instant::now();
     let out = Command::new("ip")
-        .args(["netns", "exec", ns.name(), "ipset", "restore", "-file"])
+        .args(["netns", "exec", ns.name()])
+        .args(tool)
         .arg(script)
         .output()
-        .context("running ipset (cargo xtask setup installs it)")?;
+        .with_context(|| format!("running {tool:?}"))?;
     let secs = t.elapsed().as_secs_f64();
     if !out.status.success() {
-        bail!(
-            "ipset restore failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("{tool:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let _ = Command::new("ip")
-        .args(["netns", "exec", ns.name(), "ipset", "destroy"])
-        .output();
     Ok(secs)
+}
+
+/// `ipset restore`, leaving the set in place (the caller measures memory
+/// and destroys it).
+fn ipset_restore_keep(ns: &Netns, script: &Path) -> anyhow::Result<f64> {
+    restore(ns, &["ipset", "restore", "-file"], script)
 }
 
 pub fn run() -> anyhow::Result<serde_json::Value> {
@@ -96,12 +111,15 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
 
     let (mut first, mut nochange, mut onepct) = (Vec::new(), Vec::new(), Vec::new());
     let (mut first_apply, mut onepct_apply) = (Vec::new(), Vec::new());
+    let mut agent_bytes_per_entry = Vec::new();
     for run in 0..SYNC_RUNS {
         eprintln!("sync bench: agent run {}/{SYNC_RUNS}", run + 1);
         let fs = Bpffs::new();
         let state = tempfile::tempdir()?;
         std::fs::write(&feed_path, &full)?;
+        let before = kernel_kib();
         let (s, r) = sync(&fs.pin_dir(), state.path(), &feed_path)?;
+        agent_bytes_per_entry.push((kernel_kib() - before) as f64 * 1024.0 / N as f64);
         assert_eq!(r["v4"]["added"], N as u64, "{r}");
         first.push(s);
         first_apply.push(r["apply_seconds"].as_f64().unwrap_or(0.0));
@@ -130,8 +148,63 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
         let _ = writeln!(text, "add bl {p}");
     }
     std::fs::write(&script, text)?;
+    let mut ipset_bytes_per_entry = Vec::new();
     let ipset: Vec<f64> = (0..SYNC_RUNS)
-        .map(|_| ipset_restore(&ns, &script))
+        .map(|_| {
+            let before = kernel_kib();
+            let t = ipset_restore_keep(&ns, &script)?;
+            ipset_bytes_per_entry.push((kernel_kib() - before) as f64 * 1024.0 / N as f64);
+            let _ = Command::new("ip")
+                .args(["netns", "exec", ns.name(), "ipset", "destroy"])
+                .output();
+            Ok(t)
+        })
+        .collect::<anyhow::Result<_>>()?;
+
+    // nftables: an interval set in a netdev table, 100,000 entries (the
+    // same mixed list's first 100,000), loaded with `nft -f`.
+    eprintln!("sync bench: nft -f baseline (100,000 entries)");
+    let nft_script = dir.path().join("nft.conf");
+    let mut text = String::from(
+        "table netdev blbench {\n set bl {\n  type ipv4_addr\n  flags interval\n  auto-merge\n  elements = { ",
+    );
+    for (i, p) in base[..100_000].iter().enumerate() {
+        if i > 0 {
+            text.push_str(", ");
+        }
+        let _ = write!(text, "{p}");
+    }
+    text.push_str(" }\n }\n}\n");
+    std::fs::write(&nft_script, text)?;
+    let nft: Vec<f64> = (0..SYNC_RUNS)
+        .map(|_| {
+            let t = restore(&ns, &["nft", "-f"], &nft_script);
+            let _ = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    ns.name(),
+                    "nft",
+                    "delete",
+                    "table",
+                    "netdev",
+                    "blbench",
+                ])
+                .output();
+            t
+        })
+        .collect::<anyhow::Result<_>>()?;
+    // iptables: one rule per address (the classic cron job), 10,000 rules.
+    eprintln!("sync bench: iptables-restore baseline (10,000 rules)");
+    let ipt_script = dir.path().join("iptables.rules");
+    let mut text = String::from("*raw\n:PREROUTING ACCEPT [0:0]\n");
+    for p in base.iter().take(10_000) {
+        let _ = writeln!(text, "-A PREROUTING -s {p} -j DROP");
+    }
+    text.push_str("COMMIT\n");
+    std::fs::write(&ipt_script, text)?;
+    let ipt: Vec<f64> = (0..SYNC_RUNS)
+        .map(|_| restore(&ns, &["iptables-restore"], &ipt_script))
         .collect::<anyhow::Result<_>>()?;
 
     let rows = [
@@ -151,6 +224,14 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
             "baseline: ipset restore (hash:net), same list",
             stats(ipset),
         ),
+        (
+            "baseline: nft -f interval set, first 100,000 only",
+            stats(nft),
+        ),
+        (
+            "baseline: iptables-restore, 10,000 one-address rules",
+            stats(ipt),
+        ),
     ];
     println!("\n| update, {N} IPv4 prefixes | median s | min | max |");
     println!("|---|---:|---:|---:|");
@@ -158,9 +239,15 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
         println!("| {name} | {m:.3} | {lo:.3} | {hi:.3} |");
     }
     println!("\nagent peak RSS over these syncs: {rss_mib:.1} MiB");
+    let (agent_mem, _, _) = stats(agent_bytes_per_entry);
+    let (ipset_mem, _, _) = stats(ipset_bytes_per_entry);
+    println!(
+        "kernel memory per entry (Slab + Percpu + VmallocUsed delta, median): agent LPM trie {agent_mem:.0} B, ipset hash:net {ipset_mem:.0} B"
+    );
     Ok(serde_json::json!({
         "prefixes": N,
         "rows": rows.iter().map(|(n, (m, lo, hi))| serde_json::json!({"case": n, "median_s": m, "min_s": lo, "max_s": hi})).collect::<Vec<_>>(),
         "agent_peak_rss_mib": rss_mib,
+        "kernel_bytes_per_entry": {"agent": agent_mem, "ipset": ipset_mem},
     }))
 }
