@@ -117,6 +117,9 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
         let fs = Bpffs::new();
         let state = tempfile::tempdir()?;
         std::fs::write(&feed_path, &full)?;
+        // The previous run's maps are freed after an RCU grace period and
+        // in a work queue: let that finish so it does not offset the delta.
+        std::thread::sleep(std::time::Duration::from_secs(3));
         let before = kernel_kib();
         let (s, r) = sync(&fs.pin_dir(), state.path(), &feed_path)?;
         agent_bytes_per_entry.push((kernel_kib() - before) as f64 * 1024.0 / N as f64);
