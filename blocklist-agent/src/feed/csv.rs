@@ -226,19 +226,9 @@ mod tests {
     use super::*;
     use crate::feed::MAX_LINE;
     use crate::feed::plain::{GARBAGE, GARBAGE_BYTES, NOT_UTF8, TOO_LONG, ZONE_ID};
+    use crate::feed::test_util::{prefixes, reasons};
 
     const FEODO: &[u8] = include_bytes!("fixtures/feodo_ipblocklist.csv");
-
-    fn prefixes(p: &Parsed) -> Vec<String> {
-        p.entries.iter().map(|e| e.prefix.to_string()).collect()
-    }
-
-    fn reasons(p: &Parsed) -> Vec<(usize, &str)> {
-        p.samples
-            .iter()
-            .map(|r| (r.line, r.reason.as_str()))
-            .collect()
-    }
 
     #[test]
     fn feodo_fixture_uses_the_commented_header() {
@@ -252,7 +242,7 @@ mod tests {
                 "2001:db8:feed::25/128"
             ]
         );
-        assert_eq!(reasons(&p), [(13, GARBAGE)]);
+        assert_eq!(reasons(&p.samples), [(13, GARBAGE)]);
         assert_eq!(p.rejected, 1);
         assert!(p.samples[0].text.contains("192.0.2.300"));
         assert!(sniff(FEODO));
@@ -265,7 +255,10 @@ mod tests {
         assert_eq!(prefixes(&parse(FEODO, Some("1"))), expected);
         let p = parse(FEODO, Some("nope"));
         assert!(p.entries.is_empty());
-        assert_eq!(reasons(&p), [(10, "no column named `nope` in the header")]);
+        assert_eq!(
+            reasons(&p.samples),
+            [(10, "no column named `nope` in the header")]
+        );
     }
 
     #[test]
@@ -330,7 +323,7 @@ mod tests {
         let p = parse(&body, None);
         assert_eq!(prefixes(&p), ["192.0.2.1/32", "192.0.2.9/32"]);
         assert_eq!(
-            reasons(&p),
+            reasons(&p.samples),
             [(5, ZONE_ID), (6, NOT_UTF8), (7, TOO_LONG), (9, GARBAGE)]
         );
     }
@@ -339,14 +332,14 @@ mod tests {
     fn short_rows() {
         let p = parse(b"a,b,ip\n1,2\n1,2,192.0.2.1\n", None);
         assert_eq!(prefixes(&p), ["192.0.2.1/32"]);
-        assert_eq!(reasons(&p), [(2, "row has no column 2")]);
+        assert_eq!(reasons(&p.samples), [(2, "row has no column 2")]);
     }
 
     #[test]
     fn bad_lines_before_the_header_are_rejected() {
         let p = parse(b"# c\n\xff\xfe\nip\n192.0.2.1\n", None);
         assert_eq!(prefixes(&p), ["192.0.2.1/32"]);
-        assert_eq!(reasons(&p), [(2, NOT_UTF8)]);
+        assert_eq!(reasons(&p.samples), [(2, NOT_UTF8)]);
     }
 
     #[test]

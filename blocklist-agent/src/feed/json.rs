@@ -134,12 +134,9 @@ pub(crate) fn address_of<'v>(
 mod tests {
     use super::*;
     use crate::feed::plain::{GARBAGE, GARBAGE_BYTES, LEADING_ZEROS, ZONE_ID};
+    use crate::feed::test_util::prefixes;
 
     const FEODO: &[u8] = include_bytes!("fixtures/feodo_ipblocklist.json");
-
-    fn prefixes(p: &Parsed) -> Vec<String> {
-        p.entries.iter().map(|e| e.prefix.to_string()).collect()
-    }
 
     #[test]
     fn feodo_fixture() {
@@ -190,11 +187,7 @@ mod tests {
                 "192.0.2.6/32"
             ]
         );
-        let reasons: Vec<_> = p
-            .samples
-            .iter()
-            .map(|r| (r.line, r.reason.as_str()))
-            .collect();
+        let reasons = crate::feed::test_util::reasons(&p.samples);
         assert_eq!(
             reasons,
             [

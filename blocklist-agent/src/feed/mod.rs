@@ -137,3 +137,22 @@ pub fn parse(bytes: &[u8], format: &Format, opts: &FormatOptions, now: i64) -> P
         Format::Stix | Format::Taxii => stix::parse(bytes, now).into_parsed(),
     }
 }
+
+/// Helpers shared by the parsers' tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use super::{Parsed, Rejection};
+
+    /// The accepted prefixes, as text.
+    pub fn prefixes(p: &Parsed) -> Vec<String> {
+        p.entries.iter().map(|e| e.prefix.to_string()).collect()
+    }
+
+    /// (line, reason) of each sampled rejection.
+    pub fn reasons(samples: &[Rejection]) -> Vec<(usize, &str)> {
+        samples
+            .iter()
+            .map(|r| (r.line, r.reason.as_str()))
+            .collect()
+    }
+}

@@ -230,17 +230,7 @@ pub(crate) const GARBAGE_BYTES: &[u8] = b"\x00\x00\xff\xfe{[\"\\\x00\n\r\r\n\xef
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn prefixes(p: &Parsed) -> Vec<String> {
-        p.entries.iter().map(|e| e.prefix.to_string()).collect()
-    }
-
-    fn reasons(p: &Parsed) -> Vec<(usize, String)> {
-        p.samples
-            .iter()
-            .map(|r| (r.line, r.reason.clone()))
-            .collect()
-    }
+    use crate::feed::test_util::{prefixes, reasons};
 
     #[test]
     fn addresses_cidrs_and_comments() {
@@ -322,13 +312,13 @@ mod tests {
         );
         assert!(p.entries.is_empty());
         assert_eq!(
-            reasons(&p),
+            reasons(&p.samples),
             [
-                (1, "range ends before it starts".to_owned()),
-                (2, "range mixes IPv4 and IPv6".to_owned()),
-                (3, "range ends must be single addresses".to_owned()),
-                (4, GARBAGE.to_owned()),
-                (5, GARBAGE.to_owned()),
+                (1, "range ends before it starts"),
+                (2, "range mixes IPv4 and IPv6"),
+                (3, "range ends must be single addresses"),
+                (4, GARBAGE),
+                (5, GARBAGE),
             ]
         );
         assert_eq!(p.rejected, 6);
@@ -349,13 +339,13 @@ mod tests {
         let p = parse(&body);
         assert_eq!(prefixes(&p), ["192.0.2.1/32", "192.0.2.2/32"]);
         assert_eq!(
-            reasons(&p),
+            reasons(&p.samples),
             [
-                (2, ZONE_ID.to_owned()),
-                (3, LEADING_ZEROS.to_owned()),
-                (4, GARBAGE.to_owned()),
-                (5, NOT_UTF8.to_owned()),
-                (6, TOO_LONG.to_owned()),
+                (2, ZONE_ID),
+                (3, LEADING_ZEROS),
+                (4, GARBAGE),
+                (5, NOT_UTF8),
+                (6, TOO_LONG),
             ]
         );
         assert_eq!(

@@ -64,13 +64,10 @@ mod tests {
     use super::*;
     use crate::feed::MAX_LINE;
     use crate::feed::plain::{GARBAGE_BYTES, LEADING_ZEROS, NOT_UTF8, TOO_LONG};
+    use crate::feed::test_util::prefixes;
 
     const DROP_TXT: &[u8] = include_bytes!("fixtures/spamhaus_drop.txt");
     const DROP_V4_JSON: &[u8] = include_bytes!("fixtures/spamhaus_drop_v4.json");
-
-    fn prefixes(p: &Parsed) -> Vec<String> {
-        p.entries.iter().map(|e| e.prefix.to_string()).collect()
-    }
 
     #[test]
     fn drop_text_fixture() {
@@ -131,11 +128,7 @@ mod tests {
         assert_eq!(prefixes(&p), ["192.0.2.0/24", "2001:db8::/32"]);
         assert_eq!(p.ignored, 1);
         assert_eq!(p.rejected, 7);
-        let reasons: Vec<_> = p
-            .samples
-            .iter()
-            .map(|r| (r.line, r.reason.as_str()))
-            .collect();
+        let reasons = crate::feed::test_util::reasons(&p.samples);
         assert_eq!(
             reasons,
             [

@@ -591,11 +591,7 @@ mod tests {
         );
         // identity, malware, relationship, sigma, domain-name.
         assert_eq!(s.ignored, 5);
-        let rejected: Vec<_> = s
-            .samples
-            .iter()
-            .map(|r| (r.line, r.reason.as_str()))
-            .collect();
+        let rejected = crate::feed::test_util::reasons(&s.samples);
         assert_eq!(
             rejected,
             [
@@ -763,11 +759,7 @@ mod tests {
         assert_eq!(s.indicators.len(), 1);
         assert_eq!(s.indicators[0].modified, "");
         assert_eq!(s.ignored, 1);
-        let reasons: Vec<_> = s
-            .samples
-            .iter()
-            .map(|r| (r.line, r.reason.as_str()))
-            .collect();
+        let reasons = crate::feed::test_util::reasons(&s.samples);
         assert_eq!(
             reasons,
             [
