@@ -14,7 +14,6 @@
 //! | `BLOCK_V6`    | LPM trie             | `Key<[u8; 16]>`      | [`EntryValue`]     |
 //! | `ALLOW_V4`    | LPM trie             | `Key<[u8; 4]>`       | [`EntryValue`]     |
 //! | `ALLOW_V6`    | LPM trie             | `Key<[u8; 16]>`      | [`EntryValue`]     |
-//! | `PREFIX_HITS` | per-CPU hash         | [`PrefixKey`]        | [`PrefixCounters`] |
 //! | `IP_HITS`     | LRU per-CPU hash     | [`IpKey`]            | [`IpCounters`]     |
 //! | `GLOBAL`      | per-CPU array (1)    | `u32` (0)            | [`GlobalCounters`] |
 //! | `CONFIG`      | array (1)            | `u32` (0)            | [`Config`]         |
@@ -23,10 +22,11 @@
 //!
 //! LPM keys are a `u32` prefix length followed by the address in network
 //! byte order, exactly as the kernel's `bpf_lpm_trie_key` expects. The
-//! trie value carries the entry's own prefix length so that the program can
-//! name the prefix that matched (the kernel's lookup returns only the value)
-//! and key its per-prefix counters by it: counters need no slot allocator and
-//! survive any sync that keeps the prefix.
+//! trie value carries the entry's own prefix length, so that the program can
+//! name the prefix that matched (the kernel's lookup returns only the value),
+//! and the entry's hit counters: the lookup that decides the verdict already
+//! holds them in cache, so counting a prefix costs no second map lookup, and
+//! the counters live exactly as long as the entry.
 //!
 //! A zeroed [`Config`] is the default configuration (drop, match both,
 //! events at the default rate), so a freshly created map is already correct.
@@ -42,8 +42,6 @@ pub mod map_names {
     pub const ALLOW_V4: &str = "ALLOW_V4";
     /// IPv6 allow trie (consulted only after a block hit).
     pub const ALLOW_V6: &str = "ALLOW_V6";
-    /// Per-prefix hit counters.
-    pub const PREFIX_HITS: &str = "PREFIX_HITS";
     /// Per-address hit counters (bounded LRU).
     pub const IP_HITS: &str = "IP_HITS";
     /// Global counters.
@@ -56,17 +54,8 @@ pub mod map_names {
     pub const EVENT_RATE: &str = "EVENT_RATE";
 
     /// Every map the program pins, in a stable order.
-    pub const ALL: [&str; 10] = [
-        BLOCK_V4,
-        BLOCK_V6,
-        ALLOW_V4,
-        ALLOW_V6,
-        PREFIX_HITS,
-        IP_HITS,
-        GLOBAL,
-        CONFIG,
-        EVENTS,
-        EVENT_RATE,
+    pub const ALL: [&str; 9] = [
+        BLOCK_V4, BLOCK_V6, ALLOW_V4, ALLOW_V6, IP_HITS, GLOBAL, CONFIG, EVENTS, EVENT_RATE,
     ];
 }
 
@@ -83,8 +72,6 @@ pub const BLOCK_V4_MAX_ENTRIES: u32 = 1 << 21;
 pub const BLOCK_V6_MAX_ENTRIES: u32 = 1 << 19;
 /// Capacity of each allow trie.
 pub const ALLOW_MAX_ENTRIES: u32 = 1 << 16;
-/// Capacity of `PREFIX_HITS`; entries appear only when a prefix is hit.
-pub const PREFIX_HITS_MAX_ENTRIES: u32 = BLOCK_V4_MAX_ENTRIES + BLOCK_V6_MAX_ENTRIES;
 /// Default capacity of `IP_HITS` (the agent may resize it at load time).
 pub const IP_HITS_DEFAULT_ENTRIES: u32 = 65_536;
 /// Capacity of `EVENT_RATE`.
@@ -102,7 +89,12 @@ pub const DIRECTION_SRC: u8 = 1;
 /// The address that matched was the packet's destination.
 pub const DIRECTION_DST: u8 = 2;
 
-/// Value stored in the block and allow tries.
+/// Value stored in the block and allow tries: what the entry is, and how
+/// often it matched.
+///
+/// The counters are shared by all CPUs and the program adds to them
+/// atomically; the agent writes zeros when it creates an entry and never
+/// touches them afterwards. They are kept only for block entries.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EntryValue {
@@ -111,27 +103,44 @@ pub struct EntryValue {
     pub prefix_len: u32,
     /// Entry flags ([`ENTRY_FLAG_MANUAL`], ...).
     pub flags: u32,
+    /// Packets that matched this entry (dropped or monitored).
+    pub packets: u64,
+    /// Bytes of those packets (whole frame).
+    pub bytes: u64,
+    /// `bpf_ktime_get_ns()` of the first hit (0: never hit).
+    pub first_seen_ns: u64,
+    /// `bpf_ktime_get_ns()` of the last hit.
+    pub last_seen_ns: u64,
+}
+
+impl EntryValue {
+    /// A fresh entry: no hits yet.
+    pub const fn new(prefix_len: u32, flags: u32) -> Self {
+        Self {
+            prefix_len,
+            flags,
+            packets: 0,
+            bytes: 0,
+            first_seen_ns: 0,
+            last_seen_ns: 0,
+        }
+    }
+
+    /// The hit counters of this entry.
+    pub const fn counters(&self) -> PrefixCounters {
+        PrefixCounters {
+            packets: self.packets,
+            bytes: self.bytes,
+            first_seen_ns: self.first_seen_ns,
+            last_seen_ns: self.last_seen_ns,
+        }
+    }
 }
 
 /// The entry was added by hand (`block`/`allow`), not by a feed.
 pub const ENTRY_FLAG_MANUAL: u32 = 1;
 
-/// Key of the per-prefix and per-address maps. IPv4 addresses occupy the
-/// first four bytes of `addr`, the rest is zero.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct PrefixKey {
-    /// Address with host bits cleared, network byte order.
-    pub addr: [u8; 16],
-    /// [`FAMILY_V4`] or [`FAMILY_V6`].
-    pub family: u8,
-    /// Prefix length.
-    pub prefix_len: u8,
-    /// Zero.
-    pub _pad: [u8; 2],
-}
-
-/// Per-prefix counters (one per CPU; the agent sums them).
+/// Per-prefix counters, as read from a block entry's [`EntryValue`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PrefixCounters {
@@ -139,9 +148,9 @@ pub struct PrefixCounters {
     pub packets: u64,
     /// Bytes of those packets (whole frame).
     pub bytes: u64,
-    /// `bpf_ktime_get_ns()` of the first hit on this CPU.
+    /// `bpf_ktime_get_ns()` of the first hit (0: never hit).
     pub first_seen_ns: u64,
-    /// `bpf_ktime_get_ns()` of the last hit on this CPU.
+    /// `bpf_ktime_get_ns()` of the last hit.
     pub last_seen_ns: u64,
 }
 
@@ -176,6 +185,10 @@ pub struct IpCounters {
     pub prefix_len: u32,
     /// Zero.
     pub _pad: u32,
+    /// `bpf_ktime_get_ns()` of the last drop event this CPU sent for this
+    /// address: a per-CPU check in hand before the shared `EVENT_RATE`
+    /// limiter is consulted, so most drops never touch that map.
+    pub last_event_ns: u64,
 }
 
 /// Global counters (one per CPU; the agent sums them).
@@ -283,7 +296,6 @@ mod pod {
     // SAFETY: every type is #[repr(C)], made only of integers and byte
     // arrays, with explicit padding fields, so any bit pattern is valid.
     unsafe impl aya::Pod for super::EntryValue {}
-    unsafe impl aya::Pod for super::PrefixKey {}
     unsafe impl aya::Pod for super::PrefixCounters {}
     unsafe impl aya::Pod for super::IpKey {}
     unsafe impl aya::Pod for super::IpCounters {}
@@ -299,11 +311,10 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<EntryValue>(), 8);
-        assert_eq!(size_of::<PrefixKey>(), 20);
+        assert_eq!(size_of::<EntryValue>(), 40);
         assert_eq!(size_of::<IpKey>(), 20);
         assert_eq!(size_of::<PrefixCounters>(), 32);
-        assert_eq!(size_of::<IpCounters>(), 40);
+        assert_eq!(size_of::<IpCounters>(), 48);
         assert_eq!(size_of::<GlobalCounters>(), 15 * 8);
         assert_eq!(size_of::<Config>(), 16);
         assert_eq!(size_of::<DropEvent>(), 64);

@@ -2,16 +2,22 @@
 //!
 //! Per packet: one `CONFIG` and one `GLOBAL` lookup, then at most one block
 //! trie lookup per matched address (source first, then destination) and an
-//! allow-trie lookup only after a block hit. A blocked packet adds a bounded
-//! number of counter updates (prefix, address) and, rate-limited per address,
-//! one ring-buffer event.
+//! allow-trie lookup only after a block hit. A blocked packet adds to the
+//! counters in the matching trie entry (atomically, in the cache line the
+//! lookup just read), one per-address LRU update and, rate-limited per
+//! address, one ring-buffer event.
+//!
+//! Live traffic from many addresses is bound by cache misses, not by
+//! instructions: every map touched per drop is a few more misses, which is
+//! why the prefix counters live in the trie value rather than in a map of
+//! their own.
 
 use aya_ebpf::{
     bindings::{BPF_ANY, xdp_action},
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
     maps::{
-        Array, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf,
+        Array, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf,
         lpm_trie::{Key, LpmTrie},
     },
     programs::XdpContext,
@@ -20,11 +26,8 @@ use blocklist_ebpf::{
     ACTION_MONITOR, ALLOW_MAX_ENTRIES, BLOCK_V4_MAX_ENTRIES, BLOCK_V6_MAX_ENTRIES, Config,
     DIRECTION_DST, DIRECTION_SRC, DropEvent, EVENT_DEFAULT_INTERVAL_MS, EVENT_INTERVAL_OFF,
     EVENT_RATE_MAX_ENTRIES, EVENTS_RING_BYTES, EntryValue, FAMILY_V4, FAMILY_V6, GlobalCounters,
-    IP_HITS_DEFAULT_ENTRIES, IpCounters, IpKey, MATCH_DST, MATCH_SRC, PREFIX_HITS_MAX_ENTRIES,
-    PrefixCounters, PrefixKey,
+    IP_HITS_DEFAULT_ENTRIES, IpCounters, IpKey, MATCH_DST, MATCH_SRC,
 };
-
-const BPF_F_NO_PREALLOC: u32 = 1;
 
 #[map]
 static BLOCK_V4: LpmTrie<[u8; 4], EntryValue> = LpmTrie::pinned(BLOCK_V4_MAX_ENTRIES, 0);
@@ -34,9 +37,6 @@ static BLOCK_V6: LpmTrie<[u8; 16], EntryValue> = LpmTrie::pinned(BLOCK_V6_MAX_EN
 static ALLOW_V4: LpmTrie<[u8; 4], EntryValue> = LpmTrie::pinned(ALLOW_MAX_ENTRIES, 0);
 #[map]
 static ALLOW_V6: LpmTrie<[u8; 16], EntryValue> = LpmTrie::pinned(ALLOW_MAX_ENTRIES, 0);
-#[map]
-static PREFIX_HITS: PerCpuHashMap<PrefixKey, PrefixCounters> =
-    PerCpuHashMap::pinned(PREFIX_HITS_MAX_ENTRIES, BPF_F_NO_PREALLOC);
 #[map]
 static IP_HITS: LruPerCpuHashMap<IpKey, IpCounters> =
     LruPerCpuHashMap::pinned(IP_HITS_DEFAULT_ENTRIES, 0);
@@ -132,6 +132,8 @@ struct Hit {
     prefix_len: u32,
     len: u64,
     now: u64,
+    /// Minimum gap between two events for one address; 0: events off.
+    interval_ns: u64,
 }
 
 /// The parsed headers. Addresses are 16 bytes each, IPv4 (and the IPv4 of
@@ -277,8 +279,8 @@ const LOOKUP_ALLOWED: u64 = 1;
 const LOOKUP_BLOCKED: u64 = 2;
 
 #[inline(always)]
-fn lookup(addr: &[u8; 16], family: u8) -> Lookup {
-    let r = lookup_raw(addr, family);
+fn lookup(addr: &[u8; 16], family: u8, len: u64) -> Lookup {
+    let r = lookup_raw(addr, family, len);
     match r & 0xff {
         LOOKUP_BLOCKED => Lookup::Blocked((r >> 32) as u32),
         LOOKUP_ALLOWED => Lookup::Allowed,
@@ -287,27 +289,51 @@ fn lookup(addr: &[u8; 16], family: u8) -> Lookup {
 }
 
 /// The trie lookups, in a frame of their own (the keys are 20 bytes each).
-/// Returns a scalar so the result travels in a register: the kind in the
-/// low byte, the matching prefix length in the high half.
+/// A blocked address is counted in the matching entry here, while its
+/// value is at hand. Returns a scalar so the result travels in a register:
+/// the kind in the low byte, the matching prefix length in the high half.
 #[inline(never)]
-fn lookup_raw(addr: &[u8; 16], family: u8) -> u64 {
-    let (block, allowed) = if family == FAMILY_V4 {
+fn lookup_raw(addr: &[u8; 16], family: u8, len: u64) -> u64 {
+    let (value, allowed) = if family == FAMILY_V4 {
         let key = Key::new(32, [addr[0], addr[1], addr[2], addr[3]]);
         match BLOCK_V4.get(&key) {
             None => return LOOKUP_MISS,
-            Some(v) => (v.prefix_len, ALLOW_V4.get(&key).is_some()),
+            Some(v) => (v, ALLOW_V4.get(&key).is_some()),
         }
     } else {
         let key = Key::new(128, *addr);
         match BLOCK_V6.get(&key) {
             None => return LOOKUP_MISS,
-            Some(v) => (v.prefix_len, ALLOW_V6.get(&key).is_some()),
+            Some(v) => (v, ALLOW_V6.get(&key).is_some()),
         }
     };
     if allowed {
-        LOOKUP_ALLOWED
-    } else {
-        LOOKUP_BLOCKED | ((block as u64) << 32)
+        return LOOKUP_ALLOWED;
+    }
+    count_entry(value, len);
+    LOOKUP_BLOCKED | ((value.prefix_len as u64) << 32)
+}
+
+/// Adds one hit to a block entry's counters. Several CPUs may hit the same
+/// entry, so the sums are atomic adds; the timestamps are plain stores (a
+/// racing CPU can only make them a few nanoseconds off).
+#[inline(always)]
+fn count_entry(value: &EntryValue, len: u64) {
+    use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let v = value as *const EntryValue as *mut EntryValue;
+    // SAFETY: `v` points at the trie entry's value in kernel memory, which
+    // the map owns and keeps alive for this program run (RCU); programs
+    // may write map values, and the counters are only ever written here
+    // (atomically) or by the agent when the entry is created.
+    unsafe {
+        atomic_xadd::<u64, u64, { Relaxed }>(&raw mut (*v).packets, 1);
+        atomic_xadd::<u64, u64, { Relaxed }>(&raw mut (*v).bytes, len);
+        if (*v).first_seen_ns == 0 {
+            (*v).first_seen_ns = now;
+        }
+        (*v).last_seen_ns = now;
     }
 }
 
@@ -318,14 +344,14 @@ fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters)
     // (direction, prefix_len) of the first blocked address.
     let mut hit = None;
     if config.match_mode != MATCH_DST {
-        match lookup(&pkt.src, pkt.src_family) {
+        match lookup(&pkt.src, pkt.src_family, len) {
             Lookup::Blocked(plen) => hit = Some((DIRECTION_SRC, plen)),
             Lookup::Allowed => allowlisted = true,
             Lookup::Miss => {}
         }
     }
     if hit.is_none() && config.match_mode != MATCH_SRC {
-        match lookup(&pkt.dst, pkt.dst_family) {
+        match lookup(&pkt.dst, pkt.dst_family, len) {
             Lookup::Blocked(plen) => hit = Some((DIRECTION_DST, plen)),
             Lookup::Allowed => allowlisted = true,
             Lookup::Miss => {}
@@ -345,6 +371,11 @@ fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters)
     } else {
         (pkt.dst, pkt.dst_family)
     };
+    let interval_ns = match config.event_interval_ms {
+        EVENT_INTERVAL_OFF => 0,
+        0 => EVENT_DEFAULT_INTERVAL_MS as u64 * 1_000_000,
+        ms => ms as u64 * 1_000_000,
+    };
     let hit = Hit {
         key: IpKey {
             addr,
@@ -355,6 +386,7 @@ fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters)
         prefix_len,
         len,
         now,
+        interval_ns,
     };
     #[cfg(feature = "debug-log")]
     aya_log_ebpf::debug!(
@@ -366,10 +398,8 @@ fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters)
         len
     );
     // Separate (not inlined) functions: each gets its own 512-byte frame and
-    // the three are siblings, so their stacks never add up.
-    count_prefix(&hit);
-    count_ip(&hit);
-    if config.event_interval_ms != EVENT_INTERVAL_OFF {
+    // they are siblings, so their stacks never add up.
+    if count_ip(&hit) {
         emit_event(ctx, pkt, &hit, &config, global);
     }
 
@@ -382,72 +412,12 @@ fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters)
     }
 }
 
-/// Clears the host bits of `addr` beyond `prefix_len` (IPv4 lives in the
-/// first four bytes and the rest is zero, so one rule serves both families).
-#[inline(always)]
-fn mask(family: u8, addr: [u8; 16], prefix_len: u32) -> [u8; 16] {
-    let hi = u64::from_be_bytes([
-        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
-    ]);
-    let lo = u64::from_be_bytes([
-        addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
-    ]);
-    let bits = if family == FAMILY_V4 {
-        prefix_len.min(32)
-    } else {
-        prefix_len.min(128)
-    };
-    let h = (hi & keep_mask(bits.min(64))).to_be_bytes();
-    let l = (lo & keep_mask(bits.saturating_sub(64))).to_be_bytes();
-    [
-        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5], l[6],
-        l[7],
-    ]
-}
-
-/// A mask keeping the top `bits` (0..=64) bits of a u64.
-#[inline(always)]
-fn keep_mask(bits: u32) -> u64 {
-    if bits == 0 {
-        0
-    } else if bits >= 64 {
-        u64::MAX
-    } else {
-        u64::MAX << (64 - bits)
-    }
-}
-
+/// Counts the hit per address. Returns true when this CPU has sent no
+/// event for the address within `hit.interval_ns` (0: events are off); the
+/// shared limiter in `emit_event` then has the last word.
 #[inline(never)]
-fn count_prefix(hit: &Hit) {
-    let key = PrefixKey {
-        addr: mask(hit.key.family, hit.key.addr, hit.prefix_len),
-        family: hit.key.family,
-        prefix_len: hit.prefix_len as u8,
-        _pad: [0; 2],
-    };
-    if let Some(c) = PREFIX_HITS.get_ptr_mut(&key) {
-        // SAFETY: per-CPU value, only this CPU writes it.
-        let c = unsafe { &mut *c };
-        c.packets += 1;
-        c.bytes += hit.len;
-        c.last_seen_ns = hit.now;
-        if c.first_seen_ns == 0 {
-            c.first_seen_ns = hit.now;
-        }
-    } else {
-        let c = PrefixCounters {
-            packets: 1,
-            bytes: hit.len,
-            first_seen_ns: hit.now,
-            last_seen_ns: hit.now,
-        };
-        // A full map only loses this count; the verdict does not depend on it.
-        let _ = PREFIX_HITS.insert(&key, &c, BPF_ANY as u64);
-    }
-}
-
-#[inline(never)]
-fn count_ip(hit: &Hit) {
+fn count_ip(hit: &Hit) -> bool {
+    let interval_ns = hit.interval_ns;
     if let Some(c) = IP_HITS.get_ptr_mut(&hit.key) {
         // SAFETY: per-CPU value, only this CPU writes it.
         let c = unsafe { &mut *c };
@@ -458,6 +428,11 @@ fn count_ip(hit: &Hit) {
         if c.first_seen_ns == 0 {
             c.first_seen_ns = hit.now;
         }
+        if interval_ns == 0 || hit.now.wrapping_sub(c.last_event_ns) < interval_ns {
+            return false;
+        }
+        c.last_event_ns = hit.now;
+        true
     } else {
         let c = IpCounters {
             packets: 1,
@@ -466,8 +441,10 @@ fn count_ip(hit: &Hit) {
             last_seen_ns: hit.now,
             prefix_len: hit.prefix_len,
             _pad: 0,
+            last_event_ns: hit.now,
         };
         let _ = IP_HITS.insert(&hit.key, &c, BPF_ANY as u64);
+        interval_ns != 0
     }
 }
 
@@ -479,12 +456,7 @@ fn emit_event(
     config: &Config,
     global: &mut GlobalCounters,
 ) {
-    let interval_ms = if config.event_interval_ms == 0 {
-        EVENT_DEFAULT_INTERVAL_MS
-    } else {
-        config.event_interval_ms
-    };
-    let interval_ns = interval_ms as u64 * 1_000_000;
+    let interval_ns = hit.interval_ns;
     // SAFETY: the value is a plain u64; a concurrent writer can only make
     // this check slightly stale, which the rate limit tolerates.
     if let Some(last) = unsafe { EVENT_RATE.get(&hit.key) } {

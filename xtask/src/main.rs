@@ -50,9 +50,9 @@ enum Cmd {
         /// Only tests whose name contains this.
         filter: Option<String>,
     },
-    /// Per-packet cost and update cost beside baselines (`packets`, `sync`, or both).
+    /// Per-packet cost, update cost and live drop rate beside baselines.
     Bench {
-        /// `packets` or `sync`; both when absent.
+        /// `packets`, `sync` or `live`; all when absent.
         part: Option<String>,
     },
 }

@@ -43,6 +43,10 @@ const APT_PACKAGES: &[&str] = &[
     "ipset",
     "nftables",
     "iptables",
+    // xdp-filter, the XDP baseline of `bench live`; ethtool turns on the
+    // receiving veth's GRO (its NAPI ring) there.
+    "xdp-tools",
+    "ethtool",
 ];
 
 pub fn run() -> Result<()> {

@@ -5,7 +5,7 @@
 //! (the CLI in another shell, the `run` loop, tests) while the program runs
 //! or after the agent stopped.
 
-use std::{collections::HashSet, net::IpAddr, os::fd::AsFd};
+use std::{net::IpAddr, os::fd::AsFd};
 
 use aya::{
     Pod,
@@ -15,8 +15,8 @@ use aya::{
     },
 };
 use blocklist_ebpf::{
-    Config, ENTRY_FLAG_MANUAL, EntryValue, FAMILY_V4, FAMILY_V6, GlobalCounters, IpCounters, IpKey,
-    PrefixCounters, PrefixKey, map_names,
+    Config, ENTRY_FLAG_MANUAL, EntryValue, FAMILY_V4, GlobalCounters, IpCounters, IpKey,
+    PrefixCounters, map_names,
 };
 
 use super::{DatapathError, batch, pin::PinDir};
@@ -53,7 +53,6 @@ pub struct Maps {
     allow_v6: TrieV6,
     config: Array<MapData, Config>,
     global: PerCpuArray<MapData, GlobalCounters>,
-    prefix_hits: PerCpuHashMap<MapData, PrefixKey, PrefixCounters>,
     ip_hits: PerCpuHashMap<MapData, IpKey, IpCounters>,
 }
 
@@ -218,7 +217,6 @@ impl Maps {
             allow_v6: typed(pin, map_names::ALLOW_V6, a)?,
             config: typed(pin, map_names::CONFIG, a)?,
             global: typed(pin, map_names::GLOBAL, a)?,
-            prefix_hits: typed(pin, map_names::PREFIX_HITS, a)?,
             ip_hits: typed(pin, map_names::IP_HITS, a)?,
         })
     }
@@ -303,10 +301,12 @@ impl Maps {
         prefix: Prefix,
         flags: u32,
     ) -> Result<bool, DatapathError> {
-        let existed = self.get_exact(kind, prefix)?.is_some();
-        let value = EntryValue {
-            prefix_len: prefix.prefix_len() as u32,
-            flags,
+        let existing = self.get_exact(kind, prefix)?;
+        // Re-flagging an entry (a feed entry blocked by hand, say) keeps
+        // its counters.
+        let value = match existing {
+            Some(old) => EntryValue { flags, ..old },
+            None => EntryValue::new(prefix.prefix_len() as u32, flags),
         };
         let name = Self::name(kind, prefix.is_v4());
         let r = match (prefix.v4_bytes(), prefix.v6_bytes()) {
@@ -321,7 +321,7 @@ impl Maps {
             _ => unreachable!("a prefix is v4 or v6"),
         };
         match r {
-            Ok(()) => Ok(!existed),
+            Ok(()) => Ok(existing.is_none()),
             Err(e) if is_full(&e) => Err(DatapathError::Full {
                 map: name,
                 max: self
@@ -339,8 +339,8 @@ impl Maps {
         self.insert(kind, prefix, ENTRY_FLAG_MANUAL)
     }
 
-    /// Removes an entry (exact prefix). Returns true when it was there. A
-    /// removed block entry also loses its per-prefix counters.
+    /// Removes an entry (exact prefix), and with it its counters. Returns
+    /// true when it was there.
     pub fn remove(&mut self, kind: TrieKind, prefix: Prefix) -> Result<bool, DatapathError> {
         let name = Self::name(kind, prefix.is_v4());
         let r = match (prefix.v4_bytes(), prefix.v6_bytes()) {
@@ -352,19 +352,11 @@ impl Maps {
                 .remove(&Key::new(prefix.prefix_len() as u32, b)),
             _ => unreachable!("a prefix is v4 or v6"),
         };
-        let removed = match r {
-            Ok(()) => true,
-            Err(e) if is_enoent(&e) => false,
-            Err(e) => return Err(map_err(format!("removing {prefix} from {name}"))(e)),
-        };
-        if removed && kind == TrieKind::Block {
-            match self.prefix_hits.remove(&prefix_key(prefix)) {
-                Ok(()) => {}
-                Err(e) if is_enoent(&e) => {}
-                Err(e) => return Err(map_err(format!("removing the counters of {prefix}"))(e)),
-            }
+        match r {
+            Ok(()) => Ok(true),
+            Err(e) if is_enoent(&e) => Ok(false),
+            Err(e) => Err(map_err(format!("removing {prefix} from {name}"))(e)),
         }
-        Ok(removed)
     }
 
     /// Inserts (or overwrites) many entries with batched syscalls, falling
@@ -374,10 +366,7 @@ impl Maps {
         kind: TrieKind,
         entries: &[(Prefix, u32)],
     ) -> Result<(), DatapathError> {
-        let value = |p: &Prefix, flags: u32| EntryValue {
-            prefix_len: p.prefix_len() as u32,
-            flags,
-        };
+        let value = |p: &Prefix, flags: u32| EntryValue::new(p.prefix_len() as u32, flags);
         let (mut k4, mut v4s, mut k6, mut v6s) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (p, flags) in entries {
             if let Some(b) = p.v4_bytes() {
@@ -394,8 +383,8 @@ impl Maps {
         insert_batched(self.v6_mut(kind), name6, &k6, &v6s)
     }
 
-    /// Removes many entries (exact prefixes) with batched syscalls; missing
-    /// entries are skipped. Removed block entries lose their counters.
+    /// Removes many entries (exact prefixes), and their counters, with
+    /// batched syscalls; missing entries are skipped.
     pub fn remove_many(
         &mut self,
         kind: TrieKind,
@@ -412,32 +401,7 @@ impl Maps {
         let name4 = Self::name(kind, true);
         let name6 = Self::name(kind, false);
         delete_batched(self.v4_mut(kind), name4, &k4)?;
-        delete_batched(self.v6_mut(kind), name6, &k6)?;
-        if kind == TrieKind::Block {
-            self.forget_counters(prefixes)?;
-        }
-        Ok(())
-    }
-
-    /// Drops the per-prefix counters of `prefixes`. Only prefixes that were
-    /// hit have counters, so this walks the (small) counter map rather than
-    /// issuing one delete per removed prefix.
-    fn forget_counters(&mut self, prefixes: &[Prefix]) -> Result<(), DatapathError> {
-        let gone: HashSet<PrefixKey> = prefixes.iter().map(|p| prefix_key(*p)).collect();
-        let hit: Vec<PrefixKey> = self
-            .prefix_hits
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| gone.contains(k))
-            .collect();
-        for k in hit {
-            match self.prefix_hits.remove(&k) {
-                Ok(()) => {}
-                Err(e) if is_enoent(&e) => {}
-                Err(e) => return Err(map_err("removing per-prefix counters")(e)),
-            }
-        }
-        Ok(())
+        delete_batched(self.v6_mut(kind), name6, &k6)
     }
 
     /// Longest-prefix match of one address (v4-mapped goes to IPv4).
@@ -550,33 +514,25 @@ impl Maps {
         Ok(crate::counters::sum_global(per_cpu.iter()))
     }
 
-    /// Counters of one block prefix, summed over CPUs (zero if never hit).
+    /// Counters of one block prefix (zero if never hit or not installed).
     pub fn prefix_counters(&self, prefix: Prefix) -> Result<PrefixCounters, DatapathError> {
-        match self.prefix_hits.get(&prefix_key(prefix), 0) {
-            Ok(v) => Ok(crate::counters::sum_prefix(v.iter())),
-            Err(e) if is_enoent(&e) => Ok(PrefixCounters::default()),
-            Err(e) => Err(map_err(format!("reading the counters of {prefix}"))(e)),
-        }
+        Ok(self
+            .get_exact(TrieKind::Block, prefix)?
+            .map(|v| v.counters())
+            .unwrap_or_default())
     }
 
-    /// Every per-prefix counter (prefixes that were hit), summed over CPUs.
+    /// The counters of every block prefix that was hit: one batched walk
+    /// of each block trie.
     pub fn all_prefix_counters(&self) -> Result<Vec<(Prefix, PrefixCounters)>, DatapathError> {
         let mut out = Vec::new();
-        for item in self.prefix_hits.iter() {
-            match item {
-                Ok((k, v)) => {
-                    let p = if k.family == FAMILY_V4 {
-                        Prefix::from_v4([k.addr[0], k.addr[1], k.addr[2], k.addr[3]], k.prefix_len)
-                    } else {
-                        Prefix::from_v6(k.addr, k.prefix_len)
-                    };
-                    if let Some(p) = p {
-                        out.push((p, crate::counters::sum_prefix(v.iter())));
-                    }
-                }
-                Err(e) if is_enoent(&e) => continue,
-                Err(e) => return Err(map_err("reading PREFIX_HITS")(e)),
-            }
+        for v4 in [true, false] {
+            out.extend(
+                self.entries(TrieKind::Block, v4)?
+                    .into_iter()
+                    .filter(|(_, v)| v.packets > 0)
+                    .map(|(p, v)| (p, v.counters())),
+            );
         }
         Ok(out)
     }
@@ -711,28 +667,6 @@ fn delete_batched<K: Pod>(
     Ok(())
 }
 
-/// The `PREFIX_HITS` key of a block prefix.
-pub fn prefix_key(prefix: Prefix) -> PrefixKey {
-    let mut addr = [0u8; 16];
-    let family = match (prefix.v4_bytes(), prefix.v6_bytes()) {
-        (Some(b), _) => {
-            addr[..4].copy_from_slice(&b);
-            FAMILY_V4
-        }
-        (_, Some(b)) => {
-            addr = b;
-            FAMILY_V6
-        }
-        _ => unreachable!("a prefix is v4 or v6"),
-    };
-    PrefixKey {
-        addr,
-        family,
-        prefix_len: prefix.prefix_len(),
-        _pad: [0; 2],
-    }
-}
-
 /// The address of a per-address counter key.
 pub fn ip_of(key: &IpKey) -> IpAddr {
     if key.family == FAMILY_V4 {
@@ -745,17 +679,6 @@ pub fn ip_of(key: &IpKey) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefix_keys_place_v4_in_the_first_bytes() {
-        let k = prefix_key("192.0.2.0/24".parse().unwrap());
-        assert_eq!(&k.addr[..4], &[192, 0, 2, 0]);
-        assert!(k.addr[4..].iter().all(|b| *b == 0));
-        assert_eq!((k.family, k.prefix_len), (FAMILY_V4, 24));
-        let k6 = prefix_key("2001:db8::/32".parse().unwrap());
-        assert_eq!(&k6.addr[..4], &[0x20, 0x01, 0x0d, 0xb8]);
-        assert_eq!((k6.family, k6.prefix_len), (FAMILY_V6, 32));
-    }
 
     #[test]
     fn ip_of_round_trips() {

@@ -1,8 +1,9 @@
 //! `BPF_PROG_TEST_RUN`: run the loaded program on a crafted frame in the
 //! kernel, without an interface. Used by the verdict tests and the
-//! per-packet cost benchmark.
+//! per-packet cost benchmark, and (live frames) the benchmark's traffic
+//! generator.
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use aya::programs::Xdp;
 
@@ -51,9 +52,15 @@ pub fn run(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<RunResult, DatapathE
     let fd = prog
         .fd()
         .map_err(|e| DatapathError::other("the program is not loaded", e))?;
+    run_fd(fd.as_fd(), frame, repeat)
+}
+
+/// [`run`] for any loaded XDP program, by file descriptor (for example one
+/// another loader attached, opened with `BPF_PROG_GET_FD_BY_ID`).
+pub fn run_fd(prog: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> Result<RunResult, DatapathError> {
     let mut out = vec![0u8; frame.len() + 256];
     let mut attr = TestRunAttr {
-        prog_fd: fd.as_fd().as_raw_fd() as u32,
+        prog_fd: prog.as_raw_fd() as u32,
         data_size_in: frame.len() as u32,
         data_size_out: out.len() as u32,
         data_in: frame.as_ptr() as u64,
@@ -61,13 +68,69 @@ pub fn run(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<RunResult, DatapathE
         repeat: repeat.max(1),
         ..Default::default()
     };
+    test_run(&mut attr)?;
+    Ok(RunResult {
+        action: attr.retval,
+        duration_ns: attr.duration,
+    })
+}
+
+/// `BPF_F_TEST_XDP_LIVE_FRAMES`: the program's verdicts act for real.
+const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+
+/// `struct xdp_md`, the context handed to a live-frames run.
+#[repr(C)]
+#[derive(Default)]
+struct XdpMd {
+    data: u32,
+    data_end: u32,
+    data_meta: u32,
+    ingress_ifindex: u32,
+    rx_queue_index: u32,
+    egress_ifindex: u32,
+}
+
+/// Runs `prog` on `repeat` copies of `frame` with
+/// `BPF_F_TEST_XDP_LIVE_FRAMES`, as if they had arrived on `ifindex` (in
+/// the calling thread's network namespace): `XDP_TX` transmits out of that
+/// interface and `XDP_REDIRECT` redirects for real. This is how
+/// `xdp-trafficgen` generates traffic; the benchmark uses it to send
+/// millions of frames per second into a veth pair. `batch_size` frames go
+/// out per flush (0: the kernel's default, 64).
+pub fn run_live(
+    prog: BorrowedFd<'_>,
+    frame: &[u8],
+    ifindex: u32,
+    repeat: u32,
+    batch_size: u32,
+) -> Result<(), DatapathError> {
+    let ctx = XdpMd {
+        data_end: frame.len() as u32,
+        ingress_ifindex: ifindex,
+        ..Default::default()
+    };
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat: repeat.max(1),
+        ctx_size_in: std::mem::size_of::<XdpMd>() as u32,
+        ctx_in: &ctx as *const XdpMd as u64,
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        batch_size,
+        ..Default::default()
+    };
+    test_run(&mut attr)
+}
+
+fn test_run(attr: &mut TestRunAttr) -> Result<(), DatapathError> {
     // SAFETY: `attr` is a valid bpf_attr prefix for BPF_PROG_TEST_RUN and the
     // buffers it points to outlive the call.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
             BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
+            attr as *mut TestRunAttr,
             std::mem::size_of::<TestRunAttr>() as u32,
         )
     };
@@ -77,8 +140,5 @@ pub fn run(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<RunResult, DatapathE
             std::io::Error::last_os_error(),
         ));
     }
-    Ok(RunResult {
-        action: attr.retval,
-        duration_ns: attr.duration,
-    })
+    Ok(())
 }

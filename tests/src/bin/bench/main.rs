@@ -8,8 +8,13 @@
 //!   1,000,000-prefix feed, agent peak RSS, and `ipset restore` of the same
 //!   list (see `sync.rs`).
 //!
-//! `bench [packets|sync]` runs one part; no argument runs both.
+//! - `live`: drop rate over a veth pair with a live-frames sender, beside
+//!   iptables, ipset, nftables and xdp-filter (see `live.rs`).
+//!
+//! `bench [packets|sync|live [FILTER]]` runs one part (for `live`, only the
+//! filters whose name contains FILTER); no argument runs all.
 
+mod live;
 mod packets;
 mod sync;
 
@@ -24,6 +29,12 @@ fn main() -> anyhow::Result<()> {
     }
     if which.is_empty() || which == "sync" {
         out.insert("sync".into(), sync::run()?);
+    }
+    if which.is_empty() || which == "live" {
+        out.insert(
+            "live".into(),
+            live::run(std::env::args().nth(2).as_deref())?,
+        );
     }
     out.insert(
         "cpu".into(),

@@ -86,7 +86,7 @@ fn inside6(p: &Prefix, rng: &mut StdRng) -> Ipv6Addr {
 }
 
 /// An address inside `p` (random host bits).
-fn inside(p: &Prefix, rng: &mut StdRng) -> Ipv4Addr {
+pub fn inside(p: &Prefix, rng: &mut StdRng) -> Ipv4Addr {
     let base = u32::from_be_bytes(p.v4_bytes().unwrap());
     let host = if p.prefix_len() == 32 {
         0

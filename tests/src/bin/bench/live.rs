@@ -1,0 +1,629 @@
+//! Live drop rate over a veth pair, against iptables, ipset, nftables and
+//! xdp-filter, in the same run.
+//!
+//! ```text
+//!  sender ns (CPU 0)                           receiver ns (CPU 1)
+//!  trafficgen, BPF_PROG_RUN live frames        filter under test on `xblrx`
+//!  xbltx 10.250.0.1  ----- veth ----->  xblrx 10.250.0.2  (UDP port 9, closed)
+//! ```
+//! A socket sender tops out near 0.3 Mpps here and would hide every
+//! difference, so the sender is an XDP program run with
+//! `BPF_F_TEST_XDP_LIVE_FRAMES` (the `xdp-trafficgen` technique). It
+//! rewrites each frame's source to an address drawn at random from the
+//! installed list, so the filter looks up many different keys.
+//!
+//! The receiving veth runs its NAPI poll in a kernel thread (`threaded`)
+//! pinned to the other CPU, so the sender and the filter do not share one.
+//! What it polls off the veth ring per second is the receiver's rate; what
+//! reached UDP (`/proc/net/snmp`) got through, the rest was dropped by the
+//! filter. Everything lives in two namespaces that are deleted at the end,
+//! which also removes every rule, set and attached program.
+
+use std::{
+    fmt::Write as _,
+    net::Ipv4Addr,
+    os::fd::AsFd,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use aya::{
+    EbpfLoader,
+    maps::{Array, Map, MapData, PerCpuHashMap, PerCpuValues},
+    programs::Xdp,
+};
+use blocklist_agent::{datapath::test_run, prefix::Prefix};
+use blocklist_tests::{agent::Agent, bpffs::Bpffs, frames, lab::Netns};
+use nix::{
+    sched::{CpuSet, sched_setaffinity},
+    unistd::Pid,
+};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde::Serialize;
+
+use super::packets::{inside, prefixes, stats};
+
+/// Runs per case (median, min, max).
+const RUNS: usize = 5;
+/// How long one run sends.
+const SECONDS: f64 = 1.0;
+/// Upper bound of frames per run, whatever the rate.
+const MAX_FRAMES: u64 = 40_000_000;
+/// Frames per `BPF_PROG_RUN` call.
+const CHUNK: u32 = 1 << 16;
+
+const TX_IF: &str = "xbltx";
+const RX_IF: &str = "xblrx";
+const TX_MAC: &str = "02:25:00:00:00:01";
+const RX_MAC: [u8; 6] = [0x02, 0x25, 0, 0, 0, 0x02];
+const TX_ADDR: &str = "10.250.0.1/24";
+const RX_ADDR: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 2);
+
+/// One measured case.
+#[derive(Serialize)]
+struct Row {
+    filter: String,
+    list: String,
+    prefixes: usize,
+    /// Frames the receiver handled and dropped, millions per second.
+    drop_mpps: (f64, f64, f64),
+    /// Frames the receiver polled off the veth, millions per second.
+    rx_mpps: f64,
+    /// Share of received frames that reached UDP instead of being dropped.
+    leaked: f64,
+    /// Frames the sender pushed, millions per second.
+    tx_mpps: f64,
+}
+
+/// The two namespaces and the veth between them.
+struct Topology {
+    tx: Netns,
+    rx: Netns,
+    tx_ifindex: u32,
+    sender_cpu: usize,
+    receiver_cpu: usize,
+}
+
+impl Topology {
+    fn new() -> anyhow::Result<Self> {
+        let tx = Netns::new("xblb-tx-");
+        let rx = Netns::new("xblb-rx-");
+        let rx_mac = RX_MAC.map(|b| format!("{b:02x}")).join(":");
+        blocklist_tests::lab::ip(&[
+            "link",
+            "add",
+            TX_IF,
+            "netns",
+            tx.name(),
+            "address",
+            TX_MAC,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            RX_IF,
+            "netns",
+            rx.name(),
+            "address",
+            &rx_mac,
+        ]);
+        tx.ip(&["addr", "add", TX_ADDR, "dev", TX_IF]);
+        rx.ip(&["addr", "add", &format!("{RX_ADDR}/24"), "dev", RX_IF]);
+        tx.ip(&["link", "set", TX_IF, "up"]);
+        rx.ip(&["link", "set", RX_IF, "up"]);
+        // GRO gives the receiving veth its NAPI ring without an XDP program,
+        // so frames can be transmitted into it for every filter, including
+        // none; `threaded` moves that poll to a kthread we can pin.
+        run_in(&rx, &["ethtool", "-K", RX_IF, "gro", "on"])?;
+        run_in(
+            &rx,
+            &[
+                "sh",
+                "-c",
+                &format!("echo 1 > /sys/class/net/{RX_IF}/threaded"),
+            ],
+        )?;
+        let tx_ifindex = tx.enter(|| nix::net::if_::if_nametoindex(TX_IF))?;
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+        let receiver_cpu = if cpus > 1 { 1 } else { 0 };
+        Ok(Self {
+            tx,
+            rx,
+            tx_ifindex,
+            sender_cpu: 0,
+            receiver_cpu,
+        })
+    }
+
+    /// Pins the receiving veth's NAPI kthread to `receiver_cpu`; returns
+    /// its pid.
+    fn pin_receiver(&self) -> anyhow::Result<i32> {
+        let prefix = format!("napi/{RX_IF}-");
+        for entry in std::fs::read_dir("/proc")? {
+            let entry = entry?;
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            if comm.starts_with(&prefix) {
+                let mut set = CpuSet::new();
+                set.set(self.receiver_cpu)?;
+                sched_setaffinity(Pid::from_raw(pid), &set)
+                    .with_context(|| format!("pinning {}", comm.trim()))?;
+                return Ok(pid);
+            }
+        }
+        bail!("no NAPI thread named {prefix}* (threaded NAPI on veth needs Linux 5.12 or later)")
+    }
+
+    /// Frames polled off the receiving veth (XDP drops included).
+    fn rx_packets(&self) -> anyhow::Result<u64> {
+        let out = Command::new("ip")
+            .args(["-n", self.rx.name(), "-s", "-j", "link", "show", RX_IF])
+            .output()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        v[0]["stats64"]["rx"]["packets"]
+            .as_u64()
+            .context("no rx packet count in `ip -s -j link`")
+    }
+
+    /// Datagrams that reached UDP in the receiver (delivered, to a closed
+    /// port, or in error): the frames the filter let through.
+    fn udp_seen(&self) -> anyhow::Result<u64> {
+        let out = self.rx.exec(&["cat", "/proc/net/snmp"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+        let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+            bail!("no Udp lines in /proc/net/snmp");
+        };
+        Ok(names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .filter(|(n, _)| matches!(*n, "InDatagrams" | "NoPorts" | "InErrors"))
+            .filter_map(|(_, v)| v.parse::<u64>().ok())
+            .sum())
+    }
+}
+
+/// Runs a command in `ns`, failing with its stderr.
+fn run_in(ns: &Netns, args: &[&str]) -> anyhow::Result<String> {
+    let out = ns.exec(args);
+    if !out.status.success() {
+        bail!(
+            "`{}` in {} failed: {}",
+            args.join(" "),
+            ns.name(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Pipes `script` into `tool` inside `ns`.
+fn restore_in(ns: &Netns, tool: &[&str], script: &Path) -> anyhow::Result<()> {
+    let mut args = tool.to_vec();
+    let path = script.to_str().context("temporary path is not UTF-8")?;
+    args.push(path);
+    run_in(ns, &args).map(drop)
+}
+
+/// The loaded traffic generator.
+struct Generator {
+    ebpf: aya::Ebpf,
+}
+
+impl Generator {
+    fn load(sources: &[Ipv4Addr]) -> anyhow::Result<Self> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("SOURCES", sources.len() as u32)
+            .load(aya::include_bytes_aligned!(concat!(
+                env!("OUT_DIR"),
+                "/trafficgen"
+            )))
+            .context("loading the traffic generator")?;
+        let mut slots: Array<_, u32> =
+            ebpf.map_mut("SOURCES").context("SOURCES map")?.try_into()?;
+        for (i, a) in sources.iter().enumerate() {
+            slots.set(i as u32, u32::from_ne_bytes(a.octets()), 0)?;
+        }
+        let mut len: Array<_, u32> = ebpf
+            .map_mut("SOURCES_LEN")
+            .context("SOURCES_LEN map")?
+            .try_into()?;
+        len.set(0, sources.len() as u32, 0)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut("trafficgen")
+            .context("trafficgen program")?
+            .try_into()?;
+        prog.load().context("verifying the traffic generator")?;
+        Ok(Self { ebpf })
+    }
+
+    /// Sends for [`SECONDS`] (at most [`MAX_FRAMES`]) from the sender
+    /// namespace on `topo.sender_cpu`; returns frames sent and seconds.
+    fn send(&self, topo: &Topology) -> anyhow::Result<(u64, f64)> {
+        let prog: &Xdp = self
+            .ebpf
+            .program("trafficgen")
+            .context("trafficgen program")?
+            .try_into()?;
+        let fd = prog.fd()?;
+        let frame = frames::ipv4(Ipv4Addr::new(10, 250, 0, 1), RX_ADDR);
+        let mut frame = frame;
+        frame[..6].copy_from_slice(&RX_MAC);
+        // UDP port 9 (discard), closed in the receiver.
+        frame[14 + 20 + 2..14 + 20 + 4].copy_from_slice(&9u16.to_be_bytes());
+        topo.tx.enter(|| {
+            let mut set = CpuSet::new();
+            set.set(topo.sender_cpu)?;
+            sched_setaffinity(Pid::from_raw(0), &set)?;
+            let start = Instant::now();
+            let mut sent = 0u64;
+            while start.elapsed().as_secs_f64() < SECONDS && sent < MAX_FRAMES {
+                test_run::run_live(fd.as_fd(), &frame, topo.tx_ifindex, CHUNK, 256)
+                    .context("live-frames run")?;
+                sent += u64::from(CHUNK);
+            }
+            Ok((sent, start.elapsed().as_secs_f64()))
+        })
+    }
+}
+
+/// What the receiver runs.
+#[derive(Clone, Copy)]
+enum Filter {
+    None,
+    Iptables,
+    Ipset,
+    Nft,
+    XdpFilter(&'static str),
+    Agent(&'static str),
+}
+
+impl Filter {
+    fn name(self) -> String {
+        match self {
+            Filter::None => "no filter".into(),
+            Filter::Iptables => "iptables raw, one rule per entry".into(),
+            Filter::Ipset => "iptables raw + ipset hash:net".into(),
+            Filter::Nft => "nftables netdev ingress, interval set".into(),
+            Filter::XdpFilter(m) => format!("xdp-filter {m}"),
+            Filter::Agent(m) => format!("xdp-blocklist {m}"),
+        }
+    }
+}
+
+/// A filter installed in the receiver; removed on drop.
+struct Installed<'a> {
+    topo: &'a Topology,
+    filter: Filter,
+    fs: Option<Bpffs>,
+    agent: Option<(Agent, tempfile::TempDir)>,
+}
+
+impl Drop for Installed<'_> {
+    fn drop(&mut self) {
+        let rx = &self.topo.rx;
+        match self.filter {
+            Filter::None => {}
+            Filter::Iptables => drop(rx.exec(&["iptables", "-t", "raw", "-F", "PREROUTING"])),
+            Filter::Ipset => {
+                let _ = rx.exec(&["iptables", "-t", "raw", "-F", "PREROUTING"]);
+                let _ = rx.exec(&["ipset", "destroy", "xblbench"]);
+            }
+            Filter::Nft => drop(rx.exec(&["nft", "delete", "table", "netdev", "xblbench"])),
+            Filter::XdpFilter(_) => {
+                if let Some(fs) = &self.fs {
+                    let env = format!("LIBXDP_BPFFS={}", fs.path().display());
+                    let _ = rx.exec(&["env", &env, "xdp-filter", "unload", "--all"]);
+                }
+            }
+            Filter::Agent(_) => {
+                if let Some((agent, _)) = &self.agent {
+                    let _ = agent.try_run(&["detach", "--iface", RX_IF]);
+                }
+            }
+        }
+    }
+}
+
+fn install<'a>(
+    topo: &'a Topology,
+    filter: Filter,
+    list: &[Prefix],
+    dir: &Path,
+) -> anyhow::Result<Installed<'a>> {
+    let rx = &topo.rx;
+    let mut inst = Installed {
+        topo,
+        filter,
+        fs: None,
+        agent: None,
+    };
+    match filter {
+        Filter::None => {}
+        Filter::Iptables => {
+            let mut s = String::from("*raw\n:PREROUTING ACCEPT [0:0]\n");
+            for p in list {
+                let _ = writeln!(s, "-A PREROUTING -s {p} -j DROP");
+            }
+            s.push_str("COMMIT\n");
+            let path = dir.join("iptables.rules");
+            std::fs::write(&path, s)?;
+            restore_in(rx, &["iptables-restore", "--noflush"], &path)?;
+        }
+        Filter::Ipset => {
+            let mut s = format!(
+                "create xblbench hash:net family inet hashsize 65536 maxelem {}\n",
+                list.len().max(65536) * 2
+            );
+            for p in list {
+                let _ = writeln!(s, "add xblbench {p}");
+            }
+            let path = dir.join("ipset.restore");
+            std::fs::write(&path, s)?;
+            restore_in(rx, &["ipset", "restore", "-file"], &path)?;
+            run_in(
+                rx,
+                &[
+                    "iptables",
+                    "-t",
+                    "raw",
+                    "-A",
+                    "PREROUTING",
+                    "-m",
+                    "set",
+                    "--match-set",
+                    "xblbench",
+                    "src",
+                    "-j",
+                    "DROP",
+                ],
+            )?;
+        }
+        Filter::Nft => {
+            let mut s = String::from(
+                "table netdev xblbench {\n set bl {\n  type ipv4_addr\n  flags interval\n  auto-merge\n  elements = { ",
+            );
+            for (i, p) in list.iter().enumerate() {
+                if i > 0 {
+                    s.push_str(", ");
+                }
+                let _ = write!(s, "{p}");
+            }
+            let _ = write!(
+                s,
+                " }}\n }}\n chain in {{\n  type filter hook ingress device \"{RX_IF}\" priority -500; policy accept;\n  ip saddr @bl drop\n }}\n}}\n"
+            );
+            let path = dir.join("nft.conf");
+            std::fs::write(&path, s)?;
+            restore_in(rx, &["nft", "-f"], &path)?;
+        }
+        Filter::XdpFilter(mode) => {
+            let fs = Bpffs::new();
+            let env = format!("LIBXDP_BPFFS={}", fs.path().display());
+            inst.fs = Some(fs);
+            run_in(
+                rx,
+                &[
+                    "env",
+                    &env,
+                    "xdp-filter",
+                    "load",
+                    "-m",
+                    mode,
+                    "-f",
+                    "ipv4",
+                    RX_IF,
+                ],
+            )?;
+            let pin = inst
+                .fs
+                .as_ref()
+                .map(|fs| fs.path().join("xdp-filter/filter_ipv4"))
+                .context("bpffs")?;
+            let map = Map::from_map_data(MapData::from_pin(&pin)?)?;
+            let mut h: PerCpuHashMap<_, u32, u64> = map.try_into()?;
+            let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+            for p in list {
+                ensure!(
+                    p.prefix_len() == 32,
+                    "xdp-filter holds single addresses only"
+                );
+                let key = u32::from_ne_bytes(p.v4_bytes().context("IPv4 only")?);
+                // Low bit 1: match the source address (xdp-filter's
+                // MAP_FLAG_SRC); the upper bits are its hit counter.
+                h.insert(key, PerCpuValues::try_from(vec![1u64; cpus])?, 0)
+                    .with_context(|| format!("adding {p} to xdp-filter"))?;
+            }
+        }
+        Filter::Agent(mode) => {
+            let fs = Bpffs::new();
+            let state = tempfile::tempdir()?;
+            let agent = Agent::new(rx.name(), fs.pin_dir(), state.path().to_owned());
+            inst.fs = Some(fs);
+            let out = agent.run(&["attach", "--iface", RX_IF, "--mode", mode]);
+            ensure!(
+                out.stdout.contains(&format!("in {mode} mode")),
+                "agent attached in another mode: {}",
+                out.stdout
+            );
+            let feed = dir.join("feed.txt");
+            let mut s = String::new();
+            for p in list {
+                let _ = writeln!(s, "{p}");
+            }
+            std::fs::write(&feed, s)?;
+            let feed = feed.to_str().context("temporary path is not UTF-8")?;
+            agent.run(&["sync", "--once", "--feed", feed]);
+            inst.agent = Some((agent, state));
+        }
+    }
+    Ok(inst)
+}
+
+/// Runs [`RUNS`] sends against what is installed.
+fn measure(topo: &Topology, generator: &Generator) -> anyhow::Result<(Vec<f64>, f64, f64, f64)> {
+    let napi = topo.pin_receiver()?;
+    let mut drops = Vec::new();
+    let (mut rx_total, mut seen_total, mut tx_total, mut secs_total) = (0u64, 0u64, 0u64, 0.0);
+    for _ in 0..RUNS {
+        let (rx0, seen0) = (topo.rx_packets()?, topo.udp_seen()?);
+        let (sent, secs) = generator.send(topo)?;
+        // Let the receiver drain its ring before reading the counters.
+        std::thread::sleep(Duration::from_millis(100));
+        let (rx1, seen1) = (topo.rx_packets()?, topo.udp_seen()?);
+        let (rx, seen) = (rx1 - rx0, seen1.saturating_sub(seen0));
+        drops.push(rx.saturating_sub(seen) as f64 / secs / 1e6);
+        rx_total += rx;
+        seen_total += seen;
+        tx_total += sent;
+        secs_total += secs;
+    }
+    let cpu = std::fs::read_to_string(format!("/proc/{napi}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()?
+                .split_whitespace()
+                .nth(36)?
+                .parse::<usize>()
+                .ok()
+        });
+    ensure!(
+        cpu == Some(topo.receiver_cpu),
+        "the receiver's NAPI thread ran on CPU {cpu:?}, not {}",
+        topo.receiver_cpu
+    );
+    Ok((
+        drops,
+        rx_total as f64 / secs_total / 1e6,
+        seen_total as f64 / rx_total.max(1) as f64,
+        tx_total as f64 / secs_total / 1e6,
+    ))
+}
+
+/// `n` distinct single addresses outside 10.0.0.0/8.
+fn singles(n: usize, rng: &mut StdRng) -> Vec<Prefix> {
+    let mut set = std::collections::HashSet::with_capacity(n);
+    while set.len() < n {
+        let mut a: u32 = rng.random();
+        if a >> 24 == 10 || a >> 24 == 0 {
+            a ^= 0x4000_0000;
+        }
+        set.insert(Prefix::new(
+            ipnet::Ipv4Net::new(Ipv4Addr::from(a), 32).unwrap().into(),
+        ));
+    }
+    set.into_iter().collect()
+}
+
+/// Runs the live benchmark; prints its table and returns its JSON.
+/// `only`: run just the filters whose name contains it (and the no-filter
+/// baseline), for a quick look at one case.
+pub fn run(only: Option<&str>) -> anyhow::Result<serde_json::Value> {
+    let topo = Topology::new()?;
+    let dir = tempfile::tempdir()?;
+    let mut rng = StdRng::seed_from_u64(0x11fe);
+    let mut source_rng = StdRng::seed_from_u64(0x5e4d);
+    let mut rows = Vec::new();
+    let iptables = Command::new("iptables").arg("-V").output()?;
+    let iptables = String::from_utf8_lossy(&iptables.stdout).trim().to_owned();
+    eprintln!(
+        "live bench: sender on CPU {}, receiver NAPI thread on CPU {}; {iptables}",
+        topo.sender_cpu, topo.receiver_cpu
+    );
+
+    let mut record = |filter: Filter, list_name: &str, list: &[Prefix]| -> anyhow::Result<()> {
+        let sources: Vec<Ipv4Addr> = if matches!(filter, Filter::None) {
+            (0..65536u32)
+                .map(|i| Ipv4Addr::from(0xc633_0000 | i))
+                .collect()
+        } else {
+            list.iter().map(|p| inside(p, &mut source_rng)).collect()
+        };
+        let generator = Generator::load(&sources)?;
+        let _installed = install(&topo, filter, list, dir.path())
+            .with_context(|| format!("installing {}", filter.name()))?;
+        let (drops, rx_mpps, leaked, tx_mpps) = measure(&topo, &generator)?;
+        let drop_mpps = stats(drops);
+        eprintln!(
+            "  {:<40} {list_name:>6} {:>7}: drop {:6.3} Mpps (receiver {rx_mpps:.3}, leaked {:.1}%, sender {tx_mpps:.2})",
+            filter.name(),
+            list.len(),
+            drop_mpps.0,
+            leaked * 100.0
+        );
+        rows.push(Row {
+            filter: filter.name(),
+            list: list_name.to_owned(),
+            prefixes: list.len(),
+            drop_mpps,
+            rx_mpps,
+            leaked,
+            tx_mpps,
+        });
+        Ok(())
+    };
+
+    record(Filter::None, "-", &[])?;
+    for (list_name, n) in [
+        ("/32", 1_000),
+        ("/32", 10_000),
+        ("/32", 100_000),
+        ("mixed", 1_000),
+        ("mixed", 10_000),
+        ("mixed", 100_000),
+    ] {
+        let list = if list_name == "/32" {
+            singles(n, &mut rng)
+        } else {
+            prefixes(n, &mut rng)
+        };
+        let mut filters = vec![Filter::Agent("native"), Filter::Agent("skb")];
+        if list_name == "/32" && n <= 10_000 {
+            filters.extend([Filter::XdpFilter("native"), Filter::XdpFilter("skb")]);
+        }
+        filters.extend([Filter::Ipset, Filter::Nft]);
+        if n <= 10_000 {
+            filters.push(Filter::Iptables);
+        }
+        for f in filters {
+            if only.is_some_and(|o| !f.name().contains(o)) {
+                continue;
+            }
+            record(f, list_name, &list)?;
+        }
+    }
+
+    println!(
+        "\n### Live drop rate over veth (Mpps, median of {RUNS} runs of {SECONDS} s, min–max)\n"
+    );
+    println!(
+        "Sender: live-frames XDP generator on CPU {}; receiver: NAPI thread on CPU {}. Sources drawn at random from the installed list; a frame that reaches UDP leaked. {iptables}.\n",
+        topo.sender_cpu, topo.receiver_cpu
+    );
+    println!("| filter | list | entries | dropped Mpps | received Mpps | leaked |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {:.3} ({:.3}–{:.3}) | {:.3} | {:.1}% |",
+            r.filter,
+            r.list,
+            r.prefixes,
+            r.drop_mpps.0,
+            r.drop_mpps.1,
+            r.drop_mpps.2,
+            r.rx_mpps,
+            r.leaked * 100.0
+        );
+    }
+    Ok(serde_json::json!({
+        "sender_cpu": topo.sender_cpu,
+        "receiver_cpu": topo.receiver_cpu,
+        "iptables": iptables,
+        "rows": rows,
+    }))
+}
