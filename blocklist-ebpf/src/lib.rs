@@ -12,6 +12,8 @@
 //! |---------------|----------------------|----------------------|--------------------|
 //! | `BLOCK_V4`    | LPM trie             | `Key<[u8; 4]>`       | [`EntryValue`]     |
 //! | `BLOCK_V6`    | LPM trie             | `Key<[u8; 16]>`      | [`EntryValue`]     |
+//! | `EXACT_V4`    | hash                 | `[u8; 4]`            | [`EntryValue`]     |
+//! | `EXACT_V6`    | hash                 | `[u8; 16]`           | [`EntryValue`]     |
 //! | `ALLOW_V4`    | LPM trie             | `Key<[u8; 4]>`       | [`EntryValue`]     |
 //! | `ALLOW_V6`    | LPM trie             | `Key<[u8; 16]>`      | [`EntryValue`]     |
 //! | `IP_HITS`     | LRU per-CPU hash     | [`IpKey`]            | [`IpCounters`]     |
@@ -28,6 +30,13 @@
 //! holds them in cache, so counting a prefix costs no second map lookup, and
 //! the counters live exactly as long as the entry.
 //!
+//! Block entries for single addresses (/32, /128) live in the `EXACT_*`
+//! hash maps instead of the tries; the program looks there first. A trie
+//! lookup walks about log2(n) nodes, each a cache miss once traffic comes
+//! from many addresses, while a hash lookup costs one or two; most feed
+//! entries are single addresses (Cilium's XDP prefilter splits the same way).
+//! The agent keeps one block entry in exactly one of the two places.
+//!
 //! A zeroed [`Config`] is the default configuration (drop, match both,
 //! events at the default rate), so a freshly created map is already correct.
 #![no_std]
@@ -38,6 +47,10 @@ pub mod map_names {
     pub const BLOCK_V4: &str = "BLOCK_V4";
     /// IPv6 block trie.
     pub const BLOCK_V6: &str = "BLOCK_V6";
+    /// IPv4 single-address block entries (/32).
+    pub const EXACT_V4: &str = "EXACT_V4";
+    /// IPv6 single-address block entries (/128).
+    pub const EXACT_V6: &str = "EXACT_V6";
     /// IPv4 allow trie (consulted only after a block hit).
     pub const ALLOW_V4: &str = "ALLOW_V4";
     /// IPv6 allow trie (consulted only after a block hit).
@@ -70,6 +83,11 @@ pub const FLOOR_PROGRAM_NAME: &str = "xdp_pass_floor";
 pub const BLOCK_V4_MAX_ENTRIES: u32 = 1 << 21;
 /// Capacity of `BLOCK_V6`.
 pub const BLOCK_V6_MAX_ENTRIES: u32 = 1 << 19;
+/// Capacity of `EXACT_V4`. Entries are allocated on insert, but the
+/// bucket array (16 B a bucket) is not: this costs 16 MiB up front.
+pub const EXACT_V4_MAX_ENTRIES: u32 = 1 << 20;
+/// Capacity of `EXACT_V6` (4 MiB of buckets up front).
+pub const EXACT_V6_MAX_ENTRIES: u32 = 1 << 18;
 /// Capacity of each allow trie.
 pub const ALLOW_MAX_ENTRIES: u32 = 1 << 16;
 /// Default capacity of `IP_HITS` (the agent may resize it at load time).

@@ -17,7 +17,7 @@ use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
     maps::{
-        Array, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf,
+        Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf,
         lpm_trie::{Key, LpmTrie},
     },
     programs::XdpContext,
@@ -25,14 +25,25 @@ use aya_ebpf::{
 use blocklist_ebpf::{
     ACTION_MONITOR, ALLOW_MAX_ENTRIES, BLOCK_V4_MAX_ENTRIES, BLOCK_V6_MAX_ENTRIES, Config,
     DIRECTION_DST, DIRECTION_SRC, DropEvent, EVENT_DEFAULT_INTERVAL_MS, EVENT_INTERVAL_OFF,
-    EVENT_RATE_MAX_ENTRIES, EVENTS_RING_BYTES, EntryValue, FAMILY_V4, FAMILY_V6, GlobalCounters,
-    IP_HITS_DEFAULT_ENTRIES, IpCounters, IpKey, MATCH_DST, MATCH_SRC,
+    EVENT_RATE_MAX_ENTRIES, EVENTS_RING_BYTES, EXACT_V4_MAX_ENTRIES, EXACT_V6_MAX_ENTRIES,
+    EntryValue, FAMILY_V4, FAMILY_V6, GlobalCounters, IP_HITS_DEFAULT_ENTRIES, IpCounters, IpKey,
+    MATCH_DST, MATCH_SRC,
 };
+
+/// Entries are allocated on insert: a full-size preallocated map would
+/// pin its whole capacity in kernel memory.
+const BPF_F_NO_PREALLOC: u32 = 1;
 
 #[map]
 static BLOCK_V4: LpmTrie<[u8; 4], EntryValue> = LpmTrie::pinned(BLOCK_V4_MAX_ENTRIES, 0);
 #[map]
 static BLOCK_V6: LpmTrie<[u8; 16], EntryValue> = LpmTrie::pinned(BLOCK_V6_MAX_ENTRIES, 0);
+#[map]
+static EXACT_V4: HashMap<[u8; 4], EntryValue> =
+    HashMap::pinned(EXACT_V4_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+#[map]
+static EXACT_V6: HashMap<[u8; 16], EntryValue> =
+    HashMap::pinned(EXACT_V6_MAX_ENTRIES, BPF_F_NO_PREALLOC);
 #[map]
 static ALLOW_V4: LpmTrie<[u8; 4], EntryValue> = LpmTrie::pinned(ALLOW_MAX_ENTRIES, 0);
 #[map]
@@ -294,18 +305,31 @@ fn lookup(addr: &[u8; 16], family: u8, len: u64) -> Lookup {
 /// the kind in the low byte, the matching prefix length in the high half.
 #[inline(never)]
 fn lookup_raw(addr: &[u8; 16], family: u8, len: u64) -> u64 {
+    // The exact maps first: single addresses are most entries, and a hash
+    // probe costs far fewer cache misses than a trie walk.
     let (value, allowed) = if family == FAMILY_V4 {
-        let key = Key::new(32, [addr[0], addr[1], addr[2], addr[3]]);
-        match BLOCK_V4.get(&key) {
-            None => return LOOKUP_MISS,
-            Some(v) => (v, ALLOW_V4.get(&key).is_some()),
-        }
+        let bytes = [addr[0], addr[1], addr[2], addr[3]];
+        let key = Key::new(32, bytes);
+        // SAFETY: the reference is used only during this program run.
+        let v = match unsafe { EXACT_V4.get(&bytes) } {
+            Some(v) => v,
+            None => match BLOCK_V4.get(&key) {
+                Some(v) => v,
+                None => return LOOKUP_MISS,
+            },
+        };
+        (v, ALLOW_V4.get(&key).is_some())
     } else {
         let key = Key::new(128, *addr);
-        match BLOCK_V6.get(&key) {
-            None => return LOOKUP_MISS,
-            Some(v) => (v, ALLOW_V6.get(&key).is_some()),
-        }
+        // SAFETY: as above.
+        let v = match unsafe { EXACT_V6.get(addr) } {
+            Some(v) => v,
+            None => match BLOCK_V6.get(&key) {
+                Some(v) => v,
+                None => return LOOKUP_MISS,
+            },
+        };
+        (v, ALLOW_V6.get(&key).is_some())
     };
     if allowed {
         return LOOKUP_ALLOWED;

@@ -1,16 +1,24 @@
 //! Typed access to the pinned maps: the block and allow tries, the live
 //! configuration and the counters.
 //!
+//! A block entry for a single address (/32, /128) is stored in the
+//! `EXACT_*` hash maps rather than the block trie (a hash probe is cheaper
+//! than a trie walk in the datapath). Callers never see the split: every
+//! method here takes a [`TrieKind`] and a prefix and routes it.
+//!
 //! Everything here opens maps by their pins, so it works from any process
 //! (the CLI in another shell, the `run` loop, tests) while the program runs
 //! or after the agent stopped.
 
-use std::{net::IpAddr, os::fd::AsFd};
+use std::{
+    net::IpAddr,
+    os::fd::{AsFd, BorrowedFd},
+};
 
 use aya::{
     Pod,
     maps::{
-        Array, IterableMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
+        Array, HashMap, IterableMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
         lpm_trie::{Key, LpmTrie},
     },
 };
@@ -43,12 +51,21 @@ impl TrieKind {
 
 type TrieV4 = LpmTrie<MapData, [u8; 4], EntryValue>;
 type TrieV6 = LpmTrie<MapData, [u8; 16], EntryValue>;
+type ExactV4 = HashMap<MapData, [u8; 4], EntryValue>;
+type ExactV6 = HashMap<MapData, [u8; 16], EntryValue>;
+
+/// True when `prefix`, as an entry of `kind`, lives in an exact map.
+fn is_exact(kind: TrieKind, prefix: Prefix) -> bool {
+    kind == TrieKind::Block && prefix.prefix_len() == if prefix.is_v4() { 32 } else { 128 }
+}
 
 /// Handles on every pinned map.
 pub struct Maps {
     pin: PinDir,
     block_v4: TrieV4,
     block_v6: TrieV6,
+    exact_v4: ExactV4,
+    exact_v6: ExactV6,
     allow_v4: TrieV4,
     allow_v6: TrieV6,
     config: Array<MapData, Config>,
@@ -213,6 +230,8 @@ impl Maps {
             pin: pin.clone(),
             block_v4: typed(pin, map_names::BLOCK_V4, a)?,
             block_v6: typed(pin, map_names::BLOCK_V6, a)?,
+            exact_v4: typed(pin, map_names::EXACT_V4, a)?,
+            exact_v6: typed(pin, map_names::EXACT_V6, a)?,
             allow_v4: typed(pin, map_names::ALLOW_V4, a)?,
             allow_v6: typed(pin, map_names::ALLOW_V6, a)?,
             config: typed(pin, map_names::CONFIG, a)?,
@@ -232,6 +251,15 @@ impl Maps {
             (TrieKind::Block, false) => map_names::BLOCK_V6,
             (TrieKind::Allow, true) => map_names::ALLOW_V4,
             (TrieKind::Allow, false) => map_names::ALLOW_V6,
+        }
+    }
+
+    /// The map an entry lives in.
+    fn map_name(kind: TrieKind, v4: bool, exact: bool) -> &'static str {
+        match (exact, v4) {
+            (true, true) => map_names::EXACT_V4,
+            (true, false) => map_names::EXACT_V6,
+            (false, _) => Self::name(kind, v4),
         }
     }
 
@@ -269,12 +297,25 @@ impl Maps {
         kind: TrieKind,
         prefix: Prefix,
     ) -> Result<Option<EntryValue>, DatapathError> {
+        let exact = is_exact(kind, prefix);
         let what = || {
             format!(
                 "looking up {prefix} in {}",
-                Self::name(kind, prefix.is_v4())
+                Self::map_name(kind, prefix.is_v4(), exact)
             )
         };
+        if exact {
+            let r = match (prefix.v4_bytes(), prefix.v6_bytes()) {
+                (Some(b), _) => self.exact_v4.get(&b, 0),
+                (_, Some(b)) => self.exact_v6.get(&b, 0),
+                _ => unreachable!("a prefix is v4 or v6"),
+            };
+            return match r {
+                Ok(v) => Ok(Some(v)),
+                Err(e) if is_enoent(&e) => Ok(None),
+                Err(e) => Err(map_err(what())(e)),
+            };
+        }
         let r = match (prefix.v4_bytes(), prefix.v6_bytes()) {
             (Some(b), _) => self
                 .v4(kind)
@@ -308,30 +349,36 @@ impl Maps {
             Some(old) => EntryValue { flags, ..old },
             None => EntryValue::new(prefix.prefix_len() as u32, flags),
         };
-        let name = Self::name(kind, prefix.is_v4());
-        let r = match (prefix.v4_bytes(), prefix.v6_bytes()) {
-            (Some(b), _) => {
-                self.v4_mut(kind)
-                    .insert(&Key::new(prefix.prefix_len() as u32, b), value, 0)
-            }
-            (_, Some(b)) => {
-                self.v6_mut(kind)
-                    .insert(&Key::new(prefix.prefix_len() as u32, b), value, 0)
-            }
+        let exact = is_exact(kind, prefix);
+        let name = Self::map_name(kind, prefix.is_v4(), exact);
+        let len = prefix.prefix_len() as u32;
+        let r = match (prefix.v4_bytes(), prefix.v6_bytes(), exact) {
+            (Some(b), _, true) => self.exact_v4.insert(b, value, 0),
+            (_, Some(b), true) => self.exact_v6.insert(b, value, 0),
+            (Some(b), _, false) => self.v4_mut(kind).insert(&Key::new(len, b), value, 0),
+            (_, Some(b), false) => self.v6_mut(kind).insert(&Key::new(len, b), value, 0),
             _ => unreachable!("a prefix is v4 or v6"),
         };
         match r {
             Ok(()) => Ok(existing.is_none()),
             Err(e) if is_full(&e) => Err(DatapathError::Full {
                 map: name,
-                max: self
-                    .fill(kind, prefix.is_v4())
-                    .map(|f| f.max_entries)
-                    .unwrap_or(0),
+                max: self.max_entries(kind, prefix.is_v4(), exact),
                 entry: prefix.to_string(),
             }),
             Err(e) => Err(map_err(format!("inserting {prefix} into {name}"))(e)),
         }
+    }
+
+    /// Capacity of one map (0 if it cannot be read).
+    fn max_entries(&self, kind: TrieKind, v4: bool, exact: bool) -> u32 {
+        let info = match (exact, v4) {
+            (true, true) => self.exact_v4.map().info(),
+            (true, false) => self.exact_v6.map().info(),
+            (false, true) => self.v4(kind).map().info(),
+            (false, false) => self.v6(kind).map().info(),
+        };
+        info.map(|i| i.max_entries()).unwrap_or(0)
     }
 
     /// Inserts a manual (`block`/`allow`) entry.
@@ -342,14 +389,14 @@ impl Maps {
     /// Removes an entry (exact prefix), and with it its counters. Returns
     /// true when it was there.
     pub fn remove(&mut self, kind: TrieKind, prefix: Prefix) -> Result<bool, DatapathError> {
-        let name = Self::name(kind, prefix.is_v4());
-        let r = match (prefix.v4_bytes(), prefix.v6_bytes()) {
-            (Some(b), _) => self
-                .v4_mut(kind)
-                .remove(&Key::new(prefix.prefix_len() as u32, b)),
-            (_, Some(b)) => self
-                .v6_mut(kind)
-                .remove(&Key::new(prefix.prefix_len() as u32, b)),
+        let exact = is_exact(kind, prefix);
+        let name = Self::map_name(kind, prefix.is_v4(), exact);
+        let len = prefix.prefix_len() as u32;
+        let r = match (prefix.v4_bytes(), prefix.v6_bytes(), exact) {
+            (Some(b), _, true) => self.exact_v4.remove(&b),
+            (_, Some(b), true) => self.exact_v6.remove(&b),
+            (Some(b), _, false) => self.v4_mut(kind).remove(&Key::new(len, b)),
+            (_, Some(b), false) => self.v6_mut(kind).remove(&Key::new(len, b)),
             _ => unreachable!("a prefix is v4 or v6"),
         };
         match r {
@@ -368,19 +415,35 @@ impl Maps {
     ) -> Result<(), DatapathError> {
         let value = |p: &Prefix, flags: u32| EntryValue::new(p.prefix_len() as u32, flags);
         let (mut k4, mut v4s, mut k6, mut v6s) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut e4, mut ev4, mut e6, mut ev6) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (p, flags) in entries {
-            if let Some(b) = p.v4_bytes() {
-                k4.push(Key::new(p.prefix_len() as u32, b));
-                v4s.push(value(p, *flags));
-            } else if let Some(b) = p.v6_bytes() {
-                k6.push(Key::new(p.prefix_len() as u32, b));
-                v6s.push(value(p, *flags));
+            let exact = is_exact(kind, *p);
+            match (p.v4_bytes(), p.v6_bytes(), exact) {
+                (Some(b), _, true) => {
+                    e4.push(b);
+                    ev4.push(value(p, *flags));
+                }
+                (_, Some(b), true) => {
+                    e6.push(b);
+                    ev6.push(value(p, *flags));
+                }
+                (Some(b), _, false) => {
+                    k4.push(Key::new(p.prefix_len() as u32, b));
+                    v4s.push(value(p, *flags));
+                }
+                (_, Some(b), false) => {
+                    k6.push(Key::new(p.prefix_len() as u32, b));
+                    v6s.push(value(p, *flags));
+                }
+                _ => {}
             }
         }
         let name4 = Self::name(kind, true);
         let name6 = Self::name(kind, false);
         insert_batched(self.v4_mut(kind), name4, &k4, &v4s)?;
-        insert_batched(self.v6_mut(kind), name6, &k6, &v6s)
+        insert_batched(self.v6_mut(kind), name6, &k6, &v6s)?;
+        insert_batched(&mut self.exact_v4, map_names::EXACT_V4, &e4, &ev4)?;
+        insert_batched(&mut self.exact_v6, map_names::EXACT_V6, &e6, &ev6)
     }
 
     /// Removes many entries (exact prefixes), and their counters, with
@@ -390,23 +453,37 @@ impl Maps {
         kind: TrieKind,
         prefixes: &[Prefix],
     ) -> Result<(), DatapathError> {
-        let k4: Vec<_> = prefixes
+        let (tries, exact): (Vec<Prefix>, Vec<Prefix>) =
+            prefixes.iter().partition(|p| !is_exact(kind, **p));
+        let k4: Vec<_> = tries
             .iter()
             .filter_map(|p| p.v4_bytes().map(|b| Key::new(p.prefix_len() as u32, b)))
             .collect();
-        let k6: Vec<_> = prefixes
+        let k6: Vec<_> = tries
             .iter()
             .filter_map(|p| p.v6_bytes().map(|b| Key::new(p.prefix_len() as u32, b)))
             .collect();
+        let e4: Vec<[u8; 4]> = exact.iter().filter_map(|p| p.v4_bytes()).collect();
+        let e6: Vec<[u8; 16]> = exact.iter().filter_map(|p| p.v6_bytes()).collect();
         let name4 = Self::name(kind, true);
         let name6 = Self::name(kind, false);
         delete_batched(self.v4_mut(kind), name4, &k4)?;
-        delete_batched(self.v6_mut(kind), name6, &k6)
+        delete_batched(self.v6_mut(kind), name6, &k6)?;
+        delete_batched(&mut self.exact_v4, map_names::EXACT_V4, &e4)?;
+        delete_batched(&mut self.exact_v6, map_names::EXACT_V6, &e6)
     }
 
     /// Longest-prefix match of one address (v4-mapped goes to IPv4).
     pub fn lookup(&self, kind: TrieKind, addr: IpAddr) -> Result<Option<Match>, DatapathError> {
         let addr = canonical_addr(addr);
+        // The longest possible match first: a single-address entry.
+        let host = Prefix::new(ipnet::IpNet::from(addr));
+        if let Some(value) = self.get_exact(kind, host)? {
+            return Ok(Some(Match {
+                prefix: host,
+                value,
+            }));
+        }
         let r = match addr {
             IpAddr::V4(a) => self.v4(kind).get(&Key::new(32, a.octets()), 0),
             IpAddr::V6(a) => self.v6(kind).get(&Key::new(128, a.octets()), 0),
@@ -427,10 +504,64 @@ impl Maps {
         Ok(Some(Match { prefix, value }))
     }
 
-    /// Every entry of one trie: one batched walk in the kernel where
+    /// Every entry of one kind and family (for block entries, the trie's
+    /// and the exact map's): one batched walk in the kernel per map where
     /// supported (a million entries in well under a second), else one
     /// `get_next_key` + lookup pair per entry.
     pub fn entries(
+        &self,
+        kind: TrieKind,
+        v4: bool,
+    ) -> Result<Vec<(Prefix, EntryValue)>, DatapathError> {
+        let mut out = self.trie_entries(kind, v4)?;
+        if kind == TrieKind::Block {
+            out.extend(self.exact_entries(v4)?);
+        }
+        Ok(out)
+    }
+
+    /// Every single-address block entry of one family.
+    fn exact_entries(&self, v4: bool) -> Result<Vec<(Prefix, EntryValue)>, DatapathError> {
+        let name = Self::map_name(TrieKind::Block, v4, true);
+        let what = || format!("listing {name}");
+        let batched =
+            if v4 {
+                batch::lookup_all::<[u8; 4], EntryValue>(self.exact_v4.map().fd().as_fd(), BATCH)
+                    .map(|v| {
+                        v.into_iter()
+                            .filter_map(|(k, val)| Prefix::from_v4(k, 32).map(|p| (p, val)))
+                            .collect()
+                    })
+            } else {
+                batch::lookup_all::<[u8; 16], EntryValue>(self.exact_v6.map().fd().as_fd(), BATCH)
+                    .map(|v| {
+                        v.into_iter()
+                            .filter_map(|(k, val)| Prefix::from_v6(k, 128).map(|p| (p, val)))
+                            .collect()
+                    })
+            };
+        match batched {
+            Ok(v) => return Ok(v),
+            Err(e) if e.unsupported() => {}
+            Err(e) => return Err(DatapathError::other(what(), e.error)),
+        }
+        let mut out = Vec::new();
+        if v4 {
+            for item in self.exact_v4.iter() {
+                let (k, v) = item.map_err(map_err(what()))?;
+                out.extend(Prefix::from_v4(k, 32).map(|p| (p, v)));
+            }
+        } else {
+            for item in self.exact_v6.iter() {
+                let (k, v) = item.map_err(map_err(what()))?;
+                out.extend(Prefix::from_v6(k, 128).map(|p| (p, v)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every entry of one trie.
+    fn trie_entries(
         &self,
         kind: TrieKind,
         v4: bool,
@@ -480,7 +611,9 @@ impl Maps {
         Ok(out)
     }
 
-    /// Entries and capacity of one trie.
+    /// Entries and capacity of one kind and family. For block entries the
+    /// count includes the exact map's and the capacity is the trie's (the
+    /// exact map's own limit is reported when an insert hits it).
     pub fn fill(&self, kind: TrieKind, v4: bool) -> Result<Fill, DatapathError> {
         let name = Self::name(kind, v4);
         let keys = self.entries(kind, v4)?.len();
@@ -581,21 +714,60 @@ impl<const N: usize> Default for RawKey<N> {
 /// enough to keep the kernel's temporary copy modest.
 const BATCH: usize = 8192;
 
-fn insert_batched<K: Pod>(
-    trie: &mut LpmTrie<MapData, K, EntryValue>,
+/// A map holding [`EntryValue`]s under keys `K`: a trie (keys are
+/// `Key<_>`) or an exact map (keys are the address bytes).
+trait EntryMap<K> {
+    fn fd(&self) -> BorrowedFd<'_>;
+    fn put(&mut self, key: &K, value: &EntryValue) -> Result<(), MapError>;
+    fn del(&mut self, key: &K) -> Result<(), MapError>;
+    fn max_entries(&self) -> u32;
+}
+
+impl<K: Pod> EntryMap<Key<K>> for LpmTrie<MapData, K, EntryValue> {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.map().fd().as_fd()
+    }
+    fn put(&mut self, key: &Key<K>, value: &EntryValue) -> Result<(), MapError> {
+        self.insert(key, value, 0)
+    }
+    fn del(&mut self, key: &Key<K>) -> Result<(), MapError> {
+        self.remove(key)
+    }
+    fn max_entries(&self) -> u32 {
+        self.map().info().map(|i| i.max_entries()).unwrap_or(0)
+    }
+}
+
+impl<K: Pod> EntryMap<K> for HashMap<MapData, K, EntryValue> {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.map().fd().as_fd()
+    }
+    fn put(&mut self, key: &K, value: &EntryValue) -> Result<(), MapError> {
+        self.insert(key, value, 0)
+    }
+    fn del(&mut self, key: &K) -> Result<(), MapError> {
+        self.remove(key)
+    }
+    fn max_entries(&self) -> u32 {
+        self.map().info().map(|i| i.max_entries()).unwrap_or(0)
+    }
+}
+
+fn insert_batched<K, M: EntryMap<K>>(
+    map: &mut M,
     name: &'static str,
-    keys: &[Key<K>],
+    keys: &[K],
     values: &[EntryValue],
 ) -> Result<(), DatapathError> {
     for (kc, vc) in keys.chunks(BATCH).zip(values.chunks(BATCH)) {
-        let r = batch::update(trie.map().fd().as_fd(), kc, vc);
+        let r = batch::update(map.fd(), kc, vc);
         match r {
             Ok(()) => {}
             Err(e) if e.unsupported() => {
                 for (k, v) in kc.iter().zip(vc) {
-                    trie.insert(k, v, 0).map_err(|e| {
+                    map.put(k, v).map_err(|e| {
                         if is_full(&e) {
-                            full(trie, name)
+                            full(map.max_entries(), name)
                         } else {
                             DatapathError::other(format!("inserting into {name}"), e)
                         }
@@ -608,7 +780,7 @@ fn insert_batched<K: Pod>(
                     Some(libc::ENOSPC) | Some(libc::E2BIG)
                 ) =>
             {
-                return Err(full(trie, name));
+                return Err(full(map.max_entries(), name));
             }
             Err(e) => {
                 return Err(DatapathError::other(
@@ -621,8 +793,7 @@ fn insert_batched<K: Pod>(
     Ok(())
 }
 
-fn full<K: Pod>(trie: &LpmTrie<MapData, K, EntryValue>, name: &'static str) -> DatapathError {
-    let max = trie.map().info().map(|i| i.max_entries()).unwrap_or(0);
+fn full(max: u32, name: &'static str) -> DatapathError {
     DatapathError::Full {
         map: name,
         max,
@@ -630,15 +801,15 @@ fn full<K: Pod>(trie: &LpmTrie<MapData, K, EntryValue>, name: &'static str) -> D
     }
 }
 
-fn delete_batched<K: Pod>(
-    trie: &mut LpmTrie<MapData, K, EntryValue>,
+fn delete_batched<K, M: EntryMap<K>>(
+    map: &mut M,
     name: &'static str,
-    keys: &[Key<K>],
+    keys: &[K],
 ) -> Result<(), DatapathError> {
     let mut rest = keys;
     while !rest.is_empty() {
         let chunk = &rest[..rest.len().min(BATCH)];
-        match batch::delete(trie.map().fd().as_fd(), chunk) {
+        match batch::delete(map.fd(), chunk) {
             Ok(()) => rest = &rest[chunk.len()..],
             // A missing key stops the batch: skip it and go on after it.
             Err(e) if e.error.raw_os_error() == Some(libc::ENOENT) => {
@@ -646,7 +817,7 @@ fn delete_batched<K: Pod>(
             }
             Err(e) if e.unsupported() => {
                 for k in chunk {
-                    match trie.remove(k) {
+                    match map.del(k) {
                         Ok(()) => {}
                         Err(e) if is_enoent(&e) => {}
                         Err(e) => {

@@ -278,7 +278,7 @@ enum Filter {
     Iptables,
     Ipset,
     Nft,
-    XdpFilter(&'static str),
+    XdpFilterTool(&'static str),
     Agent(&'static str),
 }
 
@@ -289,7 +289,7 @@ impl Filter {
             Filter::Iptables => "iptables raw, one rule per entry".into(),
             Filter::Ipset => "iptables raw + ipset hash:net".into(),
             Filter::Nft => "nftables netdev ingress, interval set".into(),
-            Filter::XdpFilter(m) => format!("xdp-filter {m}"),
+            Filter::XdpFilterTool(m) => format!("xdp-filter {m}"),
             Filter::Agent(m) => format!("xdp-blocklist {m}"),
         }
     }
@@ -314,7 +314,7 @@ impl Drop for Installed<'_> {
                 let _ = rx.exec(&["ipset", "destroy", "xblbench"]);
             }
             Filter::Nft => drop(rx.exec(&["nft", "delete", "table", "netdev", "xblbench"])),
-            Filter::XdpFilter(_) => {
+            Filter::XdpFilterTool(_) => {
                 if let Some(fs) = &self.fs {
                     let env = format!("LIBXDP_BPFFS={}", fs.path().display());
                     let _ = rx.exec(&["env", &env, "xdp-filter", "unload", "--all"]);
@@ -401,7 +401,7 @@ fn install<'a>(
             std::fs::write(&path, s)?;
             restore_in(rx, &["nft", "-f"], &path)?;
         }
-        Filter::XdpFilter(mode) => {
+        Filter::XdpFilterTool(mode) => {
             let fs = Bpffs::new();
             let env = format!("LIBXDP_BPFFS={}", fs.path().display());
             inst.fs = Some(fs);
@@ -584,7 +584,10 @@ pub fn run(only: Option<&str>) -> anyhow::Result<serde_json::Value> {
         };
         let mut filters = vec![Filter::Agent("native"), Filter::Agent("skb")];
         if list_name == "/32" && n <= 10_000 {
-            filters.extend([Filter::XdpFilter("native"), Filter::XdpFilter("skb")]);
+            filters.extend([
+                Filter::XdpFilterTool("native"),
+                Filter::XdpFilterTool("skb"),
+            ]);
         }
         filters.extend([Filter::Ipset, Filter::Nft]);
         if n <= 10_000 {
