@@ -89,12 +89,36 @@ fn feeds_of(listing: &HashMap<Prefix, Vec<Listing>>, prefix: &Prefix, manual: bo
     v
 }
 
-/// Every per-address counter, busiest first.
+/// Every per-address counter, busiest first: the `IP_HITS` LRU for
+/// addresses inside wider entries, and the single-address entries' own
+/// counters (split by direction) for the rest.
 pub fn by_ip(
     maps: &Maps,
     listing: &HashMap<Prefix, Vec<Listing>>,
 ) -> Result<Vec<IpHit>, DatapathError> {
     let mut out = Vec::new();
+    for (prefix, v) in maps.single_address_hits()? {
+        let feeds = feeds_of(
+            listing,
+            &prefix,
+            v.flags & blocklist_ebpf::ENTRY_FLAG_MANUAL != 0,
+        );
+        let src = (v.packets - v.dst_packets, v.bytes - v.dst_bytes);
+        let dst = (v.dst_packets, v.dst_bytes);
+        for (direction, (packets, bytes)) in [(Direction::Src, src), (Direction::Dst, dst)] {
+            if packets > 0 {
+                out.push(IpHit {
+                    ip: prefix.addr(),
+                    direction,
+                    prefix,
+                    feeds: feeds.clone(),
+                    packets,
+                    bytes,
+                    last_seen_ns: v.last_seen_ns,
+                });
+            }
+        }
+    }
     for (key, c) in maps.ip_counters()? {
         let ip = ip_of(&key);
         let max = if ip.is_ipv4() { 32 } else { 128 };

@@ -107,12 +107,15 @@ pub const DIRECTION_SRC: u8 = 1;
 /// The address that matched was the packet's destination.
 pub const DIRECTION_DST: u8 = 2;
 
-/// Value stored in the block and allow tries: what the entry is, and how
-/// often it matched.
+/// Value stored in the block and allow tries and the exact maps: what the
+/// entry is, and how often it matched.
 ///
 /// The counters are shared by all CPUs and the program adds to them
 /// atomically; the agent writes zeros when it creates an entry and never
-/// touches them afterwards. They are kept only for block entries.
+/// touches them afterwards. They are kept only for block entries. For a
+/// single-address entry they are that address's per-address counters too
+/// (split by direction through `dst_*`), so its hits skip `IP_HITS`, and
+/// `last_event_ns` rate-limits its drop events without `EVENT_RATE`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EntryValue {
@@ -125,10 +128,17 @@ pub struct EntryValue {
     pub packets: u64,
     /// Bytes of those packets (whole frame).
     pub bytes: u64,
+    /// Of `packets`, those whose destination matched.
+    pub dst_packets: u64,
+    /// Of `bytes`, those of packets whose destination matched.
+    pub dst_bytes: u64,
     /// `bpf_ktime_get_ns()` of the first hit (0: never hit).
     pub first_seen_ns: u64,
     /// `bpf_ktime_get_ns()` of the last hit.
     pub last_seen_ns: u64,
+    /// `bpf_ktime_get_ns()` of the last drop event for a single-address
+    /// entry.
+    pub last_event_ns: u64,
 }
 
 impl EntryValue {
@@ -139,8 +149,11 @@ impl EntryValue {
             flags,
             packets: 0,
             bytes: 0,
+            dst_packets: 0,
+            dst_bytes: 0,
             first_seen_ns: 0,
             last_seen_ns: 0,
+            last_event_ns: 0,
         }
     }
 
@@ -329,7 +342,7 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<EntryValue>(), 40);
+        assert_eq!(size_of::<EntryValue>(), 64);
         assert_eq!(size_of::<IpKey>(), 20);
         assert_eq!(size_of::<PrefixCounters>(), 32);
         assert_eq!(size_of::<IpCounters>(), 48);

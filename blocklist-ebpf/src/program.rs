@@ -12,9 +12,11 @@
 //! why the prefix counters live in the trie value rather than in a map of
 //! their own.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     bindings::{BPF_ANY, xdp_action},
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_ns, bpf_map_lookup_elem},
     macros::{map, xdp},
     maps::{
         Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf,
@@ -145,6 +147,8 @@ struct Hit {
     now: u64,
     /// Minimum gap between two events for one address; 0: events off.
     interval_ns: u64,
+    /// The entry is a single address whose own limiter already decided.
+    exact: bool,
 }
 
 /// The parsed headers. Addresses are 16 bytes each, IPv4 (and the IPv4 of
@@ -282,18 +286,40 @@ fn ports(ctx: &XdpContext, l4: usize, pkt: &mut Packet) {
 enum Lookup {
     Miss,
     Allowed,
-    Blocked(u32),
+    /// Prefix length, and for a single-address entry whether its own
+    /// limiter says an event is due.
+    Blocked(u32, Exact),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Exact {
+    /// A trie entry: per-address counting and event limits go through
+    /// `IP_HITS` and `EVENT_RATE`.
+    No,
+    /// A single-address entry, already counted; no event due.
+    Quiet,
+    /// A single-address entry, already counted; an event is due.
+    Event,
 }
 
 const LOOKUP_MISS: u64 = 0;
 const LOOKUP_ALLOWED: u64 = 1;
 const LOOKUP_BLOCKED: u64 = 2;
+/// Flag: the entry is a single address (from an exact map).
+const LOOKUP_EXACT: u64 = 1 << 8;
+/// Flag: ... and its own limiter says an event is due.
+const LOOKUP_EVENT: u64 = 1 << 9;
 
 #[inline(always)]
-fn lookup(addr: &[u8; 16], family: u8, len: u64) -> Lookup {
-    let r = lookup_raw(addr, family, len);
+fn lookup(addr: &[u8; 16], family: u8, len: u64, direction: u8, interval_ns: u64) -> Lookup {
+    let r = lookup_raw(addr, family, len, direction, interval_ns);
+    let exact = match r & (LOOKUP_EXACT | LOOKUP_EVENT) {
+        0 => Exact::No,
+        LOOKUP_EXACT => Exact::Quiet,
+        _ => Exact::Event,
+    };
     match r & 0xff {
-        LOOKUP_BLOCKED => Lookup::Blocked((r >> 32) as u32),
+        LOOKUP_BLOCKED => Lookup::Blocked((r >> 32) as u32, exact),
         LOOKUP_ALLOWED => Lookup::Allowed,
         _ => Lookup::Miss,
     }
@@ -302,86 +328,127 @@ fn lookup(addr: &[u8; 16], family: u8, len: u64) -> Lookup {
 /// The trie lookups, in a frame of their own (the keys are 20 bytes each).
 /// A blocked address is counted in the matching entry here, while its
 /// value is at hand. Returns a scalar so the result travels in a register:
-/// the kind in the low byte, the matching prefix length in the high half.
+/// the kind in the low byte, `LOOKUP_EXACT`/`LOOKUP_EVENT` above it, the
+/// matching prefix length in the high half.
 #[inline(never)]
-fn lookup_raw(addr: &[u8; 16], family: u8, len: u64) -> u64 {
+fn lookup_raw(addr: &[u8; 16], family: u8, len: u64, direction: u8, interval_ns: u64) -> u64 {
     // The exact maps first: single addresses are most entries, and a hash
     // probe costs far fewer cache misses than a trie walk.
-    let (value, allowed) = if family == FAMILY_V4 {
+    let (value, allowed, exact) = if family == FAMILY_V4 {
         let bytes = [addr[0], addr[1], addr[2], addr[3]];
         let key = Key::new(32, bytes);
-        // SAFETY: the reference is used only during this program run.
-        let v = match unsafe { EXACT_V4.get(&bytes) } {
-            Some(v) => v,
-            None => match BLOCK_V4.get(&key) {
-                Some(v) => v,
+        let (v, exact) = match EXACT_V4.get_ptr_mut(&bytes) {
+            Some(v) => (v, true),
+            None => match lookup_mut(&BLOCK_V4, &key) {
+                Some(v) => (v, false),
                 None => return LOOKUP_MISS,
             },
         };
-        (v, ALLOW_V4.get(&key).is_some())
+        (v, ALLOW_V4.get(&key).is_some(), exact)
     } else {
         let key = Key::new(128, *addr);
-        // SAFETY: as above.
-        let v = match unsafe { EXACT_V6.get(addr) } {
-            Some(v) => v,
-            None => match BLOCK_V6.get(&key) {
-                Some(v) => v,
+        let (v, exact) = match EXACT_V6.get_ptr_mut(addr) {
+            Some(v) => (v, true),
+            None => match lookup_mut(&BLOCK_V6, &key) {
+                Some(v) => (v, false),
                 None => return LOOKUP_MISS,
             },
         };
-        (v, ALLOW_V6.get(&key).is_some())
+        (v, ALLOW_V6.get(&key).is_some(), exact)
     };
     if allowed {
         return LOOKUP_ALLOWED;
     }
-    count_entry(value, len);
-    LOOKUP_BLOCKED | ((value.prefix_len as u64) << 32)
+    let event_due = count_entry(value, len, direction, exact, interval_ns);
+    let flags = match (exact, event_due) {
+        (false, _) => 0,
+        (true, false) => LOOKUP_EXACT,
+        (true, true) => LOOKUP_EXACT | LOOKUP_EVENT,
+    };
+    // SAFETY: `value` came from a successful map lookup (see count_entry).
+    let prefix_len = unsafe { (*value).prefix_len };
+    LOOKUP_BLOCKED | flags | ((prefix_len as u64) << 32)
+}
+
+/// `bpf_map_lookup_elem` on a trie, as a writable pointer: aya's
+/// `LpmTrie::get` hands out `&V`, and writing counters through a shared
+/// reference would let the compiler drop the stores.
+#[inline(always)]
+fn lookup_mut<K>(trie: &LpmTrie<K, EntryValue>, key: &Key<K>) -> Option<*mut EntryValue> {
+    // SAFETY: `LpmTrie` is `repr(transparent)` over its map definition, the
+    // pointer the helper expects; the key outlives the call.
+    let p = unsafe {
+        bpf_map_lookup_elem(
+            trie as *const LpmTrie<K, EntryValue> as *mut c_void,
+            key as *const Key<K> as *const c_void,
+        )
+    };
+    if p.is_null() {
+        None
+    } else {
+        Some(p as *mut EntryValue)
+    }
 }
 
 /// Adds one hit to a block entry's counters. Several CPUs may hit the same
 /// entry, so the sums are atomic adds; the timestamps are plain stores (a
-/// racing CPU can only make them a few nanoseconds off).
+/// racing CPU can only make them a few nanoseconds off, or let one extra
+/// event through). For a single-address entry, returns whether a drop
+/// event is due (`interval_ns` 0: events are off).
 #[inline(always)]
-fn count_entry(value: &EntryValue, len: u64) {
+fn count_entry(v: *mut EntryValue, len: u64, direction: u8, exact: bool, interval_ns: u64) -> bool {
     use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let v = value as *const EntryValue as *mut EntryValue;
-    // SAFETY: `v` points at the trie entry's value in kernel memory, which
+    // SAFETY: `v` points at the entry's value in kernel memory, which
     // the map owns and keeps alive for this program run (RCU); programs
     // may write map values, and the counters are only ever written here
     // (atomically) or by the agent when the entry is created.
     unsafe {
         atomic_xadd::<u64, u64, { Relaxed }>(&raw mut (*v).packets, 1);
         atomic_xadd::<u64, u64, { Relaxed }>(&raw mut (*v).bytes, len);
+        if direction == DIRECTION_DST {
+            atomic_xadd::<u64, u64, { Relaxed }>(&raw mut (*v).dst_packets, 1);
+            atomic_xadd::<u64, u64, { Relaxed }>(&raw mut (*v).dst_bytes, len);
+        }
         if (*v).first_seen_ns == 0 {
             (*v).first_seen_ns = now;
         }
         (*v).last_seen_ns = now;
+        if !exact || interval_ns == 0 || now.wrapping_sub((*v).last_event_ns) < interval_ns {
+            return false;
+        }
+        (*v).last_event_ns = now;
+        true
     }
 }
 
 #[inline(always)]
 fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters) -> Verdict {
     let config = CONFIG.get(0).copied().unwrap_or_default();
+    let interval_ns = match config.event_interval_ms {
+        EVENT_INTERVAL_OFF => 0,
+        0 => EVENT_DEFAULT_INTERVAL_MS as u64 * 1_000_000,
+        ms => ms as u64 * 1_000_000,
+    };
     let mut allowlisted = false;
-    // (direction, prefix_len) of the first blocked address.
+    // (direction, prefix_len, exact) of the first blocked address.
     let mut hit = None;
     if config.match_mode != MATCH_DST {
-        match lookup(&pkt.src, pkt.src_family, len) {
-            Lookup::Blocked(plen) => hit = Some((DIRECTION_SRC, plen)),
+        match lookup(&pkt.src, pkt.src_family, len, DIRECTION_SRC, interval_ns) {
+            Lookup::Blocked(plen, exact) => hit = Some((DIRECTION_SRC, plen, exact)),
             Lookup::Allowed => allowlisted = true,
             Lookup::Miss => {}
         }
     }
     if hit.is_none() && config.match_mode != MATCH_SRC {
-        match lookup(&pkt.dst, pkt.dst_family, len) {
-            Lookup::Blocked(plen) => hit = Some((DIRECTION_DST, plen)),
+        match lookup(&pkt.dst, pkt.dst_family, len, DIRECTION_DST, interval_ns) {
+            Lookup::Blocked(plen, exact) => hit = Some((DIRECTION_DST, plen, exact)),
             Lookup::Allowed => allowlisted = true,
             Lookup::Miss => {}
         }
     }
-    let Some((direction, prefix_len)) = hit else {
+    let Some((direction, prefix_len, exact)) = hit else {
         if allowlisted {
             global.allowlisted_packets += 1;
         }
@@ -395,11 +462,6 @@ fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters)
     } else {
         (pkt.dst, pkt.dst_family)
     };
-    let interval_ns = match config.event_interval_ms {
-        EVENT_INTERVAL_OFF => 0,
-        0 => EVENT_DEFAULT_INTERVAL_MS as u64 * 1_000_000,
-        ms => ms as u64 * 1_000_000,
-    };
     let hit = Hit {
         key: IpKey {
             addr,
@@ -411,6 +473,7 @@ fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters)
         len,
         now,
         interval_ns,
+        exact: exact != Exact::No,
     };
     #[cfg(feature = "debug-log")]
     aya_log_ebpf::debug!(
@@ -423,7 +486,14 @@ fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters)
     );
     // Separate (not inlined) functions: each gets its own 512-byte frame and
     // they are siblings, so their stacks never add up.
-    if count_ip(&hit) {
+    // A single-address entry was counted, per address too, in the lookup
+    // and keeps its own event limiter; only trie hits need `IP_HITS`.
+    let event = match exact {
+        Exact::No => count_ip(&hit),
+        Exact::Quiet => false,
+        Exact::Event => true,
+    };
+    if event {
         emit_event(ctx, pkt, &hit, &config, global);
     }
 
@@ -480,15 +550,16 @@ fn emit_event(
     config: &Config,
     global: &mut GlobalCounters,
 ) {
-    let interval_ns = hit.interval_ns;
-    // SAFETY: the value is a plain u64; a concurrent writer can only make
-    // this check slightly stale, which the rate limit tolerates.
-    if let Some(last) = unsafe { EVENT_RATE.get(&hit.key) } {
-        if hit.now.wrapping_sub(*last) < interval_ns {
-            return;
+    if !hit.exact {
+        // SAFETY: the value is a plain u64; a concurrent writer can only make
+        // this check slightly stale, which the rate limit tolerates.
+        if let Some(last) = unsafe { EVENT_RATE.get(&hit.key) } {
+            if hit.now.wrapping_sub(*last) < hit.interval_ns {
+                return;
+            }
         }
+        let _ = EVENT_RATE.insert(&hit.key, &hit.now, BPF_ANY as u64);
     }
-    let _ = EVENT_RATE.insert(&hit.key, &hit.now, BPF_ANY as u64);
     let Some(mut entry) = EVENTS.reserve::<DropEvent>(0) else {
         global.events_lost += 1;
         return;

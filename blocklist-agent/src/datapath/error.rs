@@ -61,7 +61,7 @@ pub enum DatapathError {
         source: aya::programs::ProgramError,
     },
     /// A trie refused an insert because it is full.
-    #[error("the {map} trie is full ({max} entries); entry {entry} was not added")]
+    #[error("the {map} map is full ({max} entries); entry {entry} was not added")]
     Full {
         /// Map name.
         map: &'static str,

@@ -670,6 +670,15 @@ impl Maps {
         Ok(out)
     }
 
+    /// Every single-address block entry that was hit: its counters are that
+    /// address's per-address counters (the program skips `IP_HITS` for it).
+    pub fn single_address_hits(&self) -> Result<Vec<(Prefix, EntryValue)>, DatapathError> {
+        let mut out = self.exact_entries(true)?;
+        out.extend(self.exact_entries(false)?);
+        out.retain(|(_, v)| v.packets > 0);
+        Ok(out)
+    }
+
     /// True when `prefix` is installed as a hand-made block entry.
     pub fn is_manual(&self, prefix: Prefix) -> Result<bool, DatapathError> {
         Ok(self

@@ -11,8 +11,8 @@
 //! - `live`: drop rate over a veth pair with a live-frames sender, beside
 //!   iptables, ipset, nftables and xdp-filter (see `live.rs`).
 //!
-//! `bench [packets|sync|live [FILTER]]` runs one part (for `live`, only the
-//! filters whose name contains FILTER); no argument runs all.
+//! `bench [PARTS [FILTER]]` runs the comma-separated parts (for `live`,
+//! only the filters whose name contains FILTER); no argument runs all.
 
 mod live;
 mod packets;
@@ -23,14 +23,15 @@ use blocklist_tests::require_root;
 fn main() -> anyhow::Result<()> {
     require_root();
     let which = std::env::args().nth(1).unwrap_or_default();
+    let wants = |part: &str| which.is_empty() || which.split(',').any(|w| w == part);
     let mut out = serde_json::Map::new();
-    if which.is_empty() || which == "packets" {
+    if wants("packets") {
         out.insert("packets".into(), packets::run()?);
     }
-    if which.is_empty() || which == "sync" {
+    if wants("sync") {
         out.insert("sync".into(), sync::run()?);
     }
-    if which.is_empty() || which == "live" {
+    if wants("live") {
         out.insert(
             "live".into(),
             live::run(std::env::args().nth(2).as_deref())?,
