@@ -61,11 +61,8 @@ pub type Shared = Arc<RwLock<Arc<Lists>>>;
 /// Renders the lists from the installed block entries, sorted.
 pub fn render(maps: &Maps) -> Result<Lists, DatapathError> {
     let text = |v4: bool| -> Result<String, DatapathError> {
-        let mut entries: Vec<_> = maps
-            .entries(TrieKind::Block, v4)?
-            .into_iter()
-            .map(|(p, _)| p)
-            .collect();
+        let mut entries = Vec::new();
+        maps.visit(TrieKind::Block, v4, |p, _| entries.push(p))?;
         entries.sort_unstable();
         let mut s = String::with_capacity(entries.len() * 18);
         for p in entries {

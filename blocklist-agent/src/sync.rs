@@ -72,11 +72,7 @@ pub fn plan(maps: &Maps, desired: &Desired) -> anyhow::Result<Plan> {
     // A sorted Vec, not a map: half the memory at a million entries.
     let mut installed: Vec<(Prefix, u32)> = Vec::new();
     for v4 in [true, false] {
-        installed.extend(
-            maps.entries(TrieKind::Block, v4)?
-                .into_iter()
-                .map(|(prefix, value)| (prefix, value.flags)),
-        );
+        installed.extend(maps.entry_flags(TrieKind::Block, v4)?);
     }
     installed.sort_unstable_by_key(|(p, _)| *p);
     let flags_of = |prefix: &Prefix| {
@@ -105,11 +101,7 @@ pub fn plan(maps: &Maps, desired: &Desired) -> anyhow::Result<Plan> {
     drop(installed);
     let mut allowed = Vec::new();
     for v4 in [true, false] {
-        allowed.extend(
-            maps.entries(TrieKind::Allow, v4)?
-                .into_iter()
-                .map(|(p, _)| p),
-        );
+        maps.visit(TrieKind::Allow, v4, |p, _| allowed.push(p))?;
     }
     p.allow_add = desired
         .allow
@@ -175,11 +167,11 @@ pub fn load_manual(state: &StateDir, maps: &Maps) -> anyhow::Result<crate::state
             let _ = std::fs::rename(&path, &aside);
             let mut m = crate::state::manual::Manual::default();
             for v4 in [true, false] {
-                for (p, v) in maps.entries(TrieKind::Block, v4)? {
+                maps.visit(TrieKind::Block, v4, |p, v| {
                     if v.flags & blocklist_ebpf::ENTRY_FLAG_MANUAL != 0 {
                         m.block.insert(p, Default::default());
                     }
-                }
+                })?;
             }
             state.set_manual(&m).context("rewriting manual.json")?;
             Ok(m)

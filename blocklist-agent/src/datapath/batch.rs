@@ -69,6 +69,20 @@ pub fn lookup_all<K: Copy + Default, V: Copy + Default>(
     chunk: usize,
 ) -> Result<Vec<(K, V)>, BatchError> {
     let mut out = Vec::new();
+    lookup_each(fd, chunk, |k, v| out.push((k, v)))?;
+    Ok(out)
+}
+
+/// [`lookup_all`], handing each entry to `f` as its chunk arrives instead
+/// of collecting them: a caller that keeps less than the whole record (or
+/// only counts) never holds a copy of the map. Returns the number of
+/// entries.
+pub fn lookup_each<K: Copy + Default, V: Copy + Default>(
+    fd: BorrowedFd<'_>,
+    chunk: usize,
+    mut f: impl FnMut(K, V),
+) -> Result<usize, BatchError> {
+    let mut done = 0;
     let mut keys = vec![K::default(); chunk];
     let mut values = vec![V::default(); chunk];
     let mut in_batch = K::default();
@@ -90,17 +104,15 @@ pub fn lookup_all<K: Copy + Default, V: Copy + Default>(
         };
         let r = call(BPF_MAP_LOOKUP_BATCH, &mut attr);
         let n = attr.count as usize;
-        out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+        for (k, v) in keys[..n].iter().zip(&values[..n]) {
+            f(*k, *v);
+        }
+        done += n;
         match r {
             Ok(()) => {}
             // ENOENT: the walk reached the end (the last chunk is in `n`).
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
-            Err(error) => {
-                return Err(BatchError {
-                    done: out.len(),
-                    error,
-                });
-            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(done),
+            Err(error) => return Err(BatchError { done, error }),
         }
         in_batch = out_batch;
         first = false;

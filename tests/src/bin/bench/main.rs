@@ -8,12 +8,16 @@
 //!   1,000,000-prefix feed, agent peak RSS, and `ipset restore` of the same
 //!   list (see `sync.rs`).
 //!
+//! - `footprint`: CPU and memory of `run` holding 1,000,000 entries, idle
+//!   and syncing (see `footprint.rs`).
 //! - `live`: drop rate over a veth pair with a live-frames sender, beside
 //!   iptables, ipset, nftables and xdp-filter (see `live.rs`).
 //!
 //! `bench [PARTS [FILTER]]` runs the comma-separated parts (for `live`,
 //! only the filters whose name contains FILTER); no argument runs all.
 
+mod cleanup;
+mod footprint;
 mod live;
 mod packets;
 mod sync;
@@ -22,6 +26,7 @@ use blocklist_tests::require_root;
 
 fn main() -> anyhow::Result<()> {
     require_root();
+    cleanup::on_interrupt()?;
     let which = std::env::args().nth(1).unwrap_or_default();
     let wants = |part: &str| which.is_empty() || which.split(',').any(|w| w == part);
     let mut out = serde_json::Map::new();
@@ -30,6 +35,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wants("sync") {
         out.insert("sync".into(), sync::run()?);
+    }
+    if wants("footprint") {
+        out.insert("footprint".into(), footprint::run()?);
     }
     if wants("live") {
         out.insert(
