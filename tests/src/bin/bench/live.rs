@@ -505,6 +505,51 @@ fn measure(topo: &Topology, generator: &Generator) -> anyhow::Result<(Vec<f64>, 
     ))
 }
 
+/// Per-packet cost (ns, median of [`RUNS`]) of the loaded XDP program whose
+/// name starts with `name`, on one repeated hit frame and on 256 distinct
+/// hit frames, through BPF_PROG_TEST_RUN: the same method for this program
+/// and for xdp-filter, on the same list.
+fn per_packet(name: &str, list: &[Prefix], rng: &mut StdRng) -> anyhow::Result<(f64, f64)> {
+    const REPEAT: u32 = 1_000_000;
+    const DISTINCT: usize = 256;
+    let info = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with(name)))
+        .max_by_key(|p| p.id())
+        .with_context(|| format!("no loaded program named {name}*"))?;
+    let fd = info.fd()?;
+    let frame = |src: Ipv4Addr| {
+        let mut f = frames::ipv4(src, RX_ADDR);
+        f[..6].copy_from_slice(&RX_MAC);
+        f
+    };
+    let one = frame(inside(&list[0], rng));
+    let many: Vec<Vec<u8>> = (0..DISTINCT)
+        .map(|_| frame(inside(&list[rng.random_range(0..list.len())], rng)))
+        .collect();
+    let run = |f: &[u8], repeat: u32| -> anyhow::Result<f64> {
+        let r = test_run::run_fd(fd.as_fd(), f, repeat)?;
+        ensure!(
+            r.action == test_run::XDP_DROP,
+            "{name}* did not drop a listed source (action {})",
+            r.action
+        );
+        Ok(f64::from(r.duration_ns))
+    };
+    let mut ones = Vec::new();
+    let mut randoms = Vec::new();
+    for _ in 0..RUNS {
+        ones.push(run(&one, REPEAT)?);
+        let per = REPEAT / DISTINCT as u32;
+        let mut sum = 0.0;
+        for f in &many {
+            sum += run(f, per)?;
+        }
+        randoms.push(sum / DISTINCT as f64);
+    }
+    Ok((stats(ones).0, stats(randoms).0))
+}
+
 /// `n` distinct single addresses outside 10.0.0.0/8.
 fn singles(n: usize, rng: &mut StdRng) -> Vec<Prefix> {
     let mut set = std::collections::HashSet::with_capacity(n);
@@ -528,7 +573,9 @@ pub fn run(only: Option<&str>) -> anyhow::Result<serde_json::Value> {
     let dir = tempfile::tempdir()?;
     let mut rng = StdRng::seed_from_u64(0x11fe);
     let mut source_rng = StdRng::seed_from_u64(0x5e4d);
+    let mut frame_rng = StdRng::seed_from_u64(0xf4a3);
     let mut rows = Vec::new();
+    let mut costs: Vec<(String, usize, f64, f64)> = Vec::new();
     let iptables = Command::new("iptables").arg("-V").output()?;
     let iptables = String::from_utf8_lossy(&iptables.stdout).trim().to_owned();
     eprintln!(
@@ -548,6 +595,16 @@ pub fn run(only: Option<&str>) -> anyhow::Result<serde_json::Value> {
         let _installed = install(&topo, filter, list, dir.path())
             .with_context(|| format!("installing {}", filter.name()))?;
         let (drops, rx_mpps, leaked, tx_mpps) = measure(&topo, &generator)?;
+        // Per-packet cost beside xdp-filter, on the list it can hold.
+        let program = match filter {
+            Filter::Agent("native") => Some(blocklist_ebpf::PROGRAM_NAME),
+            Filter::XdpFilterTool("native") => Some("xdpfilt_"),
+            _ => None,
+        };
+        if let (Some(program), "/32", 10_000) = (program, list_name, list.len()) {
+            let (one, random) = per_packet(program, list, &mut frame_rng)?;
+            costs.push((filter.name(), list.len(), one, random));
+        }
         let drop_mpps = stats(drops);
         eprintln!(
             "  {:<40} {list_name:>6} {:>7}: drop {:6.3} Mpps (receiver {rx_mpps:.3}, leaked {:.1}%, sender {tx_mpps:.2})",
@@ -623,7 +680,16 @@ pub fn run(only: Option<&str>) -> anyhow::Result<serde_json::Value> {
             r.leaked * 100.0
         );
     }
+    println!(
+        "\n### Per-packet cost on the same 10,000 /32 list (BPF_PROG_TEST_RUN, ns, median of {RUNS})\n"
+    );
+    println!("| program | entries | drop, one frame | drop, 256 distinct sources |");
+    println!("|---|---:|---:|---:|");
+    for (name, n, one, random) in &costs {
+        println!("| {name} | {n} | {one:.1} | {random:.1} |");
+    }
     Ok(serde_json::json!({
+        "per_packet_10k_singles": costs.iter().map(|(f, n, one, random)| serde_json::json!({"filter": f, "entries": n, "one_frame_ns": one, "distinct_ns": random})).collect::<Vec<_>>(),
         "sender_cpu": topo.sender_cpu,
         "receiver_cpu": topo.receiver_cpu,
         "iptables": iptables,
