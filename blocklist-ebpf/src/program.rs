@@ -29,7 +29,7 @@ use blocklist_ebpf::{
     DIRECTION_DST, DIRECTION_SRC, DropEvent, EVENT_DEFAULT_INTERVAL_MS, EVENT_INTERVAL_OFF,
     EVENT_RATE_MAX_ENTRIES, EVENTS_RING_BYTES, EXACT_V4_MAX_ENTRIES, EXACT_V6_MAX_ENTRIES,
     EntryValue, FAMILY_V4, FAMILY_V6, GlobalCounters, IP_HITS_DEFAULT_ENTRIES, IpCounters, IpKey,
-    MATCH_DST, MATCH_SRC,
+    MATCH_DST, MATCH_SRC, v4_trie_data,
 };
 
 /// Entries are allocated on insert: a full-size preallocated map would
@@ -37,7 +37,7 @@ use blocklist_ebpf::{
 const BPF_F_NO_PREALLOC: u32 = 1;
 
 #[map]
-static BLOCK_V4: LpmTrie<[u8; 4], EntryValue> = LpmTrie::pinned(BLOCK_V4_MAX_ENTRIES, 0);
+static BLOCK_V4: LpmTrie<[u8; 8], EntryValue> = LpmTrie::pinned(BLOCK_V4_MAX_ENTRIES, 0);
 #[map]
 static BLOCK_V6: LpmTrie<[u8; 16], EntryValue> = LpmTrie::pinned(BLOCK_V6_MAX_ENTRIES, 0);
 #[map]
@@ -47,7 +47,7 @@ static EXACT_V4: HashMap<[u8; 4], EntryValue> =
 static EXACT_V6: HashMap<[u8; 16], EntryValue> =
     HashMap::pinned(EXACT_V6_MAX_ENTRIES, BPF_F_NO_PREALLOC);
 #[map]
-static ALLOW_V4: LpmTrie<[u8; 4], EntryValue> = LpmTrie::pinned(ALLOW_MAX_ENTRIES, 0);
+static ALLOW_V4: LpmTrie<[u8; 8], EntryValue> = LpmTrie::pinned(ALLOW_MAX_ENTRIES, 0);
 #[map]
 static ALLOW_V6: LpmTrie<[u8; 16], EntryValue> = LpmTrie::pinned(ALLOW_MAX_ENTRIES, 0);
 #[map]
@@ -336,7 +336,7 @@ fn lookup_raw(addr: &[u8; 16], family: u8, len: u64, direction: u8, interval_ns:
     // probe costs far fewer cache misses than a trie walk.
     let (value, allowed, exact) = if family == FAMILY_V4 {
         let bytes = [addr[0], addr[1], addr[2], addr[3]];
-        let key = Key::new(32, bytes);
+        let key = Key::new(32, v4_trie_data(bytes));
         let (v, exact) = match EXACT_V4.get_ptr_mut(&bytes) {
             Some(v) => (v, true),
             None => match lookup_mut(&BLOCK_V4, &key) {

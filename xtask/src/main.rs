@@ -50,10 +50,14 @@ enum Cmd {
         /// Only tests whose name contains this.
         filter: Option<String>,
     },
-    /// Per-packet cost, update cost and live drop rate beside baselines.
+    /// Per-packet cost, update cost, agent footprint and live drop rate,
+    /// beside baselines.
     Bench {
-        /// `packets`, `sync` or `live`; all when absent.
+        /// Comma-separated parts: `packets`, `sync`, `footprint`, `live`;
+        /// all when absent.
         part: Option<String>,
+        /// With `live`: only the filters whose name contains this.
+        filter: Option<String>,
     },
 }
 
@@ -83,7 +87,7 @@ fn main() -> Result<()> {
         Cmd::Test { filter } => test(filter),
         Cmd::Package => package::run().map(|deb| println!("{}", deb.display())),
         Cmd::Fuzz { seconds } => fuzz::run(seconds),
-        Cmd::Bench { part } => {
+        Cmd::Bench { part, filter } => {
             sh::require_root("benchmarks load XDP programs and create namespaces")?;
             sh::step("bench: building");
             sh::run(sh::cargo().args([
@@ -95,10 +99,15 @@ fn main() -> Result<()> {
                 "blocklist-tests",
                 "--bins",
             ]))?;
-            sh::run(sh::cmd(root().join("target/release/bench")).args(part).env(
-                "BLOCKLIST_AGENT_BIN",
-                root().join("target/release/blocklist-agent"),
-            ))
+            sh::run(
+                sh::cmd(root().join("target/release/bench"))
+                    .args(part)
+                    .args(filter)
+                    .env(
+                        "BLOCKLIST_AGENT_BIN",
+                        root().join("target/release/blocklist-agent"),
+                    ),
+            )
         }
     }
 }

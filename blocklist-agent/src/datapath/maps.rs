@@ -49,10 +49,21 @@ impl TrieKind {
     ];
 }
 
-type TrieV4 = LpmTrie<MapData, [u8; 4], EntryValue>;
+type TrieV4 = LpmTrie<MapData, [u8; 8], EntryValue>;
 type TrieV6 = LpmTrie<MapData, [u8; 16], EntryValue>;
 type ExactV4 = HashMap<MapData, [u8; 4], EntryValue>;
 type ExactV6 = HashMap<MapData, [u8; 16], EntryValue>;
+
+/// The IPv4 tries' key data: the address and four zero bytes, so that the
+/// kernel places the value 8-byte aligned (see the `blocklist_ebpf` docs).
+fn v4_key(len: u32, b: [u8; 4]) -> Key<[u8; 8]> {
+    Key::new(len, blocklist_ebpf::v4_trie_data(b))
+}
+
+/// The address of an IPv4 trie key's data.
+fn v4_addr(data: [u8; 8]) -> [u8; 4] {
+    [data[0], data[1], data[2], data[3]]
+}
 
 /// True when `prefix`, as an entry of `kind`, lives in an exact map.
 fn is_exact(kind: TrieKind, prefix: Prefix) -> bool {
@@ -317,9 +328,7 @@ impl Maps {
             };
         }
         let r = match (prefix.v4_bytes(), prefix.v6_bytes()) {
-            (Some(b), _) => self
-                .v4(kind)
-                .get(&Key::new(prefix.prefix_len() as u32, b), 0),
+            (Some(b), _) => self.v4(kind).get(&v4_key(prefix.prefix_len() as u32, b), 0),
             (_, Some(b)) => self
                 .v6(kind)
                 .get(&Key::new(prefix.prefix_len() as u32, b), 0),
@@ -355,7 +364,7 @@ impl Maps {
         let r = match (prefix.v4_bytes(), prefix.v6_bytes(), exact) {
             (Some(b), _, true) => self.exact_v4.insert(b, value, 0),
             (_, Some(b), true) => self.exact_v6.insert(b, value, 0),
-            (Some(b), _, false) => self.v4_mut(kind).insert(&Key::new(len, b), value, 0),
+            (Some(b), _, false) => self.v4_mut(kind).insert(&v4_key(len, b), value, 0),
             (_, Some(b), false) => self.v6_mut(kind).insert(&Key::new(len, b), value, 0),
             _ => unreachable!("a prefix is v4 or v6"),
         };
@@ -395,7 +404,7 @@ impl Maps {
         let r = match (prefix.v4_bytes(), prefix.v6_bytes(), exact) {
             (Some(b), _, true) => self.exact_v4.remove(&b),
             (_, Some(b), true) => self.exact_v6.remove(&b),
-            (Some(b), _, false) => self.v4_mut(kind).remove(&Key::new(len, b)),
+            (Some(b), _, false) => self.v4_mut(kind).remove(&v4_key(len, b)),
             (_, Some(b), false) => self.v6_mut(kind).remove(&Key::new(len, b)),
             _ => unreachable!("a prefix is v4 or v6"),
         };
@@ -440,7 +449,7 @@ impl Maps {
                     ev6.push(value(p, *flags));
                 }
                 (Some(b), _, false) => {
-                    k4.push(Key::new(p.prefix_len() as u32, b));
+                    k4.push(v4_key(p.prefix_len() as u32, b));
                     v4s.push(value(p, *flags));
                 }
                 (_, Some(b), false) => {
@@ -469,7 +478,7 @@ impl Maps {
             prefixes.iter().partition(|p| !is_exact(kind, **p));
         let k4: Vec<_> = tries
             .iter()
-            .filter_map(|p| p.v4_bytes().map(|b| Key::new(p.prefix_len() as u32, b)))
+            .filter_map(|p| p.v4_bytes().map(|b| v4_key(p.prefix_len() as u32, b)))
             .collect();
         let k6: Vec<_> = tries
             .iter()
@@ -497,7 +506,7 @@ impl Maps {
             }));
         }
         let r = match addr {
-            IpAddr::V4(a) => self.v4(kind).get(&Key::new(32, a.octets()), 0),
+            IpAddr::V4(a) => self.v4(kind).get(&v4_key(32, a.octets()), 0),
             IpAddr::V6(a) => self.v6(kind).get(&Key::new(128, a.octets()), 0),
         };
         let value = match r {
@@ -618,11 +627,11 @@ impl Maps {
     ) -> Result<(), DatapathError> {
         let what = || format!("listing {}", Self::name(kind, v4));
         let batched = if v4 {
-            batch::lookup_each::<RawKey<4>, EntryValue>(
+            batch::lookup_each::<RawKey<8>, EntryValue>(
                 self.v4(kind).map().fd().as_fd(),
                 BATCH,
                 |k, v| {
-                    if let Some(p) = Prefix::from_v4(k.data, k.prefix_len as u8) {
+                    if let Some(p) = Prefix::from_v4(v4_addr(k.data), k.prefix_len as u8) {
                         f(p, &v)
                     }
                 },
@@ -646,7 +655,7 @@ impl Maps {
         if v4 {
             for item in self.v4(kind).iter() {
                 let (k, v) = item.map_err(map_err(what()))?;
-                if let Some(p) = Prefix::from_v4(k.data(), k.prefix_len() as u8) {
+                if let Some(p) = Prefix::from_v4(v4_addr(k.data()), k.prefix_len() as u8) {
                     f(p, &v);
                 }
             }
