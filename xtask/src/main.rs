@@ -56,7 +56,8 @@ enum Cmd {
         /// Comma-separated parts: `packets`, `sync`, `footprint`, `live`;
         /// all when absent.
         part: Option<String>,
-        /// With `live`: only the filters whose name contains this.
+        /// With `live`: only the cases whose "filter list entries" contains
+        /// this (e.g. "native mixed 100000").
         filter: Option<String>,
     },
 }

@@ -566,8 +566,9 @@ fn singles(n: usize, rng: &mut StdRng) -> Vec<Prefix> {
 }
 
 /// Runs the live benchmark; prints its table and returns its JSON.
-/// `only`: run just the filters whose name contains it (and the no-filter
-/// baseline), for a quick look at one case.
+/// `only`: run just the cases whose "filter list entries" line contains it
+/// (and the no-filter baseline), for a quick look at one case, e.g.
+/// `xdp-blocklist native mixed 10000`.
 pub fn run(only: Option<&str>) -> anyhow::Result<serde_json::Value> {
     let topo = Topology::new()?;
     let dir = tempfile::tempdir()?;
@@ -651,7 +652,8 @@ pub fn run(only: Option<&str>) -> anyhow::Result<serde_json::Value> {
             filters.push(Filter::Iptables);
         }
         for f in filters {
-            if only.is_some_and(|o| !f.name().contains(o)) {
+            let case = format!("{} {list_name} {n}", f.name());
+            if only.is_some_and(|o| !case.contains(o)) {
                 continue;
             }
             record(f, list_name, &list)?;

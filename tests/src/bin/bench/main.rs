@@ -14,7 +14,8 @@
 //!   iptables, ipset, nftables and xdp-filter (see `live.rs`).
 //!
 //! `bench [PARTS [FILTER]]` runs the comma-separated parts (for `live`,
-//! only the filters whose name contains FILTER); no argument runs all.
+//! only the cases whose "filter list entries" contains FILTER); no argument
+//! runs all.
 
 mod cleanup;
 mod footprint;
