@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: what this project costs, measured beside its
 //! baselines in the same run on the same machine. Medians of several runs
 //! with min and max; Markdown tables on stdout and JSON in
-//! `target/bench/latest.json`.
+//! `target/bench/latest.json` (a partial run updates only its parts there).
 //!
 //! - `packets`: per-packet cost with BPF_PROG_TEST_RUN (see `packets.rs`).
 //! - `sync`: parse, full load, 1% change and no-change sync of a
@@ -60,6 +60,14 @@ fn main() -> anyhow::Result<()> {
     );
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("latest.json"), serde_json::to_vec_pretty(&out)?)?;
+    // Parts run now replace their own keys; the others keep the figures of
+    // the run that last measured them.
+    let path = dir.join("latest.json");
+    let mut all: serde_json::Map<String, serde_json::Value> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    all.extend(out);
+    std::fs::write(&path, serde_json::to_vec_pretty(&all)?)?;
     Ok(())
 }
