@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use blocklist_ebpf::{GlobalCounters, IpCounters, PrefixCounters};
+use blocklist_ebpf::{GlobalCounters, IpCounters};
 
 /// Sums the per-CPU copies of the global counters.
 pub fn sum_global<'a>(per_cpu: impl Iterator<Item = &'a GlobalCounters>) -> GlobalCounters {
@@ -22,18 +22,6 @@ pub fn sum_global<'a>(per_cpu: impl Iterator<Item = &'a GlobalCounters>) -> Glob
         a.malformed_packets += c.malformed_packets;
         a.events_sent += c.events_sent;
         a.events_lost += c.events_lost;
-        a
-    })
-}
-
-/// Sums per-CPU prefix counters: totals add up, first seen is the earliest
-/// non-zero, last seen the latest.
-pub fn sum_prefix<'a>(per_cpu: impl Iterator<Item = &'a PrefixCounters>) -> PrefixCounters {
-    per_cpu.fold(PrefixCounters::default(), |mut a, c| {
-        a.packets += c.packets;
-        a.bytes += c.bytes;
-        a.first_seen_ns = earliest(a.first_seen_ns, c.first_seen_ns);
-        a.last_seen_ns = a.last_seen_ns.max(c.last_seen_ns);
         a
     })
 }
@@ -84,28 +72,6 @@ pub fn ktime_rfc3339(ktime_ns: u64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefix_sum_keeps_earliest_first_and_latest_last() {
-        let a = PrefixCounters {
-            packets: 2,
-            bytes: 200,
-            first_seen_ns: 50,
-            last_seen_ns: 90,
-        };
-        let b = PrefixCounters {
-            packets: 3,
-            bytes: 300,
-            first_seen_ns: 40,
-            last_seen_ns: 80,
-        };
-        let idle = PrefixCounters::default();
-        let s = sum_prefix([a, idle, b].iter());
-        assert_eq!(
-            (s.packets, s.bytes, s.first_seen_ns, s.last_seen_ns),
-            (5, 500, 40, 90)
-        );
-    }
 
     #[test]
     fn never_seen_has_no_time() {

@@ -573,50 +573,15 @@ impl Maps {
         f: &mut impl FnMut(Prefix, &EntryValue),
     ) -> Result<(), DatapathError> {
         let name = Self::map_name(TrieKind::Block, v4, true);
-        let what = || format!("listing {name}");
-        let batched = if v4 {
-            batch::lookup_each::<[u8; 4], EntryValue>(
-                self.exact_v4.map().fd().as_fd(),
-                BATCH,
-                |k, v| {
-                    if let Some(p) = Prefix::from_v4(k, 32) {
-                        f(p, &v)
-                    }
-                },
-            )
-        } else {
-            batch::lookup_each::<[u8; 16], EntryValue>(
-                self.exact_v6.map().fd().as_fd(),
-                BATCH,
-                |k, v| {
-                    if let Some(p) = Prefix::from_v6(k, 128) {
-                        f(p, &v)
-                    }
-                },
-            )
-        };
-        match batched {
-            Ok(_) => return Ok(()),
-            // Nothing was handed out before an unsupported first call.
-            Err(e) if e.unsupported() && e.done == 0 => {}
-            Err(e) => return Err(DatapathError::other(what(), e.error)),
-        }
         if v4 {
-            for item in self.exact_v4.iter() {
-                let (k, v) = item.map_err(map_err(what()))?;
-                if let Some(p) = Prefix::from_v4(k, 32) {
-                    f(p, &v);
-                }
-            }
+            let host = |k: [u8; 4]| Prefix::from_v4(k, 32);
+            let m = &self.exact_v4;
+            walk(m.map().fd().as_fd(), name, host, m.iter(), host, f)
         } else {
-            for item in self.exact_v6.iter() {
-                let (k, v) = item.map_err(map_err(what()))?;
-                if let Some(p) = Prefix::from_v6(k, 128) {
-                    f(p, &v);
-                }
-            }
+            let host = |k: [u8; 16]| Prefix::from_v6(k, 128);
+            let m = &self.exact_v6;
+            walk(m.map().fd().as_fd(), name, host, m.iter(), host, f)
         }
-        Ok(())
     }
 
     fn visit_trie(
@@ -625,49 +590,28 @@ impl Maps {
         v4: bool,
         f: &mut impl FnMut(Prefix, &EntryValue),
     ) -> Result<(), DatapathError> {
-        let what = || format!("listing {}", Self::name(kind, v4));
-        let batched = if v4 {
-            batch::lookup_each::<RawKey<8>, EntryValue>(
-                self.v4(kind).map().fd().as_fd(),
-                BATCH,
-                |k, v| {
-                    if let Some(p) = Prefix::from_v4(v4_addr(k.data), k.prefix_len as u8) {
-                        f(p, &v)
-                    }
-                },
-            )
-        } else {
-            batch::lookup_each::<RawKey<16>, EntryValue>(
-                self.v6(kind).map().fd().as_fd(),
-                BATCH,
-                |k, v| {
-                    if let Some(p) = Prefix::from_v6(k.data, k.prefix_len as u8) {
-                        f(p, &v)
-                    }
-                },
-            )
-        };
-        match batched {
-            Ok(_) => return Ok(()),
-            Err(e) if e.unsupported() && e.done == 0 => {}
-            Err(e) => return Err(DatapathError::other(what(), e.error)),
-        }
+        let name = Self::name(kind, v4);
         if v4 {
-            for item in self.v4(kind).iter() {
-                let (k, v) = item.map_err(map_err(what()))?;
-                if let Some(p) = Prefix::from_v4(v4_addr(k.data()), k.prefix_len() as u8) {
-                    f(p, &v);
-                }
-            }
+            let m = self.v4(kind);
+            walk(
+                m.map().fd().as_fd(),
+                name,
+                |k: RawKey<8>| Prefix::from_v4(v4_addr(k.data), k.prefix_len as u8),
+                m.iter(),
+                |k| Prefix::from_v4(v4_addr(k.data()), k.prefix_len() as u8),
+                f,
+            )
         } else {
-            for item in self.v6(kind).iter() {
-                let (k, v) = item.map_err(map_err(what()))?;
-                if let Some(p) = Prefix::from_v6(k.data(), k.prefix_len() as u8) {
-                    f(p, &v);
-                }
-            }
+            let m = self.v6(kind);
+            walk(
+                m.map().fd().as_fd(),
+                name,
+                |k: RawKey<16>| Prefix::from_v6(k.data, k.prefix_len as u8),
+                m.iter(),
+                |k| Prefix::from_v6(k.data(), k.prefix_len() as u8),
+                f,
+            )
         }
-        Ok(())
     }
 
     /// Entries and capacity of one kind and family. For block entries the
@@ -786,6 +730,40 @@ impl<const N: usize> Default for RawKey<N> {
 /// Entries per batch syscall: large enough to amortise the syscall, small
 /// enough to keep the kernel's temporary copy modest.
 const BATCH: usize = 8192;
+
+/// Hands every entry of one map to `f`: one batched walk in the kernel
+/// (on `fd`) where supported, else `fallback`, the map's own iterator (one
+/// `get_next_key` + lookup pair per entry). `from_batch` and `from_iter`
+/// turn the key, as each way reads it, into the entry's prefix (keys that
+/// are not one are skipped).
+fn walk<KB: Copy + Default, KI>(
+    fd: BorrowedFd<'_>,
+    name: &str,
+    from_batch: impl Fn(KB) -> Option<Prefix>,
+    fallback: impl Iterator<Item = Result<(KI, EntryValue), MapError>>,
+    from_iter: impl Fn(KI) -> Option<Prefix>,
+    f: &mut impl FnMut(Prefix, &EntryValue),
+) -> Result<(), DatapathError> {
+    let what = || format!("listing {name}");
+    let batched = batch::lookup_each::<KB, EntryValue>(fd, BATCH, |k, v| {
+        if let Some(p) = from_batch(k) {
+            f(p, &v)
+        }
+    });
+    match batched {
+        Ok(_) => return Ok(()),
+        // Nothing was handed out before an unsupported first call.
+        Err(e) if e.unsupported() && e.done == 0 => {}
+        Err(e) => return Err(DatapathError::other(what(), e.error)),
+    }
+    for item in fallback {
+        let (k, v) = item.map_err(map_err(what()))?;
+        if let Some(p) = from_iter(k) {
+            f(p, &v);
+        }
+    }
+    Ok(())
+}
 
 /// A map holding [`EntryValue`]s under keys `K`: a trie (keys are
 /// `Key<_>`) or an exact map (keys are the address bytes).
