@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::sh::{self, probe, step};
 
-/// Must match `EBPF_TOOLCHAIN` in blocklist-agent/build.rs.
+/// Must match `EBPF_TOOLCHAIN` in blocklist-agent/build_ebpf.rs.
 pub const EBPF_TOOLCHAIN: &str = "nightly-2026-05-19";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
