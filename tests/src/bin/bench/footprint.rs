@@ -5,7 +5,6 @@
 //! Sampled from `/proc/PID/stat` and `/proc/PID/status` every 50 ms.
 
 use std::{
-    fmt::Write as _,
     io::Read as _,
     process::Stdio,
     time::{Duration, Instant},
@@ -15,7 +14,7 @@ use anyhow::{Context as _, bail};
 use blocklist_tests::{agent::Agent, bpffs::Bpffs, lab::Netns};
 use rand::{SeedableRng, rngs::StdRng};
 
-use super::packets::prefixes;
+use super::{packets::prefixes, scripts};
 
 const N: usize = 1_000_000;
 const CHANGE: usize = N / 100;
@@ -98,15 +97,8 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
     let dir = tempfile::tempdir()?;
     let mut rng = StdRng::seed_from_u64(0xf00d);
     let set = prefixes(N + CHANGE, &mut rng);
-    let render = |list: &[blocklist_agent::prefix::Prefix]| {
-        let mut s = String::with_capacity(list.len() * 18);
-        for p in list {
-            let _ = writeln!(s, "{p}");
-        }
-        s
-    };
     let feed = dir.path().join("feed.txt");
-    std::fs::write(&feed, render(&set[..N]))?;
+    std::fs::write(&feed, scripts::feed(&set[..N]))?;
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
@@ -143,7 +135,7 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
         let idle = watch(pid, "idle, 10 s", IDLE * 2, || started.elapsed() >= IDLE)?;
         let mut changed = set[CHANGE..N].to_vec();
         changed.extend_from_slice(&set[N..]);
-        std::fs::write(&feed, render(&changed))?;
+        std::fs::write(&feed, scripts::feed(&changed))?;
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGHUP,

@@ -20,7 +20,6 @@
 //! which also removes every rule, set and attached program.
 
 use std::{
-    fmt::Write as _,
     net::Ipv4Addr,
     os::fd::AsFd,
     path::Path,
@@ -43,7 +42,10 @@ use nix::{
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 
-use super::packets::{inside, prefixes, stats};
+use super::{
+    packets::{inside, prefixes, stats},
+    scripts,
+};
 
 /// Runs per case (median, min, max).
 const RUNS: usize = 5;
@@ -345,25 +347,13 @@ fn install<'a>(
     match filter {
         Filter::None => {}
         Filter::Iptables => {
-            let mut s = String::from("*raw\n:PREROUTING ACCEPT [0:0]\n");
-            for p in list {
-                let _ = writeln!(s, "-A PREROUTING -s {p} -j DROP");
-            }
-            s.push_str("COMMIT\n");
             let path = dir.join("iptables.rules");
-            std::fs::write(&path, s)?;
+            std::fs::write(&path, scripts::iptables(list))?;
             restore_in(rx, &["iptables-restore", "--noflush"], &path)?;
         }
         Filter::Ipset => {
-            let mut s = format!(
-                "create xblbench hash:net family inet hashsize 65536 maxelem {}\n",
-                list.len().max(65536) * 2
-            );
-            for p in list {
-                let _ = writeln!(s, "add xblbench {p}");
-            }
             let path = dir.join("ipset.restore");
-            std::fs::write(&path, s)?;
+            std::fs::write(&path, scripts::ipset("xblbench", list, 65536))?;
             restore_in(rx, &["ipset", "restore", "-file"], &path)?;
             run_in(
                 rx,
@@ -384,21 +374,8 @@ fn install<'a>(
             )?;
         }
         Filter::Nft => {
-            let mut s = String::from(
-                "table netdev xblbench {\n set bl {\n  type ipv4_addr\n  flags interval\n  auto-merge\n  elements = { ",
-            );
-            for (i, p) in list.iter().enumerate() {
-                if i > 0 {
-                    s.push_str(", ");
-                }
-                let _ = write!(s, "{p}");
-            }
-            let _ = write!(
-                s,
-                " }}\n }}\n chain in {{\n  type filter hook ingress device \"{RX_IF}\" priority -500; policy accept;\n  ip saddr @bl drop\n }}\n}}\n"
-            );
             let path = dir.join("nft.conf");
-            std::fs::write(&path, s)?;
+            std::fs::write(&path, scripts::nft("xblbench", list, Some(RX_IF)))?;
             restore_in(rx, &["nft", "-f"], &path)?;
         }
         Filter::XdpFilterTool(mode) => {
@@ -451,11 +428,7 @@ fn install<'a>(
                 out.stdout
             );
             let feed = dir.join("feed.txt");
-            let mut s = String::new();
-            for p in list {
-                let _ = writeln!(s, "{p}");
-            }
-            std::fs::write(&feed, s)?;
+            std::fs::write(&feed, scripts::feed(list))?;
             let feed = feed.to_str().context("temporary path is not UTF-8")?;
             agent.run(&["sync", "--once", "--feed", feed]);
             inst.agent = Some((agent, state));

@@ -21,6 +21,7 @@ mod cleanup;
 mod footprint;
 mod live;
 mod packets;
+mod scripts;
 mod sync;
 
 use blocklist_tests::require_root;

@@ -6,14 +6,17 @@
 //! interval set, and `iptables-restore` of one rule per entry. The
 //! baselines have no incremental path: any change reloads the list.
 
-use std::{fmt::Write as _, path::Path, process::Command, time::Instant};
+use std::{path::Path, process::Command, time::Instant};
 
 use anyhow::{Context as _, bail};
 use blocklist_agent::feed::{self, Format, FormatOptions};
 use blocklist_tests::{agent, bpffs::Bpffs, lab::Netns};
 use rand::{SeedableRng, rngs::StdRng};
 
-use super::packets::{RUNS, prefixes, stats};
+use super::{
+    packets::{RUNS, prefixes, stats},
+    scripts,
+};
 
 const SIZES: [usize; 2] = [100_000, 1_000_000];
 const SYNC_RUNS: usize = 5;
@@ -107,17 +110,10 @@ fn one_size(n: usize) -> anyhow::Result<serde_json::Value> {
     let (base, extra) = set.split_at(n);
     let dir = tempfile::tempdir()?;
     let feed_path = dir.path().join("feed.txt");
-    let render = |list: &[blocklist_agent::prefix::Prefix]| {
-        let mut s = String::with_capacity(list.len() * 18);
-        for p in list {
-            let _ = writeln!(s, "{p}");
-        }
-        s
-    };
-    let full = render(base);
+    let full = scripts::feed(base);
     let mut changed_list: Vec<_> = base[change..].to_vec();
     changed_list.extend_from_slice(extra);
-    let changed = render(&changed_list);
+    let changed = scripts::feed(&changed_list);
 
     eprintln!("sync bench: parsing {n} prefixes");
     let parse: Vec<f64> = (0..RUNS)
@@ -182,15 +178,10 @@ fn one_size(n: usize) -> anyhow::Result<serde_json::Value> {
 
     eprintln!("sync bench: {n} prefixes, ipset restore + swap baseline");
     let script = dir.path().join("ipset.restore");
-    let mut text = format!(
-        "create bl-new hash:net family inet hashsize {} maxelem {}\n",
-        n.next_power_of_two(),
-        2 * n
-    );
-    for p in base {
-        let _ = writeln!(text, "add bl-new {p}");
-    }
-    std::fs::write(&script, text)?;
+    std::fs::write(
+        &script,
+        scripts::ipset("bl-new", base, n.next_power_of_two()),
+    )?;
     let mut ipset_bytes_per_entry = Vec::new();
     let ipset: Vec<f64> = (0..SYNC_RUNS)
         .map(|_| {
@@ -219,17 +210,7 @@ fn one_size(n: usize) -> anyhow::Result<serde_json::Value> {
     // nftables: an interval set in a netdev table, the whole list.
     eprintln!("sync bench: {n} prefixes, nft -f baseline");
     let nft_script = dir.path().join("nft.conf");
-    let mut text = String::from(
-        "table netdev blbench {\n set bl {\n  type ipv4_addr\n  flags interval\n  auto-merge\n  elements = { ",
-    );
-    for (i, p) in base.iter().enumerate() {
-        if i > 0 {
-            text.push_str(", ");
-        }
-        let _ = write!(text, "{p}");
-    }
-    text.push_str(" }\n }\n}\n");
-    std::fs::write(&nft_script, text)?;
+    std::fs::write(&nft_script, scripts::nft("blbench", base, None))?;
     let nft: Vec<f64> = (0..SYNC_RUNS)
         .map(|_| {
             let t = restore(&ns, &["nft", "-f"], &nft_script);
@@ -240,12 +221,7 @@ fn one_size(n: usize) -> anyhow::Result<serde_json::Value> {
     // iptables: one rule per entry (the classic cron job).
     eprintln!("sync bench: {n} prefixes, iptables-restore baseline");
     let ipt_script = dir.path().join("iptables.rules");
-    let mut text = String::from("*raw\n:PREROUTING ACCEPT [0:0]\n");
-    for p in base {
-        let _ = writeln!(text, "-A PREROUTING -s {p} -j DROP");
-    }
-    text.push_str("COMMIT\n");
-    std::fs::write(&ipt_script, text)?;
+    std::fs::write(&ipt_script, scripts::iptables(base))?;
     let ipt: Vec<f64> = (0..SYNC_RUNS)
         .map(|_| {
             let t = restore(&ns, &["iptables-restore"], &ipt_script);
