@@ -1,16 +1,19 @@
 //! Parse, look up, count, decide.
 //!
-//! Per packet: one `CONFIG` and one `GLOBAL` lookup, then at most one block
-//! trie lookup per matched address (source first, then destination) and an
-//! allow-trie lookup only after a block hit. A blocked packet adds to the
-//! counters in the matching trie entry (atomically, in the cache line the
-//! lookup just read), one per-address LRU update and, rate-limited per
-//! address, one ring-buffer event.
+//! Per packet: one `CONFIG` and one `GLOBAL` lookup, then per matched
+//! address (source first, then destination) a probe of the exact map of its
+//! family and, if that misses, a block-trie lookup; the allow trie only after
+//! a block hit. A blocked packet adds to the counters in the matching entry
+//! (atomically, in the cache line the lookup just read). A single-address
+//! entry is its own per-address counter and event limiter; a hit on a wider
+//! entry also updates the per-address LRU (`IP_HITS`) and, for an event,
+//! the shared limiter (`EVENT_RATE`). At most one ring-buffer event per
+//! address per interval.
 //!
 //! Live traffic from many addresses is bound by cache misses, not by
 //! instructions: every map touched per drop is a few more misses, which is
-//! why the prefix counters live in the trie value rather than in a map of
-//! their own.
+//! why the counters live in the entry value rather than in maps of their
+//! own, and why single addresses skip the trie.
 
 use core::ffi::c_void;
 
@@ -310,9 +313,23 @@ const LOOKUP_EXACT: u64 = 1 << 8;
 /// Flag: ... and its own limiter says an event is due.
 const LOOKUP_EVENT: u64 = 1 << 9;
 
+/// What a lookup needs to count a hit in the entry it finds, and the time
+/// of that hit, which it hands back so the rest of the drop path need not
+/// read the clock again.
+struct Probe {
+    /// Frame length.
+    len: u64,
+    /// Minimum gap between two events for one address; 0: events off.
+    interval_ns: u64,
+    /// `bpf_ktime_get_ns()` of the hit (set by a blocking lookup).
+    now: u64,
+    /// [`DIRECTION_SRC`] or [`DIRECTION_DST`]: which address is looked up.
+    direction: u8,
+}
+
 #[inline(always)]
-fn lookup(addr: &[u8; 16], family: u8, len: u64, direction: u8, interval_ns: u64) -> Lookup {
-    let r = lookup_raw(addr, family, len, direction, interval_ns);
+fn lookup(addr: &[u8; 16], family: u8, probe: &mut Probe) -> Lookup {
+    let r = lookup_raw(addr, family, probe);
     let exact = match r & (LOOKUP_EXACT | LOOKUP_EVENT) {
         0 => Exact::No,
         LOOKUP_EXACT => Exact::Quiet,
@@ -331,7 +348,7 @@ fn lookup(addr: &[u8; 16], family: u8, len: u64, direction: u8, interval_ns: u64
 /// the kind in the low byte, `LOOKUP_EXACT`/`LOOKUP_EVENT` above it, the
 /// matching prefix length in the high half.
 #[inline(never)]
-fn lookup_raw(addr: &[u8; 16], family: u8, len: u64, direction: u8, interval_ns: u64) -> u64 {
+fn lookup_raw(addr: &[u8; 16], family: u8, probe: &mut Probe) -> u64 {
     // The exact maps first: single addresses are most entries, and a hash
     // probe costs far fewer cache misses than a trie walk.
     let (value, allowed, exact) = if family == FAMILY_V4 {
@@ -359,7 +376,9 @@ fn lookup_raw(addr: &[u8; 16], family: u8, len: u64, direction: u8, interval_ns:
     if allowed {
         return LOOKUP_ALLOWED;
     }
-    let event_due = count_entry(value, len, direction, exact, interval_ns);
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    probe.now = unsafe { bpf_ktime_get_ns() };
+    let event_due = count_entry(value, probe, exact);
     let flags = match (exact, event_due) {
         (false, _) => 0,
         (true, false) => LOOKUP_EXACT,
@@ -394,12 +413,16 @@ fn lookup_mut<K>(trie: &LpmTrie<K, EntryValue>, key: &Key<K>) -> Option<*mut Ent
 /// entry, so the sums are atomic adds; the timestamps are plain stores (a
 /// racing CPU can only make them a few nanoseconds off, or let one extra
 /// event through). For a single-address entry, returns whether a drop
-/// event is due (`interval_ns` 0: events are off).
+/// event is due (`probe.interval_ns` 0: events are off).
 #[inline(always)]
-fn count_entry(v: *mut EntryValue, len: u64, direction: u8, exact: bool, interval_ns: u64) -> bool {
+fn count_entry(v: *mut EntryValue, probe: &Probe, exact: bool) -> bool {
     use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let Probe {
+        len,
+        interval_ns,
+        now,
+        direction,
+    } = *probe;
     // SAFETY: `v` points at the entry's value in kernel memory, which
     // the map owns and keeps alive for this program run (RCU); programs
     // may write map values, and the counters are only ever written here
@@ -431,18 +454,26 @@ fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters)
         0 => EVENT_DEFAULT_INTERVAL_MS as u64 * 1_000_000,
         ms => ms as u64 * 1_000_000,
     };
+    let mut probe = Probe {
+        len,
+        interval_ns,
+        now: 0,
+        direction: DIRECTION_SRC,
+    };
     let mut allowlisted = false;
     // (direction, prefix_len, exact) of the first blocked address.
     let mut hit = None;
     if config.match_mode != MATCH_DST {
-        match lookup(&pkt.src, pkt.src_family, len, DIRECTION_SRC, interval_ns) {
+        probe.direction = DIRECTION_SRC;
+        match lookup(&pkt.src, pkt.src_family, &mut probe) {
             Lookup::Blocked(plen, exact) => hit = Some((DIRECTION_SRC, plen, exact)),
             Lookup::Allowed => allowlisted = true,
             Lookup::Miss => {}
         }
     }
     if hit.is_none() && config.match_mode != MATCH_SRC {
-        match lookup(&pkt.dst, pkt.dst_family, len, DIRECTION_DST, interval_ns) {
+        probe.direction = DIRECTION_DST;
+        match lookup(&pkt.dst, pkt.dst_family, &mut probe) {
             Lookup::Blocked(plen, exact) => hit = Some((DIRECTION_DST, plen, exact)),
             Lookup::Allowed => allowlisted = true,
             Lookup::Miss => {}
@@ -455,8 +486,7 @@ fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters)
         return Verdict::Pass;
     };
 
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = probe.now;
     let (addr, family) = if direction == DIRECTION_SRC {
         (pkt.src, pkt.src_family)
     } else {
