@@ -211,6 +211,16 @@ fn restore_in(ns: &Netns, tool: &[&str], script: &Path) -> anyhow::Result<()> {
     run_in(ns, &args).map(drop)
 }
 
+/// A UDP frame from `src` to the receiver's address, MAC and port 9
+/// (discard, closed there): what the generator sends and what the
+/// per-packet comparison runs.
+fn to_receiver(src: Ipv4Addr) -> Vec<u8> {
+    let mut f = frames::ipv4(src, RX_ADDR);
+    f[..6].copy_from_slice(&RX_MAC);
+    f[14 + 20 + 2..14 + 20 + 4].copy_from_slice(&9u16.to_be_bytes());
+    f
+}
+
 /// The loaded traffic generator.
 struct Generator {
     ebpf: aya::Ebpf,
@@ -252,11 +262,7 @@ impl Generator {
             .context("trafficgen program")?
             .try_into()?;
         let fd = prog.fd()?;
-        let frame = frames::ipv4(Ipv4Addr::new(10, 250, 0, 1), RX_ADDR);
-        let mut frame = frame;
-        frame[..6].copy_from_slice(&RX_MAC);
-        // UDP port 9 (discard), closed in the receiver.
-        frame[14 + 20 + 2..14 + 20 + 4].copy_from_slice(&9u16.to_be_bytes());
+        let frame = to_receiver(Ipv4Addr::new(10, 250, 0, 1));
         topo.tx.enter(|| {
             let mut set = CpuSet::new();
             set.set(topo.sender_cpu)?;
@@ -491,14 +497,9 @@ fn per_packet(name: &str, list: &[Prefix], rng: &mut StdRng) -> anyhow::Result<(
         .max_by_key(|p| p.id())
         .with_context(|| format!("no loaded program named {name}*"))?;
     let fd = info.fd()?;
-    let frame = |src: Ipv4Addr| {
-        let mut f = frames::ipv4(src, RX_ADDR);
-        f[..6].copy_from_slice(&RX_MAC);
-        f
-    };
-    let one = frame(inside(&list[0], rng));
+    let one = to_receiver(inside(&list[0], rng));
     let many: Vec<Vec<u8>> = (0..DISTINCT)
-        .map(|_| frame(inside(&list[rng.random_range(0..list.len())], rng)))
+        .map(|_| to_receiver(inside(&list[rng.random_range(0..list.len())], rng)))
         .collect();
     let run = |f: &[u8], repeat: u32| -> anyhow::Result<f64> {
         let r = test_run::run_fd(fd.as_fd(), f, repeat)?;
