@@ -695,6 +695,7 @@ fn containerfile_matches_the_build_setup() {
     let read = |p: &str| std::fs::read_to_string(repo().join(p)).unwrap();
     let containerfile = read("deploy/Containerfile");
     let setup = read("xtask/src/setup.rs");
+    let tools = read("xtask/src/tools.rs");
     // The build scripts take the toolchain pin from this shared file.
     let build_rs = read("blocklist-agent/build_ebpf.rs");
     let workspace = read("Cargo.toml");
@@ -708,7 +709,8 @@ fn containerfile_matches_the_build_setup() {
 
     let nightly = quoted_after(&setup, "const EBPF_TOOLCHAIN");
     assert_eq!(nightly, quoted_after(&build_rs, "const EBPF_TOOLCHAIN"));
-    let linker = quoted_after(&setup, "const BPF_LINKER_VERSION");
+    let linker = quoted_after(&tools, "const BPF_LINKER_VERSION");
+    assert_eq!(linker, quoted_after(&build_rs, "const BPF_LINKER_VERSION"));
     let rust = quoted_after(&workspace, "rust-version");
     for needed in [
         format!("ARG EBPF_TOOLCHAIN={nightly}\n"),

@@ -3,13 +3,14 @@
 //! under `fuzz/corpus/<target>`.
 //!
 //! The fuzz crate (`fuzz/`) is its own workspace and needs nightly; it uses
-//! the pinned nightly of the eBPF build, which is installed by `setup`.
+//! the pinned nightly of the eBPF build and cargo-fuzz from
+//! `target/tools/`, both installed by `setup`.
 
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
     setup::EBPF_TOOLCHAIN,
-    sh::{self, probe, step},
+    sh::{self, step},
 };
 
 /// Every fuzz target in `fuzz/fuzz_targets/`, in the order they are run.
@@ -26,9 +27,6 @@ pub const TARGETS: &[&str] = &[
     "prefix",
 ];
 
-/// The cargo-fuzz release series the fuzz crate is written for.
-const CARGO_FUZZ_VERSION: &str = "0.13";
-
 /// `cargo +<pinned nightly> ...`, run from the workspace root. Goes through
 /// rustup's `cargo` proxy (not `$CARGO`, which is the stable cargo running
 /// xtask) and drops the variables that would pin the child to that stable
@@ -42,24 +40,6 @@ fn nightly_cargo() -> std::process::Command {
     c
 }
 
-/// Installs cargo-fuzz when `cargo fuzz` is not available.
-pub fn ensure_cargo_fuzz() -> Result<()> {
-    if probe(nightly_cargo().args(["fuzz", "--version"])).is_some() {
-        return Ok(());
-    }
-    step(&format!(
-        "fuzz: installing cargo-fuzz {CARGO_FUZZ_VERSION}.x (cargo install cargo-fuzz)"
-    ));
-    sh::run(sh::cmd("cargo").args([
-        "install",
-        "cargo-fuzz",
-        "--version",
-        CARGO_FUZZ_VERSION,
-        "--locked",
-    ]))
-    .context("installing cargo-fuzz failed; it is needed to run the fuzz targets")
-}
-
 /// Runs every target in [`TARGETS`] for `seconds_per_target` seconds, one
 /// after the other, starting from its corpus in `fuzz/corpus/<target>`.
 /// New inputs libFuzzer finds go to `fuzz/target/corpus/<target>` (kept
@@ -71,7 +51,6 @@ pub fn run(seconds_per_target: u64) -> Result<()> {
     if seconds_per_target == 0 {
         bail!("the fuzzing time per target must be at least 1 second");
     }
-    ensure_cargo_fuzz()?;
     let fuzz_dir = crate::root().join("fuzz");
 
     // Build everything first so that compiling does not eat into the time

@@ -9,6 +9,7 @@ mod fuzz;
 mod package;
 mod setup;
 mod sh;
+mod tools;
 
 use std::path::PathBuf;
 

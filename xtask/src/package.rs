@@ -1,4 +1,5 @@
-//! `cargo xtask package`: the Debian package, built with cargo-deb from the
+//! `cargo xtask package`: the Debian package, built with cargo-deb (from
+//! `target/tools/`, installed by `setup`) from the
 //! release binary, the systemd unit, the example config, and a man page and
 //! completions generated from the clap definitions.
 
@@ -6,29 +7,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::sh::{self, probe, step};
-
-const CARGO_DEB_VERSION: &str = "3.8.0";
-
-fn ensure_cargo_deb() -> Result<()> {
-    if probe(sh::cmd("cargo").args(["deb", "--version"])).is_some() {
-        return Ok(());
-    }
-    step(&format!(
-        "package: installing cargo-deb {CARGO_DEB_VERSION}"
-    ));
-    sh::run(sh::cmd("cargo").args([
-        "install",
-        "cargo-deb",
-        "--locked",
-        "--version",
-        CARGO_DEB_VERSION,
-    ]))
-}
+use crate::sh::{self, step};
 
 /// Builds the package; returns its path.
 pub fn run() -> Result<PathBuf> {
-    ensure_cargo_deb()?;
     step("package: cargo build --release -p blocklist-agent");
     sh::run(sh::cargo().args(["build", "--release", "-p", "blocklist-agent"]))?;
     let root = crate::root();
