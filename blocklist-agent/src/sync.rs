@@ -68,12 +68,26 @@ impl Plan {
 
 /// Compares the desired state with what the tries hold.
 pub fn plan(maps: &Maps, desired: &Desired) -> anyhow::Result<Plan> {
-    let mut p = Plan::default();
     // A sorted Vec, not a map: half the memory at a million entries.
     let mut installed: Vec<(Prefix, u32)> = Vec::new();
     for v4 in [true, false] {
         installed.extend(maps.entry_flags(TrieKind::Block, v4)?);
     }
+    let mut allowed = Vec::new();
+    for v4 in [true, false] {
+        maps.visit(TrieKind::Allow, v4, |p, _| allowed.push(p))?;
+    }
+    Ok(plan_from(installed, allowed, desired))
+}
+
+/// The plan from the installed block entries (with their flags) and allow
+/// entries, as data: the pure part of [`plan`].
+pub fn plan_from(
+    mut installed: Vec<(Prefix, u32)>,
+    mut allowed: Vec<Prefix>,
+    desired: &Desired,
+) -> Plan {
+    let mut p = Plan::default();
     installed.sort_unstable_by_key(|(p, _)| *p);
     let flags_of = |prefix: &Prefix| {
         installed
@@ -99,14 +113,12 @@ pub fn plan(maps: &Maps, desired: &Desired) -> anyhow::Result<Plan> {
         }
     }
     drop(installed);
-    let mut allowed = Vec::new();
-    for v4 in [true, false] {
-        maps.visit(TrieKind::Allow, v4, |p, _| allowed.push(p))?;
-    }
+    allowed.sort_unstable();
+    allowed.dedup();
     p.allow_add = desired
         .allow
         .iter()
-        .filter(|a| !allowed.contains(a))
+        .filter(|a| allowed.binary_search(a).is_err())
         .copied()
         .collect();
     p.allow_del = allowed
@@ -115,7 +127,7 @@ pub fn plan(maps: &Maps, desired: &Desired) -> anyhow::Result<Plan> {
         .collect();
     p.block_add.sort();
     p.block_del.sort();
-    Ok(p)
+    p
 }
 
 /// Refuses a plan that would not fit, before touching anything: inserts go
@@ -140,8 +152,32 @@ pub fn check_capacity(maps: &Maps, plan: &Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Applies a plan in the order that never unblocks a kept address.
-pub fn apply(maps: &mut Maps, plan: &Plan) -> anyhow::Result<()> {
+/// Where [`apply`] writes: the pinned maps, or a recorder in the tests
+/// that check the order of writes.
+pub trait Writer {
+    /// Inserts or overwrites entries of `kind`.
+    fn insert_many(&mut self, kind: TrieKind, entries: &[(Prefix, u32)]) -> anyhow::Result<()>;
+    /// Removes entries of `kind`; missing ones are skipped.
+    fn remove_many(&mut self, kind: TrieKind, prefixes: &[Prefix]) -> anyhow::Result<()>;
+}
+
+impl Writer for Maps {
+    fn insert_many(&mut self, kind: TrieKind, entries: &[(Prefix, u32)]) -> anyhow::Result<()> {
+        Ok(Maps::insert_many(self, kind, entries)?)
+    }
+
+    fn remove_many(&mut self, kind: TrieKind, prefixes: &[Prefix]) -> anyhow::Result<()> {
+        Ok(Maps::remove_many(self, kind, prefixes)?)
+    }
+}
+
+/// Applies a plan in the order that never unblocks a kept address: allow
+/// inserts, block inserts, block deletes, allow deletes. At every point
+/// between two writes, an address that the old and the new set both block
+/// is blocked (its new entry is in before its old one goes, and an allow
+/// entry that covers it is never added), and an address that both pass is
+/// passed (the new allow entries are in before any new block entry).
+pub fn apply(maps: &mut impl Writer, plan: &Plan) -> anyhow::Result<()> {
     let allow_add: Vec<(Prefix, u32)> = plan.allow_add.iter().map(|p| (*p, 0)).collect();
     maps.insert_many(TrieKind::Allow, &allow_add)?;
     maps.insert_many(TrieKind::Block, &plan.block_add)?;
@@ -383,5 +419,189 @@ impl Schedule {
             .min()
             .unwrap_or(cap)
             .min(cap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::{BTreeSet, HashMap},
+        net::{IpAddr, Ipv4Addr},
+    };
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One write `apply` made.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    enum Write {
+        Insert(TrieKind, Vec<Prefix>),
+        Remove(TrieKind, Vec<Prefix>),
+    }
+
+    /// Called after every single element written, with the block and allow
+    /// sets then.
+    type Check = Box<dyn FnMut(&BTreeSet<Prefix>, &BTreeSet<Prefix>)>;
+
+    /// A writer that keeps the sets in memory and records every write.
+    #[derive(Default)]
+    struct Recorder {
+        block: BTreeSet<Prefix>,
+        allow: BTreeSet<Prefix>,
+        writes: Vec<Write>,
+        check: Option<Check>,
+    }
+
+    impl Recorder {
+        fn set(&mut self, kind: TrieKind) -> &mut BTreeSet<Prefix> {
+            match kind {
+                TrieKind::Block => &mut self.block,
+                TrieKind::Allow => &mut self.allow,
+            }
+        }
+
+        fn checked(&mut self) {
+            if let Some(c) = self.check.as_mut() {
+                c(&self.block, &self.allow);
+            }
+        }
+    }
+
+    impl Writer for Recorder {
+        fn insert_many(&mut self, kind: TrieKind, entries: &[(Prefix, u32)]) -> anyhow::Result<()> {
+            for (p, _) in entries {
+                self.set(kind).insert(*p);
+                self.checked();
+            }
+            let w = Write::Insert(kind, entries.iter().map(|(p, _)| *p).collect());
+            self.writes.push(w);
+            Ok(())
+        }
+
+        fn remove_many(&mut self, kind: TrieKind, prefixes: &[Prefix]) -> anyhow::Result<()> {
+            for p in prefixes {
+                self.set(kind).remove(p);
+                self.checked();
+            }
+            self.writes.push(Write::Remove(kind, prefixes.to_vec()));
+            Ok(())
+        }
+    }
+
+    fn blocked(block: &BTreeSet<Prefix>, allow: &BTreeSet<Prefix>, a: IpAddr) -> bool {
+        block.iter().any(|p| p.contains(a)) && !allow.iter().any(|p| p.contains(a))
+    }
+
+    /// Prefixes inside 10.0.0.0/22, so that random ones overlap often.
+    fn arb_prefix() -> impl Strategy<Value = Prefix> {
+        (0u32..1024, 22u8..=32).prop_map(|(host, len)| {
+            let a = Ipv4Addr::from(0x0a00_0000 | host);
+            Prefix::new(ipnet::Ipv4Net::new(a, len).unwrap().into())
+        })
+    }
+
+    fn arb_set(max: usize) -> impl Strategy<Value = BTreeSet<Prefix>> {
+        proptest::collection::btree_set(arb_prefix(), 0..max)
+    }
+
+    fn desired(block: &BTreeSet<Prefix>, allow: &BTreeSet<Prefix>) -> Desired {
+        Desired {
+            block: block.iter().map(|p| (*p, 0)).collect::<HashMap<_, _>>(),
+            allow: allow.clone(),
+            ..Desired::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// The module's promise, checked after every single element the
+        /// plan writes: an address blocked before and after is blocked
+        /// throughout, and one passed before and after is passed
+        /// throughout. The writes come in the documented order.
+        #[test]
+        fn apply_never_unblocks_a_kept_address(
+            old_block in arb_set(12),
+            old_allow in arb_set(4),
+            new_block in arb_set(12),
+            new_allow in arb_set(4),
+        ) {
+            let installed: Vec<(Prefix, u32)> = old_block.iter().map(|p| (*p, 0)).collect();
+            let plan = plan_from(installed, old_allow.iter().copied().collect(), &desired(&new_block, &new_allow));
+            let probes: Vec<IpAddr> = (0u32..1024).map(|h| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | h))).collect();
+            let kept: Vec<(IpAddr, bool)> = probes
+                .iter()
+                .filter_map(|a| {
+                    let before = blocked(&old_block, &old_allow, *a);
+                    (before == blocked(&new_block, &new_allow, *a)).then_some((*a, before))
+                })
+                .collect();
+            let violations = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+            let seen = violations.clone();
+            let mut rec = Recorder {
+                block: old_block.clone(),
+                allow: old_allow.clone(),
+                check: Some(Box::new(move |b, a| {
+                    for (addr, want) in &kept {
+                        if blocked(b, a, *addr) != *want {
+                            seen.borrow_mut().push((*addr, *want));
+                        }
+                    }
+                })),
+                ..Recorder::default()
+            };
+            apply(&mut rec, &plan).unwrap();
+            let v = violations.borrow();
+            prop_assert!(v.is_empty(), "{} kept verdicts changed mid-apply, first {:?}", v.len(), &v[..v.len().min(4)]);
+            prop_assert_eq!(&rec.block, &new_block);
+            prop_assert_eq!(&rec.allow, &new_allow);
+            let order: Vec<(bool, TrieKind)> = rec
+                .writes
+                .iter()
+                .filter_map(|w| match w {
+                    Write::Insert(k, v) if !v.is_empty() => Some((true, *k)),
+                    Write::Remove(k, v) if !v.is_empty() => Some((false, *k)),
+                    _ => None,
+                })
+                .collect();
+            let rank = |w: &(bool, TrieKind)| match w {
+                (true, TrieKind::Allow) => 0,
+                (true, TrieKind::Block) => 1,
+                (false, TrieKind::Block) => 2,
+                (false, TrieKind::Allow) => 3,
+            };
+            prop_assert!(order.windows(2).all(|w| rank(&w[0]) < rank(&w[1])), "write order {:?}", order);
+        }
+    }
+
+    #[test]
+    fn a_prefix_narrowed_to_one_address_is_inserted_before_the_old_one_goes() {
+        let wide: Prefix = "192.0.2.0/24".parse().unwrap();
+        let narrow: Prefix = "192.0.2.7/32".parse().unwrap();
+        for (old, new) in [(wide, narrow), (narrow, wide)] {
+            let plan = plan_from(
+                vec![(old, 0)],
+                Vec::new(),
+                &desired(&BTreeSet::from([new]), &BTreeSet::new()),
+            );
+            let mut rec = Recorder {
+                block: BTreeSet::from([old]),
+                ..Recorder::default()
+            };
+            apply(&mut rec, &plan).unwrap();
+            let writes: Vec<Write> = rec
+                .writes
+                .into_iter()
+                .filter(|w| !matches!(w, Write::Insert(_, v) | Write::Remove(_, v) if v.is_empty()))
+                .collect();
+            assert_eq!(
+                writes,
+                vec![
+                    Write::Insert(TrieKind::Block, vec![new]),
+                    Write::Remove(TrieKind::Block, vec![old]),
+                ]
+            );
+        }
     }
 }
