@@ -340,6 +340,8 @@ pub struct Events {
     /// limit); `0s` disables events.
     #[serde(deserialize_with = "duration")]
     pub per_address_interval: Duration,
+    /// The socket `output = "syslog"` writes to.
+    pub syslog_socket: PathBuf,
 }
 
 impl Default for Events {
@@ -347,6 +349,7 @@ impl Default for Events {
         Self {
             output: "stdout".into(),
             per_address_interval: Duration::from_secs(1),
+            syslog_socket: PathBuf::from("/dev/log"),
         }
     }
 }

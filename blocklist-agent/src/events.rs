@@ -40,18 +40,19 @@ pub enum Output {
     Stdout,
     /// A file, appended to and reopened on SIGHUP.
     File(PathBuf),
-    /// The local syslog socket, RFC 5424.
-    Syslog,
+    /// A local syslog socket (`/dev/log` unless `[events] syslog_socket`
+    /// says otherwise), RFC 5424.
+    Syslog(PathBuf),
     /// Nowhere (and the kernel stops producing them).
     Off,
 }
 
 impl Output {
-    /// `stdout`, `syslog`, `off`, or a path.
-    pub fn parse(s: &str) -> Self {
+    /// `stdout`, `syslog` (to `syslog_socket`), `off`, or a path.
+    pub fn parse(s: &str, syslog_socket: &std::path::Path) -> Self {
         match s {
             "stdout" | "" => Output::Stdout,
-            "syslog" => Output::Syslog,
+            "syslog" => Output::Syslog(syslog_socket.to_owned()),
             "off" => Output::Off,
             path => Output::File(PathBuf::from(path)),
         }
@@ -163,10 +164,15 @@ impl Sink {
                         .with_context(|| format!("opening the events file {}", p.display()))?,
                 );
             }
-            Output::Syslog => {
+            Output::Syslog(path) => {
                 let sock = UnixDatagram::unbound().context("creating a syslog socket")?;
-                sock.connect("/dev/log")
-                    .context("connecting to /dev/log (is a syslog daemon running?)")?;
+                sock.connect(path).with_context(|| {
+                    format!(
+                        "connecting to the syslog socket {} (is a syslog daemon running? \
+                         [events] syslog_socket names another socket)",
+                        path.display()
+                    )
+                })?;
                 self.syslog = Some(sock);
             }
             Output::Stdout | Output::Off => {}
@@ -185,7 +191,7 @@ impl Sink {
                 Some(f) => writeln!(f, "{line}"),
                 None => Ok(()),
             },
-            Output::Syslog => match &self.syslog {
+            Output::Syslog(_) => match &self.syslog {
                 // <13> = facility user, severity notice; RFC 5424 header.
                 Some(s) => s
                     .send(
@@ -296,10 +302,10 @@ mod tests {
 
     #[test]
     fn outputs_parse() {
-        assert_eq!(Output::parse("stdout"), Output::Stdout);
-        assert_eq!(Output::parse("off"), Output::Off);
+        assert_eq!(Output::parse("stdout", "/dev/log".as_ref()), Output::Stdout);
+        assert_eq!(Output::parse("off", "/dev/log".as_ref()), Output::Off);
         assert_eq!(
-            Output::parse("/var/log/x.json"),
+            Output::parse("/var/log/x.json", "/dev/log".as_ref()),
             Output::File("/var/log/x.json".into())
         );
     }

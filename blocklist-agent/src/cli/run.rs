@@ -141,7 +141,7 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
     }
     #[cfg(feature = "ebpf-debug-log")]
     forward_ebpf_logs(Arc::clone(&stop));
-    let events_output = events::Output::parse(&config.events.output);
+    let events_output = events::Output::parse(&config.events.output, &config.events.syslog_socket);
     let events_thread = if events_output != events::Output::Off {
         Some(events::spawn(
             ctx.pin.clone(),
