@@ -28,6 +28,14 @@ pub enum Reply {
         /// The ETag to send.
         etag: Option<String>,
     },
+    /// 200 with a body and `Last-Modified`; a request whose
+    /// `If-Modified-Since` equals it gets 304.
+    Dated {
+        /// The body.
+        body: Vec<u8>,
+        /// The `Last-Modified` value (an HTTP date).
+        last_modified: String,
+    },
     /// A bare status (e.g. 500, 404).
     Status(u16),
     /// A status with `Retry-After: secs` (429, 503).
@@ -203,6 +211,16 @@ fn serve(stream: TcpStream, routes: &Routes, log: &Mutex<Vec<Logged>>) {
             } else {
                 let extra: Vec<(&str, String)> = etag.iter().map(|e| ("ETag", e.clone())).collect();
                 respond(&mut out, 200, &extra, &body)
+            }
+        }
+        Some(Reply::Dated {
+            body,
+            last_modified,
+        }) => {
+            if headers.get("if-modified-since") == Some(&last_modified) {
+                respond(&mut out, 304, &[], b"")
+            } else {
+                respond(&mut out, 200, &[("Last-Modified", last_modified)], &body)
             }
         }
         Some(Reply::Status(code)) => respond(&mut out, code, &[], b"error"),

@@ -36,6 +36,12 @@ impl Kernel {
         }
     }
 
+    /// The pin directory of its maps, for agent commands that should act
+    /// on this program's maps.
+    pub fn pin_dir(&self) -> std::path::PathBuf {
+        self._fs.pin_dir()
+    }
+
     /// Runs one frame through the program; returns the XDP action.
     pub fn verdict(&mut self, frame: &[u8]) -> u32 {
         let prog = self.loaded.program().expect("program");

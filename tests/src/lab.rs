@@ -246,21 +246,26 @@ impl Lab {
 }
 
 impl Lab {
-    /// Waits (up to 5 s) until the filter's interfaces are up with their
-    /// link-local addresses again: attaching native XDP to a veth resets
-    /// it, and the agent protects every host address it sees, so tests
-    /// that count kernel writes must not race the link coming back.
+    /// Waits until the filter's interfaces are up with their link-local
+    /// addresses again: attaching native XDP to a veth resets it, and the
+    /// agent protects every host address it sees, so tests that count
+    /// kernel writes must not race the link coming back. Fails the test
+    /// after 60 s rather than letting it go on unsettled.
     pub fn wait_settled(&self) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             let out = self
                 .filter
                 .exec(&["ip", "-6", "-br", "addr", "show", "scope", "link"]);
             let text = String::from_utf8_lossy(&out.stdout);
             let ready = text.lines().filter(|l| l.contains("fe80::")).count() >= 2;
-            if ready || std::time::Instant::now() > deadline {
+            if ready {
                 return;
             }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the filter's interfaces did not get their link-local addresses back within 60 s: {text}"
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }

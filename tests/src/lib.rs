@@ -14,6 +14,7 @@ pub mod frames;
 pub mod kernel;
 pub mod lab;
 pub mod taxii_server;
+pub mod tls_server;
 pub mod traffic;
 
 use std::sync::atomic::{AtomicU32, Ordering};

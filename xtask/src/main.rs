@@ -174,6 +174,13 @@ fn test(filter: Option<String>) -> Result<()> {
     if totals.passed == 0 {
         anyhow::bail!("no test ran (filter {filter:?})");
     }
+    // A skipped test is a promise nobody checked: the suite has none.
+    if totals.ignored > 0 {
+        anyhow::bail!(
+            "{} test(s) were ignored; every test must run (remove the #[ignore] or the test)",
+            totals.ignored
+        );
+    }
     sh::step("test: summary");
     println!(
         "{} passed, {} failed, {} skipped",
