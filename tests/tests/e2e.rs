@@ -5,12 +5,15 @@
 //! filter; counters match the packets sent; an agent restart keeps entries
 //! and counters.
 
+use std::time::Duration;
+
+use blocklist_agent::datapath::pin::PinDir;
 use blocklist_tests::{
     agent::{Agent, Run},
     bpffs::Bpffs,
     lab::{Lab, addr::*},
     require_root,
-    traffic::{ping, tcp_connects, udp},
+    traffic::{Flood, ping, tcp_connects, udp},
 };
 
 /// A lab with the agent attached to the filter's client-facing interface.
@@ -48,6 +51,25 @@ impl Setup {
 
     fn status(&self) -> serde_json::Value {
         self.agent.run(&["status", "--json"]).json()
+    }
+
+    /// The id of the program the interface's pinned link runs.
+    fn link_prog_id(&self) -> u64 {
+        let pin = PinDir::new(self._fs.pin_dir()).link(&self.lab.filter_if);
+        let out = std::process::Command::new("bpftool")
+            .args(["link", "show", "pinned"])
+            .arg(&pin)
+            .arg("--json")
+            .output()
+            .expect("running bpftool");
+        assert!(
+            out.status.success(),
+            "bpftool link show pinned {}: {}",
+            pin.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+        v["prog_id"].as_u64().expect("the link names its program")
     }
 }
 
@@ -274,14 +296,42 @@ fn restart_keeps_entries_and_counters() {
     assert_eq!(s.check(CLIENT4)["block"]["packets"], 12);
 
     // No agent process runs between commands: the pinned link and maps
-    // keep protecting. A restart loads a new program onto the same link.
+    // keep protecting. A restart loads a new program onto the same link,
+    // atomically: a flood from the blocked address runs across the swap,
+    // and every datagram is counted and none arrives.
+    let old_prog = s.link_prog_id();
+    let flood = Flood::start(
+        &l.client,
+        CLIENT4,
+        &l.filter,
+        FILTER4,
+        PAYLOAD,
+        Duration::from_secs(60),
+    );
+    std::thread::sleep(Duration::from_millis(300));
     let out = s
         .agent
         .run(&["attach", "--iface", &l.filter_if, "--replace"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (sent, received) = flood.stop();
     assert!(out.stdout.contains("replaced"), "{}", out.stdout);
+    let new_prog = s.link_prog_id();
+    assert_ne!(
+        old_prog, new_prog,
+        "the pinned link runs a new program after --replace"
+    );
+    assert!(sent >= 100, "the flood ran across the swap ({sent} sent)");
+    assert_eq!(
+        received, 0,
+        "{received} of {sent} got through during the swap"
+    );
     let c = s.check(CLIENT4);
     assert_eq!(c["blocked"], true, "entries survive the restart");
-    assert_eq!(c["block"]["packets"], 12, "counters survive the restart");
+    assert_eq!(
+        c["block"]["packets"],
+        12 + sent,
+        "counters survive the restart, and every datagram of the flood was counted by the old or the new program"
+    );
     assert_eq!(s.check(CLIENT6)["blocked"], true);
 
     assert_eq!(
@@ -291,7 +341,7 @@ fn restart_keeps_entries_and_counters() {
     );
     assert_eq!(
         s.check(CLIENT4)["block"]["packets"],
-        20,
+        20 + sent,
         "counting continues"
     );
     assert_eq!(

@@ -303,16 +303,40 @@ fn per_address_counters_record_the_address_and_direction() {
     );
 }
 
-/// The reference verdict: blocked when a block entry and no allow entry
-/// contains the address; a packet drops when either address is blocked.
-fn reference(block: &[Prefix], allow: &[Prefix], src: IpAddr, dst: IpAddr) -> u32 {
-    let blocked =
-        |a: IpAddr| block.iter().any(|p| p.contains(a)) && !allow.iter().any(|p| p.contains(a));
-    if blocked(src) || blocked(dst) {
-        XDP_DROP
-    } else {
-        XDP_PASS
+/// The reference lookup: the longest block entry containing the address,
+/// unless an allow entry contains it too (then the address passes).
+fn longest(block: &[Prefix], allow: &[Prefix], a: IpAddr) -> Option<Prefix> {
+    let hit = block
+        .iter()
+        .filter(|p| p.contains(a))
+        .max_by_key(|p| p.prefix_len())
+        .copied()?;
+    (!allow.iter().any(|p| p.contains(a))).then_some(hit)
+}
+
+/// The reference verdict and the entry that must be counted: the source's
+/// longest blocked match, else the destination's; a packet drops when
+/// either address is blocked.
+fn reference(
+    block: &[Prefix],
+    allow: &[Prefix],
+    src: IpAddr,
+    dst: IpAddr,
+) -> (u32, Option<Prefix>) {
+    match longest(block, allow, src).or_else(|| longest(block, allow, dst)) {
+        Some(p) => (XDP_DROP, Some(p)),
+        None => (XDP_PASS, None),
     }
+}
+
+/// Packets counted per entry, for every entry.
+fn packets_by_entry(k: &Kernel) -> std::collections::HashMap<Prefix, u64> {
+    k.maps
+        .all_prefix_counters()
+        .unwrap()
+        .into_iter()
+        .map(|(p, c)| (p, c.packets))
+        .collect()
 }
 
 /// Addresses from a small space so random prefixes and addresses collide.
@@ -370,9 +394,21 @@ fn verdicts_match_a_reference_lpm() {
             probes.push((peer, p.addr()));
         }
         for (src, dst) in probes {
-            let want = reference(&block, &allow, src, dst);
+            let (want, entry) = reference(&block, &allow, src, dst);
+            let before = packets_by_entry(&k);
             let got = k.verdict(&frames::ip(src, dst));
             prop_assert_eq!(got, want, "src {} dst {} block {:?} allow {:?}", src, dst, block, allow);
+            // Exactly the longest matching entry counted the packet.
+            let after = packets_by_entry(&k);
+            let grew: Vec<Prefix> = after
+                .iter()
+                .filter(|(p, n)| before.get(*p).copied().unwrap_or(0) != **n)
+                .map(|(p, _)| *p)
+                .collect();
+            prop_assert_eq!(grew, entry.into_iter().collect::<Vec<_>>(), "counted entry for src {} dst {} block {:?} allow {:?}", src, dst, block, allow);
+            if let Some(e) = entry {
+                prop_assert_eq!(after[&e], before.get(&e).copied().unwrap_or(0) + 1);
+            }
         }
     });
 }
