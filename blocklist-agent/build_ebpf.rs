@@ -12,7 +12,7 @@ use aya_build::{Package, Toolchain};
 /// The nightly whose LLVM (22) matches bpf-linker 0.13.0 built against
 /// Debian's LLVM 22. Newer nightlies ship LLVM 23 and fail at link time.
 /// `BLOCKLIST_EBPF_TOOLCHAIN` overrides it.
-const EBPF_TOOLCHAIN: &str = "nightly-2026-05-19";
+const EBPF_TOOLCHAIN: &str = "nightly-2026-06-25";
 
 /// The bpf-linker `cargo xtask setup` installs into
 /// `target/tools/bpf-linker-<version>/bin`; must match xtask/src/tools.rs.

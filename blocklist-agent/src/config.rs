@@ -123,6 +123,59 @@ impl MatchMode {
     }
 }
 
+/// How the XDP program decides an IPv4 address.
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Lookup {
+    /// The compiled table: flat cost at any list size (the default).
+    #[default]
+    Table,
+    /// The exact maps and LPM tries: the fallback, and the comparison the
+    /// bench makes.
+    Trie,
+}
+
+impl Lookup {
+    /// The `CONFIG.lookup` value.
+    pub fn abi(self) -> u32 {
+        match self {
+            Self::Table => blocklist_ebpf::LOOKUP_TABLE,
+            Self::Trie => blocklist_ebpf::LOOKUP_TRIE,
+        }
+    }
+
+    /// From a `CONFIG.lookup` value.
+    pub fn from_abi(v: u32) -> Self {
+        if v == blocklist_ebpf::LOOKUP_TRIE {
+            Self::Trie
+        } else {
+            Self::Table
+        }
+    }
+
+    /// Lower-case name, as in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Table => "table",
+            Self::Trie => "trie",
+        }
+    }
+}
+
+/// The `[datapath]` table.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Datapath {
+    /// `lookup = "table"` (default) or `"trie"`; the environment variable
+    /// `XDP_BLOCKLIST_LOOKUP` overrides it.
+    pub lookup: Lookup,
+}
+
+/// The environment variable that overrides `[datapath] lookup`.
+pub const LOOKUP_ENV: &str = "XDP_BLOCKLIST_LOOKUP";
+
 /// A duration written as `"1h"`, `"15m"`, `"30s"`.
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
@@ -408,6 +461,8 @@ pub struct Config {
     pub export: Export,
     /// Who may inspect without root.
     pub access: crate::access::AccessConfig,
+    /// The XDP program's lookup.
+    pub datapath: Datapath,
 }
 
 impl Default for Config {
@@ -430,6 +485,7 @@ impl Default for Config {
             events: Events::default(),
             export: Export::default(),
             access: Default::default(),
+            datapath: Datapath::default(),
         }
     }
 }
@@ -544,15 +600,35 @@ impl Config {
 
     /// Loads `path`; a missing file is the default configuration only when
     /// `path` is the default location (an explicit path must exist).
+    /// `XDP_BLOCKLIST_LOOKUP` (`table` or `trie`), when set, overrides
+    /// `[datapath] lookup`.
     pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse(&text, path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Self::default()),
-            Err(source) => Err(ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            }),
+        let mut c = match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Self::default(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        if let Ok(v) = std::env::var(LOOKUP_ENV) {
+            c.datapath.lookup = match v.as_str() {
+                "table" => Lookup::Table,
+                "trie" => Lookup::Trie,
+                other => {
+                    return Err(ConfigError::Parse {
+                        path: path.to_owned(),
+                        message: format!(
+                            "{LOOKUP_ENV}={other:?} is neither \"table\" nor \"trie\"; \
+                             unset it or use one of those"
+                        ),
+                    });
+                }
+            };
         }
+        Ok(c)
     }
 }
 
@@ -566,6 +642,14 @@ mod tests {
         assert_eq!(c.action, Action::Drop);
         assert_eq!(c.match_mode, MatchMode::Both);
         assert_eq!((c.guard.min_prefix_v4, c.guard.min_prefix_v6), (8, 16));
+        assert_eq!(c.datapath.lookup, Lookup::Table);
+    }
+
+    #[test]
+    fn the_lookup_is_configurable() {
+        let c = Config::parse("[datapath]\nlookup = \"trie\"\n", Path::new("c.toml")).unwrap();
+        assert_eq!(c.datapath.lookup, Lookup::Trie);
+        assert!(Config::parse("[datapath]\nlookup = \"hash\"\n", Path::new("c.toml")).is_err());
     }
 
     #[test]

@@ -271,8 +271,10 @@ pub struct Report {
     pub dry_run: bool,
     /// Wall time of the whole sync.
     pub seconds: f64,
-    /// Wall time of the kernel writes alone.
+    /// Wall time of the kernel writes alone (tries and compiled table).
     pub apply_seconds: f64,
+    /// What updating the compiled IPv4 table took, when it was updated.
+    pub table: Option<crate::datapath::table::TableReport>,
 }
 
 fn report_of(o: &FeedOutcome) -> FeedReport {
@@ -359,11 +361,20 @@ pub fn sync_once(
         plan.block_del.clear();
     }
     let mut apply_seconds = 0.0;
+    let mut table = None;
     if !opts.dry_run && !plan.is_empty() {
         check_capacity(maps, &plan)?;
         let t = Instant::now();
-        apply(maps, &plan)?;
+        table = maps.batch(|m| apply(m, &plan))?.1;
         apply_seconds = t.elapsed().as_secs_f64();
+    } else if !opts.dry_run {
+        // Nothing to write, but a writer killed mid-sync may have left the
+        // table behind the tries.
+        let t = Instant::now();
+        table = maps.commit_table()?;
+        if table.is_some() {
+            apply_seconds = t.elapsed().as_secs_f64();
+        }
     }
     let report = Report {
         feeds: reports,
@@ -377,6 +388,7 @@ pub fn sync_once(
         dry_run: opts.dry_run,
         seconds: started.elapsed().as_secs_f64(),
         apply_seconds,
+        table,
     };
     Ok((report, index))
 }

@@ -21,6 +21,9 @@
 //! | `CONFIG`      | array (1)            | `u32` (0)            | [`Config`]         |
 //! | `EVENTS`      | ring buffer          |                      | [`DropEvent`]      |
 //! | `EVENT_RATE`  | LRU hash             | [`IpKey`]            | `u64` (ktime ns)   |
+//! | `TABLE_V4`    | array, mmapable      | `u32` (top 16 bits)  | `u64` slot (2)     |
+//! | `RANGES_V4`   | array, mmapable      | `u32` (record index) | `u64` range (2)    |
+//! | `TABLE_META`  | array (1)            | `u32` (0)            | [`TableMeta`]      |
 //!
 //! LPM keys are a `u32` prefix length followed by the address in network
 //! byte order, exactly as the kernel's `bpf_lpm_trie_key` expects. The
@@ -45,6 +48,31 @@
 //! from many addresses, while a hash lookup costs one or two; most feed
 //! entries are single addresses (Cilium's XDP prefilter splits the same way).
 //! The agent keeps one block entry in exactly one of the two places.
+//!
+//! (2) **The compiled IPv4 table** decides an IPv4 address with plain
+//! array loads when `Config::lookup` is [`LOOKUP_TABLE`] (the default).
+//! The agent compiles the installed IPv4 block and allow entries (block
+//! minus allow, longest prefix wins) into it; the tries above stay the
+//! record of what is installed and the lookup of [`LOOKUP_TRIE`] mode.
+//! - `TABLE_V4` has one slot per /16, indexed by the address's top 16
+//!   bits. A slot without [`SLOT_CHUNK`] holds the [result](RESULT_BLOCKED)
+//!   for its whole /16 in its low 32 bits. A slot with it points at a chunk
+//!   of `RANGES_V4`: bits 0..32 are the first record's index, bits 32..49
+//!   the record count (1..=65,536).
+//! - A `RANGES_V4` record is `(start << 32) | result`: the result holds
+//!   for the low 16 bits from `start` up to the next record's start. A
+//!   chunk is sorted by start and its first start is 0, so the program
+//!   finds the record with a bounded binary search (at most 17 loads).
+//! - A result is 0 (no entry), [`RESULT_ALLOWED`] (a block entry covers
+//!   the address and an allow entry overrides it), or [`RESULT_BLOCKED`]
+//!   with the matching block entry's prefix length in its low byte; the
+//!   program then fetches that entry's counters from `EXACT_V4` (a /32)
+//!   or `BLOCK_V4`, and never consults the allow trie.
+//! - Updates are copy on write: the agent writes a changed /16's new chunk
+//!   into free records, then switches the slot with one aligned 64-bit
+//!   store, so a packet sees the old or the new chunk, never half of one.
+//!   `TABLE_META.dirty` is set while the tries and the table disagree (a
+//!   sync in progress, or one killed mid-way); the next writer recompiles.
 //!
 //! A zeroed [`Config`] is the default configuration (drop, match both,
 //! events at the default rate), so a freshly created map is already correct.
@@ -79,11 +107,17 @@ pub mod map_names {
     pub const EVENTS: &str = "EVENTS";
     /// Per-address event rate limiter.
     pub const EVENT_RATE: &str = "EVENT_RATE";
+    /// The compiled IPv4 table's first level (one slot per /16).
+    pub const TABLE_V4: &str = "TABLE_V4";
+    /// The compiled IPv4 table's range records.
+    pub const RANGES_V4: &str = "RANGES_V4";
+    /// Whether the compiled table matches the tries.
+    pub const TABLE_META: &str = "TABLE_META";
 
     /// Every map the program pins, in a stable order.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 14] = [
         BLOCK_V4, BLOCK_V6, EXACT_V4, EXACT_V6, ALLOW_V4, ALLOW_V6, IP_HITS, GLOBAL, CONFIG,
-        EVENTS, EVENT_RATE,
+        EVENTS, EVENT_RATE, TABLE_V4, RANGES_V4, TABLE_META,
     ];
 }
 
@@ -111,6 +145,43 @@ pub const IP_HITS_DEFAULT_ENTRIES: u32 = 65_536;
 pub const EVENT_RATE_MAX_ENTRIES: u32 = 16_384;
 /// Size of the `EVENTS` ring buffer in bytes (a power of two pages).
 pub const EVENTS_RING_BYTES: u32 = 1 << 18;
+
+/// Slots of `TABLE_V4`: one per /16.
+pub const TABLE_V4_SLOTS: u32 = 1 << 16;
+/// Records of `RANGES_V4` (32 MiB). A million mixed entries compile to
+/// about two million records; the rest is room for copy-on-write updates
+/// (a rewrite that does not fit is done in rounds, see the agent's table
+/// writer).
+pub const RANGES_V4_RECORDS: u32 = 4 << 20;
+/// Most records one chunk can have: one per low-16-bit value.
+pub const CHUNK_MAX_RECORDS: u32 = 1 << 16;
+/// Iterations of the program's binary search: enough for
+/// [`CHUNK_MAX_RECORDS`] records.
+pub const CHUNK_SEARCH_STEPS: u32 = 17;
+/// A `TABLE_V4` slot flag: the slot points at a chunk of `RANGES_V4`.
+pub const SLOT_CHUNK: u64 = 1 << 63;
+/// Result: a block entry matches and no allow entry overrides it; the low
+/// byte is the matching entry's prefix length.
+pub const RESULT_BLOCKED: u32 = 1 << 9;
+/// Result: a block entry matches but an allow entry overrides it.
+pub const RESULT_ALLOWED: u32 = 1 << 8;
+
+/// `Config::lookup`: decide IPv4 with the compiled table (the default).
+pub const LOOKUP_TABLE: u32 = 0;
+/// `Config::lookup`: decide with the exact maps and the tries only.
+pub const LOOKUP_TRIE: u32 = 1;
+
+/// The `TABLE_META` record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableMeta {
+    /// Non-zero while the tries may hold entries the table does not
+    /// reflect: set before a writer changes the tries, cleared after the
+    /// table was brought in line with them.
+    pub dirty: u64,
+    /// Incremented by every table update (0: never compiled).
+    pub generation: u64,
+}
 
 /// Address family tag used in keys and records.
 pub const FAMILY_V4: u8 = 4;
@@ -301,8 +372,8 @@ pub struct Config {
     /// Minimum milliseconds between two events for one address; 0 means
     /// [`EVENT_DEFAULT_INTERVAL_MS`], [`EVENT_INTERVAL_OFF`] disables events.
     pub event_interval_ms: u32,
-    /// Zero.
-    pub _pad: u32,
+    /// [`LOOKUP_TABLE`] or [`LOOKUP_TRIE`].
+    pub lookup: u32,
 }
 
 /// A drop (or monitor) event, sampled per address into `EVENTS`.
@@ -348,6 +419,7 @@ mod pod {
     unsafe impl aya::Pod for super::GlobalCounters {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::DropEvent {}
+    unsafe impl aya::Pod for super::TableMeta {}
 }
 
 #[cfg(test)]
@@ -372,5 +444,6 @@ mod tests {
         assert_eq!(c.action, ACTION_DROP);
         assert_eq!(c.match_mode, MATCH_BOTH);
         assert_eq!(c.event_interval_ms, 0);
+        assert_eq!(c.lookup, LOOKUP_TABLE);
     }
 }

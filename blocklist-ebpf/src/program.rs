@@ -1,9 +1,13 @@
 //! Parse, look up, count, decide.
 //!
 //! Per packet: one `CONFIG` and one `GLOBAL` lookup, then per matched
-//! address (source first, then destination) a probe of the exact map of its
-//! family and, if that misses, a block-trie lookup; the allow trie only after
-//! a block hit. A blocked packet adds to the counters in the matching entry
+//! address (source first, then destination) the verdict. For IPv4 in table
+//! mode (the default) that is the compiled table: one `TABLE_V4` slot load
+//! and, for a /16 that holds entries, a bounded binary search of its range
+//! chunk; only a block hit then fetches its entry (from `EXACT_V4` for a
+//! /32, else `BLOCK_V4`) to count in it. Otherwise (IPv6, or trie mode) a
+//! probe of the exact map of its family and, if that misses, a block-trie
+//! lookup; the allow trie only after a block hit. A blocked packet adds to the counters in the matching entry
 //! (atomically, in the cache line the lookup just read). A single-address
 //! entry is its own per-address counter and event limiter; a hit on a wider
 //! entry also updates the per-address LRU (`IP_HITS`) and, for an event,
@@ -28,16 +32,21 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use blocklist_ebpf::{
-    ACTION_MONITOR, ALLOW_MAX_ENTRIES, BLOCK_V4_MAX_ENTRIES, BLOCK_V6_MAX_ENTRIES, Config,
-    DIRECTION_DST, DIRECTION_SRC, DropEvent, EVENT_DEFAULT_INTERVAL_MS, EVENT_INTERVAL_OFF,
-    EVENT_RATE_MAX_ENTRIES, EVENTS_RING_BYTES, EXACT_V4_MAX_ENTRIES, EXACT_V6_MAX_ENTRIES,
-    EntryValue, FAMILY_V4, FAMILY_V6, GlobalCounters, IP_HITS_DEFAULT_ENTRIES, IpCounters, IpKey,
-    MATCH_DST, MATCH_SRC, v4_trie_data,
+    ACTION_MONITOR, ALLOW_MAX_ENTRIES, BLOCK_V4_MAX_ENTRIES, BLOCK_V6_MAX_ENTRIES,
+    CHUNK_SEARCH_STEPS, Config, DIRECTION_DST, DIRECTION_SRC, DropEvent, EVENT_DEFAULT_INTERVAL_MS,
+    EVENT_INTERVAL_OFF, EVENT_RATE_MAX_ENTRIES, EVENTS_RING_BYTES, EXACT_V4_MAX_ENTRIES,
+    EXACT_V6_MAX_ENTRIES, EntryValue, FAMILY_V4, FAMILY_V6, GlobalCounters,
+    IP_HITS_DEFAULT_ENTRIES, IpCounters, IpKey, LOOKUP_TRIE, MATCH_DST, MATCH_SRC,
+    RANGES_V4_RECORDS, RESULT_ALLOWED, RESULT_BLOCKED, SLOT_CHUNK, TABLE_V4_SLOTS, TableMeta,
+    v4_trie_data,
 };
 
 /// Entries are allocated on insert: a full-size preallocated map would
 /// pin its whole capacity in kernel memory.
 const BPF_F_NO_PREALLOC: u32 = 1;
+/// The agent maps the table's arrays into its memory and updates them
+/// with plain stores (one aligned store switches a slot).
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 #[map]
 static BLOCK_V4: LpmTrie<[u8; 8], EntryValue> = LpmTrie::pinned(BLOCK_V4_MAX_ENTRIES, 0);
@@ -64,6 +73,14 @@ static CONFIG: Array<Config> = Array::pinned(1, 0);
 static EVENTS: RingBuf = RingBuf::pinned(EVENTS_RING_BYTES, 0);
 #[map]
 static EVENT_RATE: LruHashMap<IpKey, u64> = LruHashMap::pinned(EVENT_RATE_MAX_ENTRIES, 0);
+#[map]
+static TABLE_V4: Array<u64> = Array::pinned(TABLE_V4_SLOTS, BPF_F_MMAPABLE);
+#[map]
+static RANGES_V4: Array<u64> = Array::pinned(RANGES_V4_RECORDS, BPF_F_MMAPABLE);
+/// Only the agent reads and writes it; declared here so that it is created
+/// and pinned with the others.
+#[map]
+static TABLE_META: Array<TableMeta> = Array::pinned(1, 0);
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -325,6 +342,8 @@ struct Probe {
     now: u64,
     /// [`DIRECTION_SRC`] or [`DIRECTION_DST`]: which address is looked up.
     direction: u8,
+    /// Decide IPv4 with the compiled table.
+    table: bool,
 }
 
 #[inline(always)]
@@ -351,7 +370,32 @@ fn lookup(addr: &[u8; 16], family: u8, probe: &mut Probe) -> Lookup {
 fn lookup_raw(addr: &[u8; 16], family: u8, probe: &mut Probe) -> u64 {
     // The exact maps first: single addresses are most entries, and a hash
     // probe costs far fewer cache misses than a trie walk.
-    let (value, allowed, exact) = if family == FAMILY_V4 {
+    let (value, allowed, exact) = if family == FAMILY_V4 && probe.table {
+        let bytes = [addr[0], addr[1], addr[2], addr[3]];
+        let r = table_v4(u32::from_be_bytes(bytes));
+        if r & RESULT_BLOCKED == 0 {
+            return if r & RESULT_ALLOWED != 0 {
+                LOOKUP_ALLOWED
+            } else {
+                LOOKUP_MISS
+            };
+        }
+        // The table already applied the allow entries: only the counters
+        // are left to find.
+        let prefix_len = r & 0xff;
+        let found = if prefix_len == 32 {
+            EXACT_V4.get_ptr_mut(&bytes).map(|v| (v, true))
+        } else {
+            lookup_mut(&BLOCK_V4, &Key::new(32, v4_trie_data(bytes))).map(|v| (v, false))
+        };
+        match found {
+            Some((v, exact)) => (v, false, exact),
+            // The entry left the tries a moment before the table (a sync
+            // removes table ranges only after the entries): still blocked,
+            // but there is nothing to count in, and no event.
+            None => return LOOKUP_BLOCKED | LOOKUP_EXACT | ((prefix_len as u64) << 32),
+        }
+    } else if family == FAMILY_V4 {
         let bytes = [addr[0], addr[1], addr[2], addr[3]];
         let key = Key::new(32, v4_trie_data(bytes));
         let (v, exact) = match EXACT_V4.get_ptr_mut(&bytes) {
@@ -389,6 +433,43 @@ fn lookup_raw(addr: &[u8; 16], family: u8, probe: &mut Probe) -> u64 {
     LOOKUP_BLOCKED | flags | ((prefix_len as u64) << 32)
 }
 
+/// The compiled table's result for an IPv4 address (host byte order):
+/// the /16's slot, then, if it points at a chunk, a branch-free binary
+/// search for the last record whose start is at most the low 16 bits.
+#[inline(always)]
+fn table_v4(addr: u32) -> u32 {
+    let Some(slot) = TABLE_V4.get_ptr(addr >> 16) else {
+        return 0;
+    };
+    // One load: the record index and count must come from the same slot
+    // value while the agent may switch it.
+    // SAFETY: an array value, valid for the program run.
+    let slot = unsafe { core::ptr::read_volatile(slot) };
+    if slot & SLOT_CHUNK == 0 {
+        return slot as u32;
+    }
+    let mut base = slot as u32;
+    let mut n = ((slot >> 32) as u32) & 0x1_ffff;
+    let low = addr & 0xffff;
+    for _ in 0..CHUNK_SEARCH_STEPS {
+        if n <= 1 {
+            break;
+        }
+        let half = n / 2;
+        let Some(r) = RANGES_V4.get(base + half) else {
+            return 0;
+        };
+        if ((*r >> 32) as u32) <= low {
+            base += half;
+        }
+        n -= half;
+    }
+    match RANGES_V4.get(base) {
+        Some(r) => *r as u32,
+        None => 0,
+    }
+}
+
 /// `bpf_map_lookup_elem` on a trie, as a writable pointer: aya's
 /// `LpmTrie::get` hands out `&V`, and writing counters through a shared
 /// reference would let the compiler drop the stores.
@@ -422,6 +503,7 @@ fn count_entry(v: *mut EntryValue, probe: &Probe, exact: bool) -> bool {
         interval_ns,
         now,
         direction,
+        ..
     } = *probe;
     // SAFETY: `v` points at the entry's value in kernel memory, which
     // the map owns and keeps alive for this program run (RCU); programs
@@ -459,6 +541,7 @@ fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters)
         interval_ns,
         now: 0,
         direction: DIRECTION_SRC,
+        table: config.lookup != LOOKUP_TRIE,
     };
     let mut allowlisted = false;
     // (direction, prefix_len, exact) of the first blocked address.

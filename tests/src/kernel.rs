@@ -3,6 +3,7 @@
 //! `BPF_PROG_TEST_RUN`.
 
 use blocklist_agent::{
+    config::{LOOKUP_ENV, Lookup},
     datapath::{
         loader::{self, LoadOptions, Loaded},
         maps::{Maps, TrieKind},
@@ -14,6 +15,17 @@ use blocklist_ebpf::{Config, GlobalCounters};
 
 use crate::bpffs::Bpffs;
 
+/// The lookup the suites run with: `XDP_BLOCKLIST_LOOKUP` (`table` or
+/// `trie`), the table when unset. `cargo xtask test` runs the datapath
+/// suites once with each.
+pub fn lookup_under_test() -> Lookup {
+    match std::env::var(LOOKUP_ENV).as_deref() {
+        Ok("trie") => Lookup::Trie,
+        Ok("table") | Err(_) => Lookup::Table,
+        Ok(other) => panic!("{LOOKUP_ENV}={other:?}: expected table or trie"),
+    }
+}
+
 /// A loaded program with its maps pinned on a private bpffs.
 pub struct Kernel {
     /// Typed map access.
@@ -23,17 +35,28 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// Loads the program (runs the verifier) with fresh maps.
+    /// Loads the program (runs the verifier) with fresh maps, deciding
+    /// with the lookup that `XDP_BLOCKLIST_LOOKUP` names (the table when
+    /// unset), as the agent would.
     pub fn load() -> Self {
         let fs = Bpffs::new();
         let pin = fs.pin();
         let loaded = loader::load(&pin, &LoadOptions::default()).expect("loading the XDP program");
         let maps = Maps::open(&pin).expect("opening the pinned maps");
-        Self {
+        let mut k = Self {
             maps,
             loaded,
             _fs: fs,
-        }
+        };
+        k.set_lookup(lookup_under_test());
+        k
+    }
+
+    /// Switches the program between the compiled table and the tries.
+    pub fn set_lookup(&mut self, lookup: Lookup) {
+        let mut c: Config = self.maps.config().expect("config");
+        c.lookup = lookup.abi();
+        self.maps.set_config(c).expect("writing config");
     }
 
     /// The pin directory of its maps, for agent commands that should act

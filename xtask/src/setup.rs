@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// Must match `EBPF_TOOLCHAIN` in blocklist-agent/build_ebpf.rs.
-pub const EBPF_TOOLCHAIN: &str = "nightly-2026-05-19";
+pub const EBPF_TOOLCHAIN: &str = "nightly-2026-06-25";
 /// The LLVM major of [`EBPF_TOOLCHAIN`]; bpf-linker is built against the
 /// same one, and a mismatch fails at link time ("Invalid record").
 const EBPF_LLVM_MAJOR: &str = "22";

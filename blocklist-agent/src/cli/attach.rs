@@ -65,8 +65,14 @@ pub fn load(ctx: &Context) -> anyhow::Result<Loaded> {
         let mut c = maps.config()?;
         c.action = ctx.config.action.abi();
         c.match_mode = ctx.config.match_mode.abi();
+        c.lookup = ctx.config.datapath.lookup.abi();
         maps.set_config(c)?;
     }
+    // Maps pinned by a version without the compiled table come with an
+    // empty one: compile it before the program can decide with it.
+    Maps::open(&ctx.pin)?
+        .commit_table()
+        .context("compiling the IPv4 lookup table from the installed entries")?;
     Ok(loaded)
 }
 

@@ -1,7 +1,7 @@
-//! `mode`: change the action and match setting in `CONFIG`, live.
+//! `mode`: change the action, match and lookup settings in `CONFIG`, live.
 
 use blocklist_agent::{
-    config::{Action, MatchMode},
+    config::{Action, Lookup, MatchMode},
     datapath::maps::Maps,
 };
 use clap::Args;
@@ -16,6 +16,9 @@ pub struct ModeArgs {
     /// Which addresses are looked up.
     #[arg(long = "match", value_enum)]
     pub match_mode: Option<MatchMode>,
+    /// How IPv4 addresses are decided: the compiled table or the tries.
+    #[arg(long, value_enum)]
+    pub lookup: Option<Lookup>,
 }
 
 pub fn run(ctx: &Context, args: ModeArgs) -> anyhow::Result<()> {
@@ -27,11 +30,20 @@ pub fn run(ctx: &Context, args: ModeArgs) -> anyhow::Result<()> {
     if let Some(m) = args.match_mode {
         c.match_mode = m.abi();
     }
+    if let Some(l) = args.lookup {
+        if l == Lookup::Table {
+            // The table must hold the installed entries before the program
+            // decides with it.
+            maps.commit_table()?;
+        }
+        c.lookup = l.abi();
+    }
     maps.set_config(c)?;
     println!(
-        "action {}, match {}",
+        "action {}, match {}, lookup {}",
         Action::from_abi(c.action).name(),
-        MatchMode::from_abi(c.match_mode).name()
+        MatchMode::from_abi(c.match_mode).name(),
+        Lookup::from_abi(c.lookup).name()
     );
     Ok(())
 }

@@ -101,6 +101,7 @@ fn apply_live_config(maps: &mut Maps, config: &Config) -> anyhow::Result<()> {
     c.action = config.action.abi();
     c.match_mode = config.match_mode.abi();
     c.event_interval_ms = config.events.abi_interval_ms();
+    c.lookup = config.datapath.lookup.abi();
     maps.set_config(c)?;
     Ok(())
 }

@@ -119,7 +119,7 @@ fn try_attach(
     iface: &str,
     mode: XdpMode,
 ) -> Result<aya::programs::xdp::XdpLinkId, DatapathError> {
-    prog.attach(iface, mode)
+    prog.attach(if_index(iface)?, mode)
         .map_err(|source| DatapathError::Attach {
             iface: iface.to_owned(),
             mode: if mode == XdpMode::Skb {

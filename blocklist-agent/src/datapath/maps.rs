@@ -6,6 +6,12 @@
 //! than a trie walk in the datapath). Callers never see the split: every
 //! method here takes a [`TrieKind`] and a prefix and routes it.
 //!
+//! Every write to the tries is followed by bringing the compiled IPv4
+//! table (see [`table`](super::table)) in line with them, at once or, in a
+//! [`batch`](Maps::batch), once at its end; `TABLE_META.dirty` marks the
+//! time in between, so a writer killed there leaves the next one a note
+//! to recompile.
+//!
 //! Everything here opens maps by their pins, so it works from any process
 //! (the CLI in another shell, the `run` loop, tests) while the program runs
 //! or after the agent stopped.
@@ -24,10 +30,14 @@ use aya::{
 };
 use blocklist_ebpf::{
     Config, ENTRY_FLAG_MANUAL, EntryValue, FAMILY_V4, GlobalCounters, IpCounters, IpKey,
-    PrefixCounters, map_names,
+    PrefixCounters, TableMeta, map_names,
 };
 
-use super::{DatapathError, batch, pin::PinDir};
+use super::{
+    DatapathError, batch,
+    pin::PinDir,
+    table::{TableMaps, TableReport},
+};
 use crate::prefix::{Prefix, canonical_addr};
 
 /// Which pair of tries.
@@ -65,6 +75,13 @@ fn v4_addr(data: [u8; 8]) -> [u8; 4] {
     [data[0], data[1], data[2], data[3]]
 }
 
+/// An IPv4 prefix as the table compiler takes it (IPv6 prefixes, which
+/// the IPv4 walks never yield, map to nothing useful).
+fn v4_entry(p: Prefix) -> super::table::compile::Entry {
+    let b = p.v4_bytes().unwrap_or_default();
+    (u32::from_be_bytes(b), p.prefix_len())
+}
+
 /// True when `prefix`, as an entry of `kind`, lives in an exact map.
 fn is_exact(kind: TrieKind, prefix: Prefix) -> bool {
     kind == TrieKind::Block && prefix.prefix_len() == if prefix.is_v4() { 32 } else { 128 }
@@ -82,6 +99,13 @@ pub struct Maps {
     config: Array<MapData, Config>,
     global: PerCpuArray<MapData, GlobalCounters>,
     ip_hits: PerCpuHashMap<MapData, IpKey, IpCounters>,
+    table_meta: Array<MapData, TableMeta>,
+    /// The table's arrays, mapped on the first update.
+    table: Option<TableMaps>,
+    /// Inside [`Maps::batch`]: table updates wait for its end.
+    batching: bool,
+    /// `TABLE_META.dirty` was set by this handle and not cleared yet.
+    marked: bool,
 }
 
 /// Fill of one trie.
@@ -248,7 +272,101 @@ impl Maps {
             config: typed(pin, map_names::CONFIG, a)?,
             global: typed(pin, map_names::GLOBAL, a)?,
             ip_hits: typed(pin, map_names::IP_HITS, a)?,
+            table_meta: typed(pin, map_names::TABLE_META, a)?,
+            table: None,
+            batching: false,
+            marked: false,
         })
+    }
+
+    /// The table's bookkeeping record.
+    pub fn table_meta(&self) -> Result<TableMeta, DatapathError> {
+        self.table_meta
+            .get(&0, 0)
+            .map_err(map_err("reading TABLE_META"))
+    }
+
+    fn set_table_meta(&mut self, m: TableMeta) -> Result<(), DatapathError> {
+        self.table_meta
+            .set(0, &m, 0)
+            .map_err(map_err("writing TABLE_META"))
+    }
+
+    /// Notes, before the first write to the tries, that the table no longer
+    /// matches them.
+    fn mark(&mut self) -> Result<(), DatapathError> {
+        if !self.marked {
+            let m = self.table_meta()?;
+            self.set_table_meta(TableMeta { dirty: 1, ..m })?;
+            self.marked = true;
+        }
+        Ok(())
+    }
+
+    /// After a write: update the table now, unless inside a batch.
+    fn written(&mut self) -> Result<(), DatapathError> {
+        if self.batching {
+            return Ok(());
+        }
+        self.commit_table().map(|_| ())
+    }
+
+    /// Runs `f` (a sync's writes) with the table updated once, at the end,
+    /// instead of after every write; also when `f` fails part-way, so the
+    /// table reflects whatever it wrote. Until then the program decides
+    /// with the table as it was before the batch.
+    pub fn batch<R, E: From<DatapathError>>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<R, E>,
+    ) -> Result<(R, Option<TableReport>), E> {
+        self.batching = true;
+        let r = f(self);
+        self.batching = false;
+        let t = self.commit_table();
+        let r = r?;
+        Ok((r, t?))
+    }
+
+    /// Brings the compiled table in line with the tries if they changed
+    /// since it was last compiled (by this handle, or by a writer that
+    /// was killed before it could); `None` when there was nothing to do.
+    pub fn commit_table(&mut self) -> Result<Option<TableReport>, DatapathError> {
+        let meta = self.table_meta()?;
+        if meta.dirty == 0 && meta.generation != 0 {
+            self.marked = false;
+            return Ok(None);
+        }
+        let mut block = Vec::new();
+        self.visit(TrieKind::Block, true, |p, _| block.push(v4_entry(p)))?;
+        let mut allow = Vec::new();
+        self.visit(TrieKind::Allow, true, |p, _| allow.push(v4_entry(p)))?;
+        if self.table.is_none() {
+            self.table = Some(TableMaps::open(&self.pin)?);
+        }
+        let report = self
+            .table
+            .as_ref()
+            .expect("mapped above")
+            .update(&block, &allow)?;
+        self.set_table_meta(TableMeta {
+            dirty: 0,
+            generation: meta.generation + 1,
+        })?;
+        self.marked = false;
+        Ok(Some(report))
+    }
+
+    /// The kernel table's result for an IPv4 address: what the program
+    /// decides for it in table mode right now.
+    pub fn table_result(&mut self, addr: std::net::Ipv4Addr) -> Result<u32, DatapathError> {
+        if self.table.is_none() {
+            self.table = Some(TableMaps::open(&self.pin)?);
+        }
+        Ok(self
+            .table
+            .as_ref()
+            .expect("mapped above")
+            .result(addr.into()))
     }
 
     /// The pin directory these maps came from.
@@ -361,15 +479,19 @@ impl Maps {
         let exact = is_exact(kind, prefix);
         let name = Self::map_name(kind, prefix.is_v4(), exact);
         let len = prefix.prefix_len() as u32;
+        self.mark()?;
         let r = match (prefix.v4_bytes(), prefix.v6_bytes(), exact) {
-            (Some(b), _, true) => self.exact_v4.insert(b, value, 0),
-            (_, Some(b), true) => self.exact_v6.insert(b, value, 0),
-            (Some(b), _, false) => self.v4_mut(kind).insert(&v4_key(len, b), value, 0),
-            (_, Some(b), false) => self.v6_mut(kind).insert(&Key::new(len, b), value, 0),
+            (Some(b), _, true) => self.exact_v4.insert(&b, &value, 0),
+            (_, Some(b), true) => self.exact_v6.insert(&b, &value, 0),
+            (Some(b), _, false) => self.v4_mut(kind).insert(&v4_key(len, b), &value, 0),
+            (_, Some(b), false) => self.v6_mut(kind).insert(&Key::new(len, b), &value, 0),
             _ => unreachable!("a prefix is v4 or v6"),
         };
         match r {
-            Ok(()) => Ok(existing.is_none()),
+            Ok(()) => {
+                self.written()?;
+                Ok(existing.is_none())
+            }
             Err(e) if is_full(&e) => Err(DatapathError::Full {
                 map: name,
                 max: self.max_entries(kind, prefix.is_v4(), exact),
@@ -401,6 +523,7 @@ impl Maps {
         let exact = is_exact(kind, prefix);
         let name = Self::map_name(kind, prefix.is_v4(), exact);
         let len = prefix.prefix_len() as u32;
+        self.mark()?;
         let r = match (prefix.v4_bytes(), prefix.v6_bytes(), exact) {
             (Some(b), _, true) => self.exact_v4.remove(&b),
             (_, Some(b), true) => self.exact_v6.remove(&b),
@@ -408,11 +531,13 @@ impl Maps {
             (_, Some(b), false) => self.v6_mut(kind).remove(&Key::new(len, b)),
             _ => unreachable!("a prefix is v4 or v6"),
         };
-        match r {
-            Ok(()) => Ok(true),
-            Err(e) if is_enoent(&e) => Ok(false),
-            Err(e) => Err(map_err(format!("removing {prefix} from {name}"))(e)),
-        }
+        let removed = match r {
+            Ok(()) => true,
+            Err(e) if is_enoent(&e) => false,
+            Err(e) => return Err(map_err(format!("removing {prefix} from {name}"))(e)),
+        };
+        self.written()?;
+        Ok(removed)
     }
 
     /// Inserts (or overwrites) many entries with batched syscalls, falling
@@ -422,11 +547,15 @@ impl Maps {
         kind: TrieKind,
         entries: &[(Prefix, u32)],
     ) -> Result<(), DatapathError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.mark()?;
         // A chunk at a time: a million values at once would hold 64 MB.
         for chunk in entries.chunks(BATCH) {
             self.insert_chunk(kind, chunk)?;
         }
-        Ok(())
+        self.written()
     }
 
     fn insert_chunk(
@@ -474,6 +603,10 @@ impl Maps {
         kind: TrieKind,
         prefixes: &[Prefix],
     ) -> Result<(), DatapathError> {
+        if prefixes.is_empty() {
+            return Ok(());
+        }
+        self.mark()?;
         let (tries, exact): (Vec<Prefix>, Vec<Prefix>) =
             prefixes.iter().partition(|p| !is_exact(kind, **p));
         let k4: Vec<_> = tries
@@ -491,7 +624,8 @@ impl Maps {
         delete_batched(self.v4_mut(kind), name4, &k4)?;
         delete_batched(self.v6_mut(kind), name6, &k6)?;
         delete_batched(&mut self.exact_v4, map_names::EXACT_V4, &e4)?;
-        delete_batched(&mut self.exact_v6, map_names::EXACT_V6, &e6)
+        delete_batched(&mut self.exact_v6, map_names::EXACT_V6, &e6)?;
+        self.written()
     }
 
     /// Longest-prefix match of one address (v4-mapped goes to IPv4).
@@ -641,7 +775,7 @@ impl Maps {
     /// Replaces the live configuration; the program sees it on the next packet.
     pub fn set_config(&mut self, config: Config) -> Result<(), DatapathError> {
         self.config
-            .set(0, config, 0)
+            .set(0, &config, 0)
             .map_err(map_err("writing CONFIG"))
     }
 

@@ -1,13 +1,15 @@
 //! Everything that touches the kernel: loading the embedded XDP object,
-//! attaching it, pinning, typed access to the pinned maps, and running the
-//! program on crafted frames.
+//! attaching it, pinning, typed access to the pinned maps, the compiled
+//! lookup table, and running the program on crafted frames.
 
 pub mod attach;
 pub mod batch;
 pub mod error;
 pub mod loader;
 pub mod maps;
+pub mod mmap;
 pub mod pin;
+pub mod table;
 pub mod test_run;
 
 pub use error::DatapathError;

@@ -128,7 +128,9 @@ impl Topology {
             ],
         )?;
         let tx_ifindex = tx.enter(|| nix::net::if_::if_nametoindex(TX_IF))?;
-        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?
+            .get() as usize;
         let receiver_cpu = if cpus > 1 { 1 } else { 0 };
         Ok(Self {
             tx,
@@ -238,13 +240,13 @@ impl Generator {
         let mut slots: Array<_, u32> =
             ebpf.map_mut("SOURCES").context("SOURCES map")?.try_into()?;
         for (i, a) in sources.iter().enumerate() {
-            slots.set(i as u32, u32::from_ne_bytes(a.octets()), 0)?;
+            slots.set(i as u32, &u32::from_ne_bytes(a.octets()), 0)?;
         }
         let mut len: Array<_, u32> = ebpf
             .map_mut("SOURCES_LEN")
             .context("SOURCES_LEN map")?
             .try_into()?;
-        len.set(0, sources.len() as u32, 0)?;
+        len.set(0, &(sources.len() as u32), 0)?;
         let prog: &mut Xdp = ebpf
             .program_mut("trafficgen")
             .context("trafficgen program")?
@@ -409,7 +411,9 @@ fn install<'a>(
                 .context("bpffs")?;
             let map = Map::from_map_data(MapData::from_pin(&pin)?)?;
             let mut h: PerCpuHashMap<_, u32, u64> = map.try_into()?;
-            let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+            let cpus = aya::util::nr_cpus()
+                .map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?
+                .get() as usize;
             for p in list {
                 ensure!(
                     p.prefix_len() == 32,
@@ -418,7 +422,7 @@ fn install<'a>(
                 let key = u32::from_ne_bytes(p.v4_bytes().context("IPv4 only")?);
                 // Low bit 1: match the source address (xdp-filter's
                 // MAP_FLAG_SRC); the upper bits are its hit counter.
-                h.insert(key, PerCpuValues::try_from(vec![1u64; cpus])?, 0)
+                h.insert(&key, PerCpuValues::try_from(vec![1u64; cpus])?, 0)
                     .with_context(|| format!("adding {p} to xdp-filter"))?;
             }
         }
