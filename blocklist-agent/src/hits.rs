@@ -97,11 +97,11 @@ pub fn by_ip(
     listing: &HashMap<Prefix, Vec<Listing>>,
 ) -> Result<Vec<IpHit>, DatapathError> {
     let mut out = Vec::new();
-    for (prefix, v) in maps.single_address_hits()? {
+    for (prefix, flags, v) in maps.single_address_hits()? {
         let feeds = feeds_of(
             listing,
             &prefix,
-            v.flags & blocklist_ebpf::ENTRY_FLAG_MANUAL != 0,
+            flags & blocklist_ebpf::ENTRY_FLAG_MANUAL != 0,
         );
         let src = (v.packets - v.dst_packets, v.bytes - v.dst_bytes);
         let dst = (v.dst_packets, v.dst_bytes);

@@ -24,23 +24,19 @@
 //! | `TABLE_V4`    | array, mmapable      | `u32` (top 16 bits)  | `u64` slot (2)     |
 //! | `RANGES_V4`   | array, mmapable      | `u32` (record index) | `u64` range (2)    |
 //! | `TABLE_META`  | array (1)            | `u32` (0)            | [`TableMeta`]      |
+//! | `ENTRY_COUNTERS` | array             | `u32` (entry id)     | [`EntryCounters`]  |
 //!
 //! LPM keys are a `u32` prefix length followed by the address in network
 //! byte order, exactly as the kernel's `bpf_lpm_trie_key` expects. The
 //! value carries the entry's own prefix length, so that the program can
 //! name the prefix that matched (the kernel's lookup returns only the value),
-//! and the entry's hit counters: the lookup that decides the verdict already
-//! holds them in cache, so counting a prefix costs no second map lookup, and
-//! the counters live exactly as long as the entry.
+//! and the entry's id: its hit counters are `ENTRY_COUNTERS[id]`, one
+//! cache line per entry, found the same way whether the table or a trie
+//! decided.
 //!
 //! (1) The IPv4 tries' key data is the address and four zero bytes
-//! ([`v4_trie_data`]; prefix lengths stay 0..=32). The kernel stores a trie
-//! value right after the key data in its node, at offset 40 + data size:
-//! with 4-byte data every value would sit at 4 mod 8, and the program's
-//! atomic 64-bit counter adds would be misaligned, some straddling two
-//! cache lines, which the CPU executes as a bus lock (measured: a drop went
-//! from 0.25 to 1.6 µs). With 8-byte data the value is 8-byte aligned, as
-//! it is in the IPv6 tries (16-byte data) and the hash maps.
+//! ([`v4_trie_data`]; prefix lengths stay 0..=32), a layout kept from when
+//! the counters lived in the value and had to be 8-byte aligned.
 //!
 //! Block entries for single addresses (/32, /128) live in the `EXACT_*`
 //! hash maps instead of the tries; the program looks there first. A trie
@@ -65,9 +61,9 @@
 //!   finds the record with a bounded binary search (at most 17 loads).
 //! - A result is 0 (no entry), [`RESULT_ALLOWED`] (a block entry covers
 //!   the address and an allow entry overrides it), or [`RESULT_BLOCKED`]
-//!   with the matching block entry's prefix length in its low byte; the
-//!   program then fetches that entry's counters from `EXACT_V4` (a /32)
-//!   or `BLOCK_V4`, and never consults the allow trie.
+//!   with the matching block entry's id and prefix length
+//!   ([`blocked_result`]); the program counts in `ENTRY_COUNTERS[id]` and
+//!   never walks a trie or probes a hash.
 //! - Updates are copy on write: the agent writes a changed /16's new chunk
 //!   into free records, then switches the slot with one aligned 64-bit
 //!   store, so a packet sees the old or the new chunk, never half of one.
@@ -113,11 +109,26 @@ pub mod map_names {
     pub const RANGES_V4: &str = "RANGES_V4";
     /// Whether the compiled table matches the tries.
     pub const TABLE_META: &str = "TABLE_META";
+    /// Per-entry hit counters, by entry id.
+    pub const ENTRY_COUNTERS: &str = "ENTRY_COUNTERS";
 
     /// Every map the program pins, in a stable order.
-    pub const ALL: [&str; 14] = [
-        BLOCK_V4, BLOCK_V6, EXACT_V4, EXACT_V6, ALLOW_V4, ALLOW_V6, IP_HITS, GLOBAL, CONFIG,
-        EVENTS, EVENT_RATE, TABLE_V4, RANGES_V4, TABLE_META,
+    pub const ALL: [&str; 15] = [
+        BLOCK_V4,
+        BLOCK_V6,
+        EXACT_V4,
+        EXACT_V6,
+        ALLOW_V4,
+        ALLOW_V6,
+        IP_HITS,
+        GLOBAL,
+        CONFIG,
+        EVENTS,
+        EVENT_RATE,
+        TABLE_V4,
+        RANGES_V4,
+        TABLE_META,
+        ENTRY_COUNTERS,
     ];
 }
 
@@ -160,11 +171,21 @@ pub const CHUNK_MAX_RECORDS: u32 = 1 << 16;
 pub const CHUNK_SEARCH_STEPS: u32 = 17;
 /// A `TABLE_V4` slot flag: the slot points at a chunk of `RANGES_V4`.
 pub const SLOT_CHUNK: u64 = 1 << 63;
-/// Result: a block entry matches and no allow entry overrides it; the low
-/// byte is the matching entry's prefix length.
-pub const RESULT_BLOCKED: u32 = 1 << 9;
+/// Result: a block entry matches and no allow entry overrides it. Bits
+/// 0..24 are the entry's id ([`RESULT_ID_MASK`]), bits 24..30 its prefix
+/// length ([`RESULT_LEN_SHIFT`]).
+pub const RESULT_BLOCKED: u32 = 1 << 31;
 /// Result: a block entry matches but an allow entry overrides it.
-pub const RESULT_ALLOWED: u32 = 1 << 8;
+pub const RESULT_ALLOWED: u32 = 1 << 30;
+/// The entry id bits of a blocked result.
+pub const RESULT_ID_MASK: u32 = (1 << 24) - 1;
+/// Where a blocked result keeps the prefix length (6 bits).
+pub const RESULT_LEN_SHIFT: u32 = 24;
+
+/// The result for an address blocked by the entry `id` of length `len`.
+pub const fn blocked_result(id: u32, len: u8) -> u32 {
+    RESULT_BLOCKED | ((len as u32 & 0x3f) << RESULT_LEN_SHIFT) | (id & RESULT_ID_MASK)
+}
 
 /// `Config::lookup`: decide IPv4 with the compiled table (the default).
 pub const LOOKUP_TABLE: u32 = 0;
@@ -194,14 +215,9 @@ pub const DIRECTION_SRC: u8 = 1;
 pub const DIRECTION_DST: u8 = 2;
 
 /// Value stored in the block and allow tries and the exact maps: what the
-/// entry is, and how often it matched.
-///
-/// The counters are shared by all CPUs and the program adds to them
-/// atomically; the agent writes zeros when it creates an entry and never
-/// touches them afterwards. They are kept only for block entries. For a
-/// single-address entry they are that address's per-address counters too
-/// (split by direction through `dst_*`), so its hits skip `IP_HITS`, and
-/// `last_event_ns` rate-limits its drop events without `EVENT_RATE`.
+/// entry is. Its hit counters live in `ENTRY_COUNTERS` under its `id`, so
+/// that the compiled table, which yields the id, finds them with one
+/// array load and no trie walk.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EntryValue {
@@ -210,6 +226,37 @@ pub struct EntryValue {
     pub prefix_len: u32,
     /// Entry flags ([`ENTRY_FLAG_MANUAL`], ...).
     pub flags: u32,
+    /// Index of the entry's counters in `ENTRY_COUNTERS`; 0 for allow
+    /// entries, which have none. Stable for the entry's whole life: a sync
+    /// that keeps the entry keeps its id, and so its counters.
+    pub id: u32,
+    /// Zero.
+    pub _pad: u32,
+}
+
+impl EntryValue {
+    /// A fresh entry.
+    pub const fn new(prefix_len: u32, flags: u32, id: u32) -> Self {
+        Self {
+            prefix_len,
+            flags,
+            id,
+            _pad: 0,
+        }
+    }
+}
+
+/// Hit counters of one block entry, in `ENTRY_COUNTERS[id]`: one cache
+/// line, so two entries hit on different CPUs never share one.
+///
+/// The program adds to the sums atomically; the timestamps are plain
+/// stores. The agent writes zeros when it gives the id to a new entry. For
+/// a single-address entry these are that address's per-address counters
+/// too (split by direction through `dst_*`), so its hits skip `IP_HITS`,
+/// and `last_event_ns` rate-limits its drop events without `EVENT_RATE`.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EntryCounters {
     /// Packets that matched this entry (dropped or monitored).
     pub packets: u64,
     /// Bytes of those packets (whole frame).
@@ -218,32 +265,18 @@ pub struct EntryValue {
     pub dst_packets: u64,
     /// Of `bytes`, those of packets whose destination matched.
     pub dst_bytes: u64,
-    /// `bpf_ktime_get_ns()` of the first hit (0: never hit).
+    /// `bpf_ktime_get_coarse_ns()` of the first hit (0: never hit).
     pub first_seen_ns: u64,
-    /// `bpf_ktime_get_ns()` of the last hit.
+    /// `bpf_ktime_get_coarse_ns()` of the last hit.
     pub last_seen_ns: u64,
-    /// `bpf_ktime_get_ns()` of the last drop event for a single-address
-    /// entry.
+    /// Of the last drop event for a single-address entry.
     pub last_event_ns: u64,
+    /// Zero.
+    pub _pad: u64,
 }
 
-impl EntryValue {
-    /// A fresh entry: no hits yet.
-    pub const fn new(prefix_len: u32, flags: u32) -> Self {
-        Self {
-            prefix_len,
-            flags,
-            packets: 0,
-            bytes: 0,
-            dst_packets: 0,
-            dst_bytes: 0,
-            first_seen_ns: 0,
-            last_seen_ns: 0,
-            last_event_ns: 0,
-        }
-    }
-
-    /// The hit counters of this entry.
+impl EntryCounters {
+    /// The prefix-level view of these counters.
     pub const fn counters(&self) -> PrefixCounters {
         PrefixCounters {
             packets: self.packets,
@@ -253,6 +286,10 @@ impl EntryValue {
         }
     }
 }
+
+/// Slots of `ENTRY_COUNTERS` (64 MiB, preallocated): at most this many
+/// block entries, IPv4 and IPv6 together, less one (id 0 means none).
+pub const ENTRIES_MAX: u32 = 1 << 20;
 
 /// The entry was added by hand (`block`/`allow`), not by a feed.
 pub const ENTRY_FLAG_MANUAL: u32 = 1;
@@ -265,9 +302,9 @@ pub struct PrefixCounters {
     pub packets: u64,
     /// Bytes of those packets (whole frame).
     pub bytes: u64,
-    /// `bpf_ktime_get_ns()` of the first hit (0: never hit).
+    /// `bpf_ktime_get_coarse_ns()` of the first hit (0: never hit).
     pub first_seen_ns: u64,
-    /// `bpf_ktime_get_ns()` of the last hit.
+    /// `bpf_ktime_get_coarse_ns()` of the last hit.
     pub last_seen_ns: u64,
 }
 
@@ -294,15 +331,15 @@ pub struct IpCounters {
     pub packets: u64,
     /// Bytes of those packets.
     pub bytes: u64,
-    /// `bpf_ktime_get_ns()` of the first hit on this CPU.
+    /// `bpf_ktime_get_coarse_ns()` of the first hit on this CPU.
     pub first_seen_ns: u64,
-    /// `bpf_ktime_get_ns()` of the last hit on this CPU.
+    /// `bpf_ktime_get_coarse_ns()` of the last hit on this CPU.
     pub last_seen_ns: u64,
     /// Prefix length of the block entry that matched.
     pub prefix_len: u32,
     /// Zero.
     pub _pad: u32,
-    /// `bpf_ktime_get_ns()` of the last drop event this CPU sent for this
+    /// `bpf_ktime_get_coarse_ns()` of the last drop event this CPU sent for this
     /// address: a per-CPU check in hand before the shared `EVENT_RATE`
     /// limiter is consulted, so most drops never touch that map.
     pub last_event_ns: u64,
@@ -380,7 +417,7 @@ pub struct Config {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DropEvent {
-    /// `bpf_ktime_get_ns()` at the drop.
+    /// `bpf_ktime_get_coarse_ns()` at the drop.
     pub ktime_ns: u64,
     /// Source address, network byte order; IPv4 in the first four bytes.
     pub src: [u8; 16],
@@ -420,6 +457,7 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::DropEvent {}
     unsafe impl aya::Pod for super::TableMeta {}
+    unsafe impl aya::Pod for super::EntryCounters {}
 }
 
 #[cfg(test)]
@@ -429,7 +467,8 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<EntryValue>(), 64);
+        assert_eq!(size_of::<EntryValue>(), 16);
+        assert_eq!(size_of::<EntryCounters>(), 64);
         assert_eq!(size_of::<IpKey>(), 20);
         assert_eq!(size_of::<PrefixCounters>(), 32);
         assert_eq!(size_of::<IpCounters>(), 48);

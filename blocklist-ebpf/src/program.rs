@@ -4,26 +4,26 @@
 //! address (source first, then destination) the verdict. For IPv4 in table
 //! mode (the default) that is the compiled table: one `TABLE_V4` slot load
 //! and, for a /16 that holds entries, a bounded binary search of its range
-//! chunk; only a block hit then fetches its entry (from `EXACT_V4` for a
-//! /32, else `BLOCK_V4`) to count in it. Otherwise (IPv6, or trie mode) a
-//! probe of the exact map of its family and, if that misses, a block-trie
-//! lookup; the allow trie only after a block hit. A blocked packet adds to the counters in the matching entry
-//! (atomically, in the cache line the lookup just read). A single-address
+//! chunk, whose result already names the entry. Otherwise (IPv6, or trie
+//! mode) a probe of the exact map of its family and, if that misses, a
+//! block-trie lookup; the allow trie only after a block hit. A blocked
+//! packet adds to its entry's counters, `ENTRY_COUNTERS[id]` (atomically;
+//! one cache line per entry). A single-address
 //! entry is its own per-address counter and event limiter; a hit on a wider
 //! entry also updates the per-address LRU (`IP_HITS`) and, for an event,
 //! the shared limiter (`EVENT_RATE`). At most one ring-buffer event per
 //! address per interval.
 //!
 //! Live traffic from many addresses is bound by cache misses, not by
-//! instructions: every map touched per drop is a few more misses, which is
-//! why the counters live in the entry value rather than in maps of their
-//! own, and why single addresses skip the trie.
+//! instructions: every map touched per packet is a few more misses, which
+//! is why the table is two small arrays, why a table hit needs no trie or
+//! hash to find its counters, and why single addresses skip `IP_HITS`.
 
 use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{BPF_ANY, xdp_action},
-    helpers::{bpf_ktime_get_ns, bpf_map_lookup_elem},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_map_lookup_elem},
     macros::{map, xdp},
     maps::{
         Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf,
@@ -33,12 +33,12 @@ use aya_ebpf::{
 };
 use blocklist_ebpf::{
     ACTION_MONITOR, ALLOW_MAX_ENTRIES, BLOCK_V4_MAX_ENTRIES, BLOCK_V6_MAX_ENTRIES,
-    CHUNK_SEARCH_STEPS, Config, DIRECTION_DST, DIRECTION_SRC, DropEvent, EVENT_DEFAULT_INTERVAL_MS,
-    EVENT_INTERVAL_OFF, EVENT_RATE_MAX_ENTRIES, EVENTS_RING_BYTES, EXACT_V4_MAX_ENTRIES,
-    EXACT_V6_MAX_ENTRIES, EntryValue, FAMILY_V4, FAMILY_V6, GlobalCounters,
-    IP_HITS_DEFAULT_ENTRIES, IpCounters, IpKey, LOOKUP_TRIE, MATCH_DST, MATCH_SRC,
-    RANGES_V4_RECORDS, RESULT_ALLOWED, RESULT_BLOCKED, SLOT_CHUNK, TABLE_V4_SLOTS, TableMeta,
-    v4_trie_data,
+    CHUNK_SEARCH_STEPS, Config, DIRECTION_DST, DIRECTION_SRC, DropEvent, ENTRIES_MAX,
+    EVENT_DEFAULT_INTERVAL_MS, EVENT_INTERVAL_OFF, EVENT_RATE_MAX_ENTRIES, EVENTS_RING_BYTES,
+    EXACT_V4_MAX_ENTRIES, EXACT_V6_MAX_ENTRIES, EntryCounters, EntryValue, FAMILY_V4, FAMILY_V6,
+    GlobalCounters, IP_HITS_DEFAULT_ENTRIES, IpCounters, IpKey, LOOKUP_TRIE, MATCH_DST, MATCH_SRC,
+    RANGES_V4_RECORDS, RESULT_ALLOWED, RESULT_BLOCKED, RESULT_ID_MASK, RESULT_LEN_SHIFT,
+    SLOT_CHUNK, TABLE_V4_SLOTS, TableMeta, v4_trie_data,
 };
 
 /// Entries are allocated on insert: a full-size preallocated map would
@@ -81,6 +81,8 @@ static RANGES_V4: Array<u64> = Array::pinned(RANGES_V4_RECORDS, BPF_F_MMAPABLE);
 /// and pinned with the others.
 #[map]
 static TABLE_META: Array<TableMeta> = Array::pinned(1, 0);
+#[map]
+static ENTRY_COUNTERS: Array<EntryCounters> = Array::pinned(ENTRIES_MAX, 0);
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -338,7 +340,7 @@ struct Probe {
     len: u64,
     /// Minimum gap between two events for one address; 0: events off.
     interval_ns: u64,
-    /// `bpf_ktime_get_ns()` of the hit (set by a blocking lookup).
+    /// `bpf_ktime_get_coarse_ns()` of the hit (set by a blocking lookup).
     now: u64,
     /// [`DIRECTION_SRC`] or [`DIRECTION_DST`]: which address is looked up.
     direction: u8,
@@ -370,9 +372,8 @@ fn lookup(addr: &[u8; 16], family: u8, probe: &mut Probe) -> Lookup {
 fn lookup_raw(addr: &[u8; 16], family: u8, probe: &mut Probe) -> u64 {
     // The exact maps first: single addresses are most entries, and a hash
     // probe costs far fewer cache misses than a trie walk.
-    let (value, allowed, exact) = if family == FAMILY_V4 && probe.table {
-        let bytes = [addr[0], addr[1], addr[2], addr[3]];
-        let r = table_v4(u32::from_be_bytes(bytes));
+    let (id, prefix_len) = if family == FAMILY_V4 && probe.table {
+        let r = table_v4(u32::from_be_bytes([addr[0], addr[1], addr[2], addr[3]]));
         if r & RESULT_BLOCKED == 0 {
             return if r & RESULT_ALLOWED != 0 {
                 LOOKUP_ALLOWED
@@ -380,57 +381,62 @@ fn lookup_raw(addr: &[u8; 16], family: u8, probe: &mut Probe) -> u64 {
                 LOOKUP_MISS
             };
         }
-        // The table already applied the allow entries: only the counters
-        // are left to find.
-        let prefix_len = r & 0xff;
-        let found = if prefix_len == 32 {
-            EXACT_V4.get_ptr_mut(&bytes).map(|v| (v, true))
-        } else {
-            lookup_mut(&BLOCK_V4, &Key::new(32, v4_trie_data(bytes))).map(|v| (v, false))
-        };
-        match found {
-            Some((v, exact)) => (v, false, exact),
-            // The entry left the tries a moment before the table (a sync
-            // removes table ranges only after the entries): still blocked,
-            // but there is nothing to count in, and no event.
-            None => return LOOKUP_BLOCKED | LOOKUP_EXACT | ((prefix_len as u64) << 32),
-        }
-    } else if family == FAMILY_V4 {
-        let bytes = [addr[0], addr[1], addr[2], addr[3]];
-        let key = Key::new(32, v4_trie_data(bytes));
-        let (v, exact) = match EXACT_V4.get_ptr_mut(&bytes) {
-            Some(v) => (v, true),
-            None => match lookup_mut(&BLOCK_V4, &key) {
-                Some(v) => (v, false),
-                None => return LOOKUP_MISS,
-            },
-        };
-        (v, ALLOW_V4.get(&key).is_some(), exact)
+        // The table already applied the allow entries, and names the
+        // entry: nothing else to look up.
+        (r & RESULT_ID_MASK, (r >> RESULT_LEN_SHIFT) & 0x3f)
     } else {
-        let key = Key::new(128, *addr);
-        let (v, exact) = match EXACT_V6.get_ptr_mut(addr) {
-            Some(v) => (v, true),
-            None => match lookup_mut(&BLOCK_V6, &key) {
-                Some(v) => (v, false),
-                None => return LOOKUP_MISS,
-            },
+        let (value, allowed) = if family == FAMILY_V4 {
+            let bytes = [addr[0], addr[1], addr[2], addr[3]];
+            let key = Key::new(32, v4_trie_data(bytes));
+            let v = match EXACT_V4.get_ptr(&bytes) {
+                Some(v) => v,
+                None => match lookup_ptr(&BLOCK_V4, &key) {
+                    Some(v) => v,
+                    None => return LOOKUP_MISS,
+                },
+            };
+            (v, ALLOW_V4.get(&key).is_some())
+        } else {
+            let key = Key::new(128, *addr);
+            let v = match EXACT_V6.get_ptr(addr) {
+                Some(v) => v,
+                None => match lookup_ptr(&BLOCK_V6, &key) {
+                    Some(v) => v,
+                    None => return LOOKUP_MISS,
+                },
+            };
+            (v, ALLOW_V6.get(&key).is_some())
         };
-        (v, ALLOW_V6.get(&key).is_some(), exact)
+        if allowed {
+            return LOOKUP_ALLOWED;
+        }
+        // SAFETY: `value` came from a successful map lookup and stays valid
+        // for this program run (RCU).
+        unsafe { ((*value).id, (*value).prefix_len) }
     };
-    if allowed {
-        return LOOKUP_ALLOWED;
-    }
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    probe.now = unsafe { bpf_ktime_get_ns() };
-    let event_due = count_entry(value, probe, exact);
+    let host = if family == FAMILY_V4 { 32 } else { 128 };
+    let exact = prefix_len == host;
+    let blocked = LOOKUP_BLOCKED | ((prefix_len as u64) << 32);
+    // Id 0, or one past the counters: an entry without counters (a table
+    // written by a newer agent, say). Still blocked; nothing to count in,
+    // and no event.
+    let Some(counters) = (if id == 0 {
+        None
+    } else {
+        ENTRY_COUNTERS.get_ptr_mut(id)
+    }) else {
+        return blocked | LOOKUP_EXACT;
+    };
+    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions; the coarse
+    // clock is a memory read, not a clock-source read (kvm-clock in a VM).
+    probe.now = unsafe { bpf_ktime_get_coarse_ns() };
+    let event_due = count_entry(counters, probe, exact);
     let flags = match (exact, event_due) {
         (false, _) => 0,
         (true, false) => LOOKUP_EXACT,
         (true, true) => LOOKUP_EXACT | LOOKUP_EVENT,
     };
-    // SAFETY: `value` came from a successful map lookup (see count_entry).
-    let prefix_len = unsafe { (*value).prefix_len };
-    LOOKUP_BLOCKED | flags | ((prefix_len as u64) << 32)
+    blocked | flags
 }
 
 /// The compiled table's result for an IPv4 address (host byte order):
@@ -470,11 +476,10 @@ fn table_v4(addr: u32) -> u32 {
     }
 }
 
-/// `bpf_map_lookup_elem` on a trie, as a writable pointer: aya's
-/// `LpmTrie::get` hands out `&V`, and writing counters through a shared
-/// reference would let the compiler drop the stores.
+/// `bpf_map_lookup_elem` on a trie, as a raw pointer (aya's
+/// `LpmTrie::get` hands out a reference tied to the map).
 #[inline(always)]
-fn lookup_mut<K>(trie: &LpmTrie<K, EntryValue>, key: &Key<K>) -> Option<*mut EntryValue> {
+fn lookup_ptr<K>(trie: &LpmTrie<K, EntryValue>, key: &Key<K>) -> Option<*const EntryValue> {
     // SAFETY: `LpmTrie` is `repr(transparent)` over its map definition, the
     // pointer the helper expects; the key outlives the call.
     let p = unsafe {
@@ -486,7 +491,7 @@ fn lookup_mut<K>(trie: &LpmTrie<K, EntryValue>, key: &Key<K>) -> Option<*mut Ent
     if p.is_null() {
         None
     } else {
-        Some(p as *mut EntryValue)
+        Some(p as *const EntryValue)
     }
 }
 
@@ -496,7 +501,7 @@ fn lookup_mut<K>(trie: &LpmTrie<K, EntryValue>, key: &Key<K>) -> Option<*mut Ent
 /// event through). For a single-address entry, returns whether a drop
 /// event is due (`probe.interval_ns` 0: events are off).
 #[inline(always)]
-fn count_entry(v: *mut EntryValue, probe: &Probe, exact: bool) -> bool {
+fn count_entry(v: *mut EntryCounters, probe: &Probe, exact: bool) -> bool {
     use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
     let Probe {
         len,
@@ -505,10 +510,10 @@ fn count_entry(v: *mut EntryValue, probe: &Probe, exact: bool) -> bool {
         direction,
         ..
     } = *probe;
-    // SAFETY: `v` points at the entry's value in kernel memory, which
-    // the map owns and keeps alive for this program run (RCU); programs
-    // may write map values, and the counters are only ever written here
-    // (atomically) or by the agent when the entry is created.
+    // SAFETY: `v` points at an ENTRY_COUNTERS value, which the map owns
+    // for as long as it exists; programs may write map values, and the
+    // counters are only ever written here (atomically) or by the agent
+    // when it gives the id to a new entry.
     unsafe {
         atomic_xadd::<u64, u64, { Relaxed }>(&raw mut (*v).packets, 1);
         atomic_xadd::<u64, u64, { Relaxed }>(&raw mut (*v).bytes, len);

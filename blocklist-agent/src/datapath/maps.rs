@@ -29,12 +29,13 @@ use aya::{
     },
 };
 use blocklist_ebpf::{
-    Config, ENTRY_FLAG_MANUAL, EntryValue, FAMILY_V4, GlobalCounters, IpCounters, IpKey,
-    PrefixCounters, TableMeta, map_names,
+    Config, ENTRIES_MAX, ENTRY_FLAG_MANUAL, EntryCounters, EntryValue, FAMILY_V4, GlobalCounters,
+    IpCounters, IpKey, PrefixCounters, TableMeta, map_names,
 };
 
 use super::{
     DatapathError, batch,
+    ids::Ids,
     pin::PinDir,
     table::{TableMaps, TableReport},
 };
@@ -77,9 +78,13 @@ fn v4_addr(data: [u8; 8]) -> [u8; 4] {
 
 /// An IPv4 prefix as the table compiler takes it (IPv6 prefixes, which
 /// the IPv4 walks never yield, map to nothing useful).
-fn v4_entry(p: Prefix) -> super::table::compile::Entry {
+fn v4_entry(p: Prefix, id: u32) -> super::table::compile::Entry {
     let b = p.v4_bytes().unwrap_or_default();
-    (u32::from_be_bytes(b), p.prefix_len())
+    super::table::compile::Entry {
+        addr: u32::from_be_bytes(b),
+        len: p.prefix_len(),
+        id,
+    }
 }
 
 /// True when `prefix`, as an entry of `kind`, lives in an exact map.
@@ -100,6 +105,10 @@ pub struct Maps {
     global: PerCpuArray<MapData, GlobalCounters>,
     ip_hits: PerCpuHashMap<MapData, IpKey, IpCounters>,
     table_meta: Array<MapData, TableMeta>,
+    entry_counters: Array<MapData, EntryCounters>,
+    /// Entry ids, read from the installed entries for one write (or one
+    /// batch).
+    ids: Option<Ids>,
     /// The table's arrays, mapped on the first update.
     table: Option<TableMaps>,
     /// Inside [`Maps::batch`]: table updates wait for its end.
@@ -273,6 +282,8 @@ impl Maps {
             global: typed(pin, map_names::GLOBAL, a)?,
             ip_hits: typed(pin, map_names::IP_HITS, a)?,
             table_meta: typed(pin, map_names::TABLE_META, a)?,
+            entry_counters: typed(pin, map_names::ENTRY_COUNTERS, a)?,
+            ids: None,
             table: None,
             batching: false,
             marked: false,
@@ -308,7 +319,59 @@ impl Maps {
         if self.batching {
             return Ok(());
         }
+        self.ids = None;
         self.commit_table().map(|_| ())
+    }
+
+    /// The id allocator, read from the installed block entries once per
+    /// write or batch.
+    fn ids(&mut self) -> Result<&mut Ids, DatapathError> {
+        if self.ids.is_none() {
+            let mut installed = Vec::new();
+            for v4 in [true, false] {
+                self.visit(TrieKind::Block, v4, |p, v| installed.push((p, v.id)))?;
+            }
+            self.ids = Some(Ids::new(installed));
+        }
+        Ok(self.ids.as_mut().expect("read above"))
+    }
+
+    /// Ids for new block entries (existing ones keep theirs), with their
+    /// counters zeroed before any entry names them.
+    fn ids_for(&mut self, prefixes: &[Prefix]) -> Result<Vec<u32>, DatapathError> {
+        let ids = self.ids()?;
+        let mut out = Vec::with_capacity(prefixes.len());
+        let mut fresh = Vec::new();
+        for p in prefixes {
+            let id = match ids.of(p) {
+                Some(id) => id,
+                None => {
+                    let id = ids.give(*p).ok_or_else(|| DatapathError::Full {
+                        map: map_names::ENTRY_COUNTERS,
+                        max: ENTRIES_MAX - 1,
+                        entry: p.to_string(),
+                    })?;
+                    fresh.push(id);
+                    id
+                }
+            };
+            out.push(id);
+        }
+        let zeros = vec![EntryCounters::default(); fresh.len().min(BATCH)];
+        for chunk in fresh.chunks(BATCH) {
+            let fd = self.entry_counters.map().fd().as_fd();
+            if let Err(e) = batch::update(fd, chunk, &zeros[..chunk.len()]) {
+                if !e.unsupported() {
+                    return Err(DatapathError::other("zeroing ENTRY_COUNTERS", e.error));
+                }
+                for id in chunk {
+                    self.entry_counters
+                        .set(*id, &EntryCounters::default(), 0)
+                        .map_err(map_err("zeroing ENTRY_COUNTERS"))?;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Runs `f` (a sync's writes) with the table updated once, at the end,
@@ -322,6 +385,7 @@ impl Maps {
         self.batching = true;
         let r = f(self);
         self.batching = false;
+        self.ids = None;
         let t = self.commit_table();
         let r = r?;
         Ok((r, t?))
@@ -337,9 +401,9 @@ impl Maps {
             return Ok(None);
         }
         let mut block = Vec::new();
-        self.visit(TrieKind::Block, true, |p, _| block.push(v4_entry(p)))?;
+        self.visit(TrieKind::Block, true, |p, v| block.push(v4_entry(p, v.id)))?;
         let mut allow = Vec::new();
-        self.visit(TrieKind::Allow, true, |p, _| allow.push(v4_entry(p)))?;
+        self.visit(TrieKind::Allow, true, |p, _| allow.push(v4_entry(p, 0)))?;
         if self.table.is_none() {
             self.table = Some(TableMaps::open(&self.pin)?);
         }
@@ -474,7 +538,13 @@ impl Maps {
         // its counters.
         let value = match existing {
             Some(old) => EntryValue { flags, ..old },
-            None => EntryValue::new(prefix.prefix_len() as u32, flags),
+            None => {
+                let id = match kind {
+                    TrieKind::Block => self.ids_for(&[prefix])?[0],
+                    TrieKind::Allow => 0,
+                };
+                EntryValue::new(prefix.prefix_len() as u32, flags, id)
+            }
         };
         let exact = is_exact(kind, prefix);
         let name = Self::map_name(kind, prefix.is_v4(), exact);
@@ -563,10 +633,16 @@ impl Maps {
         kind: TrieKind,
         entries: &[(Prefix, u32)],
     ) -> Result<(), DatapathError> {
-        let value = |p: &Prefix, flags: u32| EntryValue::new(p.prefix_len() as u32, flags);
+        let prefixes: Vec<Prefix> = entries.iter().map(|(p, _)| *p).collect();
+        let ids = match kind {
+            TrieKind::Block => self.ids_for(&prefixes)?,
+            TrieKind::Allow => vec![0; entries.len()],
+        };
+        drop(prefixes);
         let (mut k4, mut v4s, mut k6, mut v6s) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut e4, mut ev4, mut e6, mut ev6) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (p, flags) in entries {
+        for ((p, flags), id) in entries.iter().zip(ids) {
+            let value = |p: &Prefix, flags: u32| EntryValue::new(p.prefix_len() as u32, flags, id);
             let exact = is_exact(kind, *p);
             match (p.v4_bytes(), p.v6_bytes(), exact) {
                 (Some(b), _, true) => {
@@ -785,40 +861,91 @@ impl Maps {
         Ok(crate::counters::sum_global(per_cpu.iter()))
     }
 
+    /// The counters of entry `id` (zero for id 0).
+    pub fn entry_counters(&self, id: u32) -> Result<EntryCounters, DatapathError> {
+        if id == 0 {
+            return Ok(EntryCounters::default());
+        }
+        self.entry_counters
+            .get(&id, 0)
+            .map_err(map_err(format!("reading ENTRY_COUNTERS[{id}]")))
+    }
+
+    /// The counters of the entries `ids`, in order: one lookup each for a
+    /// few, else one batched read of the counters up to the highest id.
+    fn counters_of(&self, ids: &[u32]) -> Result<Vec<EntryCounters>, DatapathError> {
+        if ids.len() < 1024 {
+            return ids.iter().map(|id| self.entry_counters(*id)).collect();
+        }
+        let top = ids.iter().copied().max().unwrap_or(0) as usize;
+        let mut all = vec![EntryCounters::default(); top + 1];
+        let fd = self.entry_counters.map().fd().as_fd();
+        // The batched walk of an array reads all of it (64 MB at a million
+        // ids), in a few hundred syscalls.
+        let r = batch::lookup_each::<u32, EntryCounters>(fd, BATCH, |k, v| {
+            if (k as usize) <= top {
+                all[k as usize] = v;
+            }
+        });
+        match r {
+            Ok(_) => Ok(ids.iter().map(|id| all[*id as usize]).collect()),
+            Err(e) if e.unsupported() && e.done == 0 => {
+                ids.iter().map(|id| self.entry_counters(*id)).collect()
+            }
+            Err(e) => Err(DatapathError::other("reading ENTRY_COUNTERS", e.error)),
+        }
+    }
+
     /// Counters of one block prefix (zero if never hit or not installed).
     pub fn prefix_counters(&self, prefix: Prefix) -> Result<PrefixCounters, DatapathError> {
-        Ok(self
-            .get_exact(TrieKind::Block, prefix)?
-            .map(|v| v.counters())
-            .unwrap_or_default())
+        match self.get_exact(TrieKind::Block, prefix)? {
+            Some(v) => Ok(self.entry_counters(v.id)?.counters()),
+            None => Ok(PrefixCounters::default()),
+        }
     }
 
-    /// The counters of every block prefix that was hit: one batched walk
-    /// of each block trie.
+    /// Every block entry with its flags and counters.
+    fn block_entries_with_counters(
+        &self,
+        exact_only: bool,
+    ) -> Result<Vec<(Prefix, EntryValue, EntryCounters)>, DatapathError> {
+        let mut entries = Vec::new();
+        for v4 in [true, false] {
+            if exact_only {
+                self.visit_exact(v4, &mut |p, v| entries.push((p, *v)))?;
+            } else {
+                self.visit(TrieKind::Block, v4, |p, v| entries.push((p, *v)))?;
+            }
+        }
+        let ids: Vec<u32> = entries.iter().map(|(_, v)| v.id).collect();
+        let counters = self.counters_of(&ids)?;
+        Ok(entries
+            .into_iter()
+            .zip(counters)
+            .map(|((p, v), c)| (p, v, c))
+            .collect())
+    }
+
+    /// The counters of every block prefix that was hit.
     pub fn all_prefix_counters(&self) -> Result<Vec<(Prefix, PrefixCounters)>, DatapathError> {
-        let mut out = Vec::new();
-        for v4 in [true, false] {
-            self.visit(TrieKind::Block, v4, |p, v| {
-                if v.packets > 0 {
-                    out.push((p, v.counters()))
-                }
-            })?;
-        }
-        Ok(out)
+        Ok(self
+            .block_entries_with_counters(false)?
+            .into_iter()
+            .filter(|(_, _, c)| c.packets > 0)
+            .map(|(p, _, c)| (p, c.counters()))
+            .collect())
     }
 
-    /// Every single-address block entry that was hit: its counters are that
-    /// address's per-address counters (the program skips `IP_HITS` for it).
-    pub fn single_address_hits(&self) -> Result<Vec<(Prefix, EntryValue)>, DatapathError> {
-        let mut out = Vec::new();
-        for v4 in [true, false] {
-            self.visit_exact(v4, &mut |p, v| {
-                if v.packets > 0 {
-                    out.push((p, *v))
-                }
-            })?;
-        }
-        Ok(out)
+    /// Every single-address block entry that was hit, with its flags: its
+    /// counters are that address's per-address counters (the program skips
+    /// `IP_HITS` for it).
+    pub fn single_address_hits(&self) -> Result<Vec<(Prefix, u32, EntryCounters)>, DatapathError> {
+        Ok(self
+            .block_entries_with_counters(true)?
+            .into_iter()
+            .filter(|(_, _, c)| c.packets > 0)
+            .map(|(p, v, c)| (p, v.flags, c))
+            .collect())
     }
 
     /// True when `prefix` is installed as a hand-made block entry.

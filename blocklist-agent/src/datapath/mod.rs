@@ -5,6 +5,7 @@
 pub mod attach;
 pub mod batch;
 pub mod error;
+pub mod ids;
 pub mod loader;
 pub mod maps;
 pub mod mmap;

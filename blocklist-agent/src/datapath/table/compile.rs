@@ -9,11 +9,22 @@
 //! every point: a step function, which is exactly the chunk's records.
 
 use blocklist_ebpf::{
-    CHUNK_MAX_RECORDS, RESULT_ALLOWED, RESULT_BLOCKED, SLOT_CHUNK, TABLE_V4_SLOTS,
+    CHUNK_MAX_RECORDS, RESULT_ALLOWED, SLOT_CHUNK, TABLE_V4_SLOTS, blocked_result,
 };
 
-/// An IPv4 entry: the address (host byte order) and its prefix length.
-pub type Entry = (u32, u8);
+/// An IPv4 entry as the compiler takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    /// The address, host byte order (host bits are ignored).
+    pub addr: u32,
+    /// Prefix length (above 32 is read as 32).
+    pub len: u8,
+    /// The entry's id (0 for allow entries).
+    pub id: u32,
+}
+
+/// What covers a point: the longest entry's length and id.
+type Cover = Option<(u8, u32)>;
 
 const SLOTS: usize = TABLE_V4_SLOTS as usize;
 /// Width of the low part a chunk covers.
@@ -91,13 +102,13 @@ pub fn search(records: &[u64], low: u32) -> u32 {
     records[base] as u32
 }
 
-/// The result for a point covered by the longest block entry `block` (its
-/// prefix length) and, or not, by an allow entry.
-fn result(block: Option<u8>, allowed: bool) -> u32 {
+/// The result for a point covered by the longest block entry `block` and,
+/// or not, by an allow entry.
+fn result(block: Cover, allowed: bool) -> u32 {
     match block {
         None => 0,
         Some(_) if allowed => RESULT_ALLOWED,
-        Some(len) => RESULT_BLOCKED | len as u32,
+        Some((len, id)) => blocked_result(id, len),
     }
 }
 
@@ -139,31 +150,35 @@ pub fn compile(block: &[Entry], allow: &[Entry]) -> Compiled {
 }
 
 /// A masked entry (host bits cleared, length at most 32).
-fn canonical(&(addr, len): &Entry) -> Entry {
-    let len = len.min(32);
+fn canonical(e: &Entry) -> Entry {
+    let len = e.len.min(32);
     let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    (addr & mask, len)
+    Entry {
+        addr: e.addr & mask,
+        len,
+        id: e.id,
+    }
 }
 
 /// Entries of /16 or wider (sorted by length, widest first) and the
 /// narrower ones (sorted by address, then widest first).
 fn split(entries: &[Entry]) -> (Vec<Entry>, Vec<Entry>) {
     let (mut wide, mut narrow): (Vec<Entry>, Vec<Entry>) =
-        entries.iter().map(canonical).partition(|e| e.1 <= 16);
-    wide.sort_unstable_by_key(|e| e.1);
-    narrow.sort_unstable();
+        entries.iter().map(canonical).partition(|e| e.len <= 16);
+    wide.sort_unstable_by_key(|e| e.len);
+    narrow.sort_unstable_by_key(|e| (e.addr, e.len));
     (wide, narrow)
 }
 
 /// Per slot, the longest of the wide entries that covers it.
-fn paint(wide: &[Entry]) -> Vec<Option<u8>> {
+fn paint(wide: &[Entry]) -> Vec<Cover> {
     let mut base = vec![None; SLOTS];
     // Widest first, so a longer entry overwrites the wider ones it is in.
-    for &(addr, len) in wide {
-        let first = (addr >> 16) as usize;
-        let n = 1usize << (16 - len);
+    for e in wide {
+        let first = (e.addr >> 16) as usize;
+        let n = 1usize << (16 - e.len);
         for b in &mut base[first..first + n] {
-            *b = Some(len);
+            *b = Some((e.len, e.id));
         }
     }
     base
@@ -172,17 +187,17 @@ fn paint(wide: &[Entry]) -> Vec<Option<u8>> {
 /// The run of `narrow` entries inside `slot`, advancing `i` past them.
 fn take_slot<'a>(narrow: &'a [Entry], i: &mut usize, slot: u32) -> &'a [Entry] {
     let start = *i;
-    while *i < narrow.len() && narrow[*i].0 >> 16 == slot {
+    while *i < narrow.len() && narrow[*i].addr >> 16 == slot {
         *i += 1;
     }
     &narrow[start..*i]
 }
 
 /// The longest match over the slot's low 16 bits as a step function:
-/// `(start, longest covering length)`, first start 0, no two neighbours
+/// `(start, longest covering entry)`, first start 0, no two neighbours
 /// equal. `entries` are sorted by address, then widest first.
-fn sweep(entries: &[Entry], base: Option<u8>) -> Vec<(u32, Option<u8>)> {
-    fn step(out: &mut Vec<(u32, Option<u8>)>, at: u32, v: Option<u8>) {
+fn sweep(entries: &[Entry], base: Cover) -> Vec<(u32, Cover)> {
+    fn step(out: &mut Vec<(u32, Cover)>, at: u32, v: Cover) {
         if at >= LOW {
             return;
         }
@@ -199,19 +214,19 @@ fn sweep(entries: &[Entry], base: Option<u8>) -> Vec<(u32, Option<u8>)> {
         }
     }
     let mut out = vec![(0, base)];
-    let mut open: Vec<(u32, u8)> = Vec::new();
-    for &(addr, len) in entries {
-        let start = addr & 0xffff;
-        let end = start + (1u32 << (32 - len));
-        while let Some(&(e, _)) = open.last() {
-            if e > start {
+    let mut open: Vec<(u32, (u8, u32))> = Vec::new();
+    for e in entries {
+        let start = e.addr & 0xffff;
+        let end = start + (1u32 << (32 - e.len));
+        while let Some(&(end_of_top, _)) = open.last() {
+            if end_of_top > start {
                 break;
             }
             open.pop();
-            step(&mut out, e, open.last().map(|o| o.1).or(base));
+            step(&mut out, end_of_top, open.last().map(|o| o.1).or(base));
         }
-        open.push((end, len));
-        step(&mut out, start, Some(len));
+        open.push((end, (e.len, e.id)));
+        step(&mut out, start, Some((e.len, e.id)));
     }
     while let Some((e, _)) = open.pop() {
         step(&mut out, e, open.last().map(|o| o.1).or(base));
@@ -220,7 +235,7 @@ fn sweep(entries: &[Entry], base: Option<u8>) -> Vec<(u32, Option<u8>)> {
 }
 
 /// Combines the block and allow step functions into records.
-fn merge(block: &[(u32, Option<u8>)], allow: &[(u32, Option<u8>)], out: &mut Vec<u64>) {
+fn merge(block: &[(u32, Cover)], allow: &[(u32, Cover)], out: &mut Vec<u64>) {
     let first = out.len();
     let (mut i, mut j) = (0, 0);
     let (mut b, mut a) = (None, false);
@@ -250,26 +265,47 @@ fn merge(block: &[(u32, Option<u8>)], allow: &[(u32, Option<u8>)], out: &mut Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use blocklist_ebpf::RESULT_BLOCKED;
     use proptest::prelude::*;
 
-    /// The reference: longest block match, overridden by any allow match.
+    fn e(addr: u32, len: u8, id: u32) -> Entry {
+        Entry { addr, len, id }
+    }
+
+    /// The reference: the longest block match, overridden by any allow
+    /// match.
     fn reference(block: &[Entry], allow: &[Entry], addr: u32) -> u32 {
         let covers = |e: &Entry| {
-            let (a, l) = canonical(e);
-            l == 0 || (addr >> (32 - l as u32)) == (a >> (32 - l as u32))
+            let c = canonical(e);
+            c.len == 0 || (addr >> (32 - c.len as u32)) == (c.addr >> (32 - c.len as u32))
         };
         let best = block
             .iter()
             .filter(|e| covers(e))
-            .map(|e| e.1.min(32))
-            .max();
+            .max_by_key(|e| e.len.min(32))
+            .map(|e| (e.len.min(32), e.id));
         result(best, allow.iter().any(covers))
     }
 
-    fn entry() -> impl Strategy<Value = Entry> {
+    /// Canonical, distinct block entries with distinct ids (as installed).
+    fn block_set(raw: Vec<(u32, u16, u8)>) -> Vec<Entry> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for (hi, lo, len) in raw {
+            let c = canonical(&e(0x0a00_0000 | (hi << 16) | lo as u32, len, 0));
+            if seen.insert((c.addr, c.len)) {
+                out.push(Entry {
+                    id: out.len() as u32 + 1,
+                    ..c
+                });
+            }
+        }
+        out
+    }
+
+    fn raw() -> impl Strategy<Value = (u32, u16, u8)> {
         // Few distinct /16s, so entries overlap and nest often.
-        (0u32..4, any::<u16>(), 0u8..=32)
-            .prop_map(|(hi, lo, len)| ((0x0a00_0000 | (hi << 16) | lo as u32), len.max(8)))
+        (0u32..4, any::<u16>(), 8u8..=32)
     }
 
     fn addr() -> impl Strategy<Value = u32> {
@@ -280,17 +316,18 @@ mod tests {
         #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
         #[test]
         fn table_equals_reference(
-            block in proptest::collection::vec(entry(), 0..40),
-            allow in proptest::collection::vec(entry(), 0..8),
+            block in proptest::collection::vec(raw(), 0..40),
+            allow in proptest::collection::vec(raw(), 0..8),
             probes in proptest::collection::vec(addr(), 64),
         ) {
+            let block = block_set(block);
+            let allow: Vec<Entry> = block_set(allow).into_iter().map(|a| Entry { id: 0, ..a }).collect();
             let t = compile(&block, &allow);
             let mut points = probes;
             // Every entry's edges, where off-by-one errors live.
-            for &(a, l) in block.iter().chain(&allow) {
-                let (a, l) = canonical(&(a, l));
-                let size = 1u64 << (32 - l as u32);
-                points.extend([a, a.wrapping_sub(1), (a as u64 + size - 1) as u32, (a as u64 + size) as u32]);
+            for c in block.iter().chain(&allow) {
+                let size = 1u64 << (32 - c.len as u32);
+                points.extend([c.addr, c.addr.wrapping_sub(1), (c.addr as u64 + size - 1) as u32, (c.addr as u64 + size) as u32]);
             }
             for p in points {
                 prop_assert_eq!(t.lookup(p), reference(&block, &allow, p), "address {:#x}", p);
@@ -299,10 +336,10 @@ mod tests {
 
         #[test]
         fn chunks_are_minimal_and_well_formed(
-            block in proptest::collection::vec(entry(), 0..40),
-            allow in proptest::collection::vec(entry(), 0..8),
+            block in proptest::collection::vec(raw(), 0..40),
+            allow in proptest::collection::vec(raw(), 0..8),
         ) {
-            let t = compile(&block, &allow);
+            let t = compile(&block_set(block), &block_set(allow));
             for i in 0..SLOTS {
                 if let Slot::Chunk(r) = t.slot(i) {
                     prop_assert!(r.len() >= 2);
@@ -318,8 +355,8 @@ mod tests {
 
     #[test]
     fn wide_entries_fill_slots_directly() {
-        let t = compile(&[(0x0a00_0000, 8)], &[(0x0a01_0000, 16)]);
-        assert_eq!(t.slot(0x0a00), Slot::Direct(RESULT_BLOCKED | 8));
+        let t = compile(&[e(0x0a00_0000, 8, 7)], &[e(0x0a01_0000, 16, 0)]);
+        assert_eq!(t.slot(0x0a00), Slot::Direct(blocked_result(7, 8)));
         assert_eq!(t.slot(0x0a01), Slot::Direct(RESULT_ALLOWED));
         assert_eq!(t.slot(0x0b00), Slot::Direct(0));
         assert_eq!(t.records(), 0);
@@ -327,37 +364,38 @@ mod tests {
 
     #[test]
     fn a_host_inside_a_prefix_splits_its_slot() {
-        let t = compile(&[(0x0a00_0000, 8), (0x0a00_0105, 32)], &[]);
+        let t = compile(&[e(0x0a00_0000, 8, 1), e(0x0a00_0105, 32, 2)], &[]);
         let Slot::Chunk(r) = t.slot(0x0a00) else {
             panic!("expected a chunk");
         };
         assert_eq!(
             r,
             &[
-                RESULT_BLOCKED as u64 | 8,
-                (0x105u64 << 32) | (RESULT_BLOCKED | 32) as u64,
-                (0x106u64 << 32) | (RESULT_BLOCKED | 8) as u64,
+                blocked_result(1, 8) as u64,
+                (0x105u64 << 32) | blocked_result(2, 32) as u64,
+                (0x106u64 << 32) | blocked_result(1, 8) as u64,
             ]
         );
+        assert_ne!(blocked_result(1, 8) & RESULT_BLOCKED, 0);
     }
 
     #[test]
     fn an_allow_entry_outside_every_block_entry_adds_nothing() {
-        let t = compile(&[], &[(0x0a00_0000, 24)]);
+        let t = compile(&[], &[e(0x0a00_0000, 24, 0)]);
         assert_eq!(t.records(), 0);
         assert_eq!(t.lookup(0x0a00_0001), 0);
     }
 
     #[test]
     fn a_full_slot_of_hosts_fits_one_chunk() {
-        let block: Vec<Entry> = (0..65_536u32).map(|i| (0x0a00_0000 | i, 32)).collect();
-        let allow = [(0x0a00_0000, 31)];
-        let t = compile(&block, &allow);
+        let block: Vec<Entry> = (0..65_536u32)
+            .map(|i| e(0x0a00_0000 | i, 32, i + 1))
+            .collect();
+        let t = compile(&block, &[e(0x0a00_0000, 31, 0)]);
         assert_eq!(t.lookup(0x0a00_0000), RESULT_ALLOWED);
-        assert_eq!(t.lookup(0x0a00_0002), RESULT_BLOCKED | 32);
-        assert_eq!(t.lookup(0x0a00_ffff), RESULT_BLOCKED | 32);
-        // Every host is its own entry but they compile to one range each
-        // side of the allowed /31.
-        assert_eq!(t.records(), 2);
+        assert_eq!(t.lookup(0x0a00_0002), blocked_result(3, 32));
+        assert_eq!(t.lookup(0x0a00_ffff), blocked_result(65_536, 32));
+        // One record per host (each its own id) but the allowed /31 is one.
+        assert_eq!(t.records(), 65_535);
     }
 }
