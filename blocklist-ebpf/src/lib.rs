@@ -137,6 +137,9 @@ pub const PROGRAM_NAME: &str = "blocklist";
 /// Name of the empty `XDP_PASS` program shipped beside it, the cost floor
 /// that benchmarks compare against.
 pub const FLOOR_PROGRAM_NAME: &str = "xdp_pass_floor";
+/// Name of the drop-everything program shipped beside it, the live
+/// ceiling that benchmarks compare against.
+pub const DROP_ALL_PROGRAM_NAME: &str = "xdp_drop_floor";
 
 /// Capacity of `BLOCK_V4` (LPM tries allocate per entry, so this costs
 /// nothing until used).

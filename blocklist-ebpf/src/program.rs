@@ -156,6 +156,13 @@ pub fn xdp_pass_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// The live ceiling for benchmarks: drops everything at once, so the
+/// bench can tell the cost of the filter from the cost of the setup.
+#[xdp]
+pub fn xdp_drop_floor(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
+}
+
 enum Verdict {
     Pass,
     Drop(u8),

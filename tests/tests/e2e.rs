@@ -156,6 +156,13 @@ fn block_and_unblock_all_protocols(mode: &str) {
     assert!(st["counters"]["dropped_v4_packets"].as_u64().unwrap() >= 36);
     assert!(st["counters"]["dropped_v6_packets"].as_u64().unwrap() >= 36);
     assert_eq!(st["interfaces"][0]["mode"], mode);
+    // The suite runs once per lookup (XDP_BLOCKLIST_LOOKUP), and the
+    // agent must really be deciding with the one under test.
+    assert_eq!(
+        st["lookup"],
+        blocklist_tests::kernel::lookup_under_test().name()
+    );
+    assert_eq!(st["table"]["dirty"], false);
 
     s.agent.run(&[
         "unblock",

@@ -119,6 +119,9 @@ fn build() -> Result<()> {
     sh::run(sh::cargo().args(["build", "--release", "-p", "blocklist-agent"]))
 }
 
+/// Suites run a second time in trie mode.
+const TRIE_SUITES: [&str; 4] = ["kept", "maps", "e2e", "reliability"];
+
 /// Seconds each fuzz target runs in `cargo xtask test`.
 const FUZZ_SECONDS_IN_TEST: u64 = 30;
 
@@ -168,6 +171,21 @@ fn test(filter: Option<String>) -> Result<()> {
             .env("XDPBL_DEB", &deb),
         &mut totals,
     )?;
+    // The datapath suites again with the tries deciding instead of the
+    // compiled table: the fallback an operator can switch to must keep
+    // every promise too (verdict.rs runs both lookups itself).
+    sh::step("test: the datapath suites again with `[datapath] lookup = \"trie\"`");
+    for suite in TRIE_SUITES {
+        sh::run_tests(
+            sh::cargo()
+                .args(["test", "-p", "blocklist-tests", "--test", suite, "--"])
+                .arg("--test-threads=1")
+                .args(&filter)
+                .env("XDP_BLOCKLIST_LOOKUP", "trie")
+                .env("XDPBL_DEB", &deb),
+            &mut totals,
+        )?;
+    }
     // Bounded fuzzing of every parser (the corpus lives in fuzz/corpus).
     sh::step("test: fuzzing every parser for a bounded time");
     fuzz::run(FUZZ_SECONDS_IN_TEST)?;

@@ -2,14 +2,15 @@
 //!
 //! `--json` output (stable):
 //! ```json
-//! {"pin_dir": "...", "action": "drop", "match": "both",
+//! {"pin_dir": "...", "action": "drop", "match": "both", "lookup": "table",
+//!  "table": {"generation": 4, "dirty": false},
 //!  "interfaces": [{"name": "eth0", "mode": "native", "since": "...", "link_pinned": true}],
 //!  "tries": [{"name": "BLOCK_V4", "entries": 3, "max_entries": 2097152, "fill": 0.0}],
 //!  "counters": {"seen_packets": 0, ...}}
 //! ```
 
 use blocklist_agent::{
-    config::{Action, MatchMode},
+    config::{Action, Lookup, MatchMode},
     datapath::maps::{Maps, TrieKind},
     state::feeds::FeedState,
 };
@@ -85,6 +86,8 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
     let agent = ctx.state.agent();
     let action = Action::from_abi(config.action).name();
     let match_mode = MatchMode::from_abi(config.match_mode).name();
+    let lookup = Lookup::from_abi(config.lookup).name();
+    let meta = maps.table_meta()?;
 
     if args.json {
         let doc = json!({
@@ -96,6 +99,8 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
             },
             "action": action,
             "match": match_mode,
+            "lookup": lookup,
+            "table": {"generation": meta.generation, "dirty": meta.dirty != 0},
             "interfaces": interfaces,
             "tries": tries.iter().map(|(n, f)| json!({
                 "name": n, "entries": f.entries, "max_entries": f.max_entries, "fill": f.ratio(),
@@ -119,9 +124,15 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
     }
 
     println!(
-        "xdp-blocklist: action {action}, match {match_mode}, pins {}",
+        "xdp-blocklist: action {action}, match {match_mode}, lookup {lookup}, pins {}",
         ctx.pin.root().display()
     );
+    if meta.dirty != 0 {
+        println!(
+            "compiled IPv4 table: behind the tries (a write is in progress, or one was \
+             interrupted; the next sync recompiles it)"
+        );
+    }
     match &agent {
         Some(a) => println!("agent: running since {} (pid {})", a.since, a.pid),
         None => println!(

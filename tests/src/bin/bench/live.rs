@@ -1,5 +1,10 @@
 //! Live drop rate over a veth pair, against iptables, ipset, nftables and
-//! xdp-filter, in the same run.
+//! xdp-filter, in the same run, with both lookups of this program, beside
+//! two floors: no filter, and an XDP program that drops everything (the
+//! ceiling of this setup). For every case it also reports the receiver's
+//! CPU time per frame (the NAPI thread's run time over the frames it
+//! polled): what a host pays per packet, cold caches included, and the
+//! only measure of misses, whose rate is bounded by the stack.
 //!
 //! ```text
 //!  sender ns (CPU 0)                           receiver ns (CPU 1)
@@ -33,7 +38,7 @@ use aya::{
     maps::{Array, Map, MapData, PerCpuHashMap, PerCpuValues},
     programs::Xdp,
 };
-use blocklist_agent::{datapath::test_run, prefix::Prefix};
+use blocklist_agent::{config::Lookup, datapath::test_run, prefix::Prefix};
 use blocklist_tests::{agent::Agent, bpffs::Bpffs, frames, lab::Netns};
 use nix::{
     sched::{CpuSet, sched_setaffinity},
@@ -43,7 +48,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 
 use super::{
-    packets::{inside, prefixes, stats},
+    packets::{Coverage, inside, prefixes, singles, spoofed, stats},
     scripts,
 };
 
@@ -77,6 +82,11 @@ struct Row {
     leaked: f64,
     /// Frames the sender pushed, millions per second.
     tx_mpps: f64,
+    /// Receiver CPU per polled frame, ns (median of the runs).
+    rx_ns_per_frame: f64,
+    /// Where the sources come from: the list, spoofed inside its wide
+    /// entries, or its gaps.
+    shape: &'static str,
 }
 
 /// The two namespaces and the veth between them.
@@ -285,22 +295,24 @@ impl Generator {
 #[derive(Clone, Copy)]
 enum Filter {
     None,
+    DropAll,
     Iptables,
     Ipset,
     Nft,
     XdpFilterTool(&'static str),
-    Agent(&'static str),
+    Agent(&'static str, Lookup),
 }
 
 impl Filter {
     fn name(self) -> String {
         match self {
             Filter::None => "no filter".into(),
+            Filter::DropAll => "XDP drop-everything program (ceiling)".into(),
             Filter::Iptables => "iptables raw, one rule per entry".into(),
             Filter::Ipset => "iptables raw + ipset hash:net".into(),
             Filter::Nft => "nftables netdev ingress, interval set".into(),
             Filter::XdpFilterTool(m) => format!("xdp-filter {m}"),
-            Filter::Agent(m) => format!("xdp-blocklist {m}"),
+            Filter::Agent(m, l) => format!("xdp-blocklist {m} {}", l.name()),
         }
     }
 }
@@ -311,6 +323,8 @@ struct Installed<'a> {
     filter: Filter,
     fs: Option<Bpffs>,
     agent: Option<(Agent, tempfile::TempDir)>,
+    /// The drop-everything program; detached when dropped.
+    floor: Option<aya::Ebpf>,
 }
 
 impl Drop for Installed<'_> {
@@ -318,6 +332,7 @@ impl Drop for Installed<'_> {
         let rx = &self.topo.rx;
         match self.filter {
             Filter::None => {}
+            Filter::DropAll => drop(self.floor.take()),
             Filter::Iptables => drop(rx.exec(&["iptables", "-t", "raw", "-F", "PREROUTING"])),
             Filter::Ipset => {
                 let _ = rx.exec(&["iptables", "-t", "raw", "-F", "PREROUTING"]);
@@ -330,7 +345,7 @@ impl Drop for Installed<'_> {
                     let _ = rx.exec(&["env", &env, "xdp-filter", "unload", "--all"]);
                 }
             }
-            Filter::Agent(_) => {
+            Filter::Agent(..) => {
                 if let Some((agent, _)) = &self.agent {
                     let _ = agent.try_run(&["detach", "--iface", RX_IF]);
                 }
@@ -351,9 +366,27 @@ fn install<'a>(
         filter,
         fs: None,
         agent: None,
+        floor: None,
     };
     match filter {
         Filter::None => {}
+        Filter::DropAll => {
+            let mut ebpf = EbpfLoader::new()
+                .load(blocklist_agent::datapath::loader::OBJECT)
+                .context("loading the XDP object for its drop-everything program")?;
+            let prog: &mut Xdp = ebpf
+                .program_mut(blocklist_ebpf::DROP_ALL_PROGRAM_NAME)
+                .context("drop-everything program")?
+                .try_into()?;
+            prog.load()
+                .context("verifying the drop-everything program")?;
+            rx.enter(|| -> anyhow::Result<()> {
+                let ifindex = nix::net::if_::if_nametoindex(RX_IF)?;
+                prog.attach(ifindex, aya::programs::XdpMode::Driver)?;
+                Ok(())
+            })?;
+            inst.floor = Some(ebpf);
+        }
         Filter::Iptables => {
             let path = dir.join("iptables.rules");
             std::fs::write(&path, scripts::iptables(list))?;
@@ -426,7 +459,7 @@ fn install<'a>(
                     .with_context(|| format!("adding {p} to xdp-filter"))?;
             }
         }
-        Filter::Agent(mode) => {
+        Filter::Agent(mode, lookup) => {
             let fs = Bpffs::new();
             let state = tempfile::tempdir()?;
             let agent = Agent::new(rx.name(), fs.pin_dir(), state.path().to_owned());
@@ -441,6 +474,7 @@ fn install<'a>(
             std::fs::write(&feed, scripts::feed(list))?;
             let feed = feed.to_str().context("temporary path is not UTF-8")?;
             agent.run(&["sync", "--once", "--feed", feed]);
+            agent.run(&["mode", "--lookup", lookup.name()]);
             inst.agent = Some((agent, state));
         }
     }
@@ -448,18 +482,38 @@ fn install<'a>(
 }
 
 /// Runs [`RUNS`] sends against what is installed.
-fn measure(topo: &Topology, generator: &Generator) -> anyhow::Result<(Vec<f64>, f64, f64, f64)> {
+/// What [`measure`] found.
+struct Measured {
+    drops: Vec<f64>,
+    rx_mpps: f64,
+    leaked: f64,
+    tx_mpps: f64,
+    ns_per_frame: Vec<f64>,
+}
+
+/// The NAPI thread's time on a CPU so far, ns (`schedstat`'s first field).
+fn cpu_ns(pid: i32) -> anyhow::Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))?;
+    s.split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .context("unreadable schedstat")
+}
+
+fn measure(topo: &Topology, generator: &Generator) -> anyhow::Result<Measured> {
     let napi = topo.pin_receiver()?;
     let mut drops = Vec::new();
+    let mut ns_per_frame = Vec::new();
     let (mut rx_total, mut seen_total, mut tx_total, mut secs_total) = (0u64, 0u64, 0u64, 0.0);
     for _ in 0..RUNS {
-        let (rx0, seen0) = (topo.rx_packets()?, topo.udp_seen()?);
+        let (rx0, seen0, cpu0) = (topo.rx_packets()?, topo.udp_seen()?, cpu_ns(napi)?);
         let (sent, secs) = generator.send(topo)?;
         // Let the receiver drain its ring before reading the counters.
         std::thread::sleep(Duration::from_millis(100));
-        let (rx1, seen1) = (topo.rx_packets()?, topo.udp_seen()?);
+        let (rx1, seen1, cpu1) = (topo.rx_packets()?, topo.udp_seen()?, cpu_ns(napi)?);
         let (rx, seen) = (rx1 - rx0, seen1.saturating_sub(seen0));
         drops.push(rx.saturating_sub(seen) as f64 / secs / 1e6);
+        ns_per_frame.push((cpu1 - cpu0) as f64 / rx.max(1) as f64);
         rx_total += rx;
         seen_total += seen;
         tx_total += sent;
@@ -480,12 +534,13 @@ fn measure(topo: &Topology, generator: &Generator) -> anyhow::Result<(Vec<f64>, 
         "the receiver's NAPI thread ran on CPU {cpu:?}, not {}",
         topo.receiver_cpu
     );
-    Ok((
+    Ok(Measured {
         drops,
-        rx_total as f64 / secs_total / 1e6,
-        seen_total as f64 / rx_total.max(1) as f64,
-        tx_total as f64 / secs_total / 1e6,
-    ))
+        rx_mpps: rx_total as f64 / secs_total / 1e6,
+        leaked: seen_total as f64 / rx_total.max(1) as f64,
+        tx_mpps: tx_total as f64 / secs_total / 1e6,
+        ns_per_frame,
+    })
 }
 
 /// Per-packet cost (ns, median of [`RUNS`]) of the loaded XDP program whose
@@ -528,19 +583,95 @@ fn per_packet(name: &str, list: &[Prefix], rng: &mut StdRng) -> anyhow::Result<(
     Ok((stats(ones).0, stats(randoms).0))
 }
 
-/// `n` distinct single addresses outside 10.0.0.0/8.
-fn singles(n: usize, rng: &mut StdRng) -> Vec<Prefix> {
-    let mut set = std::collections::HashSet::with_capacity(n);
-    while set.len() < n {
-        let mut a: u32 = rng.random();
-        if a >> 24 == 10 || a >> 24 == 0 {
-            a ^= 0x4000_0000;
+/// (program, list, entries, one frame ns, 256 distinct ns).
+type PerPacket = (String, String, usize, f64, f64);
+
+/// The issue's targets as ratios from this run; a missing case (a
+/// filtered run) leaves its line out.
+fn print_targets(rows: &[Row], costs: &[PerPacket]) {
+    let drop = |filter: &str, list: &str, n: usize, shape: &str| {
+        rows.iter()
+            .find(|r| r.filter == filter && r.list == list && r.prefixes == n && r.shape == shape)
+            .map(|r| r.drop_mpps.0)
+    };
+    let ns = |filter: &str, list: &str, n: usize, shape: &str| {
+        rows.iter()
+            .find(|r| r.filter == filter && r.list == list && r.prefixes == n && r.shape == shape)
+            .map(|r| r.rx_ns_per_frame)
+    };
+    let cost = |filter: &str, list: &str, n: usize| {
+        costs
+            .iter()
+            .find(|c| c.0 == filter && c.1 == list && c.2 == n)
+            .map(|c| c.4)
+    };
+    let table = "xdp-blocklist native table";
+    let line = |what: &str, v: Option<f64>, target: &str, met: fn(f64) -> bool| {
+        if let Some(v) = v {
+            println!(
+                "| {what} | {v:.2} | {target} | {} |",
+                if met(v) { "met" } else { "**missed**" }
+            );
         }
-        set.insert(Prefix::new(
-            ipnet::Ipv4Net::new(Ipv4Addr::from(a), 32).unwrap().into(),
-        ));
-    }
-    set.into_iter().collect()
+    };
+    let t1m = drop(table, "mixed", 1_000_000, "list");
+    let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+    println!("\n### Targets (ratios from this run)\n");
+    println!("| target | value | wanted | |");
+    println!("|---|---:|---|---|");
+    line(
+        "live drop, table 1M mixed / xdp-filter native 10k /32",
+        ratio(t1m, drop("xdp-filter native", "/32", 10_000, "list")),
+        ">= 1.0",
+        |v| v >= 1.0,
+    );
+    line(
+        "live drop, table 1M mixed / drop-everything ceiling",
+        ratio(
+            t1m,
+            drop("XDP drop-everything program (ceiling)", "-", 0, "-"),
+        ),
+        ">= 0.75",
+        |v| v >= 0.75,
+    );
+    line(
+        "live drop, table 1M mixed / ipset hash:net 1M mixed",
+        ratio(
+            t1m,
+            drop("iptables raw + ipset hash:net", "mixed", 1_000_000, "list"),
+        ),
+        ">= 4",
+        |v| v >= 4.0,
+    );
+    line(
+        "per packet, table 1M mixed / xdp-filter 10k /32 (256 distinct)",
+        ratio(
+            cost(table, "mixed", 1_000_000),
+            cost("xdp-filter native", "/32", 10_000),
+        ),
+        "<= 1.0",
+        |v| v <= 1.0,
+    );
+    line(
+        "per packet, table 1M / 1k mixed (256 distinct)",
+        ratio(cost(table, "mixed", 1_000_000), cost(table, "mixed", 1_000)),
+        "<= 1.2",
+        |v| v <= 1.2,
+    );
+    line(
+        "live drop, table 1M mixed: spoofed / from the list",
+        ratio(drop(table, "mixed", 1_000_000, "spoofed"), t1m),
+        ">= 0.8",
+        |v| v >= 0.8,
+    );
+    let miss = ns(table, "mixed", 1_000_000, "misses");
+    let base = ns("no filter", "-", 0, "-");
+    line(
+        "receiver ns/frame, table 1M mixed misses minus no filter",
+        miss.zip(base).map(|(m, b)| m - b),
+        "<= 100",
+        |v| v <= 100.0,
+    );
 }
 
 /// Runs the live benchmark; prints its table and returns its JSON.
@@ -554,7 +685,7 @@ pub fn run(only: Option<&str>) -> anyhow::Result<serde_json::Value> {
     let mut source_rng = StdRng::seed_from_u64(0x5e4d);
     let mut frame_rng = StdRng::seed_from_u64(0xf4a3);
     let mut rows = Vec::new();
-    let mut costs: Vec<(String, usize, f64, f64)> = Vec::new();
+    let mut costs: Vec<PerPacket> = Vec::new();
     let iptables = Command::new("iptables").arg("-V").output()?;
     let iptables = String::from_utf8_lossy(&iptables.stdout).trim().to_owned();
     eprintln!(
@@ -562,49 +693,70 @@ pub fn run(only: Option<&str>) -> anyhow::Result<serde_json::Value> {
         topo.sender_cpu, topo.receiver_cpu
     );
 
-    let mut record = |filter: Filter, list_name: &str, list: &[Prefix]| -> anyhow::Result<()> {
-        let sources: Vec<Ipv4Addr> = if matches!(filter, Filter::None) {
-            (0..65536u32)
+    let mut record = |filter: Filter,
+                      list_name: &str,
+                      list: &[Prefix],
+                      shape: &'static str|
+     -> anyhow::Result<()> {
+        let sources: Vec<Ipv4Addr> = match (filter, shape) {
+            (Filter::None | Filter::DropAll, _) => (0..65536u32)
                 .map(|i| Ipv4Addr::from(0xc633_0000 | i))
-                .collect()
-        } else {
-            list.iter().map(|p| inside(p, &mut source_rng)).collect()
+                .collect(),
+            (_, "spoofed") => spoofed(list, 65_536, &mut source_rng),
+            (_, "misses") => {
+                let c = Coverage::new(list);
+                (0..65_536).map(|_| c.miss(&mut source_rng)).collect()
+            }
+            _ => list.iter().map(|p| inside(p, &mut source_rng)).collect(),
         };
         let generator = Generator::load(&sources)?;
         let _installed = install(&topo, filter, list, dir.path())
             .with_context(|| format!("installing {}", filter.name()))?;
-        let (drops, rx_mpps, leaked, tx_mpps) = measure(&topo, &generator)?;
-        // Per-packet cost beside xdp-filter, on the list it can hold.
+        let m = measure(&topo, &generator)?;
+        // Per-packet cost beside xdp-filter, on the list it can hold, and
+        // of the table at the smallest and largest mixed lists.
         let program = match filter {
-            Filter::Agent("native") => Some(blocklist_ebpf::PROGRAM_NAME),
+            Filter::Agent("native", _) => Some(blocklist_ebpf::PROGRAM_NAME),
             Filter::XdpFilterTool("native") => Some("xdpfilt_"),
             _ => None,
         };
-        if let (Some(program), "/32", 10_000) = (program, list_name, list.len()) {
+        let per_packet_case = matches!(
+            (list_name, list.len(), shape),
+            ("/32", 10_000, "list") | ("mixed", 1_000, "list") | ("mixed", 1_000_000, "list")
+        );
+        if let (Some(program), true) = (program, per_packet_case) {
             let (one, random) = per_packet(program, list, &mut frame_rng)?;
-            costs.push((filter.name(), list.len(), one, random));
+            costs.push((filter.name(), list_name.to_owned(), list.len(), one, random));
         }
-        let drop_mpps = stats(drops);
+        let drop_mpps = stats(m.drops);
+        let ns = stats(m.ns_per_frame).0;
         eprintln!(
-            "  {:<40} {list_name:>6} {:>7}: drop {:6.3} Mpps (receiver {rx_mpps:.3}, leaked {:.1}%, sender {tx_mpps:.2})",
+            "  {:<40} {list_name:>6} {:>7} {shape:<7}: drop {:6.3} Mpps, {ns:6.0} ns/frame (receiver {:.3}, leaked {:.1}%, sender {:.2})",
             filter.name(),
             list.len(),
             drop_mpps.0,
-            leaked * 100.0
+            m.rx_mpps,
+            m.leaked * 100.0,
+            m.tx_mpps,
         );
         rows.push(Row {
             filter: filter.name(),
             list: list_name.to_owned(),
             prefixes: list.len(),
             drop_mpps,
-            rx_mpps,
-            leaked,
-            tx_mpps,
+            rx_mpps: m.rx_mpps,
+            leaked: m.leaked,
+            tx_mpps: m.tx_mpps,
+            rx_ns_per_frame: ns,
+            shape,
         });
         Ok(())
     };
 
-    record(Filter::None, "-", &[])?;
+    record(Filter::None, "-", &[], "-")?;
+    record(Filter::DropAll, "-", &[], "-")?;
+    let table = Filter::Agent("native", Lookup::Table);
+    let trie = Filter::Agent("native", Lookup::Trie);
     for (list_name, n) in [
         ("/32", 1_000),
         ("/32", 10_000),
@@ -612,29 +764,35 @@ pub fn run(only: Option<&str>) -> anyhow::Result<serde_json::Value> {
         ("mixed", 1_000),
         ("mixed", 10_000),
         ("mixed", 100_000),
+        ("mixed", 1_000_000),
     ] {
         let list = if list_name == "/32" {
             singles(n, &mut rng)
         } else {
             prefixes(n, &mut rng)
         };
-        let mut filters = vec![Filter::Agent("native"), Filter::Agent("skb")];
-        if list_name == "/32" && n <= 10_000 {
-            filters.extend([
-                Filter::XdpFilterTool("native"),
-                Filter::XdpFilterTool("skb"),
+        let mut cases = vec![(table, "list"), (trie, "list")];
+        if list_name == "mixed" && (n == 10_000 || n == 1_000_000) {
+            cases.extend([
+                (table, "spoofed"),
+                (trie, "spoofed"),
+                (table, "misses"),
+                (trie, "misses"),
             ]);
         }
-        filters.extend([Filter::Ipset, Filter::Nft]);
-        if n <= 10_000 {
-            filters.push(Filter::Iptables);
+        if list_name == "/32" && n <= 10_000 {
+            cases.push((Filter::XdpFilterTool("native"), "list"));
         }
-        for f in filters {
-            let case = format!("{} {list_name} {n}", f.name());
+        cases.extend([(Filter::Ipset, "list"), (Filter::Nft, "list")]);
+        if n <= 10_000 {
+            cases.push((Filter::Iptables, "list"));
+        }
+        for (f, shape) in cases {
+            let case = format!("{} {list_name} {n} {shape}", f.name());
             if only.is_some_and(|o| !case.contains(o)) {
                 continue;
             }
-            record(f, list_name, &list)?;
+            record(f, list_name, &list, shape)?;
         }
     }
 
@@ -642,34 +800,39 @@ pub fn run(only: Option<&str>) -> anyhow::Result<serde_json::Value> {
         "\n### Live drop rate over veth (Mpps, median of {RUNS} runs of {SECONDS} s, min–max)\n"
     );
     println!(
-        "Sender: live-frames XDP generator on CPU {}; receiver: NAPI thread on CPU {}. Sources drawn at random from the installed list; a frame that reaches UDP leaked. {iptables}.\n",
+        "Sender: live-frames XDP generator on CPU {}; receiver: NAPI thread on CPU {}. Sources: from the list, spoofed (uniform inside its entries wider than /24) or misses (uniform over unicast space outside every entry). A frame that reaches UDP leaked. ns/frame: the receiver's CPU time per frame it polled. {iptables}.\n",
         topo.sender_cpu, topo.receiver_cpu
     );
-    println!("| filter | list | entries | dropped Mpps | received Mpps | leaked |");
-    println!("|---|---|---:|---:|---:|---:|");
+    println!(
+        "| filter | list | entries | sources | dropped Mpps | receiver ns/frame | received Mpps | leaked |"
+    );
+    println!("|---|---|---:|---|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {:.3} ({:.3}–{:.3}) | {:.3} | {:.1}% |",
+            "| {} | {} | {} | {} | {:.3} ({:.3}–{:.3}) | {:.0} | {:.3} | {:.1}% |",
             r.filter,
             r.list,
             r.prefixes,
+            r.shape,
             r.drop_mpps.0,
             r.drop_mpps.1,
             r.drop_mpps.2,
+            r.rx_ns_per_frame,
             r.rx_mpps,
             r.leaked * 100.0
         );
     }
     println!(
-        "\n### Per-packet cost on the same 10,000 /32 list (BPF_PROG_TEST_RUN, ns, median of {RUNS})\n"
+        "\n### Per-packet cost of the attached programs (BPF_PROG_TEST_RUN, ns, median of {RUNS}; 256 distinct sources are cache-warm)\n"
     );
-    println!("| program | entries | drop, one frame | drop, 256 distinct sources |");
-    println!("|---|---:|---:|---:|");
-    for (name, n, one, random) in &costs {
-        println!("| {name} | {n} | {one:.1} | {random:.1} |");
+    println!("| program | list | entries | drop, one frame | drop, 256 distinct sources |");
+    println!("|---|---|---:|---:|---:|");
+    for (name, list, n, one, random) in &costs {
+        println!("| {name} | {list} | {n} | {one:.1} | {random:.1} |");
     }
+    print_targets(&rows, &costs);
     Ok(serde_json::json!({
-        "per_packet_10k_singles": costs.iter().map(|(f, n, one, random)| serde_json::json!({"filter": f, "entries": n, "one_frame_ns": one, "distinct_ns": random})).collect::<Vec<_>>(),
+        "per_packet": costs.iter().map(|(f, l, n, one, random)| serde_json::json!({"filter": f, "list": l, "entries": n, "one_frame_ns": one, "distinct_ns": random})).collect::<Vec<_>>(),
         "sender_cpu": topo.sender_cpu,
         "receiver_cpu": topo.receiver_cpu,
         "iptables": iptables,

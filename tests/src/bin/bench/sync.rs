@@ -130,6 +130,14 @@ fn one_size(n: usize) -> anyhow::Result<serde_json::Value> {
 
     let (mut first, mut nochange, mut onepct) = (Vec::new(), Vec::new(), Vec::new());
     let (mut first_apply, mut onepct_apply) = (Vec::new(), Vec::new());
+    // The compiled table's share of the kernel writes: compile, write.
+    let (mut first_table, mut onepct_table) = (Vec::new(), Vec::new());
+    let table_of = |r: &serde_json::Value| {
+        (
+            r["table"]["compile_seconds"].as_f64().unwrap_or(0.0),
+            r["table"]["write_seconds"].as_f64().unwrap_or(0.0),
+        )
+    };
     let mut agent_bytes_per_entry = Vec::new();
     let mut rss_kib = 0;
     for run in 0..SYNC_RUNS {
@@ -150,6 +158,7 @@ fn one_size(n: usize) -> anyhow::Result<serde_json::Value> {
         assert_eq!(r["v4"]["added"], n as u64, "{r}");
         first.push(s);
         first_apply.push(r["apply_seconds"].as_f64().unwrap_or(0.0));
+        first_table.push(table_of(&r));
         let (s, r, rss) = sync(&fs.pin_dir(), state.path(), &feed_path)?;
         rss_kib = rss_kib.max(rss);
         assert_eq!(r["v4"]["added"], 0, "{r}");
@@ -165,6 +174,7 @@ fn one_size(n: usize) -> anyhow::Result<serde_json::Value> {
         assert_eq!(r["v4"]["removed"], change as u64, "{r}");
         onepct.push(s);
         onepct_apply.push(r["apply_seconds"].as_f64().unwrap_or(0.0));
+        onepct_table.push(table_of(&r));
     }
     let rss_mib = rss_kib as f64 / 1024.0;
 
@@ -241,6 +251,22 @@ fn one_size(n: usize) -> anyhow::Result<serde_json::Value> {
         (
             "agent: 1% change sync, kernel writes only",
             stats(onepct_apply),
+        ),
+        (
+            "agent: full first sync, table compile",
+            stats(first_table.iter().map(|t| t.0).collect()),
+        ),
+        (
+            "agent: full first sync, table write",
+            stats(first_table.iter().map(|t| t.1).collect()),
+        ),
+        (
+            "agent: 1% change sync, table compile",
+            stats(onepct_table.iter().map(|t| t.0).collect()),
+        ),
+        (
+            "agent: 1% change sync, table write",
+            stats(onepct_table.iter().map(|t| t.1).collect()),
         ),
         ("agent: no-change sync (process, wall)", stats(nochange)),
         ("baseline: ipset restore + swap (hash:net)", stats(ipset)),
