@@ -22,6 +22,7 @@ pub fn sum_global<'a>(per_cpu: impl Iterator<Item = &'a GlobalCounters>) -> Glob
         a.malformed_packets += c.malformed_packets;
         a.events_sent += c.events_sent;
         a.events_lost += c.events_lost;
+        a.events_suppressed += c.events_suppressed;
         a
     })
 }

@@ -10,7 +10,10 @@
 //!  "prefix":"192.0.2.0/24","feeds":["spamhaus-drop"],"action":"drop","bytes":60}
 //! ```
 //! Events the ring buffer had no room for are counted by the kernel
-//! (`events_lost`, exported as `xdp_blocklist_drop_events_total{outcome="lost"}`).
+//! (`events_lost`, exported as `xdp_blocklist_drop_events_total{outcome="lost"}`),
+//! and so are those over a CPU's budget of 1,024 a second
+//! (`events_suppressed`, `{outcome="suppressed"}`), which the kernel checks
+//! before anything else so that a flood from many addresses stays cheap.
 
 use std::{
     ffi::CStr,

@@ -181,9 +181,12 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
     events
         .get_or_create(&labels(&[("outcome", "lost")]))
         .inc_by(g.events_lost);
+    events
+        .get_or_create(&labels(&[("outcome", "suppressed")]))
+        .inc_by(g.events_suppressed);
     reg.register(
         "drop_events",
-        "Drop events written to the ring buffer, or lost because it was full",
+        "Drop events written to the ring buffer, lost because it was full, or suppressed by the per-CPU budget",
         events,
     );
 

@@ -25,6 +25,7 @@
 //! | `RANGES_V4`   | array, mmapable      | `u32` (record index) | `u64` range (2)    |
 //! | `TABLE_META`  | array (1)            | `u32` (0)            | [`TableMeta`]      |
 //! | `ENTRY_COUNTERS` | array             | `u32` (entry id)     | [`EntryCounters`]  |
+//! | `EVENT_BUDGET` | per-CPU array (1)   | `u32` (0)            | [`EventBudget`]    |
 //!
 //! LPM keys are a `u32` prefix length followed by the address in network
 //! byte order, exactly as the kernel's `bpf_lpm_trie_key` expects. The
@@ -111,9 +112,11 @@ pub mod map_names {
     pub const TABLE_META: &str = "TABLE_META";
     /// Per-entry hit counters, by entry id.
     pub const ENTRY_COUNTERS: &str = "ENTRY_COUNTERS";
+    /// Per-CPU drop-event budget.
+    pub const EVENT_BUDGET: &str = "EVENT_BUDGET";
 
     /// Every map the program pins, in a stable order.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         BLOCK_V4,
         BLOCK_V6,
         EXACT_V4,
@@ -129,6 +132,7 @@ pub mod map_names {
         RANGES_V4,
         TABLE_META,
         ENTRY_COUNTERS,
+        EVENT_BUDGET,
     ];
 }
 
@@ -382,6 +386,9 @@ pub struct GlobalCounters {
     pub events_sent: u64,
     /// Drop events lost because the ring buffer was full.
     pub events_lost: u64,
+    /// Drop events not sent because this CPU's budget for the second was
+    /// spent (`Config::event_budget`).
+    pub events_suppressed: u64,
 }
 
 /// Action on a blocked packet: drop it.
@@ -414,6 +421,26 @@ pub struct Config {
     pub event_interval_ms: u32,
     /// [`LOOKUP_TABLE`] or [`LOOKUP_TRIE`].
     pub lookup: u32,
+    /// Most drop events one CPU may send per second; 0 means
+    /// [`EVENT_BUDGET_DEFAULT`]. Checked before any limiter map or the
+    /// ring buffer is touched, so a flood from many addresses costs no
+    /// more than one from a few.
+    pub event_budget: u32,
+    /// Zero.
+    pub _pad: u32,
+}
+
+/// Default of [`Config::event_budget`]: drop events per CPU per second.
+pub const EVENT_BUDGET_DEFAULT: u32 = 1024;
+
+/// Per-CPU `EVENT_BUDGET` record: this CPU's current one-second window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventBudget {
+    /// Coarse ktime the window started.
+    pub window_start_ns: u64,
+    /// Events allowed in it so far.
+    pub sent: u64,
 }
 
 /// A drop (or monitor) event, sampled per address into `EVENTS`.
@@ -461,6 +488,7 @@ mod pod {
     unsafe impl aya::Pod for super::DropEvent {}
     unsafe impl aya::Pod for super::TableMeta {}
     unsafe impl aya::Pod for super::EntryCounters {}
+    unsafe impl aya::Pod for super::EventBudget {}
 }
 
 #[cfg(test)]
@@ -475,8 +503,9 @@ mod tests {
         assert_eq!(size_of::<IpKey>(), 20);
         assert_eq!(size_of::<PrefixCounters>(), 32);
         assert_eq!(size_of::<IpCounters>(), 48);
-        assert_eq!(size_of::<GlobalCounters>(), 15 * 8);
-        assert_eq!(size_of::<Config>(), 16);
+        assert_eq!(size_of::<GlobalCounters>(), 16 * 8);
+        assert_eq!(size_of::<Config>(), 24);
+        assert_eq!(size_of::<EventBudget>(), 16);
         assert_eq!(size_of::<DropEvent>(), 64);
     }
 

@@ -40,6 +40,7 @@ use blocklist_ebpf::{
     RANGES_V4_RECORDS, RESULT_ALLOWED, RESULT_BLOCKED, RESULT_ID_MASK, RESULT_LEN_SHIFT,
     SLOT_CHUNK, TABLE_V4_SLOTS, TableMeta, v4_trie_data,
 };
+use blocklist_ebpf::{EVENT_BUDGET_DEFAULT, EventBudget};
 
 /// Entries are allocated on insert: a full-size preallocated map would
 /// pin its whole capacity in kernel memory.
@@ -47,6 +48,8 @@ const BPF_F_NO_PREALLOC: u32 = 1;
 /// The agent maps the table's arrays into its memory and updates them
 /// with plain stores (one aligned store switches a slot).
 const BPF_F_MMAPABLE: u32 = 1 << 10;
+/// `bpf_ringbuf_submit` flag: do not wake the consumer for this record.
+const BPF_RB_NO_WAKEUP: u64 = 1;
 
 #[map]
 static BLOCK_V4: LpmTrie<[u8; 8], EntryValue> = LpmTrie::pinned(BLOCK_V4_MAX_ENTRIES, 0);
@@ -81,6 +84,8 @@ static RANGES_V4: Array<u64> = Array::pinned(RANGES_V4_RECORDS, BPF_F_MMAPABLE);
 /// and pinned with the others.
 #[map]
 static TABLE_META: Array<TableMeta> = Array::pinned(1, 0);
+#[map]
+static EVENT_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::pinned(1, 0);
 #[map]
 static ENTRY_COUNTERS: Array<EntryCounters> = Array::pinned(ENTRIES_MAX, 0);
 
@@ -618,7 +623,7 @@ fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters)
         Exact::Quiet => false,
         Exact::Event => true,
     };
-    if event {
+    if event && within_budget(&hit, &config, global) {
         emit_event(ctx, pkt, &hit, &config, global);
     }
 
@@ -667,6 +672,33 @@ fn count_ip(hit: &Hit) -> bool {
     }
 }
 
+/// This CPU's drop-event budget for the current second: checked before the
+/// shared limiter and the ring buffer, so a spoofed flood's many new
+/// addresses cost a per-CPU counter, not a map insert and a ring record
+/// each.
+#[inline(always)]
+fn within_budget(hit: &Hit, config: &Config, global: &mut GlobalCounters) -> bool {
+    let Some(b) = EVENT_BUDGET.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU value, only this CPU writes it.
+    let b = unsafe { &mut *b };
+    if hit.now.wrapping_sub(b.window_start_ns) >= 1_000_000_000 {
+        b.window_start_ns = hit.now;
+        b.sent = 0;
+    }
+    let budget = match config.event_budget {
+        0 => EVENT_BUDGET_DEFAULT,
+        n => n,
+    };
+    if b.sent >= budget as u64 {
+        global.events_suppressed += 1;
+        return false;
+    }
+    b.sent += 1;
+    true
+}
+
 #[inline(never)]
 fn emit_event(
     ctx: &XdpContext,
@@ -708,7 +740,8 @@ fn emit_event(
         (*e).action = config.action as u8;
         (*e)._pad = 0;
     }
-    entry.submit(0);
+    // No wakeup per record: the agent's reader polls the ring every 50 ms.
+    entry.submit(BPF_RB_NO_WAKEUP);
     global.events_sent += 1;
 }
 

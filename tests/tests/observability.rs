@@ -541,6 +541,66 @@ fn healthz_turns_503_when_a_feed_goes_stale_and_refusals_are_counted() {
     );
 }
 
+/// A burst from many new addresses sends at most the per-CPU budget of
+/// events in a second; the rest are counted as suppressed, never reach the
+/// ring, and /metrics says so.
+#[test]
+fn events_over_the_per_cpu_budget_are_suppressed_and_counted() {
+    use blocklist_agent::{
+        config::Config,
+        datapath::pin::PinDir,
+        metrics::{self, FeedIndex, Shared},
+        state::StateDir,
+    };
+    require_root();
+    let mut k = blocklist_tests::kernel::Kernel::load();
+    k.block("198.18.0.0/16");
+    let mut c = k.maps.config().unwrap();
+    c.event_budget = 100;
+    k.maps.set_config(c).unwrap();
+    let n = 2_000u32;
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let src = std::net::Ipv4Addr::from(0xc612_0000u32 + i);
+        let f = blocklist_tests::frames::ipv4(src, "10.9.9.9".parse().unwrap());
+        assert_eq!(k.verdict(&f), blocklist_agent::datapath::test_run::XDP_DROP);
+    }
+    // Every frame ran on this thread's CPU; a second's window may have
+    // turned over once if the loop took longer than that.
+    let windows = 1 + started.elapsed().as_secs();
+    let g = k.global();
+    assert_eq!(g.events_lost, 0, "{g:?}");
+    assert_eq!(
+        g.events_sent + g.events_suppressed,
+        n as u64,
+        "one event due per new address, each sent or suppressed: {g:?}"
+    );
+    assert!(
+        g.events_sent >= 100 && g.events_sent <= 100 * windows,
+        "at most the budget of 100 per second: {g:?}"
+    );
+    let state = tempfile::tempdir().unwrap();
+    let shared = Shared {
+        pin: PinDir::new(k.pin_dir()),
+        state: StateDir::new(state.path().to_owned()),
+        config: std::sync::RwLock::new(Config::parse("", std::path::Path::new("c.toml")).unwrap()),
+        index: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(
+            FeedIndex::default(),
+        ))),
+        last_sync_seconds: std::sync::RwLock::new(None),
+        top_n: 5,
+    };
+    let samples = parse_metrics(&metrics::render(&shared).unwrap());
+    assert_eq!(
+        sample(
+            &samples,
+            "xdp_blocklist_drop_events_total",
+            &[("outcome", "suppressed")]
+        ),
+        Some(g.events_suppressed as f64)
+    );
+}
+
 /// Drop events that do not fit in the ring buffer (nobody reads it here)
 /// are counted as lost, and /metrics says so.
 #[test]
@@ -554,6 +614,10 @@ fn events_lost_when_the_ring_is_full_are_counted() {
     require_root();
     let mut k = blocklist_tests::kernel::Kernel::load();
     k.block("198.18.0.0/16");
+    // Lift the per-CPU budget so the ring is what overflows.
+    let mut c = k.maps.config().unwrap();
+    c.event_budget = 1_000_000;
+    k.maps.set_config(c).unwrap();
     let n = 20_000u32;
     for i in 0..n {
         let src = std::net::Ipv4Addr::from(0xc612_0000u32 + i);

@@ -67,6 +67,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         "allowlisted_packets": g.allowlisted_packets,
         "not_ip_packets": g.not_ip_packets, "malformed_packets": g.malformed_packets,
         "events_sent": g.events_sent, "events_lost": g.events_lost,
+        "events_suppressed": g.events_suppressed,
     });
     let feed_names = {
         let configured = super::list::configured_feeds(ctx);
