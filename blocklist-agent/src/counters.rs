@@ -30,15 +30,20 @@ pub fn sum_global<'a>(per_cpu: impl Iterator<Item = &'a GlobalCounters>) -> Glob
 /// Sums per-CPU per-address counters.
 pub fn sum_ip<'a>(per_cpu: impl Iterator<Item = &'a IpCounters>) -> IpCounters {
     per_cpu.fold(IpCounters::default(), |mut a, c| {
-        a.packets += c.packets;
-        a.bytes += c.bytes;
-        a.first_seen_ns = earliest(a.first_seen_ns, c.first_seen_ns);
-        if c.last_seen_ns >= a.last_seen_ns {
-            a.last_seen_ns = c.last_seen_ns;
-            a.prefix_len = c.prefix_len;
-        }
+        add_ip(&mut a, c);
         a
     })
+}
+
+/// Adds one CPU's per-address counters to a running sum.
+pub fn add_ip(a: &mut IpCounters, c: &IpCounters) {
+    a.packets += c.packets;
+    a.bytes += c.bytes;
+    a.first_seen_ns = earliest(a.first_seen_ns, c.first_seen_ns);
+    if c.last_seen_ns >= a.last_seen_ns {
+        a.last_seen_ns = c.last_seen_ns;
+        a.prefix_len = c.prefix_len;
+    }
 }
 
 fn earliest(a: u64, b: u64) -> u64 {
@@ -48,7 +53,8 @@ fn earliest(a: u64, b: u64) -> u64 {
     }
 }
 
-/// Converts a `bpf_ktime_get_ns()` value (CLOCK_MONOTONIC) to wall time;
+/// Converts a kernel timestamp (`bpf_ktime_get_coarse_ns()` or
+/// `bpf_ktime_get_ns()`, both CLOCK_MONOTONIC) to wall time;
 /// `None` for 0 (never).
 pub fn ktime_to_system(ktime_ns: u64) -> Option<SystemTime> {
     if ktime_ns == 0 {

@@ -16,7 +16,7 @@
 //! | `EXACT_V6`    | hash                 | `[u8; 16]`           | [`EntryValue`]     |
 //! | `ALLOW_V4`    | LPM trie             | `Key<[u8; 8]>` (1)   | [`EntryValue`]     |
 //! | `ALLOW_V6`    | LPM trie             | `Key<[u8; 16]>`      | [`EntryValue`]     |
-//! | `IP_HITS`     | LRU per-CPU hash     | [`IpKey`]            | [`IpCounters`]     |
+//! | `ADDR_HITS`   | per-CPU array (3)    | `u32` (slot)         | [`AddrHits`]       |
 //! | `GLOBAL`      | per-CPU array (1)    | `u32` (0)            | [`GlobalCounters`] |
 //! | `CONFIG`      | array (1)            | `u32` (0)            | [`Config`]         |
 //! | `EVENTS`      | ring buffer          |                      | [`DropEvent`]      |
@@ -71,6 +71,19 @@
 //!   `TABLE_META.dirty` is set while the tries and the table disagree (a
 //!   sync in progress, or one killed mid-way); the next writer recompiles.
 //!
+//! (3) **Per-address counters** for hits on entries wider than one address
+//! (a single-address entry's own counters already are per address): a
+//! per-CPU, two-way set-associative array indexed by a hash of the
+//! address and direction, [`ADDR_SLOTS_DEFAULT`] slots per CPU unless the
+//! agent sized it at load (`ip_counters_max`). A hit on the address a slot
+//! holds adds with plain stores and earns the slot a vote; a hit on
+//! another address takes a vote from the weaker slot of the pair, and an
+//! address takes over a slot with no votes left. Heavy hitters keep their
+//! slots, a spoofed flood's one-off addresses do not insert anything
+//! anywhere, and the per-packet cost is the same for both. An address that
+//! loses its slot loses its per-address history (its entry's counters stay
+//! exact).
+//!
 //! A zeroed [`Config`] is the default configuration (drop, match both,
 //! events at the default rate), so a freshly created map is already correct.
 #![no_std]
@@ -94,8 +107,8 @@ pub mod map_names {
     pub const ALLOW_V4: &str = "ALLOW_V4";
     /// IPv6 allow trie (consulted only after a block hit).
     pub const ALLOW_V6: &str = "ALLOW_V6";
-    /// Per-address hit counters (bounded LRU).
-    pub const IP_HITS: &str = "IP_HITS";
+    /// Per-address hit counters (per-CPU, two-way set-associative).
+    pub const ADDR_HITS: &str = "ADDR_HITS";
     /// Global counters.
     pub const GLOBAL: &str = "GLOBAL";
     /// Live configuration.
@@ -123,7 +136,7 @@ pub mod map_names {
         EXACT_V6,
         ALLOW_V4,
         ALLOW_V6,
-        IP_HITS,
+        ADDR_HITS,
         GLOBAL,
         CONFIG,
         EVENTS,
@@ -157,8 +170,12 @@ pub const EXACT_V4_MAX_ENTRIES: u32 = 1 << 20;
 pub const EXACT_V6_MAX_ENTRIES: u32 = 1 << 18;
 /// Capacity of each allow trie.
 pub const ALLOW_MAX_ENTRIES: u32 = 1 << 16;
-/// Default capacity of `IP_HITS` (the agent may resize it at load time).
-pub const IP_HITS_DEFAULT_ENTRIES: u32 = 65_536;
+/// Default slots per CPU of `ADDR_HITS` (72 bytes each; the agent may size
+/// it at load time, always a power of two).
+pub const ADDR_SLOTS_DEFAULT: u32 = 8192;
+/// Most votes a slot of `ADDR_HITS` collects: how many hits of other
+/// addresses on its pair it takes to evict a busy address that went quiet.
+pub const ADDR_VOTES_MAX: u32 = 64;
 /// Capacity of `EVENT_RATE`.
 pub const EVENT_RATE_MAX_ENTRIES: u32 = 16_384;
 /// Size of the `EVENTS` ring buffer in bytes (a power of two pages).
@@ -259,7 +276,7 @@ impl EntryValue {
 /// The program adds to the sums atomically; the timestamps are plain
 /// stores. The agent writes zeros when it gives the id to a new entry. For
 /// a single-address entry these are that address's per-address counters
-/// too (split by direction through `dst_*`), so its hits skip `IP_HITS`,
+/// too (split by direction through `dst_*`), so its hits skip `ADDR_HITS`,
 /// and `last_event_ns` rate-limits its drop events without `EVENT_RATE`.
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -352,6 +369,19 @@ pub struct IpCounters {
     pub last_event_ns: u64,
 }
 
+/// One `ADDR_HITS` slot: the address it holds and its counters on this
+/// CPU (`family` 0: empty).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddrHits {
+    /// The address and direction this slot counts.
+    pub key: IpKey,
+    /// Votes (see the map table note); at 0 another address may take it.
+    pub votes: u32,
+    /// Its counters, since it took the slot.
+    pub counters: IpCounters,
+}
+
 /// Global counters (one per CPU; the agent sums them).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -421,13 +451,15 @@ pub struct Config {
     pub event_interval_ms: u32,
     /// [`LOOKUP_TABLE`] or [`LOOKUP_TRIE`].
     pub lookup: u32,
+    /// `ADDR_HITS` slots per CPU minus one (a power of two minus one); 0
+    /// means [`ADDR_SLOTS_DEFAULT`]. The agent writes it from the map's
+    /// real size when it loads the program.
+    pub addr_slots_mask: u32,
     /// Most drop events one CPU may send per second; 0 means
     /// [`EVENT_BUDGET_DEFAULT`]. Checked before any limiter map or the
     /// ring buffer is touched, so a flood from many addresses costs no
     /// more than one from a few.
     pub event_budget: u32,
-    /// Zero.
-    pub _pad: u32,
 }
 
 /// Default of [`Config::event_budget`]: drop events per CPU per second.
@@ -489,6 +521,7 @@ mod pod {
     unsafe impl aya::Pod for super::TableMeta {}
     unsafe impl aya::Pod for super::EntryCounters {}
     unsafe impl aya::Pod for super::EventBudget {}
+    unsafe impl aya::Pod for super::AddrHits {}
 }
 
 #[cfg(test)]
@@ -506,6 +539,7 @@ mod tests {
         assert_eq!(size_of::<GlobalCounters>(), 16 * 8);
         assert_eq!(size_of::<Config>(), 24);
         assert_eq!(size_of::<EventBudget>(), 16);
+        assert_eq!(size_of::<AddrHits>(), 72);
         assert_eq!(size_of::<DropEvent>(), 64);
     }
 

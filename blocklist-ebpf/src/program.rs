@@ -10,14 +10,15 @@
 //! packet adds to its entry's counters, `ENTRY_COUNTERS[id]` (atomically;
 //! one cache line per entry). A single-address
 //! entry is its own per-address counter and event limiter; a hit on a wider
-//! entry also updates the per-address LRU (`IP_HITS`) and, for an event,
+//! entry also counts per address (`ADDR_HITS`, per-CPU slots with no
+//! inserts) and, for an event,
 //! the shared limiter (`EVENT_RATE`). At most one ring-buffer event per
 //! address per interval.
 //!
 //! Live traffic from many addresses is bound by cache misses, not by
 //! instructions: every map touched per packet is a few more misses, which
 //! is why the table is two small arrays, why a table hit needs no trie or
-//! hash to find its counters, and why single addresses skip `IP_HITS`.
+//! hash to find its counters, and why single addresses skip `ADDR_HITS`.
 
 use core::ffi::c_void;
 
@@ -26,7 +27,7 @@ use aya_ebpf::{
     helpers::{bpf_ktime_get_coarse_ns, bpf_map_lookup_elem},
     macros::{map, xdp},
     maps::{
-        Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf,
+        Array, HashMap, LruHashMap, PerCpuArray, RingBuf,
         lpm_trie::{Key, LpmTrie},
     },
     programs::XdpContext,
@@ -36,11 +37,13 @@ use blocklist_ebpf::{
     CHUNK_SEARCH_STEPS, Config, DIRECTION_DST, DIRECTION_SRC, DropEvent, ENTRIES_MAX,
     EVENT_DEFAULT_INTERVAL_MS, EVENT_INTERVAL_OFF, EVENT_RATE_MAX_ENTRIES, EVENTS_RING_BYTES,
     EXACT_V4_MAX_ENTRIES, EXACT_V6_MAX_ENTRIES, EntryCounters, EntryValue, FAMILY_V4, FAMILY_V6,
-    GlobalCounters, IP_HITS_DEFAULT_ENTRIES, IpCounters, IpKey, LOOKUP_TRIE, MATCH_DST, MATCH_SRC,
-    RANGES_V4_RECORDS, RESULT_ALLOWED, RESULT_BLOCKED, RESULT_ID_MASK, RESULT_LEN_SHIFT,
-    SLOT_CHUNK, TABLE_V4_SLOTS, TableMeta, v4_trie_data,
+    GlobalCounters, IpCounters, IpKey, LOOKUP_TRIE, MATCH_DST, MATCH_SRC, RANGES_V4_RECORDS,
+    RESULT_ALLOWED, RESULT_BLOCKED, RESULT_ID_MASK, RESULT_LEN_SHIFT, SLOT_CHUNK, TABLE_V4_SLOTS,
+    TableMeta, v4_trie_data,
 };
-use blocklist_ebpf::{EVENT_BUDGET_DEFAULT, EventBudget};
+use blocklist_ebpf::{
+    ADDR_SLOTS_DEFAULT, ADDR_VOTES_MAX, AddrHits, EVENT_BUDGET_DEFAULT, EventBudget,
+};
 
 /// Entries are allocated on insert: a full-size preallocated map would
 /// pin its whole capacity in kernel memory.
@@ -66,8 +69,7 @@ static ALLOW_V4: LpmTrie<[u8; 8], EntryValue> = LpmTrie::pinned(ALLOW_MAX_ENTRIE
 #[map]
 static ALLOW_V6: LpmTrie<[u8; 16], EntryValue> = LpmTrie::pinned(ALLOW_MAX_ENTRIES, 0);
 #[map]
-static IP_HITS: LruPerCpuHashMap<IpKey, IpCounters> =
-    LruPerCpuHashMap::pinned(IP_HITS_DEFAULT_ENTRIES, 0);
+static ADDR_HITS: PerCpuArray<AddrHits> = PerCpuArray::pinned(ADDR_SLOTS_DEFAULT, 0);
 #[map]
 static GLOBAL: PerCpuArray<GlobalCounters> = PerCpuArray::pinned(1, 0);
 #[map]
@@ -619,7 +621,7 @@ fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters)
     // A single-address entry was counted, per address too, in the lookup
     // and keeps its own event limiter; only trie hits need `IP_HITS`.
     let event = match exact {
-        Exact::No => count_ip(&hit),
+        Exact::No => count_ip(&hit, config.addr_slots_mask),
         Exact::Quiet => false,
         Exact::Event => true,
     };
@@ -636,29 +638,79 @@ fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters)
     }
 }
 
-/// Counts the hit per address. Returns true when this CPU has sent no
-/// event for the address within `hit.interval_ns` (0: events are off); the
-/// shared limiter in `emit_event` then has the last word.
+/// The `ADDR_HITS` set (a pair of slots, `index` and `index ^ 1`) of an
+/// address and direction.
+#[inline(always)]
+fn addr_set(key: &IpKey, mask: u32) -> u32 {
+    let w = |i: usize| {
+        u32::from_ne_bytes([
+            key.addr[i],
+            key.addr[i + 1],
+            key.addr[i + 2],
+            key.addr[i + 3],
+        ])
+    };
+    let mut h = w(0)
+        ^ w(4).rotate_left(7)
+        ^ w(8).rotate_left(13)
+        ^ w(12).rotate_left(19)
+        ^ key.direction as u32;
+    // murmur3's finaliser: every input bit reaches the low bits the mask
+    // keeps, so neighbouring addresses do not share a set.
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    h & mask
+}
+
+/// Byte-wise equality of two keys, without a `memcmp` call (BPF has none).
+#[inline(always)]
+fn same_key(a: &IpKey, b: &IpKey) -> bool {
+    let mut diff = (a.family ^ b.family) | (a.direction ^ b.direction);
+    for i in 0..16 {
+        diff |= a.addr[i] ^ b.addr[i];
+    }
+    diff == 0
+}
+
+/// Counts the hit per address in this CPU's `ADDR_HITS`. Returns true when
+/// this CPU has sent no event for the address within `hit.interval_ns`
+/// (0: events are off); the shared limiter in `emit_event` then has the
+/// last word. An address that holds neither slot of its pair only takes a
+/// vote from the weaker one (or its place, at no votes), so a flood of
+/// one-off addresses inserts nothing and evicts nobody busy.
 #[inline(never)]
-fn count_ip(hit: &Hit) -> bool {
+fn count_ip(hit: &Hit, mask: u32) -> bool {
+    let mask = if mask == 0 {
+        ADDR_SLOTS_DEFAULT - 1
+    } else {
+        mask
+    };
+    let first = addr_set(&hit.key, mask) & !1;
+    let (Some(a), Some(b)) = (
+        ADDR_HITS.get_ptr_mut(first),
+        ADDR_HITS.get_ptr_mut(first | 1),
+    ) else {
+        return false;
+    };
+    // SAFETY: per-CPU values, only this CPU writes them while it runs.
+    let (a, b) = unsafe { (&mut *a, &mut *b) };
     let interval_ns = hit.interval_ns;
-    if let Some(c) = IP_HITS.get_ptr_mut(&hit.key) {
-        // SAFETY: per-CPU value, only this CPU writes it.
-        let c = unsafe { &mut *c };
-        c.packets += 1;
-        c.bytes += hit.len;
-        c.last_seen_ns = hit.now;
-        c.prefix_len = hit.prefix_len;
-        if c.first_seen_ns == 0 {
-            c.first_seen_ns = hit.now;
-        }
-        if interval_ns == 0 || hit.now.wrapping_sub(c.last_event_ns) < interval_ns {
+    let slot = if same_key(&a.key, &hit.key) {
+        a
+    } else if same_key(&b.key, &hit.key) {
+        b
+    } else {
+        let weaker = if a.votes <= b.votes { a } else { b };
+        if weaker.votes > 0 {
+            weaker.votes -= 1;
             return false;
         }
-        c.last_event_ns = hit.now;
-        true
-    } else {
-        let c = IpCounters {
+        weaker.key = hit.key;
+        weaker.votes = 1;
+        weaker.counters = IpCounters {
             packets: 1,
             bytes: hit.len,
             first_seen_ns: hit.now,
@@ -667,9 +719,21 @@ fn count_ip(hit: &Hit) -> bool {
             _pad: 0,
             last_event_ns: hit.now,
         };
-        let _ = IP_HITS.insert(&hit.key, &c, BPF_ANY as u64);
-        interval_ns != 0
+        return interval_ns != 0;
+    };
+    if slot.votes < ADDR_VOTES_MAX {
+        slot.votes += 1;
     }
+    let c = &mut slot.counters;
+    c.packets += 1;
+    c.bytes += hit.len;
+    c.last_seen_ns = hit.now;
+    c.prefix_len = hit.prefix_len;
+    if interval_ns == 0 || hit.now.wrapping_sub(c.last_event_ns) < interval_ns {
+        return false;
+    }
+    c.last_event_ns = hit.now;
+    true
 }
 
 /// This CPU's drop-event budget for the current second: checked before the

@@ -65,6 +65,18 @@ impl Kernel {
         self._fs.pin_dir()
     }
 
+    /// A descriptor of the loaded program of its own, for threads that run
+    /// it while this handle writes the maps.
+    pub fn program_fd(&mut self) -> std::os::fd::OwnedFd {
+        use std::os::fd::AsFd as _;
+        let prog = self.loaded.program().expect("program");
+        prog.fd()
+            .expect("program fd")
+            .as_fd()
+            .try_clone_to_owned()
+            .expect("duplicating the program fd")
+    }
+
     /// Runs one frame through the program; returns the XDP action.
     pub fn verdict(&mut self, frame: &[u8]) -> u32 {
         let prog = self.loaded.program().expect("program");

@@ -570,11 +570,14 @@ fn events_over_the_per_cpu_budget_are_suppressed_and_counted() {
     let windows = 1 + started.elapsed().as_secs();
     let g = k.global();
     assert_eq!(g.events_lost, 0, "{g:?}");
-    assert_eq!(
-        g.events_sent + g.events_suppressed,
-        n as u64,
-        "one event due per new address, each sent or suppressed: {g:?}"
+    // An event is due for each address that takes a per-address slot (a
+    // few of the 2,000 collide with others in the 8,192 slots and do not).
+    let due = g.events_sent + g.events_suppressed;
+    assert!(
+        due <= n as u64 && due >= n as u64 * 3 / 4,
+        "each new address that took a slot had an event due, sent or suppressed: {g:?}"
     );
+    assert!(g.events_suppressed > 0, "{g:?}");
     assert!(
         g.events_sent >= 100 && g.events_sent <= 100 * windows,
         "at most the budget of 100 per second: {g:?}"
@@ -629,11 +632,14 @@ fn events_lost_when_the_ring_is_full_are_counted() {
         g.events_lost > 0,
         "a {n}-event burst overflows the ring: {g:?}"
     );
-    assert_eq!(
-        g.events_sent + g.events_lost,
-        n as u64,
-        "one event due per new address, each sent or lost: {g:?}"
+    // An event is due for each new address that takes one of the 8,192
+    // per-address slots; the ring holds a few thousand of them.
+    let due = g.events_sent + g.events_lost;
+    assert!(
+        due <= n as u64 && due >= 4096,
+        "the events due were sent or lost, none suppressed: {g:?}"
     );
+    assert_eq!(g.events_suppressed, 0, "{g:?}");
     let state = tempfile::tempdir().unwrap();
     let shared = Shared {
         pin: PinDir::new(k.pin_dir()),

@@ -54,10 +54,10 @@ impl From<RequestedModeArg> for RequestedMode {
 pub fn load(ctx: &Context) -> anyhow::Result<Loaded> {
     let fresh = !ctx.pin.has_maps();
     let opts = LoadOptions {
-        ip_hits_entries: ctx
+        addr_slots: ctx
             .config
             .ip_counters_max
-            .unwrap_or(blocklist_ebpf::IP_HITS_DEFAULT_ENTRIES),
+            .unwrap_or(blocklist_ebpf::ADDR_SLOTS_DEFAULT),
     };
     let loaded = loader::load(&ctx.pin, &opts)?;
     if fresh {

@@ -3,22 +3,28 @@
 //!
 //! `--json` output (stable):
 //! ```json
-//! {"ip": "10.0.0.1", "blocked": true,
+//! {"ip": "10.0.0.1", "blocked": true, "pending": false,
 //!  "block": {"prefix": "10.0.0.0/24", "manual": true,
 //!            "feeds": [{"feed": "partner-taxii", "id": "indicator--..."}],
 //!            "packets": 3, "bytes": 294, "first_seen": "...", "last_seen": "..."},
 //!  "allow": null}
 //! ```
+//!
+//! `blocked` is what the program does with the address now. For IPv4 in
+//! table mode that is the compiled table's answer; `pending` is true when
+//! it still differs from the installed entries (a sync is writing the
+//! table, or one was interrupted and the next recompiles it).
 
 use std::net::IpAddr;
 
 use anyhow::Context as _;
+use blocklist_agent::config::Lookup;
 use blocklist_agent::{
     counters::ktime_rfc3339,
     datapath::maps::{Maps, TrieKind},
     prefix::canonical_addr,
 };
-use blocklist_ebpf::ENTRY_FLAG_MANUAL;
+use blocklist_ebpf::{ENTRY_FLAG_MANUAL, RESULT_BLOCKED};
 use clap::Args;
 use serde_json::json;
 
@@ -44,7 +50,15 @@ pub fn run(ctx: &Context, args: CheckArgs) -> anyhow::Result<()> {
     let maps = Maps::open_read_only(&ctx.pin)?;
     let block = maps.lookup(TrieKind::Block, ip)?;
     let allow = maps.lookup(TrieKind::Allow, ip)?;
-    let blocked = block.is_some() && allow.is_none();
+    let listed = block.is_some() && allow.is_none();
+    let config = maps.config()?;
+    let blocked = match ip {
+        IpAddr::V4(a) if Lookup::from_abi(config.lookup) == Lookup::Table => {
+            maps.table_result(a)? & RESULT_BLOCKED != 0
+        }
+        _ => listed,
+    };
+    let pending = blocked != listed;
     let counters = match &block {
         Some(m) => Some(maps.prefix_counters(m.prefix)?),
         None => None,
@@ -62,6 +76,7 @@ pub fn run(ctx: &Context, args: CheckArgs) -> anyhow::Result<()> {
         let doc = json!({
             "ip": ip,
             "blocked": blocked,
+            "pending": pending,
             "block": block.map(|m| {
                 let c = counters.unwrap_or_default();
                 json!({
@@ -80,10 +95,12 @@ pub fn run(ctx: &Context, args: CheckArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let verdict = match (&block, &allow) {
-        (Some(_), None) => "BLOCKED",
-        (Some(_), Some(_)) => "allowed (an allow entry overrides the block entry)",
-        (None, _) => "not blocked",
+    let verdict = match (&block, &allow, pending) {
+        (_, _, true) if blocked => "BLOCKED (no longer listed; the table is being updated)",
+        (_, _, true) => "not blocked yet (listed; the table is being updated)",
+        (Some(_), None, _) => "BLOCKED",
+        (Some(_), Some(_), _) => "allowed (an allow entry overrides the block entry)",
+        (None, _, _) => "not blocked",
     };
     let mut rows = vec![("address", ip.to_string()), ("verdict", verdict.to_owned())];
     if let Some(m) = &block {

@@ -24,18 +24,22 @@ pub struct Loaded {
 /// Options for [`load`].
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// Capacity of the per-address LRU (`IP_HITS`); only applies when the
-    /// map is created, an existing pin keeps its size.
-    pub ip_hits_entries: u32,
+    /// Per-CPU slots of the per-address counters (`ADDR_HITS`), rounded
+    /// up to a power of two; only applies when the map is created, an
+    /// existing pin keeps its size.
+    pub addr_slots: u32,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
-            ip_hits_entries: blocklist_ebpf::IP_HITS_DEFAULT_ENTRIES,
+            addr_slots: blocklist_ebpf::ADDR_SLOTS_DEFAULT,
         }
     }
 }
+
+/// Most per-CPU `ADDR_HITS` slots (72 MiB per CPU).
+const ADDR_SLOTS_MAX: u32 = 1 << 20;
 
 /// Loads the object, reusing or creating the pinned maps under `pin`, and
 /// loads the main program into the kernel (running the verifier).
@@ -43,7 +47,8 @@ pub fn load(pin: &PinDir, opts: &LoadOptions) -> Result<Loaded, DatapathError> {
     pin.ensure()?;
     let mut loader = EbpfLoader::new();
     loader.default_map_pin_directory(pin.root());
-    loader.map_max_entries(map_names::IP_HITS, opts.ip_hits_entries.max(1));
+    let slots = opts.addr_slots.clamp(2, ADDR_SLOTS_MAX).next_power_of_two();
+    loader.map_max_entries(map_names::ADDR_HITS, slots);
     let ebpf = loader.load(OBJECT).map_err(|e| {
         DatapathError::other(
             format!(
@@ -54,6 +59,7 @@ pub fn load(pin: &PinDir, opts: &LoadOptions) -> Result<Loaded, DatapathError> {
         )
     })?;
     let mut loaded = Loaded { ebpf };
+    loaded.tell_addr_slots()?;
     loaded
         .xdp(PROGRAM_NAME)?
         .load()
@@ -62,6 +68,41 @@ pub fn load(pin: &PinDir, opts: &LoadOptions) -> Result<Loaded, DatapathError> {
 }
 
 impl Loaded {
+    /// Writes the real size of `ADDR_HITS` (a reused pin keeps the size it
+    /// was made with) into `CONFIG`, where the program reads its mask.
+    fn tell_addr_slots(&mut self) -> Result<(), DatapathError> {
+        let slots = self
+            .ebpf
+            .map(map_names::ADDR_HITS)
+            .and_then(|m| match m {
+                aya::maps::Map::PerCpuArray(d) => d.info().ok().map(|i| i.max_entries()),
+                _ => None,
+            })
+            .ok_or_else(|| DatapathError::Other {
+                what: "reading the size of ADDR_HITS".into(),
+                source: "the embedded object has no per-CPU array ADDR_HITS; rebuild the agent"
+                    .into(),
+            })?;
+        let mut config: aya::maps::Array<_, blocklist_ebpf::Config> = self
+            .ebpf
+            .map_mut(map_names::CONFIG)
+            .ok_or_else(|| DatapathError::Other {
+                what: "opening CONFIG".into(),
+                source: "the embedded object has no CONFIG map; rebuild the agent".into(),
+            })?
+            .try_into()
+            .map_err(|e| DatapathError::other("opening CONFIG", e))?;
+        let mut c = config
+            .get(&0, 0)
+            .map_err(|e| DatapathError::other("reading CONFIG", e))?;
+        // A size that is not a power of two (a pin made by hand) uses the
+        // largest power of two below it.
+        c.addr_slots_mask = (1u32 << (31 - slots.max(2).leading_zeros())) - 1;
+        config
+            .set(0, &c, 0)
+            .map_err(|e| DatapathError::other("writing CONFIG", e))
+    }
+
     /// The main program, loaded.
     pub fn program(&mut self) -> Result<&mut Xdp, DatapathError> {
         self.xdp(PROGRAM_NAME)

@@ -24,13 +24,13 @@ use std::{
 use aya::{
     Pod,
     maps::{
-        Array, HashMap, IterableMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
+        Array, HashMap, IterableMap, Map, MapData, MapError, PerCpuArray,
         lpm_trie::{Key, LpmTrie},
     },
 };
 use blocklist_ebpf::{
-    Config, ENTRIES_MAX, ENTRY_FLAG_MANUAL, EntryCounters, EntryValue, FAMILY_V4, GlobalCounters,
-    IpCounters, IpKey, PrefixCounters, TableMeta, map_names,
+    AddrHits, Config, ENTRIES_MAX, ENTRY_FLAG_MANUAL, EntryCounters, EntryValue, FAMILY_V4,
+    GlobalCounters, IpCounters, IpKey, PrefixCounters, TableMeta, map_names,
 };
 
 use super::{
@@ -103,8 +103,10 @@ pub struct Maps {
     allow_v6: TrieV6,
     config: Array<MapData, Config>,
     global: PerCpuArray<MapData, GlobalCounters>,
-    ip_hits: PerCpuHashMap<MapData, IpKey, IpCounters>,
+    addr_hits: PerCpuArray<MapData, AddrHits>,
     table_meta: Array<MapData, TableMeta>,
+    table_slots: Array<MapData, u64>,
+    table_ranges: Array<MapData, u64>,
     entry_counters: Array<MapData, EntryCounters>,
     /// Entry ids, read from the installed entries for one write (or one
     /// batch).
@@ -280,8 +282,10 @@ impl Maps {
             allow_v6: typed(pin, map_names::ALLOW_V6, a)?,
             config: typed(pin, map_names::CONFIG, a)?,
             global: typed(pin, map_names::GLOBAL, a)?,
-            ip_hits: typed(pin, map_names::IP_HITS, a)?,
+            addr_hits: typed(pin, map_names::ADDR_HITS, a)?,
             table_meta: typed(pin, map_names::TABLE_META, a)?,
+            table_slots: typed(pin, map_names::TABLE_V4, a)?,
+            table_ranges: typed(pin, map_names::RANGES_V4, a)?,
             entry_counters: typed(pin, map_names::ENTRY_COUNTERS, a)?,
             ids: None,
             table: None,
@@ -421,16 +425,23 @@ impl Maps {
     }
 
     /// The kernel table's result for an IPv4 address: what the program
-    /// decides for it in table mode right now.
-    pub fn table_result(&mut self, addr: std::net::Ipv4Addr) -> Result<u32, DatapathError> {
-        if self.table.is_none() {
-            self.table = Some(TableMaps::open(&self.pin)?);
+    /// decides for it in table mode right now (read with lookups, so it
+    /// works read-only too).
+    pub fn table_result(&self, addr: std::net::Ipv4Addr) -> Result<u32, DatapathError> {
+        let addr = u32::from(addr);
+        let read = |m: &Array<MapData, u64>, i: u32, name: &str| {
+            m.get(&i, 0)
+                .map_err(map_err(format!("reading {name}[{i}]")))
+        };
+        let slot = read(&self.table_slots, addr >> 16, map_names::TABLE_V4)?;
+        if slot & blocklist_ebpf::SLOT_CHUNK == 0 {
+            return Ok(slot as u32);
         }
-        Ok(self
-            .table
-            .as_ref()
-            .expect("mapped above")
-            .result(addr.into()))
+        let (start, count) = super::table::compile::chunk_of(slot);
+        let records = (start..start + count)
+            .map(|i| read(&self.table_ranges, i as u32, map_names::RANGES_V4))
+            .collect::<Result<Vec<u64>, _>>()?;
+        Ok(super::table::compile::search(&records, addr & 0xffff))
     }
 
     /// The pin directory these maps came from.
@@ -955,18 +966,31 @@ impl Maps {
             .is_some_and(|v| v.flags & ENTRY_FLAG_MANUAL != 0))
     }
 
-    /// Every per-address counter, summed over CPUs.
+    /// Every per-address counter, summed over CPUs (an address may hold a
+    /// slot on each).
     pub fn ip_counters(&self) -> Result<Vec<(IpKey, IpCounters)>, DatapathError> {
-        let mut out = Vec::new();
-        for item in self.ip_hits.iter() {
-            match item {
-                Ok((k, v)) => out.push((k, crate::counters::sum_ip(v.iter()))),
-                // LRU eviction between next_key and lookup: skip the entry.
-                Err(e) if is_enoent(&e) => continue,
-                Err(e) => return Err(map_err("reading IP_HITS")(e)),
+        let mut by_key: std::collections::HashMap<IpKey, IpCounters> =
+            std::collections::HashMap::new();
+        let slots = self
+            .addr_hits
+            .map()
+            .info()
+            .map_err(map_err("reading the size of ADDR_HITS"))?
+            .max_entries();
+        for i in 0..slots {
+            let per_cpu = self
+                .addr_hits
+                .get(&i, 0)
+                .map_err(map_err(format!("reading ADDR_HITS[{i}]")))?;
+            for s in per_cpu
+                .iter()
+                .filter(|s| s.key.family != 0 && s.counters.packets > 0)
+            {
+                let e = by_key.entry(s.key).or_default();
+                crate::counters::add_ip(e, &s.counters);
             }
         }
-        Ok(out)
+        Ok(by_key.into_iter().collect())
     }
 }
 

@@ -80,18 +80,4 @@ impl TableMaps {
             written,
         })
     }
-
-    /// The kernel table's result for `addr` (host byte order), by the
-    /// program's own search: what the datapath decides right now.
-    pub fn result(&self, addr: u32) -> u32 {
-        let slot = self.slots.load((addr >> 16) as usize);
-        if slot & blocklist_ebpf::SLOT_CHUNK == 0 {
-            return slot as u32;
-        }
-        let (start, count) = compile::chunk_of(slot);
-        let records: Vec<u64> = (start..start + count)
-            .map(|i| self.ranges.load(i))
-            .collect();
-        compile::search(&records, addr & 0xffff)
-    }
 }
