@@ -117,16 +117,7 @@ pub fn blocklist(ctx: XdpContext) -> u32 {
     global.seen_packets += 1;
     global.seen_bytes += len;
 
-    let mut pkt = Packet {
-        src: [0; 16],
-        dst: [0; 16],
-        src_family: 0,
-        dst_family: 0,
-        family: 0,
-        protocol: 0,
-        src_port: 0,
-        dst_port: 0,
-    };
+    let mut pkt = Packet::zeroed();
     let verdict = match parse(&ctx, &mut pkt) {
         PARSED_IP => decide(&ctx, &pkt, len, global),
         PARSED_NOT_IP => {
@@ -190,7 +181,7 @@ struct Hit {
 /// The parsed headers. Addresses are 16 bytes each, IPv4 (and the IPv4 of
 /// a v4-mapped IPv6 address) in the first four, with the family beside:
 /// a plain layout the verifier tracks easily, no enums over packet data.
-#[repr(C)]
+#[repr(C, align(8))]
 struct Packet {
     src: [u8; 16],
     dst: [u8; 16],
@@ -203,6 +194,27 @@ struct Packet {
     src_port: u16,
     dst_port: u16,
 }
+
+impl Packet {
+    /// All zeros, in five 8-byte stores: a struct literal compiles to a
+    /// call of the byte-at-a-time `memset` (160 instructions a packet).
+    #[inline(always)]
+    fn zeroed() -> Self {
+        let mut p = core::mem::MaybeUninit::<Packet>::uninit();
+        let words = p.as_mut_ptr().cast::<u64>();
+        // SAFETY: Packet is 40 bytes, 8-byte aligned, and every field is
+        // an integer (all zeros is a valid value); volatile keeps LLVM
+        // from merging the stores back into a memset call.
+        unsafe {
+            for i in 0..core::mem::size_of::<Packet>() / 8 {
+                core::ptr::write_volatile(words.add(i), 0);
+            }
+            p.assume_init()
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<Packet>() == 40);
 
 const PARSED_IP: u32 = 0;
 const PARSED_NOT_IP: u32 = 1;
