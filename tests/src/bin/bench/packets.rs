@@ -197,6 +197,8 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
     };
     let per = repeat / DISTINCT as u32;
     let mut k = Kernel::load();
+    let ns = blocklist_tests::lab::Netns::new("xbbp");
+    k.keep_in_dispatcher(&ns);
     let mut rng = StdRng::seed_from_u64(0x5eed);
     let peer: Ipv4Addr = "10.0.0.1".parse()?;
     let mut rows = Vec::new();
