@@ -81,11 +81,9 @@ fn watch(
 ) -> anyhow::Result<Phase> {
     let t = Instant::now();
     reset_peak(pid)?;
-    let (cpu0, mut rss) = sample(pid)?;
+    let (cpu0, _) = sample(pid)?;
     loop {
         std::thread::sleep(Duration::from_millis(50));
-        let (_, r) = sample(pid)?;
-        rss = r;
         if done() {
             break;
         }
@@ -93,7 +91,7 @@ fn watch(
             bail!("{phase}: not done after {timeout:?}");
         }
     }
-    let (cpu1, _) = sample(pid)?;
+    let (cpu1, rss) = sample(pid)?;
     let peak = peak_kib(pid)?;
     Ok(Phase {
         phase,
