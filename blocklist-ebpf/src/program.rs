@@ -101,7 +101,6 @@ const IPV4_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
-const V4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
 
 /// The main program: drop (or count) packets whose source or destination is
 /// blocked.
@@ -117,9 +116,10 @@ pub fn blocklist(ctx: XdpContext) -> u32 {
     global.seen_packets += 1;
     global.seen_bytes += len;
 
-    let mut pkt = Packet::zeroed();
-    let verdict = match parse(&ctx, &mut pkt) {
-        PARSED_IP => decide(&ctx, &pkt, len, global),
+    let mut slot = core::mem::MaybeUninit::<Packet>::uninit();
+    let pkt = Packet::zeroed_in(&mut slot);
+    let verdict = match parse(&ctx, pkt) {
+        PARSED_IP => decide(&ctx, pkt, len, global),
         PARSED_NOT_IP => {
             global.not_ip_packets += 1;
             Verdict::Pass
@@ -196,12 +196,12 @@ struct Packet {
 }
 
 impl Packet {
-    /// All zeros, in five 8-byte stores: a struct literal compiles to a
+    /// Zeroes `slot` in place, in five 8-byte stores, and hands it out: a
+    /// struct literal, or a zeroed value moved into place, compiles to a
     /// call of the byte-at-a-time `memset` (160 instructions a packet).
     #[inline(always)]
-    fn zeroed() -> Self {
-        let mut p = core::mem::MaybeUninit::<Packet>::uninit();
-        let words = p.as_mut_ptr().cast::<u64>();
+    fn zeroed_in(slot: &mut core::mem::MaybeUninit<Packet>) -> &mut Packet {
+        let words = slot.as_mut_ptr().cast::<u64>();
         // SAFETY: Packet is 40 bytes, 8-byte aligned, and every field is
         // an integer (all zeros is a valid value); volatile keeps LLVM
         // from merging the stores back into a memset call.
@@ -209,7 +209,7 @@ impl Packet {
             for i in 0..core::mem::size_of::<Packet>() / 8 {
                 core::ptr::write_volatile(words.add(i), 0);
             }
-            p.assume_init()
+            slot.assume_init_mut()
         }
     }
 }
@@ -232,9 +232,37 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
 
 #[inline(always)]
 fn read_be16(ctx: &XdpContext, offset: usize) -> Option<u16> {
-    let p = ptr_at::<[u8; 2]>(ctx, offset)?;
-    // SAFETY: bounds checked by ptr_at.
-    Some(u16::from_be_bytes(unsafe { *p }))
+    let p = ptr_at::<u16>(ctx, offset)?;
+    // SAFETY: bounds checked by ptr_at; x86's JIT and the verifier accept
+    // the unaligned 16-bit load (frames are 2-byte aligned after Ethernet).
+    Some(u16::from_be(unsafe { core::ptr::read(p) }))
+}
+
+/// The fixed IPv4 header, read with word loads (a byte array would be
+/// read, and copied, a byte at a time).
+#[repr(C)]
+struct Ipv4Hdr {
+    version_ihl: u8,
+    _tos: u8,
+    _total_len: u16,
+    _id: u16,
+    frag: u16,
+    _ttl: u8,
+    protocol: u8,
+    _check: u16,
+    src: u32,
+    dst: u32,
+}
+
+/// The fixed IPv6 header, likewise.
+#[repr(C)]
+struct Ipv6Hdr {
+    version_class_flow: u32,
+    _payload_len: u16,
+    next_header: u8,
+    _hop_limit: u8,
+    src: [u32; 4],
+    dst: [u32; 4],
 }
 
 #[inline(always)]
@@ -260,25 +288,34 @@ fn parse(ctx: &XdpContext, pkt: &mut Packet) -> u32 {
     }
 }
 
+/// Stores a 4-byte address word at `dst[4 * i..]` (the packet struct is
+/// 8-byte aligned, so these are aligned stores).
+#[inline(always)]
+fn put_word(dst: &mut [u8; 16], i: usize, w: u32) {
+    // SAFETY: i < 4, so the 4 bytes are inside `dst`, which sits at an
+    // 8-byte aligned offset of `Packet`.
+    unsafe { core::ptr::write(dst.as_mut_ptr().add(4 * i).cast::<u32>(), w) }
+}
+
 #[inline(always)]
 fn parse_v4(ctx: &XdpContext, off: usize, pkt: &mut Packet) -> u32 {
-    let Some(h) = ptr_at::<[u8; IPV4_HLEN]>(ctx, off) else {
+    let Some(h) = ptr_at::<Ipv4Hdr>(ctx, off) else {
         return PARSED_MALFORMED;
     };
-    // SAFETY: bounds checked by ptr_at.
+    // SAFETY: bounds checked by ptr_at; the fields are read with (possibly
+    // unaligned) word loads, which x86's JIT and verifier accept.
     let h = unsafe { &*h };
-    let ihl = (h[0] & 0x0f) as usize * 4;
-    if h[0] >> 4 != 4 || ihl < IPV4_HLEN {
+    let ihl = (h.version_ihl & 0x0f) as usize * 4;
+    if h.version_ihl >> 4 != 4 || ihl < IPV4_HLEN {
         return PARSED_MALFORMED;
     }
-    pkt.src[..4].copy_from_slice(&h[12..16]);
-    pkt.dst[..4].copy_from_slice(&h[16..20]);
+    put_word(&mut pkt.src, 0, h.src);
+    put_word(&mut pkt.dst, 0, h.dst);
     pkt.src_family = FAMILY_V4;
     pkt.dst_family = FAMILY_V4;
     pkt.family = FAMILY_V4;
-    pkt.protocol = h[9];
-    let frag_offset = u16::from_be_bytes([h[6], h[7]]) & 0x1fff;
-    if frag_offset == 0 {
+    pkt.protocol = h.protocol;
+    if u16::from_be(h.frag) & 0x1fff == 0 {
         ports(ctx, off + ihl, pkt);
     }
     PARSED_IP
@@ -286,31 +323,36 @@ fn parse_v4(ctx: &XdpContext, off: usize, pkt: &mut Packet) -> u32 {
 
 #[inline(always)]
 fn parse_v6(ctx: &XdpContext, off: usize, pkt: &mut Packet) -> u32 {
-    let Some(h) = ptr_at::<[u8; IPV6_HLEN]>(ctx, off) else {
+    let Some(h) = ptr_at::<Ipv6Hdr>(ctx, off) else {
         return PARSED_MALFORMED;
     };
-    // SAFETY: bounds checked by ptr_at.
+    // SAFETY: as in parse_v4.
     let h = unsafe { &*h };
-    if h[0] >> 4 != 6 {
+    if (h.version_class_flow.to_ne_bytes()[0]) >> 4 != 6 {
         return PARSED_MALFORMED;
     }
     pkt.family = FAMILY_V6;
-    pkt.protocol = h[6];
-    pkt.src_family = copy_v6(&h[8..24], &mut pkt.src);
-    pkt.dst_family = copy_v6(&h[24..40], &mut pkt.dst);
+    pkt.protocol = h.next_header;
+    pkt.src_family = copy_v6(&h.src, &mut pkt.src);
+    pkt.dst_family = copy_v6(&h.dst, &mut pkt.dst);
     ports(ctx, off + IPV6_HLEN, pkt);
     PARSED_IP
 }
 
+/// `::ffff:0:0/96` as the first three words of an address in memory.
+const V4_MAPPED_WORD2: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+
 /// Copies an IPv6 address; `::ffff:a.b.c.d` is an IPv4 address and is
-/// looked up in the IPv4 trie, so it is stored as IPv4.
+/// looked up as IPv4, so it is stored as IPv4.
 #[inline(always)]
-fn copy_v6(src: &[u8], dst: &mut [u8; 16]) -> u8 {
-    if src[..12] == V4_MAPPED_PREFIX {
-        dst[..4].copy_from_slice(&src[12..16]);
+fn copy_v6(src: &[u32; 4], dst: &mut [u8; 16]) -> u8 {
+    if src[0] == 0 && src[1] == 0 && src[2] == V4_MAPPED_WORD2 {
+        put_word(dst, 0, src[3]);
         FAMILY_V4
     } else {
-        dst.copy_from_slice(src);
+        for (i, w) in src.iter().enumerate() {
+            put_word(dst, i, *w);
+        }
         FAMILY_V6
     }
 }
@@ -324,9 +366,11 @@ fn ports(ctx: &XdpContext, l4: usize, pkt: &mut Packet) {
     if l4 > 128 {
         return;
     }
-    if let (Some(s), Some(d)) = (read_be16(ctx, l4), read_be16(ctx, l4 + 2)) {
-        pkt.src_port = s;
-        pkt.dst_port = d;
+    if let Some(p) = ptr_at::<[u16; 2]>(ctx, l4) {
+        // SAFETY: bounds checked by ptr_at.
+        let p = unsafe { core::ptr::read(p) };
+        pkt.src_port = u16::from_be(p[0]);
+        pkt.dst_port = u16::from_be(p[1]);
     }
 }
 
@@ -399,7 +443,9 @@ fn lookup_raw(addr: &[u8; 16], family: u8, probe: &mut Probe) -> u64 {
     // The exact maps first: single addresses are most entries, and a hash
     // probe costs far fewer cache misses than a trie walk.
     let (id, prefix_len) = if family == FAMILY_V4 && probe.table {
-        let r = table_v4(u32::from_be_bytes([addr[0], addr[1], addr[2], addr[3]]));
+        // SAFETY: `addr` is 4-byte aligned inside `Packet`.
+        let word = unsafe { core::ptr::read(addr.as_ptr().cast::<u32>()) };
+        let r = table_v4(u32::from_be(word));
         if r & RESULT_BLOCKED == 0 {
             return if r & RESULT_ALLOWED != 0 {
                 LOOKUP_ALLOWED
