@@ -711,7 +711,18 @@ fn containerfile_matches_the_build_setup() {
     assert_eq!(nightly, quoted_after(&build_rs, "const EBPF_TOOLCHAIN"));
     let linker = quoted_after(&tools, "const BPF_LINKER_VERSION");
     assert_eq!(linker, quoted_after(&build_rs, "const BPF_LINKER_VERSION"));
-    let rust = quoted_after(&workspace, "rust-version");
+    // The build image carries the pinned userspace toolchain's release
+    // (rust-toolchain.toml), not the MSRV.
+    let channel = quoted_after(&read("rust-toolchain.toml"), "channel");
+    let rust = channel
+        .rsplit_once('.')
+        .map_or(channel.as_str(), |(mm, _)| mm)
+        .to_owned();
+    let version = |v: &str| -> Vec<u32> { v.split('.').map(|n| n.parse().unwrap()).collect() };
+    assert!(
+        version(&quoted_after(&workspace, "rust-version")) <= version(&rust),
+        "the pinned toolchain {channel} is older than the workspace's rust-version"
+    );
     for needed in [
         format!("ARG EBPF_TOOLCHAIN={nightly}\n"),
         format!("ARG BPF_LINKER_VERSION={linker}\n"),
