@@ -371,7 +371,11 @@ fn install<'a>(
     match filter {
         Filter::None => {}
         Filter::DropAll => {
+            // The object's maps are pinned by name: give them a private
+            // bpffs, gone with this case.
+            let fs = Bpffs::new();
             let mut ebpf = EbpfLoader::new()
+                .default_map_pin_directory(fs.path())
                 .load(blocklist_agent::datapath::loader::OBJECT)
                 .context("loading the XDP object for its drop-everything program")?;
             let prog: &mut Xdp = ebpf
@@ -386,6 +390,7 @@ fn install<'a>(
                 Ok(())
             })?;
             inst.floor = Some(ebpf);
+            inst.fs = Some(fs);
         }
         Filter::Iptables => {
             let path = dir.join("iptables.rules");
