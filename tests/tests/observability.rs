@@ -541,17 +541,33 @@ fn healthz_turns_503_when_a_feed_goes_stale_and_refusals_are_counted() {
     );
 }
 
-/// A burst from many new addresses sends at most the per-CPU budget of
-/// events in a second; the rest are counted as suppressed, never reach the
-/// ring, and /metrics says so.
-#[test]
-fn events_over_the_per_cpu_budget_are_suppressed_and_counted() {
+/// `/metrics` as the agent would render it for the maps of `k`, parsed.
+fn kernel_metrics(k: &blocklist_tests::kernel::Kernel) -> Vec<Value> {
     use blocklist_agent::{
         config::Config,
         datapath::pin::PinDir,
         metrics::{self, FeedIndex, Shared},
         state::StateDir,
     };
+    let state = tempfile::tempdir().unwrap();
+    let shared = Shared {
+        pin: PinDir::new(k.pin_dir()),
+        state: StateDir::new(state.path().to_owned()),
+        config: std::sync::RwLock::new(Config::parse("", std::path::Path::new("c.toml")).unwrap()),
+        index: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(
+            FeedIndex::default(),
+        ))),
+        last_sync_seconds: std::sync::RwLock::new(None),
+        top_n: 5,
+    };
+    parse_metrics(&metrics::render(&shared).unwrap())
+}
+
+/// A burst from many new addresses sends at most the per-CPU budget of
+/// events in a second; the rest are counted as suppressed, never reach the
+/// ring, and /metrics says so.
+#[test]
+fn events_over_the_per_cpu_budget_are_suppressed_and_counted() {
     require_root();
     let mut k = blocklist_tests::kernel::Kernel::load();
     k.block("198.18.0.0/16");
@@ -582,18 +598,7 @@ fn events_over_the_per_cpu_budget_are_suppressed_and_counted() {
         g.events_sent >= 100 && g.events_sent <= 100 * windows,
         "at most the budget of 100 per second: {g:?}"
     );
-    let state = tempfile::tempdir().unwrap();
-    let shared = Shared {
-        pin: PinDir::new(k.pin_dir()),
-        state: StateDir::new(state.path().to_owned()),
-        config: std::sync::RwLock::new(Config::parse("", std::path::Path::new("c.toml")).unwrap()),
-        index: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(
-            FeedIndex::default(),
-        ))),
-        last_sync_seconds: std::sync::RwLock::new(None),
-        top_n: 5,
-    };
-    let samples = parse_metrics(&metrics::render(&shared).unwrap());
+    let samples = kernel_metrics(&k);
     assert_eq!(
         sample(
             &samples,
@@ -608,12 +613,6 @@ fn events_over_the_per_cpu_budget_are_suppressed_and_counted() {
 /// are counted as lost, and /metrics says so.
 #[test]
 fn events_lost_when_the_ring_is_full_are_counted() {
-    use blocklist_agent::{
-        config::Config,
-        datapath::pin::PinDir,
-        metrics::{self, FeedIndex, Shared},
-        state::StateDir,
-    };
     require_root();
     let mut k = blocklist_tests::kernel::Kernel::load();
     k.block("198.18.0.0/16");
@@ -640,18 +639,7 @@ fn events_lost_when_the_ring_is_full_are_counted() {
         "the events due were sent or lost, none suppressed: {g:?}"
     );
     assert_eq!(g.events_suppressed, 0, "{g:?}");
-    let state = tempfile::tempdir().unwrap();
-    let shared = Shared {
-        pin: PinDir::new(k.pin_dir()),
-        state: StateDir::new(state.path().to_owned()),
-        config: std::sync::RwLock::new(Config::parse("", std::path::Path::new("c.toml")).unwrap()),
-        index: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(
-            FeedIndex::default(),
-        ))),
-        last_sync_seconds: std::sync::RwLock::new(None),
-        top_n: 5,
-    };
-    let samples = parse_metrics(&metrics::render(&shared).unwrap());
+    let samples = kernel_metrics(&k);
     assert_eq!(
         sample(
             &samples,

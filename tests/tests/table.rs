@@ -35,11 +35,6 @@ fn peer() -> Ipv4Addr {
     "10.9.9.9".parse().unwrap()
 }
 
-/// The program's own descriptor, for threads that run it.
-fn program_fd(k: &mut Kernel) -> OwnedFd {
-    k.program_fd()
-}
-
 /// Reference: blocked when a block entry covers `a` and no allow entry
 /// does; allowed when both do.
 fn reference(block: &[Prefix], allow: &[Prefix], a: Ipv4Addr) -> (bool, bool) {
@@ -76,7 +71,7 @@ fn random_change_sequences_keep_the_table_equal_to_the_reference() {
     require_root();
     let mut k = Kernel::load();
     let mut maps = Maps::open(&PinDir::new(k.pin_dir())).unwrap();
-    let fd = program_fd(&mut k);
+    let fd = k.program_fd();
     let mut rng = StdRng::seed_from_u64(0x7ab1e);
     let mut block: Vec<Prefix> = vec![p(COVERS[0])];
     let mut allow: Vec<Prefix> = Vec::new();
@@ -213,7 +208,7 @@ fn counters_from_two_cpus_are_exact_and_survive_rebuilds() {
     let dir = tempfile::tempdir().unwrap();
     let agent = Agent::new(ns.name(), k.pin_dir(), dir.path().join("state"));
     agent.run(&["block", "192.0.2.9/32", "198.51.100.0/24"]);
-    let fd = program_fd(&mut k);
+    let fd = k.program_fd();
     let host = frames::ipv4("192.0.2.9".parse().unwrap(), peer());
     let wide = frames::ipv4("198.51.100.77".parse().unwrap(), peer());
     const N: u32 = 100_000;
@@ -295,7 +290,7 @@ fn a_spoofed_flood_shows_its_busiest_addresses_in_top() {
     let dir = tempfile::tempdir().unwrap();
     let agent = Agent::new(ns.name(), k.pin_dir(), dir.path().join("state"));
     agent.run(&["block", "198.18.0.0/15"]);
-    let fd = program_fd(&mut k);
+    let fd = k.program_fd();
     let heavy = ["198.18.7.7", "198.19.200.1", "198.18.99.42"];
     let heavy_frames: Vec<Vec<u8>> = heavy
         .iter()

@@ -594,15 +594,15 @@ type PerPacket = (String, String, usize, f64, f64);
 /// The targets as ratios from this run; a missing case (a
 /// filtered run) leaves its line out.
 fn print_targets(rows: &[Row], costs: &[PerPacket]) {
-    let drop = |filter: &str, list: &str, n: usize, shape: &str| {
+    let row = |filter: &str, list: &str, n: usize, shape: &str| {
         rows.iter()
             .find(|r| r.filter == filter && r.list == list && r.prefixes == n && r.shape == shape)
-            .map(|r| r.drop_mpps.0)
+    };
+    let drop = |filter: &str, list: &str, n: usize, shape: &str| {
+        row(filter, list, n, shape).map(|r| r.drop_mpps.0)
     };
     let ns = |filter: &str, list: &str, n: usize, shape: &str| {
-        rows.iter()
-            .find(|r| r.filter == filter && r.list == list && r.prefixes == n && r.shape == shape)
-            .map(|r| r.rx_ns_per_frame)
+        row(filter, list, n, shape).map(|r| r.rx_ns_per_frame)
     };
     let cost = |filter: &str, list: &str, n: usize| {
         costs

@@ -184,10 +184,6 @@ pub fn spoofed(list: &[Prefix], n: usize, rng: &mut StdRng) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-fn name(l: Lookup) -> &'static str {
-    l.name()
-}
-
 /// Runs the per-packet benchmark; prints its table and returns its JSON.
 pub fn run() -> anyhow::Result<serde_json::Value> {
     let (runs, repeat) = if quick() {
@@ -213,11 +209,11 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
         let (median_ns, min_ns, max_ns) = stats(v);
         eprintln!(
             "  {:<5} {list:<5} {n:>9} {case:<40} {median_ns:7.1} ns/packet",
-            name(lookup)
+            lookup.name()
         );
         rows.push(Row {
             case: case.to_owned(),
-            lookup: name(lookup),
+            lookup: lookup.name(),
             list,
             prefixes: n,
             median_ns,
