@@ -89,50 +89,56 @@ pub fn edit(
         TrieKind::Block => "block",
         TrieKind::Allow => "allow",
     };
-    for p in prefixes {
-        let recorded = match (kind, add) {
-            (TrieKind::Block, true) => manual
-                .block
-                .insert(
-                    *p,
-                    ManualBlock {
-                        expires: expires.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
-                    },
-                )
-                .is_none(),
-            (TrieKind::Block, false) => manual.block.remove(p).is_some(),
-            (TrieKind::Allow, true) => {
-                let new = !manual.allow.contains(p);
-                if new {
-                    manual.allow.push(*p);
+    // One batch: the installed entries are read once for the ids and the
+    // table is compiled once, however many prefixes the command names.
+    maps.batch(|maps| -> anyhow::Result<()> {
+        for p in prefixes {
+            let recorded = match (kind, add) {
+                (TrieKind::Block, true) => manual
+                    .block
+                    .insert(
+                        *p,
+                        ManualBlock {
+                            expires: expires
+                                .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                        },
+                    )
+                    .is_none(),
+                (TrieKind::Block, false) => manual.block.remove(p).is_some(),
+                (TrieKind::Allow, true) => {
+                    let new = !manual.allow.contains(p);
+                    if new {
+                        manual.allow.push(*p);
+                    }
+                    new
                 }
-                new
-            }
-            (TrieKind::Allow, false) => {
-                let before = manual.allow.len();
-                manual.allow.retain(|a| a != p);
-                manual.allow.len() != before
-            }
-        };
-        let changed = if add {
-            maps.insert_manual(kind, *p)?
-        } else {
-            maps.remove(kind, *p)?
-        };
-        let what = match (add, changed || recorded) {
-            (true, true) => "added",
-            (true, false) => "already present",
-            (false, true) => "removed",
-            (false, false) => "not present",
-        };
-        let until = match (add, expires) {
-            (true, Some(t)) if kind == TrieKind::Block => {
-                format!(" until {}", humantime::format_rfc3339_seconds(t))
-            }
-            _ => String::new(),
-        };
-        println!("{noun} {p}: {what}{until}");
-    }
+                (TrieKind::Allow, false) => {
+                    let before = manual.allow.len();
+                    manual.allow.retain(|a| a != p);
+                    manual.allow.len() != before
+                }
+            };
+            let changed = if add {
+                maps.insert_manual(kind, *p)?
+            } else {
+                maps.remove(kind, *p)?
+            };
+            let what = match (add, changed || recorded) {
+                (true, true) => "added",
+                (true, false) => "already present",
+                (false, true) => "removed",
+                (false, false) => "not present",
+            };
+            let until = match (add, expires) {
+                (true, Some(t)) if kind == TrieKind::Block => {
+                    format!(" until {}", humantime::format_rfc3339_seconds(t))
+                }
+                _ => String::new(),
+            };
+            println!("{noun} {p}: {what}{until}");
+        }
+        Ok(())
+    })?;
     ctx.state.set_manual(&manual).with_context(|| {
         format!(
             "recording hand-made entries in {}",
