@@ -66,17 +66,10 @@ impl Plan {
     }
 }
 
-/// Compares the desired state with what the tries hold.
-pub fn plan(maps: &Maps, desired: &Desired) -> anyhow::Result<Plan> {
-    // A sorted Vec, not a map: half the memory at a million entries.
-    let mut installed: Vec<(Prefix, u32)> = Vec::new();
-    for v4 in [true, false] {
-        installed.extend(maps.entry_flags(TrieKind::Block, v4)?);
-    }
-    let mut allowed = Vec::new();
-    for v4 in [true, false] {
-        maps.visit(TrieKind::Allow, v4, |p, _| allowed.push(p))?;
-    }
+/// Compares the desired state with what the tries hold (as the maps
+/// handle knows it: no walk of the kernel when it wrote last).
+pub fn plan(maps: &mut Maps, desired: &Desired) -> anyhow::Result<Plan> {
+    let (installed, allowed) = maps.installed()?;
     Ok(plan_from(installed, allowed, desired))
 }
 
@@ -132,9 +125,9 @@ pub fn plan_from(
 
 /// Refuses a plan that would not fit, before touching anything: inserts go
 /// first, so the peak is what is installed plus what is new.
-pub fn check_capacity(maps: &Maps, plan: &Plan) -> anyhow::Result<()> {
+pub fn check_capacity(maps: &mut Maps, plan: &Plan) -> anyhow::Result<()> {
     for (v4, fam) in [(true, plan.v4), (false, plan.v6)] {
-        let fill = maps.fill(TrieKind::Block, v4)?;
+        let fill = maps.installed_fill(TrieKind::Block, v4)?;
         let peak = fill.entries + fam.added as u64;
         if peak > fill.max_entries as u64 {
             bail!(

@@ -35,7 +35,7 @@ use blocklist_ebpf::{
 
 use super::{
     DatapathError, batch,
-    ids::Ids,
+    mirror::{Installed, Mirror},
     pin::PinDir,
     table::{TableMaps, TableReport},
 };
@@ -108,9 +108,9 @@ pub struct Maps {
     table_slots: Array<MapData, u64>,
     table_ranges: Array<MapData, u64>,
     entry_counters: Array<MapData, EntryCounters>,
-    /// Entry ids, read from the installed entries for one write (or one
-    /// batch).
-    ids: Option<Ids>,
+    /// The installed entries and their ids, read once and kept in step
+    /// with this handle's writes while nobody else writes.
+    mirror: Option<Mirror>,
     /// The table's arrays, mapped on the first update.
     table: Option<TableMaps>,
     /// Inside [`Maps::batch`]: table updates wait for its end.
@@ -118,6 +118,9 @@ pub struct Maps {
     /// `TABLE_META.dirty` was set by this handle and not cleared yet.
     marked: bool,
 }
+
+/// Installed block entries with their flags, and allow entries.
+pub type InstalledSet = (Vec<(Prefix, u32)>, Vec<Prefix>);
 
 /// Fill of one trie.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
@@ -287,7 +290,7 @@ impl Maps {
             table_slots: typed(pin, map_names::TABLE_V4, a)?,
             table_ranges: typed(pin, map_names::RANGES_V4, a)?,
             entry_counters: typed(pin, map_names::ENTRY_COUNTERS, a)?,
-            ids: None,
+            mirror: None,
             table: None,
             batching: false,
             marked: false,
@@ -312,10 +315,21 @@ impl Maps {
     fn mark(&mut self) -> Result<(), DatapathError> {
         if !self.marked {
             let m = self.table_meta()?;
+            self.check_mirror(&m);
             self.set_table_meta(TableMeta { dirty: 1, ..m })?;
             self.marked = true;
         }
         Ok(())
+    }
+
+    /// Forgets the mirror if another writer (or a killed one) changed the
+    /// tries since this handle last committed.
+    fn check_mirror(&mut self, meta: &TableMeta) {
+        if let Some(m) = &self.mirror
+            && (meta.dirty != 0 || meta.generation != m.generation)
+        {
+            self.mirror = None;
+        }
     }
 
     /// After a write: update the table now, unless inside a batch.
@@ -323,34 +337,93 @@ impl Maps {
         if self.batching {
             return Ok(());
         }
-        self.ids = None;
         self.commit_table().map(|_| ())
     }
 
-    /// The id allocator, read from the installed block entries once per
-    /// write or batch.
-    fn ids(&mut self) -> Result<&mut Ids, DatapathError> {
-        if self.ids.is_none() {
-            let mut installed = Vec::new();
-            for v4 in [true, false] {
-                self.visit(TrieKind::Block, v4, |p, v| installed.push((p, v.id)))?;
-            }
-            self.ids = Some(Ids::new(installed));
+    /// The installed entries: the mirror kept since the last write when
+    /// the kernel says nobody else wrote since (see [`super::mirror`]),
+    /// else one walk of every map.
+    fn mirror(&mut self) -> Result<&mut Mirror, DatapathError> {
+        // While this handle writes, it set `dirty` itself and the mirror
+        // follows each write.
+        if !self.marked && self.mirror.is_some() {
+            let meta = self.table_meta()?;
+            self.check_mirror(&meta);
         }
-        Ok(self.ids.as_mut().expect("read above"))
+        if self.mirror.is_none() {
+            let generation = self.table_meta()?.generation;
+            let mut block = Vec::new();
+            let mut allow = Vec::new();
+            for v4 in [true, false] {
+                self.visit(TrieKind::Block, v4, |p, v| {
+                    block.push((
+                        p,
+                        Installed {
+                            flags: v.flags,
+                            id: v.id,
+                        },
+                    ))
+                })?;
+                self.visit(TrieKind::Allow, v4, |p, _| allow.push(p))?;
+            }
+            self.mirror = Some(Mirror::new(generation, block, allow));
+        }
+        Ok(self.mirror.as_mut().expect("read above"))
+    }
+
+    /// The installed block entries (with their flags) and allow entries,
+    /// both families, sorted: what a sync diffs against.
+    pub fn installed(&mut self) -> Result<InstalledSet, DatapathError> {
+        let m = self.mirror()?;
+        let block = m.blocks().iter().map(|(p, v)| (*p, v.flags)).collect();
+        Ok((block, m.allows().to_vec()))
+    }
+
+    /// [`Maps::fill`] from the installed entries this handle knows (no walk
+    /// while the mirror is current).
+    pub fn installed_fill(&mut self, kind: TrieKind, v4: bool) -> Result<Fill, DatapathError> {
+        let m = self.mirror()?;
+        let entries = match kind {
+            TrieKind::Block => m.block_count(v4),
+            TrieKind::Allow => m.allow_count(v4),
+        } as u64;
+        let name = Self::name(kind, v4);
+        let info = if v4 {
+            self.v4(kind).map().info()
+        } else {
+            self.v6(kind).map().info()
+        }
+        .map_err(map_err(format!("reading the capacity of {name}")))?;
+        Ok(Fill {
+            entries,
+            max_entries: info.max_entries(),
+        })
+    }
+
+    /// Runs a write; if it fails, forgets the mirror, which may then be
+    /// behind the kernel (part of a batch may have been written).
+    fn guarded<R>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<R, DatapathError>,
+    ) -> Result<R, DatapathError> {
+        let r = f(self);
+        if r.is_err() {
+            self.mirror = None;
+        }
+        r
     }
 
     /// Ids for new block entries (existing ones keep theirs), with their
     /// counters zeroed before any entry names them.
     fn ids_for(&mut self, prefixes: &[Prefix]) -> Result<Vec<u32>, DatapathError> {
-        let ids = self.ids()?;
+        let m = self.mirror()?;
         let mut out = Vec::with_capacity(prefixes.len());
         let mut fresh = Vec::new();
         for p in prefixes {
-            let id = match ids.of(p) {
-                Some(id) => id,
+            let id = match m.block(p) {
+                Some(v) => v.id,
                 None => {
-                    let id = ids.give(*p).ok_or_else(|| DatapathError::Full {
+                    let id = m.give_id().ok_or_else(|| DatapathError::Full {
                         map: map_names::ENTRY_COUNTERS,
                         max: ENTRIES_MAX - 1,
                         entry: p.to_string(),
@@ -389,7 +462,9 @@ impl Maps {
         self.batching = true;
         let r = f(self);
         self.batching = false;
-        self.ids = None;
+        if r.is_err() {
+            self.mirror = None;
+        }
         let t = self.commit_table();
         let r = r?;
         Ok((r, t?))
@@ -404,10 +479,19 @@ impl Maps {
             self.marked = false;
             return Ok(None);
         }
-        let mut block = Vec::new();
-        self.visit(TrieKind::Block, true, |p, v| block.push(v4_entry(p, v.id)))?;
-        let mut allow = Vec::new();
-        self.visit(TrieKind::Allow, true, |p, _| allow.push(v4_entry(p, 0)))?;
+        let m = self.mirror()?;
+        let block: Vec<_> = m
+            .blocks()
+            .iter()
+            .filter(|(p, _)| p.is_v4())
+            .map(|(p, v)| v4_entry(*p, v.id))
+            .collect();
+        let allow: Vec<_> = m
+            .allows()
+            .iter()
+            .filter(|p| p.is_v4())
+            .map(|p| v4_entry(*p, 0))
+            .collect();
         if self.table.is_none() {
             self.table = Some(TableMaps::open(&self.pin)?);
         }
@@ -416,11 +500,15 @@ impl Maps {
             .as_ref()
             .expect("mapped above")
             .update(&block, &allow)?;
+        let generation = meta.generation + 1;
         self.set_table_meta(TableMeta {
             dirty: 0,
-            generation: meta.generation + 1,
+            generation,
         })?;
         self.marked = false;
+        if let Some(m) = &mut self.mirror {
+            m.committed(generation);
+        }
         Ok(Some(report))
     }
 
@@ -570,6 +658,18 @@ impl Maps {
         };
         match r {
             Ok(()) => {
+                if let Some(m) = &mut self.mirror {
+                    match kind {
+                        TrieKind::Block => m.put_blocks(vec![(
+                            prefix,
+                            Installed {
+                                flags,
+                                id: value.id,
+                            },
+                        )]),
+                        TrieKind::Allow => m.put_allows(&[prefix]),
+                    }
+                }
                 self.written()?;
                 Ok(existing.is_none())
             }
@@ -615,8 +715,12 @@ impl Maps {
         let removed = match r {
             Ok(()) => true,
             Err(e) if is_enoent(&e) => false,
-            Err(e) => return Err(map_err(format!("removing {prefix} from {name}"))(e)),
+            Err(e) => {
+                self.mirror = None;
+                return Err(map_err(format!("removing {prefix} from {name}"))(e));
+            }
         };
+        self.forget(kind, &[prefix]);
         self.written()?;
         Ok(removed)
     }
@@ -632,24 +736,41 @@ impl Maps {
             return Ok(());
         }
         self.mark()?;
+        let mut written = Vec::new();
         // A chunk at a time: a million values at once would hold 64 MB.
         for chunk in entries.chunks(BATCH) {
-            self.insert_chunk(kind, chunk)?;
+            let ids = self.guarded(|m| m.insert_chunk(kind, chunk))?;
+            written.extend(
+                chunk
+                    .iter()
+                    .zip(ids)
+                    .map(|((p, flags), id)| (*p, Installed { flags: *flags, id })),
+            );
+        }
+        if let Some(m) = &mut self.mirror {
+            match kind {
+                TrieKind::Block => m.put_blocks(written),
+                TrieKind::Allow => {
+                    m.put_allows(&written.iter().map(|(p, _)| *p).collect::<Vec<_>>())
+                }
+            }
         }
         self.written()
     }
 
+    /// Writes one chunk; returns the ids it gave (0 for allow entries).
     fn insert_chunk(
         &mut self,
         kind: TrieKind,
         entries: &[(Prefix, u32)],
-    ) -> Result<(), DatapathError> {
+    ) -> Result<Vec<u32>, DatapathError> {
         let prefixes: Vec<Prefix> = entries.iter().map(|(p, _)| *p).collect();
         let ids = match kind {
             TrieKind::Block => self.ids_for(&prefixes)?,
             TrieKind::Allow => vec![0; entries.len()],
         };
         drop(prefixes);
+        let given = ids.clone();
         let (mut k4, mut v4s, mut k6, mut v6s) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut e4, mut ev4, mut e6, mut ev6) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for ((p, flags), id) in entries.iter().zip(ids) {
@@ -680,7 +801,18 @@ impl Maps {
         insert_batched(self.v4_mut(kind), name4, &k4, &v4s)?;
         insert_batched(self.v6_mut(kind), name6, &k6, &v6s)?;
         insert_batched(&mut self.exact_v4, map_names::EXACT_V4, &e4, &ev4)?;
-        insert_batched(&mut self.exact_v6, map_names::EXACT_V6, &e6, &ev6)
+        insert_batched(&mut self.exact_v6, map_names::EXACT_V6, &e6, &ev6)?;
+        Ok(given)
+    }
+
+    /// Tells the mirror that entries of `kind` are gone.
+    fn forget(&mut self, kind: TrieKind, prefixes: &[Prefix]) {
+        if let Some(m) = &mut self.mirror {
+            match kind {
+                TrieKind::Block => m.remove_blocks(prefixes),
+                TrieKind::Allow => m.remove_allows(prefixes),
+            }
+        }
     }
 
     /// Removes many entries (exact prefixes), and their counters, with
@@ -708,10 +840,13 @@ impl Maps {
         let e6: Vec<[u8; 16]> = exact.iter().filter_map(|p| p.v6_bytes()).collect();
         let name4 = Self::name(kind, true);
         let name6 = Self::name(kind, false);
-        delete_batched(self.v4_mut(kind), name4, &k4)?;
-        delete_batched(self.v6_mut(kind), name6, &k6)?;
-        delete_batched(&mut self.exact_v4, map_names::EXACT_V4, &e4)?;
-        delete_batched(&mut self.exact_v6, map_names::EXACT_V6, &e6)?;
+        self.guarded(|m| {
+            delete_batched(m.v4_mut(kind), name4, &k4)?;
+            delete_batched(m.v6_mut(kind), name6, &k6)?;
+            delete_batched(&mut m.exact_v4, map_names::EXACT_V4, &e4)?;
+            delete_batched(&mut m.exact_v6, map_names::EXACT_V6, &e6)
+        })?;
+        self.forget(kind, prefixes);
         self.written()
     }
 

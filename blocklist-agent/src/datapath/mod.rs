@@ -8,6 +8,7 @@ pub mod error;
 pub mod ids;
 pub mod loader;
 pub mod maps;
+pub mod mirror;
 pub mod mmap;
 pub mod pin;
 pub mod table;

@@ -1,0 +1,239 @@
+//! What the tries hold, kept in this process between writes.
+//!
+//! Every write needs the installed entries: the sync's diff, the id
+//! allocator, the table compiler. Reading them back from the kernel costs
+//! a walk of every trie and exact map (about 0.6 s at a million entries),
+//! so [`Maps`](super::maps::Maps) reads them once into a `Mirror` and then
+//! keeps it in step with its own writes. The mirror is trusted only while
+//! the kernel says nobody else wrote: every writer bumps
+//! `TABLE_META.generation` when it commits, and sets `TABLE_META.dirty`
+//! while it writes, so a generation other than the one this mirror saw
+//! last, or a dirty flag this process did not set, means another process
+//! (or a killed writer) changed the tries, and the mirror is read again.
+
+use super::ids::Ids;
+use crate::prefix::Prefix;
+
+/// One installed block entry as the mirror keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Installed {
+    /// `ENTRY_FLAG_*` bits.
+    pub flags: u32,
+    /// Its `ENTRY_COUNTERS` slot.
+    pub id: u32,
+}
+
+/// The installed entries of both families, sorted, and the ids they hold.
+pub struct Mirror {
+    /// `TABLE_META.generation` the tries had when this was last exact.
+    pub generation: u64,
+    /// Block entries sorted by prefix: a sorted `Vec` takes a third of a
+    /// hash map's memory at a million entries.
+    block: Vec<(Prefix, Installed)>,
+    /// Allow entries, sorted.
+    allow: Vec<Prefix>,
+    /// Which ids are taken.
+    pub ids: Ids,
+}
+
+impl Mirror {
+    /// From the entries a walk of the maps read.
+    pub fn new(
+        generation: u64,
+        mut block: Vec<(Prefix, Installed)>,
+        mut allow: Vec<Prefix>,
+    ) -> Self {
+        block.sort_unstable_by_key(|(p, _)| *p);
+        block.dedup_by_key(|(p, _)| *p);
+        allow.sort_unstable();
+        allow.dedup();
+        let ids = Ids::new(block.iter().map(|(_, v)| v.id));
+        Self {
+            generation,
+            block,
+            allow,
+            ids,
+        }
+    }
+
+    /// The installed block entry for exactly `p`.
+    pub fn block(&self, p: &Prefix) -> Option<Installed> {
+        self.block
+            .binary_search_by_key(p, |(q, _)| *q)
+            .ok()
+            .map(|i| self.block[i].1)
+    }
+
+    /// Every installed block entry, sorted.
+    pub fn blocks(&self) -> &[(Prefix, Installed)] {
+        &self.block
+    }
+
+    /// Every installed allow entry, sorted.
+    pub fn allows(&self) -> &[Prefix] {
+        &self.allow
+    }
+
+    /// Block entries of one family.
+    pub fn block_count(&self, v4: bool) -> usize {
+        self.block.iter().filter(|(p, _)| p.is_v4() == v4).count()
+    }
+
+    /// Allow entries of one family.
+    pub fn allow_count(&self, v4: bool) -> usize {
+        self.allow.iter().filter(|p| p.is_v4() == v4).count()
+    }
+
+    /// Records block entries written (new or re-flagged), in one merge.
+    pub fn put_blocks(&mut self, mut added: Vec<(Prefix, Installed)>) {
+        if added.is_empty() {
+            return;
+        }
+        // Stable, so that the last write of a prefix wins.
+        added.sort_by_key(|(p, _)| *p);
+        added.reverse();
+        added.dedup_by_key(|(p, _)| *p);
+        added.reverse();
+        self.block = merge(std::mem::take(&mut self.block), added, |(p, _)| *p);
+    }
+
+    /// Records block entries removed; their ids become free once the table
+    /// no longer names them ([`Mirror::committed`]).
+    pub fn remove_blocks(&mut self, removed: &[Prefix]) {
+        let mut gone = removed.to_vec();
+        gone.sort_unstable();
+        let ids = &mut self.ids;
+        self.block.retain(|(p, v)| {
+            let keep = gone.binary_search(p).is_err();
+            if !keep {
+                ids.release_later(v.id);
+            }
+            keep
+        });
+    }
+
+    /// Records allow entries written.
+    pub fn put_allows(&mut self, added: &[Prefix]) {
+        let mut added = added.to_vec();
+        added.sort_unstable();
+        added.dedup();
+        self.allow = merge(std::mem::take(&mut self.allow), added, |p| *p);
+    }
+
+    /// Records allow entries removed.
+    pub fn remove_allows(&mut self, removed: &[Prefix]) {
+        let mut gone = removed.to_vec();
+        gone.sort_unstable();
+        self.allow.retain(|p| gone.binary_search(p).is_err());
+    }
+
+    /// The table now matches these entries, as of `generation`: ids freed
+    /// since the last commit may be given again.
+    pub fn committed(&mut self, generation: u64) {
+        self.generation = generation;
+        self.ids.release_pending();
+    }
+
+    /// Gives an id to a new block entry, or `None` when all
+    /// `ENTRIES_MAX - 1` are taken.
+    pub fn give_id(&mut self) -> Option<u32> {
+        self.ids.give()
+    }
+}
+
+/// Merges two sorted, deduplicated lists; on equal keys `new` wins.
+fn merge<T: Copy, K: Ord>(old: Vec<T>, new: Vec<T>, key: impl Fn(&T) -> K) -> Vec<T> {
+    let mut out = Vec::with_capacity(old.len() + new.len());
+    let (mut a, mut b) = (old.into_iter().peekable(), new.into_iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => match key(x).cmp(&key(y)) {
+                std::cmp::Ordering::Less => out.push(a.next().expect("peeked")),
+                std::cmp::Ordering::Greater => out.push(b.next().expect("peeked")),
+                std::cmp::Ordering::Equal => {
+                    a.next();
+                    out.push(b.next().expect("peeked"));
+                }
+            },
+            (Some(_), None) => out.push(a.next().expect("peeked")),
+            (None, Some(_)) => out.push(b.next().expect("peeked")),
+            (None, None) => break,
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn p(s: &str) -> Prefix {
+        s.parse().unwrap()
+    }
+
+    fn v(flags: u32, id: u32) -> Installed {
+        Installed { flags, id }
+    }
+
+    #[test]
+    fn a_rewrite_keeps_the_newest_value_and_a_removal_frees_its_id_after_the_commit() {
+        let mut m = Mirror::new(7, vec![(p("192.0.2.0/24"), v(0, 1))], vec![]);
+        let id = m.give_id().unwrap();
+        assert_eq!(id, 2);
+        m.put_blocks(vec![
+            (p("198.51.100.1/32"), v(0, id)),
+            (p("192.0.2.0/24"), v(1, 1)),
+        ]);
+        assert_eq!(m.block(&p("192.0.2.0/24")), Some(v(1, 1)));
+        m.remove_blocks(&[p("192.0.2.0/24")]);
+        assert_eq!(m.block(&p("192.0.2.0/24")), None);
+        // Not yet: the table may still name id 1 until the commit.
+        assert_eq!(m.give_id(), Some(3));
+        m.committed(8);
+        assert_eq!(m.generation, 8);
+        assert_eq!(m.give_id(), Some(1));
+    }
+
+    proptest! {
+        /// The mirror after any sequence of writes equals a map that
+        /// replays them.
+        #[test]
+        fn the_mirror_follows_every_write(
+            ops in proptest::collection::vec(
+                (any::<bool>(), proptest::collection::vec((0u32..64, 0u32..3), 0..20)),
+                0..20,
+            )
+        ) {
+            let mut m = Mirror::new(0, vec![], vec![]);
+            let mut reference = BTreeMap::new();
+            for (put, entries) in ops {
+                let entries: Vec<(Prefix, Installed)> = entries
+                    .into_iter()
+                    .map(|(a, f)| {
+                        let a = std::net::Ipv4Addr::from(0xc000_0200 | a);
+                        (Prefix::from_v4(a.octets(), 32).unwrap(), v(f, a.octets()[3] as u32 + 1))
+                    })
+                    .collect();
+                if put {
+                    for (q, i) in &entries {
+                        reference.insert(*q, *i);
+                    }
+                    m.put_blocks(entries);
+                } else {
+                    let gone: Vec<Prefix> = entries.iter().map(|(q, _)| *q).collect();
+                    for q in &gone {
+                        reference.remove(q);
+                    }
+                    m.remove_blocks(&gone);
+                }
+                let got: Vec<(Prefix, Installed)> = m.blocks().to_vec();
+                let want: Vec<(Prefix, Installed)> = reference.iter().map(|(q, i)| (*q, *i)).collect();
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
+}
