@@ -29,6 +29,10 @@ use serde::Serialize;
 
 pub const RUNS: usize = 7;
 const DISTINCT: usize = 256;
+/// Frames of the cold cases. Each runs once per measurement, so at a large
+/// list nothing its lookup touches is still cached from its last run: the
+/// cost live traffic from many sources pays, without a sender beside it.
+const COLD: usize = 16_384;
 
 fn quick() -> bool {
     std::env::var_os("BENCH_QUICK").is_some()
@@ -224,6 +228,11 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
     let distinct = |k: &mut Kernel, frames: &[Vec<u8>]| {
         frames.iter().map(|f| k.cost_ns(f, per) as f64).sum::<f64>() / frames.len() as f64
     };
+    // One run per frame: the kernel's clock reads around a single run are
+    // in it, which the cold floor row shows.
+    let cold = |k: &mut Kernel, frames: &[Vec<u8>]| {
+        frames.iter().map(|f| k.cost_ns(f, 1) as f64).sum::<f64>() / frames.len() as f64
+    };
 
     let floor_frame = frames::ipv4("10.9.9.9".parse()?, peer);
     measure(
@@ -233,6 +242,19 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
         "floor: empty XDP_PASS program",
         0,
         &mut |k| k.floor_cost_ns(&floor_frame, repeat) as f64,
+    );
+    measure(
+        &mut k,
+        Lookup::Table,
+        "-",
+        "floor, one run per call (the cold cases' clock overhead)",
+        0,
+        &mut |k| {
+            (0..COLD)
+                .map(|_| k.floor_cost_ns(&floor_frame, 1) as f64)
+                .sum::<f64>()
+                / COLD as f64
+        },
     );
 
     let mut loads = Vec::new();
@@ -266,6 +288,12 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
                 .map(|a| frames::ipv4(a, peer))
                 .collect();
             let misses: Vec<Vec<u8>> = (0..DISTINCT)
+                .map(|_| frames::ipv4(coverage.miss(&mut rng), peer))
+                .collect();
+            let cold_hits: Vec<Vec<u8>> = (0..COLD)
+                .map(|_| frames::ipv4(inside(&set[rng.random_range(0..set.len())], &mut rng), peer))
+                .collect();
+            let cold_misses: Vec<Vec<u8>> = (0..COLD)
                 .map(|_| frames::ipv4(coverage.miss(&mut rng), peer))
                 .collect();
             for lookup in [Lookup::Table, Lookup::Trie] {
@@ -314,6 +342,22 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
                     "misses, 256 distinct from the gaps",
                     n,
                     &mut |k| distinct(k, &misses),
+                );
+                measure(
+                    &mut k,
+                    lookup,
+                    list_name,
+                    "hits, 16,384 distinct sources, each once (cold)",
+                    n,
+                    &mut |k| cold(k, &cold_hits),
+                );
+                measure(
+                    &mut k,
+                    lookup,
+                    list_name,
+                    "misses, 16,384 distinct from the gaps, each once (cold)",
+                    n,
+                    &mut |k| cold(k, &cold_misses),
                 );
             }
         }
