@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::{
     config::Config,
-    datapath::maps::{Maps, TrieKind},
+    datapath::maps::{Installed, Maps, TrieKind},
     feed::{
         fetch::Fetcher,
         poll::{self, FeedOutcome, FeedStatus, PollContext},
@@ -73,20 +73,18 @@ pub fn plan(maps: &mut Maps, desired: &Desired) -> anyhow::Result<Plan> {
     Ok(plan_from(installed, allowed, desired))
 }
 
-/// The plan from the installed block entries (with their flags) and allow
-/// entries, as data: the pure part of [`plan`].
-pub fn plan_from(
-    mut installed: Vec<(Prefix, u32)>,
-    mut allowed: Vec<Prefix>,
-    desired: &Desired,
-) -> Plan {
+/// The plan from the installed block entries and allow entries (both
+/// sorted by prefix, as [`Maps::installed`] gives them), as data: the pure
+/// part of [`plan`].
+pub fn plan_from(installed: &[(Prefix, Installed)], allowed: &[Prefix], desired: &Desired) -> Plan {
     let mut p = Plan::default();
-    installed.sort_unstable_by_key(|(p, _)| *p);
+    debug_assert!(installed.is_sorted_by_key(|(p, _)| *p));
+    debug_assert!(allowed.is_sorted());
     let flags_of = |prefix: &Prefix| {
         installed
             .binary_search_by_key(prefix, |(p, _)| *p)
             .ok()
-            .map(|i| installed[i].1)
+            .map(|i| installed[i].1.flags)
     };
     for (prefix, flags) in &desired.block {
         let fam = if prefix.is_v4() { &mut p.v4 } else { &mut p.v6 };
@@ -98,16 +96,13 @@ pub fn plan_from(
             }
         }
     }
-    for (prefix, _) in &installed {
+    for (prefix, _) in installed {
         if !desired.block.contains_key(prefix) {
             let fam = if prefix.is_v4() { &mut p.v4 } else { &mut p.v6 };
             fam.removed += 1;
             p.block_del.push(*prefix);
         }
     }
-    drop(installed);
-    allowed.sort_unstable();
-    allowed.dedup();
     p.allow_add = desired
         .allow
         .iter()
@@ -115,8 +110,9 @@ pub fn plan_from(
         .copied()
         .collect();
     p.allow_del = allowed
-        .into_iter()
+        .iter()
         .filter(|a| !desired.allow.contains(a))
+        .copied()
         .collect();
     p.block_add.sort();
     p.block_del.sort();
@@ -532,8 +528,9 @@ mod tests {
             new_block in arb_set(12),
             new_allow in arb_set(4),
         ) {
-            let installed: Vec<(Prefix, u32)> = old_block.iter().map(|p| (*p, 0)).collect();
-            let plan = plan_from(installed, old_allow.iter().copied().collect(), &desired(&new_block, &new_allow));
+            let installed: Vec<(Prefix, Installed)> = old_block.iter().map(|p| (*p, Installed { flags: 0, id: 0 })).collect();
+            let allowed: Vec<Prefix> = old_allow.iter().copied().collect();
+            let plan = plan_from(&installed, &allowed, &desired(&new_block, &new_allow));
             let probes: Vec<IpAddr> = (0u32..1024).map(|h| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | h))).collect();
             let kept: Vec<(IpAddr, bool)> = probes
                 .iter()
@@ -586,8 +583,8 @@ mod tests {
         let narrow: Prefix = "192.0.2.7/32".parse().unwrap();
         for (old, new) in [(wide, narrow), (narrow, wide)] {
             let plan = plan_from(
-                vec![(old, 0)],
-                Vec::new(),
+                &[(old, Installed { flags: 0, id: 0 })],
+                &[],
                 &desired(&BTreeSet::from([new]), &BTreeSet::new()),
             );
             let mut rec = Recorder {

@@ -106,3 +106,49 @@ fn counters_follow_their_prefix_and_go_with_it() {
         0
     );
 }
+
+/// A handle keeps what it wrote in memory between writes; a write by
+/// another handle (another process, in production) must make it read the
+/// maps again, or it would give an id twice and compile a table without
+/// the other writer's entries.
+#[test]
+fn a_write_by_another_handle_is_seen_by_the_next_write() {
+    use blocklist_agent::datapath::{maps::Maps, pin::PinDir};
+    require_root();
+    let mut k = Kernel::load();
+    let pin = PinDir::new(k.pin_dir());
+    let (x, y, z) = (p("192.0.2.1/32"), p("198.51.100.0/24"), p("203.0.113.9/32"));
+    k.maps.insert_many(TrieKind::Block, &[(x, 0)]).unwrap();
+    let mut other = Maps::open(&pin).unwrap();
+    other.insert_many(TrieKind::Block, &[(y, 0)]).unwrap();
+    k.maps.insert_many(TrieKind::Block, &[(z, 0)]).unwrap();
+
+    let (installed, _) = k.maps.installed().unwrap();
+    let names: Vec<Prefix> = installed.iter().map(|(q, _)| *q).collect();
+    assert_eq!(names, vec![x, y, z]);
+    let mut ids: Vec<u32> = installed.iter().map(|(_, v)| v.id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "an id was given twice: {installed:?}");
+    // The table this handle compiled last holds the other writer's entry.
+    for a in ["198.51.100.7", "192.0.2.1", "203.0.113.9"] {
+        let r = k.maps.table_result(a.parse().unwrap()).unwrap();
+        assert_ne!(r & blocklist_ebpf::RESULT_BLOCKED, 0, "{a}: {r:#x}");
+    }
+    // And after the other handle removes one, this one does not bring it
+    // back or keep counting it.
+    other.remove_many(TrieKind::Block, &[x]).unwrap();
+    k.maps
+        .insert_many(TrieKind::Block, &[(p("192.0.2.2/32"), 0)])
+        .unwrap();
+    assert_eq!(
+        k.maps.table_result("192.0.2.1".parse().unwrap()).unwrap(),
+        0
+    );
+    assert_eq!(
+        k.maps
+            .installed_fill(TrieKind::Block, true)
+            .unwrap()
+            .entries,
+        3
+    );
+}

@@ -33,9 +33,10 @@ use blocklist_ebpf::{
     GlobalCounters, IpCounters, IpKey, PrefixCounters, TableMeta, map_names,
 };
 
+pub use super::mirror::Installed;
 use super::{
     DatapathError, batch,
-    mirror::{Installed, Mirror},
+    mirror::Mirror,
     pin::PinDir,
     table::{TableMaps, TableReport},
 };
@@ -119,8 +120,8 @@ pub struct Maps {
     marked: bool,
 }
 
-/// Installed block entries with their flags, and allow entries.
-pub type InstalledSet = (Vec<(Prefix, u32)>, Vec<Prefix>);
+/// Installed block entries and allow entries, each sorted by prefix.
+pub type InstalledSet<'a> = (&'a [(Prefix, Installed)], &'a [Prefix]);
 
 /// Fill of one trie.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
@@ -373,10 +374,9 @@ impl Maps {
 
     /// The installed block entries (with their flags) and allow entries,
     /// both families, sorted: what a sync diffs against.
-    pub fn installed(&mut self) -> Result<InstalledSet, DatapathError> {
+    pub fn installed(&mut self) -> Result<InstalledSet<'_>, DatapathError> {
         let m = self.mirror()?;
-        let block = m.blocks().iter().map(|(p, v)| (*p, v.flags)).collect();
-        Ok((block, m.allows().to_vec()))
+        Ok((m.blocks(), m.allows()))
     }
 
     /// [`Maps::fill`] from the installed entries this handle knows (no walk
