@@ -331,6 +331,10 @@ pub fn sync_once(
     drop(outcomes);
     let index = FeedIndex::new(lists);
     let mut plan = plan(maps, &desired)?;
+    // The desired set (a map of a million entries) is not needed past the
+    // diff: freed before the writes, it does not add to their peak.
+    let (too_broad, shadowed) = (desired.too_broad.len(), desired.shadowed);
+    drop(desired);
     let deletes_held = !uncertain.is_empty() && !plan.block_del.is_empty();
     if deletes_held {
         tracing::warn!(
@@ -371,8 +375,8 @@ pub fn sync_once(
         v6: plan.v6,
         allow_added: plan.allow_add.len(),
         allow_removed: plan.allow_del.len(),
-        too_broad: desired.too_broad.len(),
-        shadowed: desired.shadowed,
+        too_broad,
+        shadowed,
         deletes_held,
         dry_run: opts.dry_run,
         seconds: started.elapsed().as_secs_f64(),

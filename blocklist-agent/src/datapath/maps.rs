@@ -387,16 +387,9 @@ impl Maps {
             TrieKind::Block => m.block_count(v4),
             TrieKind::Allow => m.allow_count(v4),
         } as u64;
-        let name = Self::name(kind, v4);
-        let info = if v4 {
-            self.v4(kind).map().info()
-        } else {
-            self.v6(kind).map().info()
-        }
-        .map_err(map_err(format!("reading the capacity of {name}")))?;
         Ok(Fill {
             entries,
-            max_entries: info.max_entries(),
+            max_entries: self.capacity(kind, v4)?,
         })
     }
 
@@ -736,7 +729,7 @@ impl Maps {
             return Ok(());
         }
         self.mark()?;
-        let mut written = Vec::new();
+        let mut written = Vec::with_capacity(entries.len());
         // A chunk at a time: a million values at once would hold 64 MB.
         for chunk in entries.chunks(BATCH) {
             let ids = self.guarded(|m| m.insert_chunk(kind, chunk))?;
@@ -974,19 +967,25 @@ impl Maps {
     /// count includes the exact map's and the capacity is the trie's (the
     /// exact map's own limit is reported when an insert hits it).
     pub fn fill(&self, kind: TrieKind, v4: bool) -> Result<Fill, DatapathError> {
-        let name = Self::name(kind, v4);
         let mut keys = 0usize;
         self.visit(kind, v4, |_, _| keys += 1)?;
+        Ok(Fill {
+            entries: keys as u64,
+            max_entries: self.capacity(kind, v4)?,
+        })
+    }
+
+    /// Capacity of one trie.
+    fn capacity(&self, kind: TrieKind, v4: bool) -> Result<u32, DatapathError> {
         let info = if v4 {
             self.v4(kind).map().info()
         } else {
             self.v6(kind).map().info()
-        }
-        .map_err(map_err(format!("reading the capacity of {name}")))?;
-        Ok(Fill {
-            entries: keys as u64,
-            max_entries: info.max_entries(),
-        })
+        };
+        info.map(|i| i.max_entries()).map_err(map_err(format!(
+            "reading the capacity of {}",
+            Self::name(kind, v4)
+        )))
     }
 
     /// The live configuration.

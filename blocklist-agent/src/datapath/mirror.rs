@@ -89,8 +89,11 @@ impl Mirror {
         if added.is_empty() {
             return;
         }
-        // Stable, so that the last write of a prefix wins.
-        added.sort_by_key(|(p, _)| *p);
+        // Stable, so that the last write of a prefix wins. A sync's writes
+        // come sorted; a sort would still take a scratch buffer.
+        if !added.is_sorted_by_key(|(p, _)| *p) {
+            added.sort_by_key(|(p, _)| *p);
+        }
         added.reverse();
         added.dedup_by_key(|(p, _)| *p);
         added.reverse();
@@ -143,6 +146,10 @@ impl Mirror {
 
 /// Merges two sorted, deduplicated lists; on equal keys `new` wins.
 fn merge<T: Copy, K: Ord>(old: Vec<T>, new: Vec<T>, key: impl Fn(&T) -> K) -> Vec<T> {
+    // The first load of a million entries: no second copy.
+    if old.is_empty() {
+        return new;
+    }
     let mut out = Vec::with_capacity(old.len() + new.len());
     let (mut a, mut b) = (old.into_iter().peekable(), new.into_iter().peekable());
     loop {
