@@ -888,19 +888,6 @@ impl Maps {
         Ok(out)
     }
 
-    /// Every entry of one kind and family with its flags only: a tenth of
-    /// [`entries`](Self::entries)' memory, for the sync's diff at a million
-    /// entries.
-    pub fn entry_flags(
-        &self,
-        kind: TrieKind,
-        v4: bool,
-    ) -> Result<Vec<(Prefix, u32)>, DatapathError> {
-        let mut out = Vec::new();
-        self.visit(kind, v4, |p, v| out.push((p, v.flags)))?;
-        Ok(out)
-    }
-
     /// Calls `f` on every entry of one kind and family, as the batched walk
     /// reads them.
     pub fn visit(

@@ -33,7 +33,7 @@ pub struct Mirror {
     /// Allow entries, sorted.
     allow: Vec<Prefix>,
     /// Which ids are taken.
-    pub ids: Ids,
+    ids: Ids,
 }
 
 impl Mirror {
