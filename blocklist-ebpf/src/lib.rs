@@ -23,6 +23,8 @@
 //! | `EVENT_RATE`  | LRU hash             | [`IpKey`]            | `u64` (ktime ns)   |
 //! | `TABLE_V4`    | array, mmapable      | `u32` (top 16 bits)  | `u64` slot (2)     |
 //! | `RANGES_V4`   | array, mmapable      | `u32` (record index) | `u64` range (2)    |
+//! | `TABLE_V6`    | array, mmapable      | `u32` (top 16 bits)  | `u64` slot (4)     |
+//! | `RANGES_V6`   | array, mmapable      | `u32` (2 x record)   | `u64` start, result (4) |
 //! | `TABLE_META`  | array (1)            | `u32` (0)            | [`TableMeta`]      |
 //! | `ENTRY_COUNTERS` | array             | `u32` (entry id)     | [`EntryCounters`]  |
 //! | `EVENT_BUDGET` | per-CPU array (1)   | `u32` (0)            | [`EventBudget`]    |
@@ -70,6 +72,20 @@
 //!   store, so a packet sees the old or the new chunk, never half of one.
 //!   `TABLE_META.dirty` is set while the tries and the table disagree (a
 //!   sync in progress, or one killed mid-way); the next writer recompiles.
+//!
+//! (4) **The compiled IPv6 table** works the same way on the upper 64
+//! bits of an IPv6 address (the routing part; entries longer than /64 are
+//! rare outside single addresses). Single addresses (/128) stay in
+//! `EXACT_V6`, probed first as in trie mode; the table holds the entries of
+//! /64 and wider.
+//! - `TABLE_V6` has one slot per /16 (top 16 bits), in the `TABLE_V4` slot
+//!   format; a chunk may hold up to [`CHUNK_V6_MAX_RECORDS`] records.
+//! - A `RANGES_V6` record is two words: the start (bits 16..64 of the
+//!   address, so 48 bits) at index `2k`, the result at `2k + 1`.
+//! - The result [`RESULT_DEEP`] says "ask `BLOCK_V6` and `ALLOW_V6`": it
+//!   covers every /64 that holds a block entry of /65../127 or an allow
+//!   entry longer than /64, and every /16 whose chunk did not fit, so the
+//!   table never needs to represent those and the verdict is the tries'.
 //!
 //! (3) **Per-address counters** for hits on entries wider than one address
 //! (a single-address entry's own counters already are per address): a
@@ -121,6 +137,10 @@ pub mod map_names {
     pub const TABLE_V4: &str = "TABLE_V4";
     /// The compiled IPv4 table's range records.
     pub const RANGES_V4: &str = "RANGES_V4";
+    /// The compiled IPv6 table's first level (one slot per /16).
+    pub const TABLE_V6: &str = "TABLE_V6";
+    /// The compiled IPv6 table's range records (two words each).
+    pub const RANGES_V6: &str = "RANGES_V6";
     /// Whether the compiled table matches the tries.
     pub const TABLE_META: &str = "TABLE_META";
     /// Per-entry hit counters, by entry id.
@@ -129,7 +149,7 @@ pub mod map_names {
     pub const EVENT_BUDGET: &str = "EVENT_BUDGET";
 
     /// Every map the program pins, in a stable order.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 18] = [
         BLOCK_V4,
         BLOCK_V6,
         EXACT_V4,
@@ -143,6 +163,8 @@ pub mod map_names {
         EVENT_RATE,
         TABLE_V4,
         RANGES_V4,
+        TABLE_V6,
+        RANGES_V6,
         TABLE_META,
         ENTRY_COUNTERS,
         EVENT_BUDGET,
@@ -193,22 +215,41 @@ pub const CHUNK_MAX_RECORDS: u32 = 1 << 16;
 /// Iterations of the program's binary search: enough for
 /// [`CHUNK_MAX_RECORDS`] records.
 pub const CHUNK_SEARCH_STEPS: u32 = 17;
-/// A `TABLE_V4` slot flag: the slot points at a chunk of `RANGES_V4`.
+/// Slots of `TABLE_V6`: one per /16.
+pub const TABLE_V6_SLOTS: u32 = 1 << 16;
+/// Records of `RANGES_V6` (two words each, 8 MiB). IPv6 lists are far
+/// smaller than IPv4 ones, and most of their entries are single addresses,
+/// which live in `EXACT_V6`; a /16 whose chunk does not fit is decided by
+/// the tries ([`RESULT_DEEP`]), never wrongly.
+pub const RANGES_V6_RECORDS: u32 = 1 << 19;
+/// Most records one IPv6 chunk can have: half of `RANGES_V6`, so that a
+/// rewrite of the largest chunk fits beside the old one.
+pub const CHUNK_V6_MAX_RECORDS: u32 = RANGES_V6_RECORDS / 2;
+/// Iterations of the program's IPv6 binary search: enough for
+/// [`CHUNK_V6_MAX_RECORDS`] records.
+pub const CHUNK_V6_SEARCH_STEPS: u32 = 19;
+/// The record-count bits of a chunk slot (above bit 32).
+pub const SLOT_COUNT_MASK: u64 = 0x7fff_ffff;
+/// A `TABLE_V4`/`TABLE_V6` slot flag: the slot points at a chunk.
 pub const SLOT_CHUNK: u64 = 1 << 63;
 /// Result: a block entry matches and no allow entry overrides it. Bits
-/// 0..24 are the entry's id ([`RESULT_ID_MASK`]), bits 24..30 its prefix
+/// 0..22 are the entry's id ([`RESULT_ID_MASK`]), bits 22..30 its prefix
 /// length ([`RESULT_LEN_SHIFT`]).
 pub const RESULT_BLOCKED: u32 = 1 << 31;
 /// Result: a block entry matches but an allow entry overrides it.
 pub const RESULT_ALLOWED: u32 = 1 << 30;
-/// The entry id bits of a blocked result.
-pub const RESULT_ID_MASK: u32 = (1 << 24) - 1;
-/// Where a blocked result keeps the prefix length (6 bits).
-pub const RESULT_LEN_SHIFT: u32 = 24;
+/// Result (IPv6 table only): both flags, "decide with the tries".
+pub const RESULT_DEEP: u32 = RESULT_BLOCKED | RESULT_ALLOWED;
+/// The entry id bits of a blocked result (ids stay below [`ENTRIES_MAX`]).
+pub const RESULT_ID_MASK: u32 = (1 << 22) - 1;
+/// Where a blocked result keeps the prefix length (8 bits).
+pub const RESULT_LEN_SHIFT: u32 = 22;
+/// The prefix length bits of a blocked result, after the shift.
+pub const RESULT_LEN_MASK: u32 = 0xff;
 
 /// The result for an address blocked by the entry `id` of length `len`.
 pub const fn blocked_result(id: u32, len: u8) -> u32 {
-    RESULT_BLOCKED | ((len as u32 & 0x3f) << RESULT_LEN_SHIFT) | (id & RESULT_ID_MASK)
+    RESULT_BLOCKED | ((len as u32 & RESULT_LEN_MASK) << RESULT_LEN_SHIFT) | (id & RESULT_ID_MASK)
 }
 
 /// `Config::lookup`: decide IPv4 with the compiled table (the default).

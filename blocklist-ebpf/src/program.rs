@@ -4,9 +4,12 @@
 //! address (source first, then destination) the verdict. For IPv4 in table
 //! mode (the default) that is the compiled table: one `TABLE_V4` slot load
 //! and, for a /16 that holds entries, a bounded binary search of its range
-//! chunk, whose result already names the entry. Otherwise (IPv6, or trie
-//! mode) a probe of the exact map of its family and, if that misses, a
-//! block-trie lookup; the allow trie only after a block hit. A blocked
+//! chunk, whose result already names the entry. IPv6 in table mode: a
+//! probe of `EXACT_V6` (single addresses), and if that misses the IPv6
+//! table over the upper 64 bits, which sends the rare /64s it does not
+//! represent to the tries. Otherwise (trie mode) a probe of the exact map
+//! of its family and, if that misses, a block-trie lookup; the allow trie
+//! only after a block hit. A blocked
 //! packet adds to its entry's counters, `ENTRY_COUNTERS[id]` (atomically;
 //! one cache line per entry). A single-address
 //! entry is its own per-address counter and event limiter; a hit on a wider
@@ -34,11 +37,12 @@ use aya_ebpf::{
 };
 use blocklist_ebpf::{
     ACTION_MONITOR, ALLOW_MAX_ENTRIES, BLOCK_V4_MAX_ENTRIES, BLOCK_V6_MAX_ENTRIES,
-    CHUNK_SEARCH_STEPS, Config, DIRECTION_DST, DIRECTION_SRC, DropEvent, ENTRIES_MAX,
-    EVENT_DEFAULT_INTERVAL_MS, EVENT_INTERVAL_OFF, EVENT_RATE_MAX_ENTRIES, EVENTS_RING_BYTES,
-    EXACT_V4_MAX_ENTRIES, EXACT_V6_MAX_ENTRIES, EntryCounters, EntryValue, FAMILY_V4, FAMILY_V6,
-    GlobalCounters, IpCounters, IpKey, LOOKUP_TRIE, MATCH_DST, MATCH_SRC, RANGES_V4_RECORDS,
-    RESULT_ALLOWED, RESULT_BLOCKED, RESULT_ID_MASK, RESULT_LEN_SHIFT, SLOT_CHUNK, TABLE_V4_SLOTS,
+    CHUNK_SEARCH_STEPS, CHUNK_V6_SEARCH_STEPS, Config, DIRECTION_DST, DIRECTION_SRC, DropEvent,
+    ENTRIES_MAX, EVENT_DEFAULT_INTERVAL_MS, EVENT_INTERVAL_OFF, EVENT_RATE_MAX_ENTRIES,
+    EVENTS_RING_BYTES, EXACT_V4_MAX_ENTRIES, EXACT_V6_MAX_ENTRIES, EntryCounters, EntryValue,
+    FAMILY_V4, FAMILY_V6, GlobalCounters, IpCounters, IpKey, LOOKUP_TRIE, MATCH_DST, MATCH_SRC,
+    RANGES_V4_RECORDS, RANGES_V6_RECORDS, RESULT_ALLOWED, RESULT_BLOCKED, RESULT_DEEP,
+    RESULT_ID_MASK, RESULT_LEN_MASK, RESULT_LEN_SHIFT, SLOT_CHUNK, TABLE_V4_SLOTS, TABLE_V6_SLOTS,
     TableMeta, v4_trie_data,
 };
 use blocklist_ebpf::{
@@ -82,6 +86,10 @@ static EVENT_RATE: LruHashMap<IpKey, u64> = LruHashMap::pinned(EVENT_RATE_MAX_EN
 static TABLE_V4: Array<u64> = Array::pinned(TABLE_V4_SLOTS, BPF_F_MMAPABLE);
 #[map]
 static RANGES_V4: Array<u64> = Array::pinned(RANGES_V4_RECORDS, BPF_F_MMAPABLE);
+#[map]
+static TABLE_V6: Array<u64> = Array::pinned(TABLE_V6_SLOTS, BPF_F_MMAPABLE);
+#[map]
+static RANGES_V6: Array<u64> = Array::pinned(RANGES_V6_RECORDS * 2, BPF_F_MMAPABLE);
 /// Only the agent reads and writes it; declared here so that it is created
 /// and pinned with the others.
 #[map]
@@ -445,17 +453,10 @@ fn lookup_raw(addr: &[u8; 16], family: u8, probe: &mut Probe) -> u64 {
     let (id, prefix_len) = if family == FAMILY_V4 && probe.table {
         // SAFETY: `addr` is 4-byte aligned inside `Packet`.
         let word = unsafe { core::ptr::read(addr.as_ptr().cast::<u32>()) };
-        let r = table_v4(u32::from_be(word));
-        if r & RESULT_BLOCKED == 0 {
-            return if r & RESULT_ALLOWED != 0 {
-                LOOKUP_ALLOWED
-            } else {
-                LOOKUP_MISS
-            };
+        match table_verdict(table_v4(u32::from_be(word))) {
+            Ok(hit) => hit,
+            Err(r) => return r,
         }
-        // The table already applied the allow entries, and names the
-        // entry: nothing else to look up.
-        (r & RESULT_ID_MASK, (r >> RESULT_LEN_SHIFT) & 0x3f)
     } else {
         let (value, allowed) = if family == FAMILY_V4 {
             let bytes = [addr[0], addr[1], addr[2], addr[3]];
@@ -472,10 +473,24 @@ fn lookup_raw(addr: &[u8; 16], family: u8, probe: &mut Probe) -> u64 {
             let key = Key::new(128, *addr);
             let v = match EXACT_V6.get_ptr(addr) {
                 Some(v) => v,
-                None => match lookup_ptr(&BLOCK_V6, &key) {
-                    Some(v) => v,
-                    None => return LOOKUP_MISS,
-                },
+                None => {
+                    // The table holds every entry but the single addresses
+                    // just probed; it sends what it cannot represent to the
+                    // tries.
+                    if probe.table {
+                        let r = table_v6(upper64(addr));
+                        if r != RESULT_DEEP {
+                            match table_verdict(r) {
+                                Ok((id, len)) => return count_hit(id, len, 128, probe),
+                                Err(r) => return r,
+                            }
+                        }
+                    }
+                    match lookup_ptr(&BLOCK_V6, &key) {
+                        Some(v) => v,
+                        None => return LOOKUP_MISS,
+                    }
+                }
             };
             (v, ALLOW_V6.get(&key).is_some())
         };
@@ -487,6 +502,44 @@ fn lookup_raw(addr: &[u8; 16], family: u8, probe: &mut Probe) -> u64 {
         unsafe { ((*value).id, (*value).prefix_len) }
     };
     let host = if family == FAMILY_V4 { 32 } else { 128 };
+    count_hit(id, prefix_len, host, probe)
+}
+
+/// A table result as a blocked entry's id and prefix length, or the
+/// lookup's answer when nothing is blocked. The table already applied the
+/// allow entries, and names the entry: nothing else to look up.
+#[inline(always)]
+fn table_verdict(r: u32) -> Result<(u32, u32), u64> {
+    if r & RESULT_BLOCKED == 0 {
+        return Err(if r & RESULT_ALLOWED != 0 {
+            LOOKUP_ALLOWED
+        } else {
+            LOOKUP_MISS
+        });
+    }
+    Ok((
+        r & RESULT_ID_MASK,
+        (r >> RESULT_LEN_SHIFT) & RESULT_LEN_MASK,
+    ))
+}
+
+/// The upper 64 bits of an IPv6 address, host byte order.
+#[inline(always)]
+fn upper64(addr: &[u8; 16]) -> u64 {
+    // SAFETY: `addr` is 4-byte aligned inside `Packet`; two u32 reads.
+    let (hi, lo) = unsafe {
+        (
+            core::ptr::read(addr.as_ptr().cast::<u32>()),
+            core::ptr::read(addr.as_ptr().add(4).cast::<u32>()),
+        )
+    };
+    ((u32::from_be(hi) as u64) << 32) | u32::from_be(lo) as u64
+}
+
+/// Counts a hit on entry `id` (prefix length `prefix_len`, `host` the
+/// family's full length) and returns the lookup's answer.
+#[inline(always)]
+fn count_hit(id: u32, prefix_len: u32, host: u32, probe: &mut Probe) -> u64 {
     let exact = prefix_len == host;
     let blocked = LOOKUP_BLOCKED | ((prefix_len as u64) << 32);
     // Id 0, or one past the counters: an entry without counters (a table
@@ -545,6 +598,40 @@ fn table_v4(addr: u32) -> u32 {
     match RANGES_V4.get(base) {
         Some(r) => *r as u32,
         None => 0,
+    }
+}
+
+/// The compiled IPv6 table's result for the upper 64 bits of an address
+/// (host byte order), searched like [`table_v4`] over two-word records.
+#[inline(always)]
+fn table_v6(hi: u64) -> u32 {
+    let Some(slot) = TABLE_V6.get_ptr((hi >> 48) as u32) else {
+        return RESULT_DEEP;
+    };
+    // SAFETY: an array value, valid for the program run.
+    let slot = unsafe { core::ptr::read_volatile(slot) };
+    if slot & SLOT_CHUNK == 0 {
+        return slot as u32;
+    }
+    let mut base = slot as u32;
+    let mut n = ((slot >> 32) as u32) & 0x7_ffff;
+    let low = hi & 0xffff_ffff_ffff;
+    for _ in 0..CHUNK_V6_SEARCH_STEPS {
+        if n <= 1 {
+            break;
+        }
+        let half = n / 2;
+        let Some(start) = RANGES_V6.get((base + half) * 2) else {
+            return RESULT_DEEP;
+        };
+        if *start <= low {
+            base += half;
+        }
+        n -= half;
+    }
+    match RANGES_V6.get(base * 2 + 1) {
+        Some(r) => *r as u32,
+        None => RESULT_DEEP,
     }
 }
 

@@ -165,7 +165,7 @@ fn random_change_sequences_keep_the_table_equal_to_the_reference() {
         }
         for a in points {
             let (blocked, allowed) = reference(&block, &allow, a);
-            let r = maps.table_result(a).unwrap();
+            let r = maps.table_result(a.into()).unwrap();
             assert_eq!(
                 (r & RESULT_BLOCKED != 0, r & RESULT_ALLOWED != 0),
                 (blocked, allowed),

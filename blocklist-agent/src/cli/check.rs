@@ -24,7 +24,7 @@ use blocklist_agent::{
     datapath::maps::{Maps, TrieKind},
     prefix::canonical_addr,
 };
-use blocklist_ebpf::{ENTRY_FLAG_MANUAL, RESULT_BLOCKED};
+use blocklist_ebpf::{ENTRY_FLAG_MANUAL, RESULT_BLOCKED, RESULT_DEEP};
 use clap::Args;
 use serde_json::json;
 
@@ -52,11 +52,17 @@ pub fn run(ctx: &Context, args: CheckArgs) -> anyhow::Result<()> {
     let allow = maps.lookup(TrieKind::Allow, ip)?;
     let listed = block.is_some() && allow.is_none();
     let config = maps.config()?;
-    let blocked = match ip {
-        IpAddr::V4(a) if Lookup::from_abi(config.lookup) == Lookup::Table => {
-            maps.table_result(a)? & RESULT_BLOCKED != 0
+    // What the program decides now: in table mode the compiled table,
+    // except for IPv6 single addresses (probed in `EXACT_V6` first) and the
+    // /64s the IPv6 table leaves to the tries.
+    let exact_v6 = ip.is_ipv6() && block.as_ref().is_some_and(|m| m.prefix.prefix_len() == 128);
+    let blocked = if Lookup::from_abi(config.lookup) == Lookup::Table && !exact_v6 {
+        match maps.table_result(ip)? {
+            RESULT_DEEP => listed,
+            r => r & RESULT_BLOCKED != 0,
         }
-        _ => listed,
+    } else {
+        listed
     };
     let pending = blocked != listed;
     let counters = match &block {

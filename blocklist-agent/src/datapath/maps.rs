@@ -88,6 +88,15 @@ fn v4_entry(p: Prefix, id: u32) -> super::table::compile::Entry {
     }
 }
 
+/// An IPv6 prefix as the table compiler takes it.
+fn v6_entry(p: Prefix, id: u32) -> super::table::compile::Entry6 {
+    super::table::compile::Entry6 {
+        addr: u128::from_be_bytes(p.v6_bytes().unwrap_or_default()),
+        len: p.prefix_len(),
+        id,
+    }
+}
+
 /// True when `prefix`, as an entry of `kind`, lives in an exact map.
 fn is_exact(kind: TrieKind, prefix: Prefix) -> bool {
     kind == TrieKind::Block && prefix.prefix_len() == if prefix.is_v4() { 32 } else { 128 }
@@ -108,6 +117,8 @@ pub struct Maps {
     table_meta: Array<MapData, TableMeta>,
     table_slots: Array<MapData, u64>,
     table_ranges: Array<MapData, u64>,
+    table_slots_v6: Array<MapData, u64>,
+    table_ranges_v6: Array<MapData, u64>,
     entry_counters: Array<MapData, EntryCounters>,
     /// The installed entries and their ids, read once and kept in step
     /// with this handle's writes while nobody else writes.
@@ -290,6 +301,8 @@ impl Maps {
             table_meta: typed(pin, map_names::TABLE_META, a)?,
             table_slots: typed(pin, map_names::TABLE_V4, a)?,
             table_ranges: typed(pin, map_names::RANGES_V4, a)?,
+            table_slots_v6: typed(pin, map_names::TABLE_V6, a)?,
+            table_ranges_v6: typed(pin, map_names::RANGES_V6, a)?,
             entry_counters: typed(pin, map_names::ENTRY_COUNTERS, a)?,
             mirror: None,
             table: None,
@@ -485,6 +498,18 @@ impl Maps {
             .filter(|p| p.is_v4())
             .map(|p| v4_entry(*p, 0))
             .collect();
+        let block6: Vec<_> = m
+            .blocks()
+            .iter()
+            .filter(|(p, _)| !p.is_v4())
+            .map(|(p, v)| v6_entry(*p, v.id))
+            .collect();
+        let allow6: Vec<_> = m
+            .allows()
+            .iter()
+            .filter(|p| !p.is_v4())
+            .map(|p| v6_entry(*p, 0))
+            .collect();
         if self.table.is_none() {
             self.table = Some(TableMaps::open(&self.pin)?);
         }
@@ -492,7 +517,7 @@ impl Maps {
             .table
             .as_ref()
             .expect("mapped above")
-            .update(&block, &allow)?;
+            .update(&block, &allow, &block6, &allow6)?;
         let generation = meta.generation + 1;
         self.set_table_meta(TableMeta {
             dirty: 0,
@@ -505,24 +530,60 @@ impl Maps {
         Ok(Some(report))
     }
 
-    /// The kernel table's result for an IPv4 address: what the program
-    /// decides for it in table mode right now (read with lookups, so it
-    /// works read-only too).
-    pub fn table_result(&self, addr: std::net::Ipv4Addr) -> Result<u32, DatapathError> {
-        let addr = u32::from(addr);
+    /// The kernel table's result for an address: what the program's table
+    /// lookup answers for it right now (read with lookups, so it works
+    /// read-only too). For IPv6 that is the table over the upper 64 bits,
+    /// which the program asks after `EXACT_V6` misses;
+    /// [`RESULT_DEEP`](blocklist_ebpf::RESULT_DEEP) means the tries decide.
+    pub fn table_result(&self, addr: std::net::IpAddr) -> Result<u32, DatapathError> {
         let read = |m: &Array<MapData, u64>, i: u32, name: &str| {
             m.get(&i, 0)
                 .map_err(map_err(format!("reading {name}[{i}]")))
         };
-        let slot = read(&self.table_slots, addr >> 16, map_names::TABLE_V4)?;
+        let (slots, ranges, names, key, low_bits, words) = match addr {
+            std::net::IpAddr::V4(a) => (
+                &self.table_slots,
+                &self.table_ranges,
+                (map_names::TABLE_V4, map_names::RANGES_V4),
+                u32::from(a) as u64,
+                16,
+                1,
+            ),
+            std::net::IpAddr::V6(a) => (
+                &self.table_slots_v6,
+                &self.table_ranges_v6,
+                (map_names::TABLE_V6, map_names::RANGES_V6),
+                (u128::from(a) >> 64) as u64,
+                48,
+                2,
+            ),
+        };
+        let slot = read(slots, (key >> low_bits) as u32, names.0)?;
         if slot & blocklist_ebpf::SLOT_CHUNK == 0 {
             return Ok(slot as u32);
         }
         let (start, count) = super::table::compile::chunk_of(slot);
         let records = (start..start + count)
-            .map(|i| read(&self.table_ranges, i as u32, map_names::RANGES_V4))
-            .collect::<Result<Vec<u64>, _>>()?;
-        Ok(super::table::compile::search(&records, addr & 0xffff))
+            .map(|i| {
+                let at = (i * words) as u32;
+                Ok(if words == 1 {
+                    let w = read(ranges, at, names.1)?;
+                    super::table::compile::Record {
+                        start: w >> 32,
+                        result: w as u32,
+                    }
+                } else {
+                    super::table::compile::Record {
+                        start: read(ranges, at, names.1)?,
+                        result: read(ranges, at + 1, names.1)? as u32,
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, DatapathError>>()?;
+        Ok(super::table::compile::search(
+            &records,
+            key & ((1u64 << low_bits) - 1),
+        ))
     }
 
     /// The pin directory these maps came from.

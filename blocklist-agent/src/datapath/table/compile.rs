@@ -1,15 +1,23 @@
-//! The table compiler: a set of IPv4 block and allow entries in, the
-//! `TABLE_V4` slots and `RANGES_V4` records out. Pure: no kernel, no I/O.
+//! The table compiler: IPv4 or IPv6 block and allow entries in, a table's
+//! slots and range records out. Pure: no kernel, no I/O.
 //!
-//! Each /16 of the address space gets one slot. Entries of /16 or wider
-//! paint whole slots; narrower ones split their slot into ranges of the low
-//! 16 bits. Prefixes are laminar (two are disjoint or one holds the other),
-//! so one sweep over a slot's entries, sorted by start and then by width,
-//! with a stack of the entries still open, yields the longest match at
-//! every point: a step function, which is exactly the chunk's records.
+//! Both families are compiled over a key of `width` bits (IPv4: the
+//! address, 32; IPv6: its upper 64 bits). Each /16 of the key space gets
+//! one slot. Entries of /16 or wider paint whole slots; narrower ones split
+//! their slot into ranges of the low bits. Prefixes are laminar (two are
+//! disjoint or one holds the other), so one sweep over a slot's entries,
+//! sorted by start and then by width, with a stack of the entries still
+//! open, yields the longest match at every point: a step function, which is
+//! exactly the chunk's records.
+//!
+//! IPv6 entries the table does not represent (block entries of /65../127,
+//! allow entries longer than /64) mark their /64 [`RESULT_DEEP`]: the
+//! program asks the tries there. IPv6 single addresses (/128) are not
+//! compiled at all; they live in `EXACT_V6`, which the program probes first.
 
 use blocklist_ebpf::{
-    CHUNK_MAX_RECORDS, RESULT_ALLOWED, SLOT_CHUNK, TABLE_V4_SLOTS, blocked_result,
+    CHUNK_MAX_RECORDS, CHUNK_V6_MAX_RECORDS, RESULT_ALLOWED, RESULT_DEEP, SLOT_CHUNK,
+    SLOT_COUNT_MASK, TABLE_V4_SLOTS, blocked_result,
 };
 
 /// An IPv4 entry as the compiler takes it.
@@ -23,32 +31,71 @@ pub struct Entry {
     pub id: u32,
 }
 
+/// An IPv6 entry as the compiler takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry6 {
+    /// The address, host byte order (host bits are ignored).
+    pub addr: u128,
+    /// Prefix length (above 128 is read as 128).
+    pub len: u8,
+    /// The entry's id (0 for allow entries).
+    pub id: u32,
+}
+
+/// An entry over the key space: the key (host bits cleared), its length
+/// in key bits, its id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    at: u64,
+    len: u8,
+    id: u32,
+}
+
 /// What covers a point: the longest entry's length and id.
 type Cover = Option<(u8, u32)>;
 
 const SLOTS: usize = TABLE_V4_SLOTS as usize;
-/// Width of the low part a chunk covers.
-const LOW: u32 = 1 << 16;
+
+/// One range record: where it starts in its slot's low bits, and the
+/// result from there up to the next record's start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Start, in the slot's low `width - 16` bits.
+    pub start: u64,
+    /// The result ([`RESULT_ALLOWED`], [`RESULT_DEEP`], a blocked result
+    /// or 0).
+    pub result: u32,
+}
+
+impl Record {
+    /// The IPv4 kernel form: `(start << 32) | result`.
+    pub fn v4_word(&self) -> u64 {
+        (self.start << 32) | self.result as u64
+    }
+}
 
 /// One compiled slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Slot<'a> {
     /// One result for the whole /16.
     Direct(u32),
-    /// A chunk: the records, `(start << 32) | result`, sorted by start,
-    /// the first at start 0.
-    Chunk(&'a [u64]),
+    /// A chunk: the records, sorted by start, the first at start 0.
+    Chunk(&'a [Record]),
 }
 
 /// The compiled table, before it is written to the kernel.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Compiled {
+    /// Key width: 32 (IPv4) or 64 (IPv6).
+    width: u32,
     /// Per slot: a direct result (no [`SLOT_CHUNK`]), or [`SLOT_CHUNK`]
     /// with the index of its first record in `records` (low 32 bits) and
-    /// the record count (bits 32..49), as in the kernel's `TABLE_V4`, but
-    /// indexing this struct's records.
+    /// the record count (above), as in the kernel's tables, but indexing
+    /// this struct's records.
     slots: Vec<u64>,
-    records: Vec<u64>,
+    records: Vec<Record>,
+    /// Slots that would have needed a chunk but were left to the tries.
+    deep_slots: usize,
 }
 
 impl Compiled {
@@ -63,43 +110,59 @@ impl Compiled {
         }
     }
 
-    /// Records over all chunks (what the table occupies in `RANGES_V4`).
+    /// Records over all chunks (what the table occupies in its ranges).
     pub fn records(&self) -> usize {
         self.records.len()
     }
 
-    /// The result for `addr`, by the same search the XDP program runs.
-    pub fn lookup(&self, addr: u32) -> u32 {
-        match self.slot((addr >> 16) as usize) {
+    /// Kernel words per record: one for IPv4 (`start << 32 | result`),
+    /// two for IPv6 (start, result).
+    pub fn words_per_record(&self) -> usize {
+        if self.width == 32 { 1 } else { 2 }
+    }
+
+    /// Slots decided by the tries because their chunk did not fit.
+    pub fn deep_slots(&self) -> usize {
+        self.deep_slots
+    }
+
+    /// The result for `key` (an IPv4 address, or the upper 64 bits of an
+    /// IPv6 one), by the same search the XDP program runs.
+    pub fn lookup(&self, key: u64) -> u32 {
+        let low_bits = self.width - 16;
+        match self.slot((key >> low_bits) as usize) {
             Slot::Direct(r) => r,
-            Slot::Chunk(records) => search(records, addr & 0xffff),
+            Slot::Chunk(records) => search(records, key & ((1u64 << low_bits) - 1)),
         }
     }
 }
 
 /// Record index and count of a chunk slot.
 pub fn chunk_of(slot: u64) -> (usize, usize) {
-    ((slot as u32) as usize, ((slot >> 32) & 0x1_ffff) as usize)
+    (
+        (slot as u32) as usize,
+        ((slot >> 32) & SLOT_COUNT_MASK) as usize,
+    )
 }
 
 /// A chunk slot value.
 pub fn chunk_slot(start: u32, count: usize) -> u64 {
-    debug_assert!(count >= 1 && count <= CHUNK_MAX_RECORDS as usize);
+    debug_assert!(count >= 1 && count as u64 <= SLOT_COUNT_MASK);
     SLOT_CHUNK | ((count as u64) << 32) | start as u64
 }
 
 /// The program's branch-free binary search: the result of the last record
 /// whose start is at most `low`.
-pub fn search(records: &[u64], low: u32) -> u32 {
+pub fn search(records: &[Record], low: u64) -> u32 {
     let (mut base, mut n) = (0usize, records.len());
     while n > 1 {
         let half = n / 2;
-        if ((records[base + half] >> 32) as u32) <= low {
+        if records[base + half].start <= low {
             base += half;
         }
         n -= half;
     }
-    records[base] as u32
+    records[base].result
 }
 
 /// The result for a point covered by the longest block entry `block` and,
@@ -112,70 +175,189 @@ fn result(block: Cover, allowed: bool) -> u32 {
     }
 }
 
-/// Compiles block and allow entries. Order does not matter; host bits
+/// Compiles IPv4 block and allow entries. Order does not matter; host bits
 /// beyond the prefix length are ignored; lengths above 32 are clamped.
 pub fn compile(block: &[Entry], allow: &[Entry]) -> Compiled {
-    let (block_wide, block_narrow) = split(block);
-    let (allow_wide, allow_narrow) = split(allow);
-    let block_base = paint(&block_wide);
-    let allow_base = paint(&allow_wide);
+    let key = |e: &Entry| Key {
+        at: e.addr as u64,
+        len: e.len.min(32),
+        id: e.id,
+    };
+    let block: Vec<Key> = block.iter().map(key).collect();
+    let allow: Vec<Key> = allow.iter().map(key).collect();
+    build(
+        32,
+        &block,
+        &allow,
+        &[],
+        CHUNK_MAX_RECORDS as usize,
+        usize::MAX,
+    )
+}
+
+/// Compiles IPv6 block and allow entries into at most `budget` records
+/// (the largest chunks beyond it are left to the tries). Block entries of
+/// /128 are skipped (they live in `EXACT_V6`); see the module doc for the
+/// other lengths the table does not hold.
+pub fn compile_v6(block: &[Entry6], allow: &[Entry6], budget: usize) -> Compiled {
+    let upper = |a: u128| (a >> 64) as u64;
+    let mut deep = Vec::new();
+    let mut keys = |entries: &[Entry6], is_block: bool| -> Vec<Key> {
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let len = e.len.min(128);
+            if len <= 64 {
+                out.push(Key {
+                    at: upper(e.addr),
+                    len,
+                    id: e.id,
+                });
+            } else if !(is_block && len == 128) {
+                deep.push(Key {
+                    at: upper(e.addr),
+                    len: 64,
+                    id: 0,
+                });
+            }
+        }
+        out
+    };
+    let block = keys(block, true);
+    let allow = keys(allow, false);
+    deep.sort_unstable();
+    deep.dedup();
+    build(
+        64,
+        &block,
+        &allow,
+        &deep,
+        CHUNK_V6_MAX_RECORDS as usize,
+        budget,
+    )
+}
+
+/// The shared compiler over a key of `width` bits.
+fn build(
+    width: u32,
+    block: &[Key],
+    allow: &[Key],
+    deep: &[Key],
+    max_chunk: usize,
+    budget: usize,
+) -> Compiled {
+    let (block_wide, block_narrow) = split(width, block);
+    let (allow_wide, allow_narrow) = split(width, allow);
+    let (_, deep) = split(width, deep);
+    let block_base = paint(width, &block_wide);
+    let allow_base = paint(width, &allow_wide);
+    let low_bits = width - 16;
 
     let mut slots = Vec::with_capacity(SLOTS);
     let mut records = Vec::new();
-    let (mut bi, mut ai) = (0, 0);
-    for slot in 0..SLOTS as u32 {
-        let bn = take_slot(&block_narrow, &mut bi, slot);
-        let an = take_slot(&allow_narrow, &mut ai, slot);
+    let mut deep_slots = 0;
+    let (mut bi, mut ai, mut di) = (0, 0, 0);
+    for slot in 0..SLOTS as u64 {
+        let bn = take_slot(low_bits, &block_narrow, &mut bi, slot);
+        let an = take_slot(low_bits, &allow_narrow, &mut ai, slot);
+        let dn = take_slot(low_bits, &deep, &mut di, slot);
         let (b, a) = (
             block_base[slot as usize],
             allow_base[slot as usize].is_some(),
         );
-        if bn.is_empty() && (an.is_empty() || b.is_none()) {
+        if bn.is_empty() && dn.is_empty() && (an.is_empty() || b.is_none()) {
             slots.push(result(b, a) as u64);
             continue;
         }
-        let bs = sweep(bn, b);
-        let as_ = sweep(an, allow_base[slot as usize]);
+        let bs = sweep(width, bn, b);
+        let as_ = sweep(width, an, allow_base[slot as usize]);
+        let ds = sweep(width, dn, None);
         let first = records.len();
-        merge(&bs, &as_, &mut records);
+        merge(&bs, &as_, &ds, &mut records);
         let count = records.len() - first;
         if count == 1 {
-            let r = records.pop().expect("one record") as u32;
-            slots.push(r as u64);
+            let r = records.pop().expect("one record");
+            slots.push(r.result as u64);
+        } else if count > max_chunk {
+            records.truncate(first);
+            slots.push(RESULT_DEEP as u64);
+            deep_slots += 1;
         } else {
             slots.push(chunk_slot(first as u32, count));
         }
     }
-    Compiled { slots, records }
+    let mut c = Compiled {
+        width,
+        slots,
+        records,
+        deep_slots,
+    };
+    c.fit(budget);
+    c
 }
 
-/// A masked entry (host bits cleared, length at most 32).
-fn canonical(e: &Entry) -> Entry {
-    let len = e.len.min(32);
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    Entry {
-        addr: e.addr & mask,
-        len,
+impl Compiled {
+    /// Leaves the largest chunks to the tries until the records fit in
+    /// `budget`.
+    fn fit(&mut self, budget: usize) {
+        if self.records.len() <= budget {
+            return;
+        }
+        let mut chunks: Vec<(usize, usize)> = (0..SLOTS)
+            .filter(|&i| self.slots[i] & SLOT_CHUNK != 0)
+            .map(|i| (chunk_of(self.slots[i]).1, i))
+            .collect();
+        chunks.sort_unstable_by(|a, b| b.cmp(a));
+        let mut total = self.records.len();
+        for (count, i) in chunks {
+            if total <= budget {
+                break;
+            }
+            self.slots[i] = RESULT_DEEP as u64;
+            self.deep_slots += 1;
+            total -= count;
+        }
+        let old = std::mem::take(&mut self.records);
+        for s in &mut self.slots {
+            if *s & SLOT_CHUNK != 0 {
+                let (start, count) = chunk_of(*s);
+                let first = self.records.len();
+                self.records.extend_from_slice(&old[start..start + count]);
+                *s = chunk_slot(first as u32, count);
+            }
+        }
+    }
+}
+
+/// A masked key (host bits cleared).
+fn canonical(width: u32, e: &Key) -> Key {
+    let len = (e.len as u32).min(width);
+    let full = u64::MAX >> (64 - width);
+    let mask = full & !full.checked_shr(len).unwrap_or(0);
+    Key {
+        at: e.at & mask,
+        len: len as u8,
         id: e.id,
     }
 }
 
 /// Entries of /16 or wider (sorted by length, widest first) and the
 /// narrower ones (sorted by address, then widest first).
-fn split(entries: &[Entry]) -> (Vec<Entry>, Vec<Entry>) {
-    let (mut wide, mut narrow): (Vec<Entry>, Vec<Entry>) =
-        entries.iter().map(canonical).partition(|e| e.len <= 16);
+fn split(width: u32, entries: &[Key]) -> (Vec<Key>, Vec<Key>) {
+    let (mut wide, mut narrow): (Vec<Key>, Vec<Key>) = entries
+        .iter()
+        .map(|e| canonical(width, e))
+        .partition(|e| e.len <= 16);
     wide.sort_unstable_by_key(|e| e.len);
-    narrow.sort_unstable_by_key(|e| (e.addr, e.len));
+    narrow.sort_unstable_by_key(|e| (e.at, e.len));
     (wide, narrow)
 }
 
 /// Per slot, the longest of the wide entries that covers it.
-fn paint(wide: &[Entry]) -> Vec<Cover> {
+fn paint(width: u32, wide: &[Key]) -> Vec<Cover> {
     let mut base = vec![None; SLOTS];
     // Widest first, so a longer entry overwrites the wider ones it is in.
     for e in wide {
-        let first = (e.addr >> 16) as usize;
+        let first = (e.at >> (width - 16)) as usize;
         let n = 1usize << (16 - e.len);
         for b in &mut base[first..first + n] {
             *b = Some((e.len, e.id));
@@ -185,20 +367,22 @@ fn paint(wide: &[Entry]) -> Vec<Cover> {
 }
 
 /// The run of `narrow` entries inside `slot`, advancing `i` past them.
-fn take_slot<'a>(narrow: &'a [Entry], i: &mut usize, slot: u32) -> &'a [Entry] {
+fn take_slot<'a>(low_bits: u32, narrow: &'a [Key], i: &mut usize, slot: u64) -> &'a [Key] {
     let start = *i;
-    while *i < narrow.len() && narrow[*i].addr >> 16 == slot {
+    while *i < narrow.len() && narrow[*i].at >> low_bits == slot {
         *i += 1;
     }
     &narrow[start..*i]
 }
 
-/// The longest match over the slot's low 16 bits as a step function:
+/// The longest match over the slot's low bits as a step function:
 /// `(start, longest covering entry)`, first start 0, no two neighbours
 /// equal. `entries` are sorted by address, then widest first.
-fn sweep(entries: &[Entry], base: Cover) -> Vec<(u32, Cover)> {
-    fn step(out: &mut Vec<(u32, Cover)>, at: u32, v: Cover) {
-        if at >= LOW {
+fn sweep(width: u32, entries: &[Key], base: Cover) -> Vec<(u64, Cover)> {
+    let low_bits = width - 16;
+    let end_of_slot = 1u64 << low_bits;
+    let step = |out: &mut Vec<(u64, Cover)>, at: u64, v: Cover| {
+        if at >= end_of_slot {
             return;
         }
         match out.last_mut() {
@@ -212,12 +396,12 @@ fn sweep(entries: &[Entry], base: Cover) -> Vec<(u32, Cover)> {
             Some(last) if last.1 == v => {}
             _ => out.push((at, v)),
         }
-    }
+    };
     let mut out = vec![(0, base)];
-    let mut open: Vec<(u32, (u8, u32))> = Vec::new();
+    let mut open: Vec<(u64, (u8, u32))> = Vec::new();
     for e in entries {
-        let start = e.addr & 0xffff;
-        let end = start + (1u32 << (32 - e.len));
+        let start = e.at & (end_of_slot - 1);
+        let end = start + (1u64 << (width - e.len as u32));
         while let Some(&(end_of_top, _)) = open.last() {
             if end_of_top > start {
                 break;
@@ -234,18 +418,23 @@ fn sweep(entries: &[Entry], base: Cover) -> Vec<(u32, Cover)> {
     out
 }
 
-/// Combines the block and allow step functions into records.
-fn merge(block: &[(u32, Cover)], allow: &[(u32, Cover)], out: &mut Vec<u64>) {
+/// Combines the block, allow and deep step functions into records.
+fn merge(
+    block: &[(u64, Cover)],
+    allow: &[(u64, Cover)],
+    deep: &[(u64, Cover)],
+    out: &mut Vec<Record>,
+) {
     let first = out.len();
-    let (mut i, mut j) = (0, 0);
-    let (mut b, mut a) = (None, false);
-    while i < block.len() || j < allow.len() {
-        let at = match (block.get(i), allow.get(j)) {
-            (Some(x), Some(y)) => x.0.min(y.0),
-            (Some(x), None) => x.0,
-            (None, Some(y)) => y.0,
-            (None, None) => unreachable!(),
-        };
+    let (mut i, mut j, mut k) = (0, 0, 0);
+    let (mut b, mut a, mut d) = (None, false, false);
+    loop {
+        let at = [block.get(i), allow.get(j), deep.get(k)]
+            .into_iter()
+            .flatten()
+            .map(|x| x.0)
+            .min();
+        let Some(at) = at else { break };
         if block.get(i).is_some_and(|x| x.0 == at) {
             b = block[i].1;
             i += 1;
@@ -254,11 +443,18 @@ fn merge(block: &[(u32, Cover)], allow: &[(u32, Cover)], out: &mut Vec<u64>) {
             a = allow[j].1.is_some();
             j += 1;
         }
-        let r = result(b, a);
-        if out.len() > first && *out.last().expect("non-empty") as u32 == r {
+        if deep.get(k).is_some_and(|y| y.0 == at) {
+            d = deep[k].1.is_some();
+            k += 1;
+        }
+        let r = if d { RESULT_DEEP } else { result(b, a) };
+        if out.len() > first && out.last().expect("non-empty").result == r {
             continue;
         }
-        out.push(((at as u64) << 32) | r as u64);
+        out.push(Record {
+            start: at,
+            result: r,
+        });
     }
 }
 
@@ -276,8 +472,8 @@ mod tests {
     /// match.
     fn reference(block: &[Entry], allow: &[Entry], addr: u32) -> u32 {
         let covers = |e: &Entry| {
-            let c = canonical(e);
-            c.len == 0 || (addr >> (32 - c.len as u32)) == (c.addr >> (32 - c.len as u32))
+            let len = e.len.min(32) as u32;
+            len == 0 || (addr >> (32 - len)) == (e.addr >> (32 - len))
         };
         let best = block
             .iter()
@@ -292,11 +488,14 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         let mut out = Vec::new();
         for (hi, lo, len) in raw {
-            let c = canonical(&e(0x0a00_0000 | (hi << 16) | lo as u32, len, 0));
-            if seen.insert((c.addr, c.len)) {
+            let len = len.min(32);
+            let addr = (0x0a00_0000 | (hi << 16) | lo as u32)
+                & (u32::MAX.checked_shl(32 - len as u32).unwrap_or(0));
+            if seen.insert((addr, len)) {
                 out.push(Entry {
+                    addr,
+                    len,
                     id: out.len() as u32 + 1,
-                    ..c
                 });
             }
         }
@@ -330,7 +529,7 @@ mod tests {
                 points.extend([c.addr, c.addr.wrapping_sub(1), (c.addr as u64 + size - 1) as u32, (c.addr as u64 + size) as u32]);
             }
             for p in points {
-                prop_assert_eq!(t.lookup(p), reference(&block, &allow, p), "address {:#x}", p);
+                prop_assert_eq!(t.lookup(p as u64), reference(&block, &allow, p), "address {:#x}", p);
             }
         }
 
@@ -343,10 +542,10 @@ mod tests {
             for i in 0..SLOTS {
                 if let Slot::Chunk(r) = t.slot(i) {
                     prop_assert!(r.len() >= 2);
-                    prop_assert_eq!(r[0] >> 32, 0);
+                    prop_assert_eq!(r[0].start, 0);
                     for w in r.windows(2) {
-                        prop_assert!(w[0] >> 32 < w[1] >> 32, "sorted starts");
-                        prop_assert_ne!(w[0] as u32, w[1] as u32, "neighbours differ");
+                        prop_assert!(w[0].start < w[1].start, "sorted starts");
+                        prop_assert_ne!(w[0].result, w[1].result, "neighbours differ");
                     }
                 }
             }
@@ -368,9 +567,10 @@ mod tests {
         let Slot::Chunk(r) = t.slot(0x0a00) else {
             panic!("expected a chunk");
         };
+        let words: Vec<u64> = r.iter().map(Record::v4_word).collect();
         assert_eq!(
-            r,
-            &[
+            words,
+            [
                 blocked_result(1, 8) as u64,
                 (0x105u64 << 32) | blocked_result(2, 32) as u64,
                 (0x106u64 << 32) | blocked_result(1, 8) as u64,
@@ -383,7 +583,7 @@ mod tests {
     fn an_allow_entry_outside_every_block_entry_adds_nothing() {
         let t = compile(&[], &[e(0x0a00_0000, 24, 0)]);
         assert_eq!(t.records(), 0);
-        assert_eq!(t.lookup(0x0a00_0001), 0);
+        assert_eq!(t.lookup(0x0a00_0001u64), 0);
     }
 
     #[test]
@@ -392,10 +592,134 @@ mod tests {
             .map(|i| e(0x0a00_0000 | i, 32, i + 1))
             .collect();
         let t = compile(&block, &[e(0x0a00_0000, 31, 0)]);
-        assert_eq!(t.lookup(0x0a00_0000), RESULT_ALLOWED);
-        assert_eq!(t.lookup(0x0a00_0002), blocked_result(3, 32));
-        assert_eq!(t.lookup(0x0a00_ffff), blocked_result(65_536, 32));
+        assert_eq!(t.lookup(0x0a00_0000u64), RESULT_ALLOWED);
+        assert_eq!(t.lookup(0x0a00_0002u64), blocked_result(3, 32));
+        assert_eq!(t.lookup(0x0a00_ffffu64), blocked_result(65_536, 32));
         // One record per host (each its own id) but the allowed /31 is one.
         assert_eq!(t.records(), 65_535);
+    }
+
+    fn e6(addr: u128, len: u8, id: u32) -> Entry6 {
+        Entry6 { addr, len, id }
+    }
+
+    fn covers6(e: &Entry6, a: u128) -> bool {
+        let len = e.len.min(128) as u32;
+        len == 0 || (a >> (128 - len)) == (e.addr >> (128 - len))
+    }
+
+    /// The full longest-prefix verdict over every entry, /128s included.
+    fn reference6(block: &[Entry6], allow: &[Entry6], a: u128) -> u32 {
+        let best = block
+            .iter()
+            .filter(|e| covers6(e, a))
+            .max_by_key(|e| e.len)
+            .map(|e| (e.len, e.id));
+        result(best, allow.iter().any(|e| covers6(e, a)))
+    }
+
+    /// Canonical, distinct IPv6 entries in a few /48s of one /32 (and a
+    /// second /16), so they nest at every length.
+    fn block_set6(raw: Vec<(u8, u8, u64, u64, u8)>) -> Vec<Entry6> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for (slot, net, mid, host, len) in raw {
+            let a: u128 = (((0x2001_0db8u128 + slot as u128 * 0x1_0000) << 96)
+                | ((net as u128) << 80)
+                | ((mid as u128 & 0xff) << 64)
+                | (host as u128 & 0xff))
+                & u128::MAX.checked_shl(128 - len as u32).unwrap_or(0);
+            if seen.insert((a, len)) {
+                out.push(e6(a, len, out.len() as u32 + 1));
+            }
+        }
+        out
+    }
+
+    fn raw6() -> impl Strategy<Value = (u8, u8, u64, u64, u8)> {
+        (
+            0u8..2,
+            0u8..3,
+            any::<u64>(),
+            any::<u64>(),
+            prop_oneof![0u8..=64, 65u8..=128, Just(128u8), Just(64u8)],
+        )
+    }
+
+    fn addr6() -> impl Strategy<Value = u128> {
+        (0u8..3, 0u8..4, any::<u64>(), any::<u64>()).prop_map(|(slot, net, mid, host)| {
+            ((0x2001_0db8u128 + slot as u128 * 0x1_0000) << 96)
+                | ((net as u128) << 80)
+                | ((mid as u128 & 0x1ff) << 64)
+                | (host as u128 & 0x1ff)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        /// Where the table answers (not [`RESULT_DEEP`], not a listed
+        /// /128, which the program probes first), it answers what the
+        /// full longest-prefix match does; it defers only where an entry it
+        /// does not hold lies in the address's /64.
+        #[test]
+        fn table_v6_equals_reference(
+            block in proptest::collection::vec(raw6(), 0..40),
+            allow in proptest::collection::vec(raw6(), 0..8),
+            probes in proptest::collection::vec(addr6(), 64),
+        ) {
+            let block = block_set6(block);
+            let allow: Vec<Entry6> = block_set6(allow).into_iter().map(|a| Entry6 { id: 0, ..a }).collect();
+            let t = compile_v6(&block, &allow, usize::MAX);
+            let mut points = probes;
+            for c in block.iter().chain(&allow) {
+                let size = 1u128.checked_shl(128 - c.len as u32).unwrap_or(0);
+                points.extend([c.addr, c.addr.wrapping_sub(1), c.addr.wrapping_add(size).wrapping_sub(1), c.addr.wrapping_add(size)]);
+            }
+            for p in points {
+                let r = t.lookup((p >> 64) as u64);
+                let exact = block.iter().any(|e| e.len == 128 && e.addr == p);
+                let unheld = block.iter().filter(|e| e.len > 64 && e.len < 128)
+                    .chain(allow.iter().filter(|e| e.len > 64))
+                    .any(|e| e.addr >> 64 == p >> 64);
+                if r == RESULT_DEEP {
+                    prop_assert!(unheld, "deferred without cause at {:#x}", p);
+                } else if !exact {
+                    prop_assert!(!unheld);
+                    prop_assert_eq!(r, reference6(&block, &allow, p), "address {:#x}", p);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn v6_hosts_stay_out_of_the_table_and_long_prefixes_defer() {
+        let net: u128 = 0x2001_0db8_0001_0002 << 64;
+        let t = compile_v6(
+            &[
+                e6(net, 48, 1),
+                e6(net | 5, 128, 2),
+                e6((net + (1 << 64)) | 0x100, 120, 3),
+            ],
+            &[],
+            usize::MAX,
+        );
+        let hi = (net >> 64) as u64;
+        assert_eq!(t.lookup(hi), blocked_result(1, 48));
+        assert_eq!(t.lookup(hi + 1), RESULT_DEEP);
+        assert_eq!(t.lookup(hi + 2), blocked_result(1, 48));
+        assert_eq!(t.lookup(hi - 0x1_0000), 0);
+    }
+
+    #[test]
+    fn v6_chunks_beyond_the_budget_defer_whole_slots() {
+        let block: Vec<Entry6> = (0..100u128)
+            .map(|i| e6((0x2001_0db8u128 << 96) | (i << 70), 58, i as u32 + 1))
+            .chain([e6((0x2a00u128 << 112) | (1 << 96), 48, 200)])
+            .collect();
+        let t = compile_v6(&block, &[], 10);
+        assert_eq!(t.deep_slots(), 1);
+        assert_eq!(t.lookup(0x2001_0db8u64 << 32), RESULT_DEEP);
+        assert_eq!(t.lookup(0x2a00_0001u64 << 32), blocked_result(200, 48));
+        assert!(t.records() <= 10);
     }
 }

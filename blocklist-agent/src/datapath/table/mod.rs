@@ -1,11 +1,12 @@
-//! The compiled IPv4 lookup table: the XDP program's fast path.
+//! The compiled lookup tables: the XDP program's fast path.
 //!
 //! The block and allow tries are the record of what is installed; this
 //! module turns their IPv4 entries into `TABLE_V4` (one slot per /16) and
 //! `RANGES_V4` (sorted range records per /16 that holds entries), so that
 //! the program decides an IPv4 address with one slot load and at most 17
-//! record loads, however many entries there are. The layout is documented
-//! once, in `blocklist_ebpf`.
+//! record loads, however many entries there are; and their IPv6 entries
+//! of /64 and wider into `TABLE_V6`/`RANGES_V6`, the same shape over the
+//! upper 64 bits. The layout is documented once, in `blocklist_ebpf`.
 //!
 //! - [`compile`] is pure: entries in, slots and records out, unit-tested
 //!   against a reference longest-prefix match.
@@ -21,7 +22,9 @@ pub mod writer;
 use std::{os::fd::AsFd as _, time::Instant};
 
 use aya::maps::MapData;
-use blocklist_ebpf::{RANGES_V4_RECORDS, TABLE_V4_SLOTS, map_names};
+use blocklist_ebpf::{
+    RANGES_V4_RECORDS, RANGES_V6_RECORDS, TABLE_V4_SLOTS, TABLE_V6_SLOTS, map_names,
+};
 
 use super::{DatapathError, mmap::MappedU64, pin::PinDir};
 
@@ -32,20 +35,27 @@ pub struct TableReport {
     pub compile_seconds: f64,
     /// Seconds to write the changed slots and chunks.
     pub write_seconds: f64,
-    /// Range records the table uses.
+    /// Range records the IPv4 table uses.
     pub records: usize,
+    /// Range records the IPv6 table uses.
+    pub records_v6: usize,
+    /// IPv6 /16s left to the tries because their chunks did not fit.
+    pub deep_slots_v6: usize,
     /// What the write touched.
     pub written: writer::WriteReport,
 }
 
-/// The table's two arrays, mapped into this process.
+/// The tables' arrays, mapped into this process.
 pub struct TableMaps {
     slots: MappedU64,
     ranges: MappedU64,
+    slots_v6: MappedU64,
+    ranges_v6: MappedU64,
 }
 
 impl TableMaps {
-    /// Maps the pinned `TABLE_V4` and `RANGES_V4` read-write.
+    /// Maps the pinned `TABLE_V4`, `RANGES_V4`, `TABLE_V6` and `RANGES_V6`
+    /// read-write.
     pub fn open(pin: &PinDir) -> Result<Self, DatapathError> {
         let map = |name: &str, entries: u32| {
             let path = pin.map(name);
@@ -57,26 +67,40 @@ impl TableMaps {
         Ok(Self {
             slots: map(map_names::TABLE_V4, TABLE_V4_SLOTS)?,
             ranges: map(map_names::RANGES_V4, RANGES_V4_RECORDS)?,
+            slots_v6: map(map_names::TABLE_V6, TABLE_V6_SLOTS)?,
+            ranges_v6: map(map_names::RANGES_V6, RANGES_V6_RECORDS * 2)?,
         })
     }
 
-    /// Compiles `block` and `allow` (IPv4, host byte order) and writes
-    /// what changed.
+    /// Compiles the IPv4 and IPv6 `block` and `allow` entries (host byte
+    /// order) and writes what changed.
     pub fn update(
         &self,
         block: &[compile::Entry],
         allow: &[compile::Entry],
+        block6: &[compile::Entry6],
+        allow6: &[compile::Entry6],
     ) -> Result<TableReport, DatapathError> {
         let t = Instant::now();
         let compiled = compile::compile(block, allow);
+        // Half the records at most, so that any chunk's rewrite fits beside
+        // the chunks in place (the writer frees old chunks in rounds).
+        let compiled6 = compile::compile_v6(block6, allow6, RANGES_V6_RECORDS as usize / 2);
         let compile_seconds = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let written = writer::write(&self.slots, &self.ranges, &compiled)
+        let mut written = writer::write(&self.slots, &self.ranges, &compiled)
             .map_err(|e| DatapathError::other("updating the compiled IPv4 table", e))?;
+        let w6 = writer::write(&self.slots_v6, &self.ranges_v6, &compiled6)
+            .map_err(|e| DatapathError::other("updating the compiled IPv6 table", e))?;
+        written.slots += w6.slots;
+        written.records += w6.records;
+        written.rounds += w6.rounds;
         Ok(TableReport {
             compile_seconds,
             write_seconds: t.elapsed().as_secs_f64(),
             records: compiled.records(),
+            records_v6: compiled6.records(),
+            deep_slots_v6: compiled6.deep_slots(),
             written,
         })
     }

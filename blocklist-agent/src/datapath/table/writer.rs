@@ -1,5 +1,5 @@
-//! Writes a [`Compiled`] table into the kernel's `TABLE_V4` and
-//! `RANGES_V4`, copy on write: only slots whose content changes are
+//! Writes a [`Compiled`] table into the kernel's slots and ranges
+//! (`TABLE_V4`/`RANGES_V4`, or the IPv6 pair), copy on write: only slots whose content changes are
 //! touched; a changed chunk goes to free records first, and only then is
 //! its slot switched, with one aligned store. A packet therefore always
 //! sees, per /16, the old chunk or the new one: an address both sets block
@@ -13,7 +13,7 @@ use std::{
 
 use blocklist_ebpf::{SLOT_CHUNK, TABLE_V4_SLOTS};
 
-use super::compile::{Compiled, Slot, chunk_of, chunk_slot};
+use super::compile::{Compiled, Record, Slot, chunk_of, chunk_slot};
 use crate::datapath::mmap::MappedU64;
 
 /// How long a chunk that was just switched away from may still be read by
@@ -37,8 +37,8 @@ pub struct WriteReport {
 /// chunk in place and everything else free.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "the compiled IPv4 table needs more than the {capacity} range records of RANGES_V4 \
-     ({needed} in use or needed); use fewer IPv4 entries, or set `[datapath] lookup = \"trie\"`"
+    "the compiled table needs more than the {capacity} range records of its ranges map \
+     ({needed} in use or needed); use fewer entries, or set `[datapath] lookup = \"trie\"`"
 )]
 pub struct RangesFull {
     /// Records the table would need.
@@ -81,8 +81,40 @@ impl Free {
     }
 }
 
+/// How records sit in a ranges map.
+#[derive(Clone, Copy)]
+struct Layout {
+    words: usize,
+}
+
+impl Layout {
+    fn capacity(self, ranges: &MappedU64) -> usize {
+        ranges.len() / self.words
+    }
+
+    fn encode(self, r: &Record) -> [u64; 2] {
+        if self.words == 1 {
+            [r.v4_word(), 0]
+        } else {
+            [r.start, r.result as u64]
+        }
+    }
+
+    fn stored(self, ranges: &MappedU64, at: usize, r: &Record) -> bool {
+        let w = self.encode(r);
+        (0..self.words).all(|k| ranges.load(at * self.words + k) == w[k])
+    }
+
+    fn store(self, ranges: &MappedU64, at: usize, r: &Record) {
+        let w = self.encode(r);
+        for (k, word) in w.iter().enumerate().take(self.words) {
+            ranges.store(at * self.words + k, *word);
+        }
+    }
+}
+
 /// True when the kernel's slot value `current` already holds `want`.
-fn holds(current: u64, want: &Slot<'_>, ranges: &MappedU64) -> bool {
+fn holds(current: u64, want: &Slot<'_>, ranges: &MappedU64, layout: Layout) -> bool {
     match want {
         Slot::Direct(r) => current == *r as u64,
         Slot::Chunk(records) => {
@@ -91,11 +123,11 @@ fn holds(current: u64, want: &Slot<'_>, ranges: &MappedU64) -> bool {
             }
             let (start, count) = chunk_of(current);
             count == records.len()
-                && start + count <= ranges.len()
+                && start + count <= layout.capacity(ranges)
                 && records
                     .iter()
                     .enumerate()
-                    .all(|(k, r)| ranges.load(start + k) == *r)
+                    .all(|(k, r)| layout.stored(ranges, start + k, r))
         }
     }
 }
@@ -107,11 +139,15 @@ pub fn write(
     table: &Compiled,
 ) -> Result<WriteReport, RangesFull> {
     let n = TABLE_V4_SLOTS as usize;
+    let layout = Layout {
+        words: table.words_per_record(),
+    };
+    let capacity = layout.capacity(ranges);
     let mut report = WriteReport::default();
     loop {
         let current: Vec<u64> = (0..n).map(|i| slots.load(i)).collect();
         let todo: Vec<usize> = (0..n)
-            .filter(|&i| !holds(current[i], &table.slot(i), ranges))
+            .filter(|&i| !holds(current[i], &table.slot(i), ranges, layout))
             .collect();
         if todo.is_empty() {
             return Ok(report);
@@ -122,7 +158,7 @@ pub fn write(
             .map(|s| chunk_of(*s))
             .collect();
         let in_use: usize = used.iter().map(|u| u.1).sum();
-        let mut free = Free::around(used, ranges.len());
+        let mut free = Free::around(used, capacity);
         let mut switches = Vec::with_capacity(todo.len());
         let mut deferred = false;
         for i in todo {
@@ -131,7 +167,7 @@ pub fn write(
                 Slot::Chunk(records) => match free.take(records.len()) {
                     Some(start) => {
                         for (k, r) in records.iter().enumerate() {
-                            ranges.store(start + k, *r);
+                            layout.store(ranges, start + k, r);
                         }
                         report.records += records.len();
                         switches.push((i, chunk_slot(start as u32, records.len())));
@@ -143,7 +179,7 @@ pub fn write(
         if switches.is_empty() {
             return Err(RangesFull {
                 needed: in_use + table.records(),
-                capacity: ranges.len(),
+                capacity,
             });
         }
         // Every record of every new chunk is visible before any slot
