@@ -11,7 +11,7 @@
 
 use std::{
     fmt::Write as _,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
@@ -38,6 +38,42 @@ fn filler(generation: u32, n: u32) -> Vec<String> {
     v.extend(hosts(0xc612_0000 + generation * n, n));
     v
 }
+
+/// IPv6 filler: single addresses in 2001:db8:1::/48 (below the address's
+/// /48) and 2001:db8:ff::/48 (above it).
+fn filler6(generation: u32, n: u32) -> Vec<String> {
+    let hosts6 = |base: u128| {
+        (0..n as u128).map(move |i| {
+            Ipv6Addr::from(base + ((generation as u128 * n as u128 + i) << 8)).to_string()
+        })
+    };
+    let mut v: Vec<String> = hosts6(0x2001_0db8_0001u128 << 80).collect();
+    v.extend(hosts6(0x2001_0db8_00ffu128 << 80));
+    v
+}
+
+/// An address family's side of the test: the address, its filler, and
+/// the key of the sync report's counts.
+struct Side {
+    address: &'static str,
+    filler: fn(u32, u32) -> Vec<String>,
+    report: &'static str,
+}
+
+const V4: Side = Side {
+    address: ADDRESS,
+    filler,
+    report: "v4",
+};
+
+/// The IPv6 table holds /64 and wider, `EXACT_V6` the single addresses,
+/// and the tries the /65../127: a change between two of them must not
+/// open a window either.
+const V6: Side = Side {
+    address: "2001:db8:2::7",
+    filler: filler6,
+    report: "v6",
+};
 
 struct Env {
     kernel: Kernel,
@@ -119,23 +155,35 @@ fn with(mut list: Vec<String>, entry: &str) -> Vec<String> {
 }
 
 fn frame() -> Vec<u8> {
-    frames::ipv4(ADDRESS.parse().unwrap(), "10.9.9.9".parse().unwrap())
+    frame_for(ADDRESS)
+}
+
+fn frame_for(address: &str) -> Vec<u8> {
+    let a: IpAddr = address.parse().unwrap();
+    let peer: IpAddr = if a.is_ipv4() {
+        "10.9.9.9".parse().unwrap()
+    } else {
+        "fd00::9".parse().unwrap()
+    };
+    frames::ip(a, peer)
 }
 
 /// Old `old`, new `new`, both covering the address, with 4 x FILLER other
 /// changes: not one run of the program may pass it.
-fn block_entry_changes(old: &str, new: &str) {
+fn block_entry_changes(side: &Side, old: &str, new: &str) {
     let mut env = Env::new();
-    env.lists(&with(filler(0, FILLER), old), &[]);
+    let frame = frame_for(side.address);
+    let key = side.report;
+    env.lists(&with((side.filler)(0, FILLER), old), &[]);
     let r = env.agent.run(&["sync", "--once", "--json"]).json();
-    assert_eq!(r["v4"]["added"], 2 * FILLER as u64 + 1, "{r}");
-    assert_eq!(env.kernel.verdict(&frame()), XDP_DROP, "blocked by {old}");
+    assert_eq!(r[key]["added"], 2 * FILLER as u64 + 1, "{r}");
+    assert_eq!(env.kernel.verdict(&frame), XDP_DROP, "blocked by {old}");
 
-    env.lists(&with(filler(1, FILLER), new), &[]);
-    let (r, dropped, passed) = env.sync_under_probe(&frame());
+    env.lists(&with((side.filler)(1, FILLER), new), &[]);
+    let (r, dropped, passed) = env.sync_under_probe(&frame);
     assert_eq!(r["feeds"][0]["status"], "updated", "{r}");
-    assert_eq!(r["v4"]["added"], 2 * FILLER as u64 + 1, "{r}");
-    assert_eq!(r["v4"]["removed"], 2 * FILLER as u64 + 1, "{r}");
+    assert_eq!(r[key]["added"], 2 * FILLER as u64 + 1, "{r}");
+    assert_eq!(r[key]["removed"], 2 * FILLER as u64 + 1, "{r}");
     assert!(
         dropped >= 1000,
         "the probe ran {dropped} times: too few to cover the sync"
@@ -143,20 +191,38 @@ fn block_entry_changes(old: &str, new: &str) {
     assert_eq!(
         passed,
         0,
-        "{ADDRESS} passed {passed} of {} runs while {old} became {new}",
+        "{} passed {passed} of {} runs while {old} became {new}",
+        side.address,
         passed + dropped
     );
-    assert_eq!(env.kernel.verdict(&frame()), XDP_DROP, "blocked by {new}");
+    assert_eq!(env.kernel.verdict(&frame), XDP_DROP, "blocked by {new}");
 }
 
 #[test]
 fn a_block_entry_narrowed_to_the_address_never_lets_it_through() {
-    block_entry_changes("192.0.2.0/24", "192.0.2.7/32");
+    block_entry_changes(&V4, "192.0.2.0/24", "192.0.2.7/32");
 }
 
 #[test]
 fn a_block_entry_widened_around_the_address_never_lets_it_through() {
-    block_entry_changes("192.0.2.7/32", "192.0.2.0/24");
+    block_entry_changes(&V4, "192.0.2.7/32", "192.0.2.0/24");
+}
+
+#[test]
+fn an_ipv6_host_entry_widened_to_its_64_never_lets_it_through() {
+    // EXACT_V6 to the table.
+    block_entry_changes(&V6, "2001:db8:2::7/128", "2001:db8:2::/64");
+}
+
+#[test]
+fn an_ipv6_64_narrowed_to_the_host_never_lets_it_through() {
+    block_entry_changes(&V6, "2001:db8:2::/48", "2001:db8:2::7/128");
+}
+
+#[test]
+fn an_ipv6_host_entry_widened_to_a_127_never_lets_it_through() {
+    // EXACT_V6 to the tries (the table defers that /64).
+    block_entry_changes(&V6, "2001:db8:2::7/128", "2001:db8:2::6/127");
 }
 
 #[test]

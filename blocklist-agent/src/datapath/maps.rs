@@ -127,6 +127,12 @@ pub struct Maps {
     table: Option<TableMaps>,
     /// Inside [`Maps::batch`]: table updates wait for its end.
     batching: bool,
+    /// IPv6 single addresses removed inside the batch, deleted from
+    /// `EXACT_V6` only after the table is committed: the program probes
+    /// `EXACT_V6` before the table, so deleting one earlier would let its
+    /// address through while the entry that replaces it (a /64, say) is
+    /// still waiting for the table.
+    deferred_v6: Vec<[u8; 16]>,
     /// `TABLE_META.dirty` was set by this handle and not cleared yet.
     marked: bool,
 }
@@ -307,6 +313,7 @@ impl Maps {
             mirror: None,
             table: None,
             batching: false,
+            deferred_v6: Vec::new(),
             marked: false,
         })
     }
@@ -472,8 +479,21 @@ impl Maps {
             self.mirror = None;
         }
         let t = self.commit_table();
+        let deferred = std::mem::take(&mut self.deferred_v6);
+        // Without a committed table the replacements may not be visible:
+        // keep the addresses blocked and let the next read see them.
+        let d = if t.is_ok() {
+            delete_batched(&mut self.exact_v6, map_names::EXACT_V6, &deferred)
+        } else {
+            Ok(())
+        };
+        if t.is_err() || d.is_err() {
+            self.mirror = None;
+        }
         let r = r?;
-        Ok((r, t?))
+        let t = t?;
+        d?;
+        Ok((r, t))
     }
 
     /// Brings the compiled table in line with the tries if they changed
@@ -562,28 +582,33 @@ impl Maps {
         if slot & blocklist_ebpf::SLOT_CHUNK == 0 {
             return Ok(slot as u32);
         }
-        let (start, count) = super::table::compile::chunk_of(slot);
-        let records = (start..start + count)
-            .map(|i| {
-                let at = (i * words) as u32;
-                Ok(if words == 1 {
-                    let w = read(ranges, at, names.1)?;
-                    super::table::compile::Record {
-                        start: w >> 32,
-                        result: w as u32,
-                    }
-                } else {
-                    super::table::compile::Record {
-                        start: read(ranges, at, names.1)?,
-                        result: read(ranges, at + 1, names.1)? as u32,
-                    }
-                })
+        // The program's search, one record read per step.
+        let (first, count) = super::table::compile::chunk_of(slot);
+        let record = |i: usize| -> Result<super::table::compile::Record, DatapathError> {
+            let at = (i * words) as u32;
+            Ok(if words == 1 {
+                let w = read(ranges, at, names.1)?;
+                super::table::compile::Record {
+                    start: w >> 32,
+                    result: w as u32,
+                }
+            } else {
+                super::table::compile::Record {
+                    start: read(ranges, at, names.1)?,
+                    result: read(ranges, at + 1, names.1)? as u32,
+                }
             })
-            .collect::<Result<Vec<_>, DatapathError>>()?;
-        Ok(super::table::compile::search(
-            &records,
-            key & ((1u64 << low_bits) - 1),
-        ))
+        };
+        let low = key & ((1u64 << low_bits) - 1);
+        let (mut base, mut n) = (first, count);
+        while n > 1 {
+            let half = n / 2;
+            if record(base + half)?.start <= low {
+                base += half;
+            }
+            n -= half;
+        }
+        Ok(record(base)?.result)
     }
 
     /// The pin directory these maps came from.
@@ -761,6 +786,13 @@ impl Maps {
         self.mark()?;
         let r = match (prefix.v4_bytes(), prefix.v6_bytes(), exact) {
             (Some(b), _, true) => self.exact_v4.remove(&b),
+            (_, Some(b), true) if self.batching => {
+                let there = self.get_exact(kind, prefix)?.is_some();
+                self.deferred_v6.push(b);
+                self.forget(kind, &[prefix]);
+                self.written()?;
+                return Ok(there);
+            }
             (_, Some(b), true) => self.exact_v6.remove(&b),
             (Some(b), _, false) => self.v4_mut(kind).remove(&v4_key(len, b)),
             (_, Some(b), false) => self.v6_mut(kind).remove(&Key::new(len, b)),
@@ -891,7 +923,10 @@ impl Maps {
             .filter_map(|p| p.v6_bytes().map(|b| Key::new(p.prefix_len() as u32, b)))
             .collect();
         let e4: Vec<[u8; 4]> = exact.iter().filter_map(|p| p.v4_bytes()).collect();
-        let e6: Vec<[u8; 16]> = exact.iter().filter_map(|p| p.v6_bytes()).collect();
+        let mut e6: Vec<[u8; 16]> = exact.iter().filter_map(|p| p.v6_bytes()).collect();
+        if self.batching {
+            self.deferred_v6.append(&mut e6);
+        }
         let name4 = Self::name(kind, true);
         let name6 = Self::name(kind, false);
         self.guarded(|m| {
