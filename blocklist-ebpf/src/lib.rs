@@ -73,6 +73,19 @@
 //!   `TABLE_META.dirty` is set while the tries and the table disagree (a
 //!   sync in progress, or one killed mid-way); the next writer recompiles.
 //!
+//! (3) **Per-address counters** for hits on entries wider than one address
+//! (a single-address entry's own counters already are per address): a
+//! per-CPU, two-way set-associative array indexed by a hash of the
+//! address and direction, [`ADDR_SLOTS_DEFAULT`] slots per CPU unless the
+//! agent sized it at load (`ip_counters_max`). A hit on the address a slot
+//! holds adds with plain stores and earns the slot a vote; a hit on
+//! another address takes a vote from the weaker slot of the pair, and an
+//! address takes over a slot with no votes left. Heavy hitters keep their
+//! slots, a spoofed flood's one-off addresses do not insert anything
+//! anywhere, and the per-packet cost is the same for both. An address that
+//! loses its slot loses its per-address history (its entry's counters stay
+//! exact).
+//!
 //! (4) **The compiled IPv6 table** works the same way on the upper 64
 //! bits of an IPv6 address (the routing part; entries longer than /64 are
 //! rare outside single addresses). Single addresses (/128) stay in
@@ -86,19 +99,6 @@
 //!   covers every /64 that holds a block entry of /65../127 or an allow
 //!   entry longer than /64, and every /16 whose chunk did not fit, so the
 //!   table never needs to represent those and the verdict is the tries'.
-//!
-//! (3) **Per-address counters** for hits on entries wider than one address
-//! (a single-address entry's own counters already are per address): a
-//! per-CPU, two-way set-associative array indexed by a hash of the
-//! address and direction, [`ADDR_SLOTS_DEFAULT`] slots per CPU unless the
-//! agent sized it at load (`ip_counters_max`). A hit on the address a slot
-//! holds adds with plain stores and earns the slot a vote; a hit on
-//! another address takes a vote from the weaker slot of the pair, and an
-//! address takes over a slot with no votes left. Heavy hitters keep their
-//! slots, a spoofed flood's one-off addresses do not insert anything
-//! anywhere, and the per-packet cost is the same for both. An address that
-//! loses its slot loses its per-address history (its entry's counters stay
-//! exact).
 //!
 //! A zeroed [`Config`] is the default configuration (drop, match both,
 //! events at the default rate), so a freshly created map is already correct.
