@@ -68,11 +68,12 @@ pub fn load(ctx: &Context) -> anyhow::Result<Loaded> {
         c.lookup = ctx.config.datapath.lookup.abi();
         maps.set_config(c)?;
     }
-    // Maps pinned by a version without the compiled table come with an
-    // empty one: compile it before the program can decide with it.
+    // Maps pinned by an older version may come with an empty or
+    // differently encoded table (before the IPv6 table, an empty one):
+    // compile it before the program can decide with it.
     Maps::open(&ctx.pin)?
-        .commit_table()
-        .context("compiling the IPv4 lookup table from the installed entries")?;
+        .rebuild_table()
+        .context("compiling the lookup tables from the installed entries")?;
     Ok(loaded)
 }
 

@@ -505,6 +505,19 @@ impl Maps {
             self.marked = false;
             return Ok(None);
         }
+        self.compile_table(meta).map(Some)
+    }
+
+    /// Compiles the tables from the installed entries whatever
+    /// `TABLE_META` says, writing only what differs. For a program load: a
+    /// table written by an older version may lack parts this program reads
+    /// (the IPv6 table) or encode results differently.
+    pub fn rebuild_table(&mut self) -> Result<TableReport, DatapathError> {
+        let meta = self.table_meta()?;
+        self.compile_table(meta)
+    }
+
+    fn compile_table(&mut self, meta: TableMeta) -> Result<TableReport, DatapathError> {
         let m = self.mirror()?;
         let block: Vec<_> = m
             .blocks()
@@ -547,7 +560,7 @@ impl Maps {
         if let Some(m) = &mut self.mirror {
             m.committed(generation);
         }
-        Ok(Some(report))
+        Ok(report)
     }
 
     /// The kernel table's result for an address: what the program's table
