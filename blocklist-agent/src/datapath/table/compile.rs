@@ -74,13 +74,70 @@ impl Record {
     }
 }
 
+/// A chunk's records as the kernel holds them: one word per record for
+/// IPv4 (`start << 32 | result`), two for IPv6 (start, result). Kept in
+/// that form so that a million-entry table costs what the kernel's copy
+/// does, 8 bytes per IPv4 record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunk<'a> {
+    words: &'a [u64],
+    per: usize,
+}
+
+impl<'a> Chunk<'a> {
+    /// The records.
+    pub fn len(&self) -> usize {
+        self.words.len() / self.per
+    }
+
+    /// True when there are none (never, for a compiled chunk).
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    /// Record `i`.
+    pub fn get(&self, i: usize) -> Record {
+        if self.per == 1 {
+            let w = self.words[i];
+            Record {
+                start: w >> 32,
+                result: w as u32,
+            }
+        } else {
+            Record {
+                start: self.words[2 * i],
+                result: self.words[2 * i + 1] as u32,
+            }
+        }
+    }
+
+    /// The kernel words, in order.
+    pub fn words(&self) -> &'a [u64] {
+        self.words
+    }
+
+    /// Every record, in order.
+    pub fn iter(&self) -> impl Iterator<Item = Record> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+}
+
+/// Appends `r` to `words` in the layout of `per` words per record.
+fn push_record(words: &mut Vec<u64>, per: usize, r: Record) {
+    if per == 1 {
+        words.push(r.v4_word());
+    } else {
+        words.extend([r.start, r.result as u64]);
+    }
+}
+
 /// One compiled slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Slot<'a> {
     /// One result for the whole /16.
     Direct(u32),
     /// A chunk: the records, sorted by start, the first at start 0.
-    Chunk(&'a [Record]),
+    Chunk(Chunk<'a>),
 }
 
 /// The compiled table, before it is written to the kernel.
@@ -93,7 +150,8 @@ pub struct Compiled {
     /// the record count (above), as in the kernel's tables, but indexing
     /// this struct's records.
     slots: Vec<u64>,
-    records: Vec<Record>,
+    /// The records of every chunk, in the kernel's layout (see [`Chunk`]).
+    words: Vec<u64>,
     /// Slots that would have needed a chunk but were left to the tries.
     deep_slots: usize,
 }
@@ -106,13 +164,17 @@ impl Compiled {
             Slot::Direct(s as u32)
         } else {
             let (start, count) = chunk_of(s);
-            Slot::Chunk(&self.records[start..start + count])
+            let per = self.words_per_record();
+            Slot::Chunk(Chunk {
+                words: &self.words[start * per..(start + count) * per],
+                per,
+            })
         }
     }
 
     /// Records over all chunks (what the table occupies in its ranges).
     pub fn records(&self) -> usize {
-        self.records.len()
+        self.words.len() / self.words_per_record()
     }
 
     /// Kernel words per record: one for IPv4 (`start << 32 | result`),
@@ -153,16 +215,16 @@ pub fn chunk_slot(start: u32, count: usize) -> u64 {
 
 /// The program's branch-free binary search: the result of the last record
 /// whose start is at most `low`.
-pub fn search(records: &[Record], low: u64) -> u32 {
+pub fn search(records: Chunk<'_>, low: u64) -> u32 {
     let (mut base, mut n) = (0usize, records.len());
     while n > 1 {
         let half = n / 2;
-        if records[base + half].start <= low {
+        if records.get(base + half).start <= low {
             base += half;
         }
         n -= half;
     }
-    records[base].result
+    records.get(base).result
 }
 
 /// The result for a point covered by the longest block entry `block` and,
@@ -252,7 +314,9 @@ fn build(
     let allow_base = paint(width, &allow_wide);
     let low_bits = width - 16;
 
+    let per = if width == 32 { 1 } else { 2 };
     let mut slots = Vec::with_capacity(SLOTS);
+    let mut words = Vec::new();
     let mut records = Vec::new();
     let mut deep_slots = 0;
     let (mut bi, mut ai, mut di) = (0, 0, 0);
@@ -271,24 +335,25 @@ fn build(
         let bs = sweep(width, bn, b);
         let as_ = sweep(width, an, allow_base[slot as usize]);
         let ds = sweep(width, dn, None);
-        let first = records.len();
+        records.clear();
         merge(&bs, &as_, &ds, &mut records);
-        let count = records.len() - first;
+        let count = records.len();
         if count == 1 {
-            let r = records.pop().expect("one record");
-            slots.push(r.result as u64);
+            slots.push(records[0].result as u64);
         } else if count > max_chunk {
-            records.truncate(first);
             slots.push(RESULT_DEEP as u64);
             deep_slots += 1;
         } else {
-            slots.push(chunk_slot(first as u32, count));
+            slots.push(chunk_slot((words.len() / per) as u32, count));
+            for r in &records {
+                push_record(&mut words, per, *r);
+            }
         }
     }
     let mut c = Compiled {
         width,
         slots,
-        records,
+        words,
         deep_slots,
     };
     c.fit(budget);
@@ -299,7 +364,7 @@ impl Compiled {
     /// Leaves the largest chunks to the tries until the records fit in
     /// `budget`.
     fn fit(&mut self, budget: usize) {
-        if self.records.len() <= budget {
+        if self.records() <= budget {
             return;
         }
         let mut chunks: Vec<(usize, usize)> = (0..SLOTS)
@@ -307,7 +372,7 @@ impl Compiled {
             .map(|i| (chunk_of(self.slots[i]).1, i))
             .collect();
         chunks.sort_unstable_by(|a, b| b.cmp(a));
-        let mut total = self.records.len();
+        let mut total = self.records();
         for (count, i) in chunks {
             if total <= budget {
                 break;
@@ -316,12 +381,14 @@ impl Compiled {
             self.deep_slots += 1;
             total -= count;
         }
-        let old = std::mem::take(&mut self.records);
+        let per = self.words_per_record();
+        let old = std::mem::take(&mut self.words);
         for s in &mut self.slots {
             if *s & SLOT_CHUNK != 0 {
                 let (start, count) = chunk_of(*s);
-                let first = self.records.len();
-                self.records.extend_from_slice(&old[start..start + count]);
+                let first = self.words.len() / per;
+                self.words
+                    .extend_from_slice(&old[start * per..(start + count) * per]);
                 *s = chunk_slot(first as u32, count);
             }
         }
@@ -542,8 +609,9 @@ mod tests {
             for i in 0..SLOTS {
                 if let Slot::Chunk(r) = t.slot(i) {
                     prop_assert!(r.len() >= 2);
-                    prop_assert_eq!(r[0].start, 0);
-                    for w in r.windows(2) {
+                    prop_assert_eq!(r.get(0).start, 0);
+                    let recs: Vec<Record> = r.iter().collect();
+                    for w in recs.windows(2) {
                         prop_assert!(w[0].start < w[1].start, "sorted starts");
                         prop_assert_ne!(w[0].result, w[1].result, "neighbours differ");
                     }
@@ -567,7 +635,7 @@ mod tests {
         let Slot::Chunk(r) = t.slot(0x0a00) else {
             panic!("expected a chunk");
         };
-        let words: Vec<u64> = r.iter().map(Record::v4_word).collect();
+        let words: Vec<u64> = r.words().to_vec();
         assert_eq!(
             words,
             [

@@ -13,7 +13,7 @@ use std::{
 
 use blocklist_ebpf::{SLOT_CHUNK, TABLE_V4_SLOTS};
 
-use super::compile::{Compiled, Record, Slot, chunk_of, chunk_slot};
+use super::compile::{Compiled, Slot, chunk_of, chunk_slot};
 use crate::datapath::mmap::MappedU64;
 
 /// How long a chunk that was just switched away from may still be read by
@@ -81,40 +81,8 @@ impl Free {
     }
 }
 
-/// How records sit in a ranges map.
-#[derive(Clone, Copy)]
-struct Layout {
-    words: usize,
-}
-
-impl Layout {
-    fn capacity(self, ranges: &MappedU64) -> usize {
-        ranges.len() / self.words
-    }
-
-    fn encode(self, r: &Record) -> [u64; 2] {
-        if self.words == 1 {
-            [r.v4_word(), 0]
-        } else {
-            [r.start, r.result as u64]
-        }
-    }
-
-    fn stored(self, ranges: &MappedU64, at: usize, r: &Record) -> bool {
-        let w = self.encode(r);
-        (0..self.words).all(|k| ranges.load(at * self.words + k) == w[k])
-    }
-
-    fn store(self, ranges: &MappedU64, at: usize, r: &Record) {
-        let w = self.encode(r);
-        for (k, word) in w.iter().enumerate().take(self.words) {
-            ranges.store(at * self.words + k, *word);
-        }
-    }
-}
-
 /// True when the kernel's slot value `current` already holds `want`.
-fn holds(current: u64, want: &Slot<'_>, ranges: &MappedU64, layout: Layout) -> bool {
+fn holds(current: u64, want: &Slot<'_>, ranges: &MappedU64, per: usize) -> bool {
     match want {
         Slot::Direct(r) => current == *r as u64,
         Slot::Chunk(records) => {
@@ -122,12 +90,13 @@ fn holds(current: u64, want: &Slot<'_>, ranges: &MappedU64, layout: Layout) -> b
                 return false;
             }
             let (start, count) = chunk_of(current);
+            let words = records.words();
             count == records.len()
-                && start + count <= layout.capacity(ranges)
-                && records
+                && (start + count) * per <= ranges.len()
+                && words
                     .iter()
                     .enumerate()
-                    .all(|(k, r)| layout.stored(ranges, start + k, r))
+                    .all(|(k, w)| ranges.load(start * per + k) == *w)
         }
     }
 }
@@ -139,15 +108,13 @@ pub fn write(
     table: &Compiled,
 ) -> Result<WriteReport, RangesFull> {
     let n = TABLE_V4_SLOTS as usize;
-    let layout = Layout {
-        words: table.words_per_record(),
-    };
-    let capacity = layout.capacity(ranges);
+    let per = table.words_per_record();
+    let capacity = ranges.len() / per;
     let mut report = WriteReport::default();
     loop {
         let current: Vec<u64> = (0..n).map(|i| slots.load(i)).collect();
         let todo: Vec<usize> = (0..n)
-            .filter(|&i| !holds(current[i], &table.slot(i), ranges, layout))
+            .filter(|&i| !holds(current[i], &table.slot(i), ranges, per))
             .collect();
         if todo.is_empty() {
             return Ok(report);
@@ -166,8 +133,8 @@ pub fn write(
                 Slot::Direct(r) => switches.push((i, r as u64)),
                 Slot::Chunk(records) => match free.take(records.len()) {
                     Some(start) => {
-                        for (k, r) in records.iter().enumerate() {
-                            layout.store(ranges, start + k, r);
+                        for (k, w) in records.words().iter().enumerate() {
+                            ranges.store(start * per + k, *w);
                         }
                         report.records += records.len();
                         switches.push((i, chunk_slot(start as u32, records.len())));
