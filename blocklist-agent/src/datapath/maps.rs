@@ -519,30 +519,22 @@ impl Maps {
 
     fn compile_table(&mut self, meta: TableMeta) -> Result<TableReport, DatapathError> {
         let m = self.mirror()?;
-        let block: Vec<_> = m
-            .blocks()
-            .iter()
-            .filter(|(p, _)| p.is_v4())
-            .map(|(p, v)| v4_entry(*p, v.id))
-            .collect();
-        let allow: Vec<_> = m
-            .allows()
-            .iter()
-            .filter(|p| p.is_v4())
-            .map(|p| v4_entry(*p, 0))
-            .collect();
-        let block6: Vec<_> = m
-            .blocks()
-            .iter()
-            .filter(|(p, _)| !p.is_v4())
-            .map(|(p, v)| v6_entry(*p, v.id))
-            .collect();
-        let allow6: Vec<_> = m
-            .allows()
-            .iter()
-            .filter(|p| !p.is_v4())
-            .map(|p| v6_entry(*p, 0))
-            .collect();
+        let (mut block, mut block6) = (Vec::new(), Vec::new());
+        for (p, v) in m.blocks() {
+            if p.is_v4() {
+                block.push(v4_entry(*p, v.id));
+            } else {
+                block6.push(v6_entry(*p, v.id));
+            }
+        }
+        let (mut allow, mut allow6) = (Vec::new(), Vec::new());
+        for p in m.allows() {
+            if p.is_v4() {
+                allow.push(v4_entry(*p, 0));
+            } else {
+                allow6.push(v6_entry(*p, 0));
+            }
+        }
         if self.table.is_none() {
             self.table = Some(TableMaps::open(&self.pin)?);
         }
@@ -597,31 +589,13 @@ impl Maps {
         }
         // The program's search, one record read per step.
         let (first, count) = super::table::compile::chunk_of(slot);
-        let record = |i: usize| -> Result<super::table::compile::Record, DatapathError> {
-            let at = (i * words) as u32;
-            Ok(if words == 1 {
-                let w = read(ranges, at, names.1)?;
-                super::table::compile::Record {
-                    start: w >> 32,
-                    result: w as u32,
-                }
-            } else {
-                super::table::compile::Record {
-                    start: read(ranges, at, names.1)?,
-                    result: read(ranges, at + 1, names.1)? as u32,
-                }
-            })
-        };
-        let low = key & ((1u64 << low_bits) - 1);
-        let (mut base, mut n) = (first, count);
-        while n > 1 {
-            let half = n / 2;
-            if record(base + half)?.start <= low {
-                base += half;
-            }
-            n -= half;
-        }
-        Ok(record(base)?.result)
+        super::table::compile::search_with(count, key & ((1u64 << low_bits) - 1), |i| {
+            let at = ((first + i) * words) as u32;
+            let w = (at..at + words as u32)
+                .map(|k| read(ranges, k, names.1))
+                .collect::<Result<Vec<u64>, _>>()?;
+            Ok(super::table::compile::Record::from_words(&w))
+        })
     }
 
     /// The pin directory these maps came from.

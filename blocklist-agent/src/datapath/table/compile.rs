@@ -72,6 +72,22 @@ impl Record {
     pub fn v4_word(&self) -> u64 {
         (self.start << 32) | self.result as u64
     }
+
+    /// A record from its kernel words: one (IPv4) or two (IPv6, start
+    /// then result), as [`Chunk`] describes.
+    pub fn from_words(words: &[u64]) -> Self {
+        match *words {
+            [w] => Record {
+                start: w >> 32,
+                result: w as u32,
+            },
+            [start, result] => Record {
+                start,
+                result: result as u32,
+            },
+            _ => panic!("a record is one or two words, not {}", words.len()),
+        }
+    }
 }
 
 /// A chunk's records as the kernel holds them: one word per record for
@@ -97,18 +113,7 @@ impl<'a> Chunk<'a> {
 
     /// Record `i`.
     pub fn get(&self, i: usize) -> Record {
-        if self.per == 1 {
-            let w = self.words[i];
-            Record {
-                start: w >> 32,
-                result: w as u32,
-            }
-        } else {
-            Record {
-                start: self.words[2 * i],
-                result: self.words[2 * i + 1] as u32,
-            }
-        }
+        Record::from_words(&self.words[i * self.per..(i + 1) * self.per])
     }
 
     /// The kernel words, in order.
@@ -216,15 +221,30 @@ pub fn chunk_slot(start: u32, count: usize) -> u64 {
 /// The program's branch-free binary search: the result of the last record
 /// whose start is at most `low`.
 pub fn search(records: Chunk<'_>, low: u64) -> u32 {
-    let (mut base, mut n) = (0usize, records.len());
+    let found: Result<u32, std::convert::Infallible> =
+        search_with(records.len(), low, |i| Ok(records.get(i)));
+    match found {
+        Ok(r) => r,
+    }
+}
+
+/// [`search`] over `count` records that `get` reads one at a time (from
+/// the kernel's map, say), so that a lookup reads only the records the
+/// program's search touches.
+pub fn search_with<E>(
+    count: usize,
+    low: u64,
+    mut get: impl FnMut(usize) -> Result<Record, E>,
+) -> Result<u32, E> {
+    let (mut base, mut n) = (0usize, count);
     while n > 1 {
         let half = n / 2;
-        if records.get(base + half).start <= low {
+        if get(base + half)?.start <= low {
             base += half;
         }
         n -= half;
     }
-    records.get(base).result
+    Ok(get(base)?.result)
 }
 
 /// The result for a point covered by the longest block entry `block` and,

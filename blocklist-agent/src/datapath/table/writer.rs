@@ -1,9 +1,10 @@
 //! Writes a [`Compiled`] table into the kernel's slots and ranges
-//! (`TABLE_V4`/`RANGES_V4`, or the IPv6 pair), copy on write: only slots whose content changes are
-//! touched; a changed chunk goes to free records first, and only then is
-//! its slot switched, with one aligned store. A packet therefore always
-//! sees, per /16, the old chunk or the new one: an address both sets block
-//! stays blocked, and a crash leaves every /16 correct for one of the two.
+//! (`TABLE_V4`/`RANGES_V4`, or the IPv6 pair), copy on write: only slots
+//! whose content changes are touched; a changed chunk goes to free records
+//! first, and only then is its slot switched, with one aligned store. A
+//! packet therefore always sees, per /16, the old chunk or the new one: an
+//! address both sets block stays blocked, and a crash leaves every /16
+//! correct for one of the two.
 
 use std::{
     collections::BTreeSet,
