@@ -196,6 +196,9 @@ pub enum Preset {
     IsmaliciousTaxii,
     /// isMalicious plain blocklist download (`X-API-KEY: base64(key:secret)`).
     IsmaliciousBlocklist,
+    /// A CrowdSec Local API on this host (`http://127.0.0.1:8080/`), as a
+    /// bouncer (`X-Api-Key` from `api_key_env` or `api_key_file`).
+    Crowdsec,
 }
 
 impl Preset {
@@ -207,6 +210,7 @@ impl Preset {
             Preset::IsmaliciousBlocklist => {
                 ("https://ismalicious.com/api/blocklist/ips", Format::Plain)
             }
+            Preset::Crowdsec => ("http://127.0.0.1:8080/", Format::Crowdsec),
         }
     }
 }
@@ -254,6 +258,22 @@ pub struct FeedConfig {
     /// `false` keeps the feed's last good entries without fetching it.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// CrowdSec: decision scopes to ask for (default `["ip", "range"]`).
+    pub scopes: Option<Vec<String>>,
+    /// CrowdSec: only decisions of these origins (`crowdsec`, `cscli`,
+    /// `CAPI`, `lists`...); empty: all.
+    #[serde(default)]
+    pub origins: Vec<String>,
+    /// CrowdSec: only decisions whose scenario contains one of these.
+    #[serde(default)]
+    pub scenarios_containing: Vec<String>,
+    /// CrowdSec: no decision whose scenario contains one of these.
+    #[serde(default)]
+    pub scenarios_not_containing: Vec<String>,
+    /// CrowdSec: how often the whole decision set is fetched again
+    /// (`startup=true`) to repair drift (default 1h).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub resync: Option<Duration>,
 }
 
 impl FeedConfig {
@@ -277,6 +297,11 @@ impl FeedConfig {
             interval: None,
             max_bytes: None,
             enabled: true,
+            scopes: None,
+            origins: Vec::new(),
+            scenarios_containing: Vec::new(),
+            scenarios_not_containing: Vec::new(),
+            resync: None,
         }
     }
 }
@@ -580,6 +605,43 @@ impl Config {
                     f.name
                 ));
             }
+            if f.format == Format::Crowdsec {
+                if !f.url.as_deref().unwrap_or("").starts_with("http") {
+                    return Err(format!(
+                        "feed `{}`{at}: format crowdsec needs the Local API's http(s) url (e.g. http://127.0.0.1:8080/)",
+                        f.name
+                    ));
+                }
+                if f.api_key_env.is_none() && f.api_key_file.is_none() {
+                    return Err(format!(
+                        "feed `{}`{at}: format crowdsec needs the bouncer key in `api_key_env` or `api_key_file` \
+                         (create one with `cscli bouncers add xdp-blocklist`)",
+                        f.name
+                    ));
+                }
+                if let Some(bad) = f.scopes.iter().flatten().find(|s| {
+                    !crate::feed::crowdsec::DEFAULT_SCOPES.contains(&s.to_ascii_lowercase().as_str())
+                }) {
+                    return Err(format!(
+                        "feed `{}`{at}: scope `{bad}` cannot be blocked by address; use \"ip\" and/or \"range\"",
+                        f.name
+                    ));
+                }
+                if f.resync.is_some_and(|d| d < Duration::from_secs(60)) {
+                    return Err(format!("feed `{}`{at}: resync must be at least 1m", f.name));
+                }
+            } else if f.scopes.is_some()
+                || !f.origins.is_empty()
+                || !f.scenarios_containing.is_empty()
+                || !f.scenarios_not_containing.is_empty()
+                || f.resync.is_some()
+            {
+                return Err(format!(
+                    "feed `{}`{at}: scopes, origins, scenarios_containing, scenarios_not_containing and resync \
+                     are CrowdSec options; set format = \"crowdsec\" or remove them",
+                    f.name
+                ));
+            }
             if f.interval.is_some_and(|d| d < Duration::from_secs(1)) {
                 return Err(format!(
                     "feed `{}`{at}: interval must be at least 1s",
@@ -595,7 +657,11 @@ impl Config {
 
     /// The interval of one feed.
     pub fn interval_of(&self, feed: &FeedConfig) -> Duration {
-        feed.interval.unwrap_or(self.sync_interval)
+        match (feed.interval, &feed.format) {
+            (Some(i), _) => i,
+            (None, Format::Crowdsec) => crate::feed::crowdsec::DEFAULT_INTERVAL,
+            (None, _) => self.sync_interval,
+        }
     }
 
     /// Loads `path`; a missing file is the default configuration only when

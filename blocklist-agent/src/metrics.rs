@@ -38,6 +38,8 @@ pub const MAX_TOP_N: usize = 100;
 #[derive(Debug, Default)]
 pub struct FeedIndex {
     feeds: Vec<(String, Vec<Prefix>)>,
+    /// CrowdSec feeds: (feed, decision origin, prefixes), sorted prefixes.
+    origins: Vec<(String, String, Vec<Prefix>)>,
 }
 
 impl FeedIndex {
@@ -51,7 +53,28 @@ impl FeedIndex {
                 (n, v)
             })
             .collect();
-        Self { feeds }
+        Self {
+            feeds,
+            origins: Vec::new(),
+        }
+    }
+
+    /// Adds the CrowdSec feeds' prefixes by decision origin.
+    pub fn with_origins(mut self, origins: Vec<(String, String, Vec<Prefix>)>) -> Self {
+        self.origins = origins
+            .into_iter()
+            .map(|(f, o, mut v)| {
+                v.sort_unstable();
+                v.dedup();
+                (f, o, v)
+            })
+            .collect();
+        self
+    }
+
+    /// (feed, origin, prefixes) of the CrowdSec feeds.
+    pub fn origins(&self) -> &[(String, String, Vec<Prefix>)] {
+        &self.origins
     }
 
     /// The feeds listing `prefix`.
@@ -284,6 +307,28 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
         "feed_blocked_packets",
         "Packets that matched an entry listed by each feed",
         by_feed,
+    );
+    let by_origin = Family::<Labels, Counter>::default();
+    let decisions = Family::<Labels, Gauge>::default();
+    for (feed, origin, prefixes) in index.origins() {
+        let l = labels(&[("feed", feed), ("origin", origin)]);
+        decisions.get_or_create(&l).set(prefixes.len() as i64);
+        let packets: u64 = by_prefix
+            .iter()
+            .filter(|h| prefixes.binary_search(&h.prefix).is_ok())
+            .map(|h| h.packets)
+            .sum();
+        by_origin.get_or_create(&l).inc_by(packets);
+    }
+    reg.register(
+        "crowdsec_blocked_packets",
+        "Packets that matched a CrowdSec ban, per feed and decision origin",
+        by_origin,
+    );
+    reg.register(
+        "crowdsec_banned_prefixes",
+        "Prefixes a CrowdSec feed bans, per decision origin",
+        decisions,
     );
 
     let mut by_ip = hits::by_ip(&maps, &std::collections::HashMap::new())?;

@@ -19,6 +19,7 @@ use crate::{
     config::Config,
     datapath::maps::{Installed, Maps, TrieKind},
     feed::{
+        bouncer::Sessions,
         fetch::Fetcher,
         poll::{self, FeedOutcome, FeedStatus, PollContext},
     },
@@ -279,6 +280,26 @@ fn report_of(o: &FeedOutcome) -> FeedReport {
     }
 }
 
+/// (feed, origin, prefixes) of every CrowdSec feed: its entries carry the
+/// decision's origin as their id.
+fn origin_lists(config: &Config, outcomes: &[FeedOutcome]) -> Vec<(String, String, Vec<Prefix>)> {
+    let mut out: BTreeMap<(String, String), Vec<Prefix>> = BTreeMap::new();
+    for o in outcomes {
+        let crowdsec = config
+            .feeds
+            .iter()
+            .any(|f| f.name == o.name && f.format == crate::feed::Format::Crowdsec);
+        if !crowdsec {
+            continue;
+        }
+        for e in &o.entries {
+            let origin = e.id.clone().unwrap_or_default();
+            out.entry((o.name.clone(), origin)).or_default().push(e.prefix);
+        }
+    }
+    out.into_iter().map(|((f, o), v)| (f, o, v)).collect()
+}
+
 /// One complete sync: poll the due feeds, build the desired state, apply
 /// the difference. The caller holds the writer lock. Also returns which
 /// feeds list which prefixes (for metrics and events).
@@ -289,6 +310,19 @@ pub fn sync_once(
     fetcher: &Fetcher,
     opts: &SyncOptions,
 ) -> anyhow::Result<(Report, FeedIndex)> {
+    sync_with(config, maps, state, fetcher, opts, &Sessions::default())
+}
+
+/// [`sync_once`] with the CrowdSec sessions a long-running agent keeps
+/// between syncs (so its polls are deltas, not full fetches).
+pub fn sync_with(
+    config: &Config,
+    maps: &mut Maps,
+    state: &StateDir,
+    fetcher: &Fetcher,
+    opts: &SyncOptions,
+    sessions: &Sessions,
+) -> anyhow::Result<(Report, FeedIndex)> {
     let started = Instant::now();
     let ctx = PollContext {
         fetcher,
@@ -296,6 +330,7 @@ pub fn sync_once(
         guard: &config.guard,
         force: opts.force,
         dry_run: opts.dry_run,
+        sessions,
     };
     let outcomes: Vec<FeedOutcome> = config
         .feeds
@@ -322,6 +357,7 @@ pub fn sync_once(
         .map(|o| (o.name.clone(), o.entries.iter().map(|e| e.prefix).collect()))
         .collect();
     lists.push(("manual".to_owned(), manual.block.keys().copied().collect()));
+    let origins = origin_lists(config, &outcomes);
     let reports: Vec<FeedReport> = outcomes.iter().map(report_of).collect();
     let uncertain: Vec<String> = outcomes
         .iter()
@@ -329,7 +365,7 @@ pub fn sync_once(
         .map(|o| o.name.clone())
         .collect();
     drop(outcomes);
-    let index = FeedIndex::new(lists);
+    let index = FeedIndex::new(lists).with_origins(origins);
     let mut plan = plan(maps, &desired)?;
     // The desired set (a map of a million entries) is not needed past the
     // diff: freed before the writes, it does not add to their peak.

@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod bpffs;
+pub mod crowdsec;
 pub mod feed_server;
 pub mod frames;
 pub mod kernel;

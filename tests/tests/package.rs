@@ -69,6 +69,7 @@ fn the_debian_package_installs_and_works() {
         "/usr/share/bash-completion/completions/blocklist-agent",
         "/usr/share/zsh/vendor-completions/_blocklist-agent",
         "/usr/share/fish/vendor_completions.d/blocklist-agent.fish",
+        "/etc/fail2ban/action.d/xdp-blocklist.conf",
     ] {
         assert!(std::path::Path::new(path).exists(), "{path} missing");
     }
@@ -84,7 +85,8 @@ fn the_debian_package_installs_and_works() {
     // The config is a conffile: kept on remove, gone on purge.
     let (ok, conffiles) = sh("dpkg-query --control-show xdp-blocklist conffiles");
     assert!(
-        ok && conffiles.contains("/etc/xdp-blocklist/config.toml"),
+        ok && conffiles.contains("/etc/xdp-blocklist/config.toml")
+            && conffiles.contains("/etc/fail2ban/action.d/xdp-blocklist.conf"),
         "{conffiles}"
     );
 }

@@ -86,7 +86,29 @@ const APT_PACKAGES: &[AptPackage] = &[
     // receiving veth's GRO (its NAPI ring) there.
     apt("xdp-tools"),
     apt("ethtool"),
+    // The Local API the CrowdSec bouncer test polls (run privately by the
+    // test, never as the system service), and fail2ban for its action.
+    apt("crowdsec"),
+    apt("fail2ban"),
 ];
+
+/// crowdsec's post-install step registers with CrowdSec's Central API and
+/// fails without internet, unless this file exists and is non-empty before
+/// the install; the tests never use the Central API.
+const CROWDSEC_ONLINE_CREDENTIALS: &str = "/etc/crowdsec/online_api_credentials.yaml";
+
+fn prepare_crowdsec_offline() -> Result<()> {
+    let path = Path::new(CROWDSEC_ONLINE_CREDENTIALS);
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+        return Ok(());
+    }
+    std::fs::create_dir_all("/etc/crowdsec").context("creating /etc/crowdsec")?;
+    std::fs::write(
+        path,
+        "# Written by `cargo xtask setup`: no Central API (offline install for the tests).\n",
+    )
+    .with_context(|| format!("writing {CROWDSEC_ONLINE_CREDENTIALS}"))
+}
 
 pub fn run() -> Result<()> {
     // The tools' directories go on PATH even when setup is skipped, so a
@@ -245,6 +267,9 @@ fn apt_packages() -> Result<Vec<String>> {
             missing.join(" ")
         ));
         sh::require_root("installing Debian packages with apt-get")?;
+        if missing.contains(&"crowdsec") {
+            prepare_crowdsec_offline()?;
+        }
         sh::run(sh::cmd("apt-get").args(["update", "-q"]))?;
         sh::run(
             sh::cmd("apt-get")

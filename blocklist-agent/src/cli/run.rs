@@ -23,7 +23,8 @@ use blocklist_agent::{
     http,
     metrics::{self, FeedIndex, Shared},
     state::{AgentRecord, lock},
-    sync::{Schedule, SyncOptions, sync_once},
+    feed::bouncer::Sessions,
+    sync::{Schedule, SyncOptions, sync_with},
 };
 use clap::Args;
 
@@ -170,6 +171,8 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
     let mut ready = false;
     let mut schedule = Schedule::default();
     let mut next_expiry_check = Instant::now();
+    // The CrowdSec feeds' decisions, between polls: later polls are deltas.
+    let sessions = Sessions::default();
     tracing::info!(feeds = config.feeds.len(), "agent running");
     while !term.load(Ordering::Relaxed) {
         if hup.swap(false, Ordering::Relaxed) {
@@ -196,7 +199,8 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
         }
         let now = Instant::now();
         let due = schedule.due(&config, now);
-        let expiry = now >= next_expiry_check && manual_expired(ctx);
+        let expiry =
+            now >= next_expiry_check && (manual_expired(ctx) || decision_expired(&sessions));
         if now >= next_expiry_check {
             next_expiry_check = now + Duration::from_secs(1);
         }
@@ -214,7 +218,7 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
                     continue;
                 }
             };
-            let result = sync_once(&config, &mut maps, &ctx.state, &fetcher, &opts);
+            let result = sync_with(&config, &mut maps, &ctx.state, &fetcher, &opts, &sessions);
             if let Err(e) = ctx.share() {
                 tracing::warn!(error = %format!("{e:#}"), "could not share the state with [access] group");
             }
@@ -290,6 +294,14 @@ fn manual_expired(ctx: &Context) -> bool {
         .manual()
         .map(|m| m.block.values().any(|b| b.expired(now)))
         .unwrap_or(false)
+}
+
+/// A CrowdSec decision has run out: it is removed now, not at the next poll.
+fn decision_expired(sessions: &Sessions) -> bool {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    sessions.next_expiry().is_some_and(|t| t <= now)
 }
 
 /// Attaches every configured interface that has no pinned link yet.

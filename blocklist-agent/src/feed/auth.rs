@@ -5,6 +5,8 @@
 //!   `key:secret`): `X-API-KEY: base64(key:secret)`, as isMalicious wants.
 //! - `username` + `password_env`/`password_file`: HTTP Basic.
 //! - `headers`: literal values, or `env:VAR` / `file:PATH`.
+//! - CrowdSec feeds: the bouncer key as it is in `X-Api-Key` (from
+//!   `api_key_env` or `api_key_file`), and the bouncer's `User-Agent`.
 
 use base64::Engine as _;
 
@@ -47,6 +49,29 @@ pub fn request(feed: &FeedConfig) -> Result<Request, FetchError> {
         max_bytes: feed.max_bytes,
         ..Request::default()
     };
+    if feed.format == super::Format::Crowdsec {
+        // A bouncer key goes as it is, and the Local API lists bouncers by
+        // their User-Agent.
+        let key = match (&feed.api_key_file, &feed.api_key_env) {
+            (Some(p), _) => file(name, p)?,
+            (None, Some(k)) => env(name, k)?,
+            (None, None) => {
+                return Err(FetchError::Config(format!(
+                    "feed `{name}`: a CrowdSec feed needs api_key_env or api_key_file \
+                     (the key `cscli bouncers add xdp-blocklist` printed)"
+                )));
+            }
+        };
+        req.headers.push(("X-Api-Key".into(), key));
+        req.headers.push((
+            "User-Agent".into(),
+            Secret::new(super::crowdsec::USER_AGENT),
+        ));
+        for (k, v) in &feed.headers {
+            req.headers.push((k.clone(), indirect(name, v)?));
+        }
+        return Ok(req);
+    }
     let api = match (&feed.api_key_file, &feed.api_key_env, &feed.api_secret_env) {
         (Some(p), _, _) => Some(file(name, p)?),
         (None, Some(k), Some(s)) => {

@@ -6,6 +6,8 @@
 //! few with line numbers). A bad line never aborts a feed.
 
 pub mod auth;
+pub mod bouncer;
+pub mod crowdsec;
 pub mod csv;
 pub mod detect;
 pub mod fetch;
@@ -105,6 +107,8 @@ pub enum Format {
     Stix,
     /// A TAXII 2.1 collection (fetched page by page; each page is STIX).
     Taxii,
+    /// A CrowdSec Local API's decision stream (the agent as a bouncer).
+    Crowdsec,
 }
 
 /// Options some formats need.
@@ -135,6 +139,14 @@ pub fn parse(bytes: &[u8], format: &Format, opts: &FormatOptions, now: i64) -> P
         Format::Csv => csv::parse(bytes, opts.column.as_deref()),
         Format::Json => json::parse(bytes, opts.field.as_deref()),
         Format::Stix | Format::Taxii => stix::parse(bytes, now).into_parsed(),
+        Format::Crowdsec => crowdsec::parse_stream(bytes, now).map_or_else(
+            |e| {
+                let mut p = Parsed::default();
+                p.reject(1, e, "");
+                p
+            },
+            crowdsec::Stream::into_parsed,
+        ),
     }
 }
 

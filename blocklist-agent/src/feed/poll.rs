@@ -76,6 +76,8 @@ pub struct PollContext<'a> {
     pub force: bool,
     /// Change nothing on disk.
     pub dry_run: bool,
+    /// The CrowdSec feeds' decisions, kept between polls by `run`.
+    pub sessions: &'a super::bouncer::Sessions,
 }
 
 fn now_rfc3339() -> String {
@@ -151,6 +153,9 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
         tracing::warn!(feed = %name, error = %format!("{e:#}"), "feed state unreadable; starting afresh");
         FeedState::default()
     });
+    if feed.format == Format::Crowdsec {
+        return super::bouncer::poll(ctx, feed, st, due);
+    }
     // A lost or corrupt last good list (crash, disk trouble) must not turn
     // into "the feed lists nothing": the feed is fetched afresh now, and if
     // that fails the sync holds every delete (see `uncertain`).

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{StateDir, write_atomic};
 use crate::{
-    feed::{Entry, Rejection},
+    feed::{Entry, Rejection, crowdsec::Decisions},
     prefix::Prefix,
 };
 
@@ -108,7 +108,7 @@ impl StateDir {
             .filter_map(|e| {
                 let n = e.file_name().into_string().ok()?;
                 n.strip_suffix(".json")
-                    .filter(|s| !s.ends_with(".indicators"))
+                    .filter(|s| !s.ends_with(".indicators") && !s.ends_with(".decisions"))
                     .map(str::to_owned)
             })
             .collect();
@@ -185,6 +185,27 @@ impl StateDir {
             }
         }
         Ok(out)
+    }
+
+    fn decisions_file(name: &str) -> String {
+        format!("feeds/{name}.decisions.json")
+    }
+
+    /// The CrowdSec decisions of a feed (none when it never had any).
+    pub fn feed_decisions(&self, name: &str) -> anyhow::Result<Decisions> {
+        self.read_json(&Self::decisions_file(name))
+    }
+
+    /// Replaces the CrowdSec decisions of a feed (atomically).
+    pub fn set_feed_decisions(&self, name: &str, d: &Decisions) -> anyhow::Result<()> {
+        self.write_json(&Self::decisions_file(name), d)
+    }
+
+    /// When the decisions file last changed (`None`: there is none).
+    pub fn feed_decisions_mtime(&self, name: &str) -> Option<std::time::SystemTime> {
+        fs::metadata(self.root().join(Self::decisions_file(name)))
+            .and_then(|m| m.modified())
+            .ok()
     }
 
     /// The TAXII indicators of a feed, by id.
