@@ -620,7 +620,8 @@ impl Config {
                     ));
                 }
                 if let Some(bad) = f.scopes.iter().flatten().find(|s| {
-                    !crate::feed::crowdsec::DEFAULT_SCOPES.contains(&s.to_ascii_lowercase().as_str())
+                    !crate::feed::crowdsec::DEFAULT_SCOPES
+                        .contains(&s.to_ascii_lowercase().as_str())
                 }) {
                     return Err(format!(
                         "feed `{}`{at}: scope `{bad}` cannot be blocked by address; use \"ip\" and/or \"range\"",

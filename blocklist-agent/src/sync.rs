@@ -294,7 +294,9 @@ fn origin_lists(config: &Config, outcomes: &[FeedOutcome]) -> Vec<(String, Strin
         }
         for e in &o.entries {
             let origin = e.id.clone().unwrap_or_default();
-            out.entry((o.name.clone(), origin)).or_default().push(e.prefix);
+            out.entry((o.name.clone(), origin))
+                .or_default()
+                .push(e.prefix);
         }
     }
     out.into_iter().map(|((f, o), v)| (f, o, v)).collect()

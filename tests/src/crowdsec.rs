@@ -109,7 +109,9 @@ impl Lapi {
             .arg(self.config())
             .args(args)
             .output()
-            .unwrap_or_else(|e| panic!("running cscli ({e}); `cargo xtask setup` installs crowdsec"));
+            .unwrap_or_else(|e| {
+                panic!("running cscli ({e}); `cargo xtask setup` installs crowdsec")
+            });
         assert!(
             out.status.success(),
             "cscli {args:?} failed: {}\n{}",
@@ -122,7 +124,11 @@ impl Lapi {
     /// `cscli decisions add` for an address (`--ip`) or a CIDR (`--range`)
     /// with a duration and a type (`ban`, `captcha`...).
     pub fn add(&self, value: &str, duration: &str, kind: &str) {
-        let flag = if value.contains('/') { "--range" } else { "--ip" };
+        let flag = if value.contains('/') {
+            "--range"
+        } else {
+            "--ip"
+        };
         self.cscli(&[
             "decisions",
             "add",

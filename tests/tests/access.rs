@@ -79,7 +79,7 @@ fn a_group_member_inspects_without_root_and_others_are_refused() {
         fs.pin_dir(),
         fs.pin_dir().join("BLOCK_V4"),
         state.clone(),
-        state.join("feeds/f.entries"),
+        state.join("feeds/f.list"),
     ] {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o007, 0, "{} has mode {mode:o}", path.display());

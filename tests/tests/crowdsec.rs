@@ -179,7 +179,9 @@ fn decisions_block_and_unblock_through_the_local_api() {
 
     // A single IPv4 address.
     env.lapi.add(CLIENT4, "1h", "ban");
-    let took = env.wait_for("the first ban to drop traffic", POLL, || env.dropped(CLIENT4));
+    let took = env.wait_for("the first ban to drop traffic", POLL, || {
+        env.dropped(CLIENT4)
+    });
     eprintln!("cscli decisions add -> dropped: {took:?}");
     assert!(env.passes(CLIENT4_B), "only the banned address is dropped");
 
@@ -194,7 +196,10 @@ fn decisions_block_and_unblock_through_the_local_api() {
     env.lapi.add(CLIENT4_B, "1h", "captcha");
     env.lapi.add(&format!("{CLIENT6}/127"), "1h", "ban");
     env.wait_for("the IPv6 range ban", POLL, || env.dropped(CLIENT6));
-    assert!(env.dropped(CLIENT4), "one of two decisions deleted: still blocked");
+    assert!(
+        env.dropped(CLIENT4),
+        "one of two decisions deleted: still blocked"
+    );
     assert!(env.passes(CLIENT4_B), "a captcha decision does not block");
     env.lapi.delete_id(ids[0]);
     env.wait_for("the last decision's deletion", POLL, || env.passes(CLIENT4));
@@ -210,20 +215,35 @@ fn decisions_block_and_unblock_through_the_local_api() {
     assert!(
         c.to_string().contains("crowdsec") && c.to_string().contains("cscli"),
         "check names the feed and the decision's origin: {c}\nstate: {:?}",
-        std::fs::read_dir(env.agent.state_dir().join("feeds")).map(|d| d.flatten().map(|e| (e.file_name(), std::fs::read_to_string(e.path()).unwrap_or_default())).collect::<Vec<_>>())
+        std::fs::read_dir(env.agent.state_dir().join("feeds")).map(|d| d
+            .flatten()
+            .map(|e| (
+                e.file_name(),
+                std::fs::read_to_string(e.path()).unwrap_or_default()
+            ))
+            .collect::<Vec<_>>())
     );
     env.lapi.stop();
-    env.wait_for("the short ban to expire without the Local API", Duration::from_secs(30), || {
-        env.passes(CLIENT4) && env.passes(CLIENT4_B)
-    });
-    assert!(env.dropped(CLIENT6), "the Local API is down: the 1h ban stays");
+    env.wait_for(
+        "the short ban to expire without the Local API",
+        Duration::from_secs(30),
+        || env.passes(CLIENT4) && env.passes(CLIENT4_B),
+    );
+    assert!(
+        env.dropped(CLIENT6),
+        "the Local API is down: the 1h ban stays"
+    );
     env.wait_for("the outage in status", POLL, || {
         env.feed_status()["last_error"].is_string()
     });
     let failures = env
         .metric("xdp_blocklist_feed_failures_total{feed=\"crowdsec\"}")
         .unwrap_or(0.0);
-    assert!(failures >= 1.0, "feed_failures in /metrics: {}", env.metrics());
+    assert!(
+        failures >= 1.0,
+        "feed_failures in /metrics: {}",
+        env.metrics()
+    );
     let dropped_cscli = env
         .metric("xdp_blocklist_crowdsec_blocked_packets_total{feed=\"crowdsec\",origin=\"cscli\"}")
         .unwrap_or(0.0);

@@ -35,7 +35,8 @@ impl Fail2ban {
         for sub in ["action.d", "filter.d", "jail.d"] {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/fail2ban/xdp-blocklist.conf");
+        let shipped =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/fail2ban/xdp-blocklist.conf");
         std::fs::copy(&shipped, d.join("action.d/xdp-blocklist.conf"))
             .unwrap_or_else(|e| panic!("copying {}: {e}", shipped.display()));
         std::fs::write(
@@ -77,7 +78,9 @@ impl Fail2ban {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("starting fail2ban-server ({e}); `cargo xtask setup` installs fail2ban"));
+            .unwrap_or_else(|e| {
+                panic!("starting fail2ban-server ({e}); `cargo xtask setup` installs fail2ban")
+            });
         let f = Self { child, dir };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !f.log().contains("Jail 'xdpbl-test' started") {
@@ -122,7 +125,10 @@ fn wait_for(what: &str, limit: Duration, f2b: &Fail2ban, f: impl Fn() -> bool) -
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    panic!("timed out after {limit:?} waiting for {what}\nfail2ban log:\n{}", f2b.log());
+    panic!(
+        "timed out after {limit:?} waiting for {what}\nfail2ban log:\n{}",
+        f2b.log()
+    );
 }
 
 #[test]
@@ -142,9 +148,12 @@ fn a_fail2ban_ban_drops_the_address_until_the_unban() {
 
     let f2b = Fail2ban::start(lab.filter.name(), &agent, &config);
     f2b.failed_logins(CLIENT4, 3);
-    let took = wait_for("the ban to drop traffic", Duration::from_secs(30), &f2b, || {
-        answered(CLIENT4, FILTER4) == 0
-    });
+    let took = wait_for(
+        "the ban to drop traffic",
+        Duration::from_secs(30),
+        &f2b,
+        || answered(CLIENT4, FILTER4) == 0,
+    );
     eprintln!("failed logins -> dropped: {took:?}");
     assert_eq!(answered(CLIENT4_B, FILTER4), 3, "only the banned address");
     let c = agent.run(&["check", CLIENT4, "--json"]).json();
@@ -163,9 +172,12 @@ fn a_fail2ban_ban_drops_the_address_until_the_unban() {
         &f2b,
         || answered(CLIENT4, FILTER4) == 3,
     );
-    wait_for("the IPv6 unban", Duration::from_secs(BANTIME_S + 30), &f2b, || {
-        answered(CLIENT6, FILTER6) == 3
-    });
+    wait_for(
+        "the IPv6 unban",
+        Duration::from_secs(BANTIME_S + 30),
+        &f2b,
+        || answered(CLIENT6, FILTER6) == 3,
+    );
     let c = agent.run(&["check", CLIENT4, "--json"]).json();
     assert_eq!(c["blocked"], false, "{c}");
     drop(f2b);

@@ -376,7 +376,7 @@ fn corrupt_state_files_are_recovered_without_losing_protection() {
     let state = env.state();
 
     // Power cut: every state file truncated or garbled.
-    std::fs::write(state.join("feeds/f.entries"), "198.18.0.").unwrap();
+    std::fs::write(state.join("feeds/f.list"), "198.18.0.").unwrap();
     std::fs::write(state.join("feeds/f.json"), "{\"etag\": ").unwrap();
     std::fs::write(state.join("manual.json"), [0xff, 0x00, 0x7b]).unwrap();
     std::fs::write(state.join("attachments.json"), "").unwrap();

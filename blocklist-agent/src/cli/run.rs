@@ -19,11 +19,11 @@ use blocklist_agent::{
         maps::Maps,
     },
     events, export,
+    feed::bouncer::Sessions,
     feed::{auth, fetch::Fetcher},
     http,
     metrics::{self, FeedIndex, Shared},
     state::{AgentRecord, lock},
-    feed::bouncer::Sessions,
     sync::{Schedule, SyncOptions, sync_with},
 };
 use clap::Args;

@@ -35,10 +35,7 @@ use crate::prefix::Prefix;
 
 /// The `User-Agent` the agent sends to the Local API (CrowdSec's bouncer
 /// spec names bouncers `crowdsec-NAME-bouncer/VERSION`).
-pub const USER_AGENT: &str = concat!(
-    "crowdsec-xdp-blocklist-bouncer/",
-    env!("CARGO_PKG_VERSION")
-);
+pub const USER_AGENT: &str = concat!("crowdsec-xdp-blocklist-bouncer/", env!("CARGO_PKG_VERSION"));
 
 /// The scopes asked for when the feed names none.
 pub const DEFAULT_SCOPES: &[&str] = &["ip", "range"];
@@ -185,7 +182,9 @@ fn sample(out: &mut Stream, index: usize, reason: String, object: &serde_json::V
 /// is rejected on its own.
 pub fn parse_stream(bytes: &[u8], now: i64) -> Result<Stream, String> {
     let not_a_stream = |why: String| {
-        format!("the Local API's answer is not a decision stream ({why}); is `url` the Local API's address?")
+        format!(
+            "the Local API's answer is not a decision stream ({why}); is `url` the Local API's address?"
+        )
     };
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| not_a_stream(e.to_string()))?;
@@ -216,7 +215,12 @@ pub fn parse_stream(bytes: &[u8], now: i64) -> Result<Stream, String> {
         let prefix = match d.value.trim().parse::<Prefix>() {
             Ok(p) if scope == "range" || p.prefix_len() == if p.is_v4() { 32 } else { 128 } => p,
             Ok(_) => {
-                sample(&mut out, i, format!("scope Ip with a range value `{}`", d.value), v);
+                sample(
+                    &mut out,
+                    i,
+                    format!("scope Ip with a range value `{}`", d.value),
+                    v,
+                );
                 continue;
             }
             Err(e) => {
@@ -225,7 +229,12 @@ pub fn parse_stream(bytes: &[u8], now: i64) -> Result<Stream, String> {
             }
         };
         let Some((negative, left)) = parse_go_duration(&d.duration) else {
-            sample(&mut out, i, format!("duration `{}` is not a Go duration", d.duration), v);
+            sample(
+                &mut out,
+                i,
+                format!("duration `{}` is not a Go duration", d.duration),
+                v,
+            );
             continue;
         };
         if negative || left.as_secs() == 0 {
@@ -324,7 +333,11 @@ impl Decisions {
 /// query.
 pub fn stream_url(base: &url::Url, query: &Query<'_>) -> url::Url {
     let mut u = base.clone();
-    if !u.path().trim_end_matches('/').ends_with("/v1/decisions/stream") {
+    if !u
+        .path()
+        .trim_end_matches('/')
+        .ends_with("/v1/decisions/stream")
+    {
         let path = format!("{}/v1/decisions/stream", u.path().trim_end_matches('/'));
         u.set_path(&path);
     }
@@ -338,7 +351,10 @@ pub fn stream_url(base: &url::Url, query: &Query<'_>) -> url::Url {
             q.append_pair("origins", &query.origins.join(","));
         }
         if !query.scenarios_containing.is_empty() {
-            q.append_pair("scenarios_containing", &query.scenarios_containing.join(","));
+            q.append_pair(
+                "scenarios_containing",
+                &query.scenarios_containing.join(","),
+            );
         }
         if !query.scenarios_not_containing.is_empty() {
             q.append_pair(
@@ -394,7 +410,11 @@ mod tests {
         assert_eq!(s.ignored, 3);
         // A garbage value and a missing field.
         assert_eq!(s.rejected, 2);
-        assert!(s.samples[0].reason.starts_with("object 7:"), "{:?}", s.samples);
+        assert!(
+            s.samples[0].reason.starts_with("object 7:"),
+            "{:?}",
+            s.samples
+        );
         assert_eq!(s.deleted, vec![40]);
         assert_eq!(s.new[0].1.expires, 1_000 + 28);
         assert_eq!(s.new[2].1.prefix.to_string(), "198.51.100.0/24");
@@ -430,7 +450,9 @@ mod tests {
         assert!(d.apply(renewal));
         d.expire(1_028 + 7200);
         assert!(
-            d.entries().iter().any(|e| e.prefix.to_string() == "192.0.2.7/32"),
+            d.entries()
+                .iter()
+                .any(|e| e.prefix.to_string() == "192.0.2.7/32"),
             "the renewal outlives the first bans"
         );
         // The first crowdsec ban (4h) and the renewal.
@@ -445,7 +467,11 @@ mod tests {
             let e = parse_stream(body, 0).unwrap_err();
             assert!(e.contains("Local API"), "{e}");
         }
-        assert!(parse_stream(br#"{"new":null,"deleted":null}"#, 0).unwrap().is_empty());
+        assert!(
+            parse_stream(br#"{"new":null,"deleted":null}"#, 0)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -458,7 +484,11 @@ mod tests {
             origins: &origins,
             ..Query::default()
         };
-        for base in ["http://127.0.0.1:8080", "http://127.0.0.1:8080/", "http://127.0.0.1:8080/v1/decisions/stream"] {
+        for base in [
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8080/",
+            "http://127.0.0.1:8080/v1/decisions/stream",
+        ] {
             let u = stream_url(&base.parse().unwrap(), &q);
             assert_eq!(
                 u.as_str(),

@@ -11,7 +11,7 @@ use std::{
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::{StateDir, write_atomic};
+use super::{StateDir, list_file, write_atomic};
 use crate::{
     feed::{Entry, Rejection, crowdsec::Decisions},
     prefix::Prefix,
@@ -116,8 +116,32 @@ impl StateDir {
         v
     }
 
-    /// The feed's last good entries (empty when it never had any).
+    fn list_path(&self, name: &str) -> PathBuf {
+        self.root().join("feeds").join(format!("{name}.list"))
+    }
+
+    /// The feed's last good entries (empty when it never had any), from
+    /// its binary list file, or from the text form older versions wrote.
     pub fn feed_entries(&self, name: &str) -> anyhow::Result<Vec<Entry>> {
+        let path = self.list_path(name);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                return list_file::decode(&bytes).with_context(|| {
+                    format!(
+                        "{} is corrupt; delete it and the next successful sync rewrites it",
+                        path.display()
+                    )
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+        self.feed_entries_text(name)
+    }
+
+    /// The text form (`PREFIX [ID]` per line) of versions before the
+    /// binary list file.
+    fn feed_entries_text(&self, name: &str) -> anyhow::Result<Vec<Entry>> {
         let path = self.entries_path(name);
         let file = match fs::File::open(&path) {
             Ok(f) => f,
@@ -143,18 +167,26 @@ impl StateDir {
         Ok(out)
     }
 
-    /// Replaces the feed's last good entries (atomically).
+    /// Replaces the feed's last good entries (atomically), in the binary
+    /// form; the text form of older versions goes.
     pub fn set_feed_entries(&self, name: &str, entries: &[Entry]) -> anyhow::Result<()> {
-        let mut text = String::with_capacity(entries.len() * 20);
-        for e in entries {
-            text.push_str(&e.prefix.to_string());
-            if let Some(id) = &e.id {
-                text.push(' ');
-                text.push_str(id);
+        write_atomic(&self.list_path(name), &list_file::encode(entries))?;
+        match fs::remove_file(self.entries_path(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", self.entries_path(name).display()))
             }
-            text.push('\n');
+            _ => Ok(()),
         }
-        write_atomic(&self.entries_path(name), text.as_bytes())
+    }
+
+    /// Size and modification time of the feed's last good list (`None`
+    /// when it has none): a cheap way to tell that the file is still the
+    /// one this process wrote or read.
+    pub fn feed_entries_signature(&self, name: &str) -> Option<(u64, std::time::SystemTime)> {
+        let m = fs::metadata(self.list_path(name))
+            .or_else(|_| fs::metadata(self.entries_path(name)))
+            .ok()?;
+        Some((m.len(), m.modified().ok()?))
     }
 
     /// Which feeds (and STIX indicator ids) list each prefix, from the
@@ -245,6 +277,20 @@ mod tests {
         st.entries = 2;
         s.set_feed("x", &st).unwrap();
         assert_eq!(s.feed_names(), vec!["x".to_owned()]);
+        assert!(dir.path().join("feeds/x.list").exists());
+        // A damaged binary list is an error, not a shorter list.
+        let bytes = fs::read(dir.path().join("feeds/x.list")).unwrap();
+        fs::write(dir.path().join("feeds/x.list"), &bytes[..bytes.len() - 3]).unwrap();
+        let e = format!("{:#}", s.feed_entries("x").unwrap_err());
+        assert!(e.contains("x.list") && e.contains("corrupt"), "{e}");
+        // The text form of older versions is still read, and replaced.
+        fs::remove_file(dir.path().join("feeds/x.list")).unwrap();
+        fs::write(
+            dir.path().join("feeds/x.entries"),
+            "192.0.2.0/24\n2001:db8::/32 indicator--1\n",
+        )
+        .unwrap();
+        assert_eq!(s.feed_entries("x").unwrap(), entries);
         fs::write(
             dir.path().join("feeds/x.entries"),
             "192.0.2.0/24\ngarbage\n",
@@ -252,5 +298,8 @@ mod tests {
         .unwrap();
         let e = format!("{:#}", s.feed_entries("x").unwrap_err());
         assert!(e.contains("line 2") && e.contains("corrupt"), "{e}");
+        s.set_feed_entries("x", &entries).unwrap();
+        assert!(!dir.path().join("feeds/x.entries").exists());
+        assert_eq!(s.feed_entries("x").unwrap(), entries);
     }
 }

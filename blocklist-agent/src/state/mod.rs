@@ -13,6 +13,7 @@
 //! ```
 
 pub mod feeds;
+pub mod list_file;
 pub mod lock;
 pub mod manual;
 
