@@ -37,7 +37,8 @@ pub const MAX_TOP_N: usize = 100;
 /// few prefixes that were hit are ever looked up).
 #[derive(Debug, Default)]
 pub struct FeedIndex {
-    feeds: Vec<(String, Vec<Prefix>)>,
+    /// Shared, so that a sync that changes one feed keeps the others'.
+    feeds: Vec<(String, Arc<Vec<Prefix>>)>,
     /// CrowdSec feeds: (feed, decision origin, prefixes), sorted prefixes.
     origins: Vec<(String, String, Vec<Prefix>)>,
 }
@@ -50,13 +51,39 @@ impl FeedIndex {
             .map(|(n, mut v)| {
                 v.sort_unstable();
                 v.dedup();
-                (n, v)
+                (n, Arc::new(v))
             })
             .collect();
         Self {
             feeds,
             origins: Vec::new(),
         }
+    }
+
+    /// From lists that are already sorted and distinct.
+    pub fn from_sorted(feeds: Vec<(String, Arc<Vec<Prefix>>)>) -> Self {
+        debug_assert!(feeds.iter().all(|(_, v)| v.windows(2).all(|w| w[0] < w[1])));
+        Self {
+            feeds,
+            origins: Vec::new(),
+        }
+    }
+
+    /// One feed's distinct prefixes, sorted.
+    pub fn list(&self, feed: &str) -> Option<&Arc<Vec<Prefix>>> {
+        self.feeds.iter().find(|(n, _)| n == feed).map(|(_, v)| v)
+    }
+
+    /// Every (feed, distinct prefixes), in order.
+    pub fn lists(&self) -> &[(String, Arc<Vec<Prefix>>)] {
+        &self.feeds
+    }
+
+    /// True when some list holds exactly `prefix`.
+    pub fn lists_prefix(&self, prefix: &Prefix) -> bool {
+        self.feeds
+            .iter()
+            .any(|(_, v)| v.binary_search(prefix).is_ok())
     }
 
     /// Adds the CrowdSec feeds' prefixes by decision origin.

@@ -10,12 +10,13 @@
 use std::{
     collections::{BTreeSet, HashMap},
     net::IpAddr,
+    sync::Arc,
     time::SystemTime,
 };
 
 use blocklist_ebpf::ENTRY_FLAG_MANUAL;
 
-use crate::{config::Config, feed::poll::FeedOutcome, prefix::Prefix, state::manual::Manual};
+use crate::{config::Config, prefix::Prefix, state::manual::Manual};
 
 /// What the tries should hold.
 #[derive(Debug, Default)]
@@ -85,28 +86,61 @@ pub fn default_gateways() -> Vec<IpAddr> {
     gws
 }
 
-/// Builds the desired state.
+/// The protected ranges: configured `allow`, hand-made `allow`, and unless
+/// disabled the host's own addresses and gateways (`host`).
+pub fn allow_set(config: &Config, manual: &Manual, host: &[Prefix]) -> BTreeSet<Prefix> {
+    let mut allow: BTreeSet<Prefix> = config.allow.cidrs.iter().copied().collect();
+    allow.extend(manual.allow.iter().copied());
+    if config.allow.protect_host {
+        allow.extend(host.iter().copied());
+    }
+    allow
+}
+
+/// What the guards make of one block entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guarded {
+    /// It goes in.
+    Block,
+    /// Broader than the minimum prefix: refused.
+    TooBroad,
+    /// Inside a protected range: it could never match, left out.
+    Shadowed,
+}
+
+/// The guards for one entry: the minimum prefix (`min` for IPv4, IPv6),
+/// then the protected ranges `allow`.
+pub fn guard(p: &Prefix, min: (u8, u8), allow: &[Prefix]) -> Guarded {
+    if p.check_min(min.0, min.1).is_err() {
+        Guarded::TooBroad
+    } else if allow.iter().any(|a| covers(a, p)) {
+        Guarded::Shadowed
+    } else {
+        Guarded::Block
+    }
+}
+
+/// Builds the desired state from every feed's distinct prefixes, the
+/// hand-made entries and the protected ranges ([`allow_set`]).
 pub fn build(
-    outcomes: &[FeedOutcome],
+    feeds: &[(String, Arc<Vec<Prefix>>)],
     manual: &Manual,
     config: &Config,
-    host: &[Prefix],
+    allow: &BTreeSet<Prefix>,
     now: SystemTime,
 ) -> Desired {
-    let mut d = Desired::default();
-    d.allow.extend(config.allow.cidrs.iter().copied());
-    d.allow.extend(manual.allow.iter().copied());
-    if config.allow.protect_host {
-        d.allow.extend(host.iter().copied());
-    }
+    let mut d = Desired {
+        allow: allow.clone(),
+        ..Desired::default()
+    };
     let (min4, min6) = (config.guard.min_prefix_v4, config.guard.min_prefix_v6);
     let add = |p: Prefix, flags: u32, from: &str, d: &mut Desired| match p.check_min(min4, min6) {
         Ok(p) => *d.block.entry(p).or_insert(0) |= flags,
         Err(_) => d.too_broad.push((p, from.to_owned())),
     };
-    for o in outcomes {
-        for e in &o.entries {
-            add(e.prefix, 0, &o.name, &mut d);
+    for (name, list) in feeds {
+        for p in list.iter() {
+            add(*p, 0, name, &mut d);
         }
     }
     for (p, m) in &manual.block {
@@ -134,26 +168,14 @@ fn covers(outer: &Prefix, inner: &Prefix) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        feed::{Entry, poll::FeedStatus},
-        state::manual::ManualBlock,
-    };
+    use crate::state::manual::ManualBlock;
     use std::time::Duration;
 
-    fn outcome(name: &str, prefixes: &[&str]) -> FeedOutcome {
-        FeedOutcome {
-            name: name.into(),
-            status: FeedStatus::Updated,
-            entries: prefixes
-                .iter()
-                .map(|p| Entry::new(p.parse().unwrap()))
-                .collect(),
-            added: 0,
-            removed: 0,
-            rejected: 0,
-            samples: vec![],
-            uncertain: false,
-        }
+    fn outcome(name: &str, prefixes: &[&str]) -> (String, Arc<Vec<Prefix>>) {
+        let mut v: Vec<Prefix> = prefixes.iter().map(|p| p.parse().unwrap()).collect();
+        v.sort();
+        v.dedup();
+        (name.into(), Arc::new(v))
     }
 
     fn p(s: &str) -> Prefix {
@@ -182,7 +204,20 @@ mod tests {
             outcome("b", &["198.51.100.0/24", "10.0.0.0/7", "2001:db8::/32"]),
         ];
         let host = [p("198.51.100.1/32")];
-        let d = build(&feeds, &manual, &config, &host, SystemTime::now());
+        let allow = allow_set(&config, &manual, &host);
+        let d = build(&feeds, &manual, &config, &allow, SystemTime::now());
+        for p in d.block.keys() {
+            assert_eq!(
+                guard(p, (8, 16), &allow.iter().copied().collect::<Vec<_>>()),
+                Guarded::Block
+            );
+        }
+        let allow_v: Vec<Prefix> = allow.iter().copied().collect();
+        assert_eq!(
+            guard(&p("192.0.2.5/32"), (8, 16), &allow_v),
+            Guarded::Shadowed
+        );
+        assert_eq!(guard(&p("0.0.0.0/0"), (8, 16), &allow_v), Guarded::TooBroad);
         let mut block: Vec<String> = d.block.keys().map(ToString::to_string).collect();
         block.sort();
         assert_eq!(

@@ -19,12 +19,11 @@ use blocklist_agent::{
         maps::Maps,
     },
     events, export,
-    feed::bouncer::Sessions,
     feed::{auth, fetch::Fetcher},
     http,
     metrics::{self, FeedIndex, Shared},
     state::{AgentRecord, lock},
-    sync::{Schedule, SyncOptions, sync_with},
+    sync::{Schedule, SyncOptions, memo::SyncMemo, sync_with},
 };
 use clap::Args;
 
@@ -171,8 +170,9 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
     let mut ready = false;
     let mut schedule = Schedule::default();
     let mut next_expiry_check = Instant::now();
-    // The CrowdSec feeds' decisions, between polls: later polls are deltas.
-    let sessions = Sessions::default();
+    // What each sync leaves for the next (the installed feeds' lists, the
+    // CrowdSec decisions): later syncs cost what changed.
+    let memo = SyncMemo::default();
     tracing::info!(feeds = config.feeds.len(), "agent running");
     while !term.load(Ordering::Relaxed) {
         if hup.swap(false, Ordering::Relaxed) {
@@ -183,6 +183,7 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
                     config = c;
                     fetcher = f;
                     schedule = Schedule::default();
+                    memo.forget();
                     let _lock = lock::acquire(ctx.state.root(), config.lock_timeout)?;
                     attach_missing(ctx, &config)?;
                     apply_live_config(&mut maps, &config)?;
@@ -199,8 +200,7 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
         }
         let now = Instant::now();
         let due = schedule.due(&config, now);
-        let expiry =
-            now >= next_expiry_check && (manual_expired(ctx) || decision_expired(&sessions));
+        let expiry = now >= next_expiry_check && (manual_expired(ctx) || decision_expired(&memo));
         if now >= next_expiry_check {
             next_expiry_check = now + Duration::from_secs(1);
         }
@@ -218,7 +218,7 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
                     continue;
                 }
             };
-            let result = sync_with(&config, &mut maps, &ctx.state, &fetcher, &opts, &sessions);
+            let result = sync_with(&config, &mut maps, &ctx.state, &fetcher, &opts, &memo);
             if let Err(e) = ctx.share() {
                 tracing::warn!(error = %format!("{e:#}"), "could not share the state with [access] group");
             }
@@ -226,7 +226,7 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
             match result {
                 Ok((r, index)) => {
                     if let Ok(mut w) = shared.index.write() {
-                        *w = Arc::new(index);
+                        *w = index;
                     }
                     if let Ok(mut w) = shared.last_sync_seconds.write() {
                         *w = Some(r.seconds);
@@ -245,7 +245,7 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
                     }
                     tracing::info!(
                     v4_added = r.v4.added, v4_removed = r.v4.removed, v6_added = r.v6.added,
-                    v6_removed = r.v6.removed, seconds = r.seconds, feeds = ?r.feeds.iter().map(|f| (&f.name, &f.status)).collect::<Vec<_>>(),
+                    v6_removed = r.v6.removed, seconds = r.seconds, path = ?r.path, feeds = ?r.feeds.iter().map(|f| (&f.name, &f.status)).collect::<Vec<_>>(),
                     "sync done"
                     )
                 }
@@ -297,11 +297,11 @@ fn manual_expired(ctx: &Context) -> bool {
 }
 
 /// A CrowdSec decision has run out: it is removed now, not at the next poll.
-fn decision_expired(sessions: &Sessions) -> bool {
+fn decision_expired(memo: &SyncMemo) -> bool {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    sessions.next_expiry().is_some_and(|t| t <= now)
+    memo.sessions().next_expiry().is_some_and(|t| t <= now)
 }
 
 /// Attaches every configured interface that has no pinned link yet.

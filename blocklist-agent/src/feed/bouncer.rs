@@ -20,7 +20,7 @@ use super::{
     Entry,
     crowdsec::{self, Decisions, Query},
     fetch::{Fetched, Source},
-    poll::{FeedOutcome, FeedStatus, PollContext},
+    poll::{Delta, FeedOutcome, FeedStatus, PollContext},
 };
 use crate::{config::FeedConfig, state::feeds::FeedState};
 
@@ -98,13 +98,16 @@ fn load(ctx: &PollContext<'_>, name: &str, session: &mut Session) {
 /// due). Never fails: a problem becomes a status that keeps the decisions.
 pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, mut st: FeedState, due: bool) -> FeedOutcome {
     let name = feed.name.clone();
-    let mut sessions = ctx.sessions.0.borrow_mut();
+    let mut sessions = ctx.memo.sessions().0.borrow_mut();
     let session = sessions.entry(name.clone()).or_default();
     let mut changed = false;
+    let mut reloaded = false;
     if !session.loaded || ctx.state.feed_decisions_mtime(&name) != session.seen {
         load(ctx, &name, session);
-        // Whatever was read must reach the policy.
+        // Whatever was read must reach the policy, and the previous sync's
+        // view of this feed is no base for a delta.
         changed = true;
+        reloaded = true;
     }
     let before: Vec<Entry> = session.decisions.entries();
     let now = unix_now();
@@ -177,19 +180,20 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, mut st: FeedState, due: bo
             tracing::error!(feed = %name, error = %format!("{e:#}"), "could not save the CrowdSec decisions");
         }
     }
-    let (added, removed) = if changed {
-        let old: std::collections::BTreeSet<_> = before.iter().map(|e| e.prefix).collect();
-        let new: std::collections::BTreeSet<_> = entries.iter().map(|e| e.prefix).collect();
-        (new.difference(&old).count(), old.difference(&new).count())
-    } else {
-        (0, 0)
+    let distinct = |v: &[Entry]| {
+        let mut p: Vec<_> = v.iter().map(|e| e.prefix).collect();
+        p.dedup();
+        p
     };
+    // Entries are sorted by prefix, so their prefixes are too.
+    let delta = Delta::between(&distinct(&before), &distinct(&entries));
     FeedOutcome {
         name,
         status,
-        entries,
-        added,
-        removed,
+        entries: Some(entries),
+        added: delta.added.len(),
+        removed: delta.removed.len(),
+        delta: (!session.lost && !reloaded).then_some(delta),
         rejected,
         samples,
         uncertain: session.lost,

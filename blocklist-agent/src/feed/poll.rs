@@ -49,8 +49,14 @@ pub struct FeedOutcome {
     pub name: String,
     /// What happened.
     pub status: FeedStatus,
-    /// The entries the policy must use (new, or last good).
-    pub entries: Vec<Entry>,
+    /// The entries the policy must use: new ones, or the last good list as
+    /// read from disk; `None` when the last good list is the one the
+    /// [`SyncMemo`](crate::sync::memo::SyncMemo) already holds (it was not
+    /// read).
+    pub entries: Option<Vec<Entry>>,
+    /// Exactly what changed against the previous list, when known (always
+    /// for a new list, unless the previous one was lost).
+    pub delta: Option<Delta>,
     /// Distinct prefixes added compared with the last good list.
     pub added: usize,
     /// Distinct prefixes removed compared with the last good list.
@@ -62,6 +68,70 @@ pub struct FeedOutcome {
     /// The feed's last good list was unreadable and no new list replaced
     /// it: what it contributes is unknown, so nothing may be removed.
     pub uncertain: bool,
+}
+
+/// The distinct prefixes a feed gained and lost in one sync, sorted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// Listed now, not before.
+    pub added: Vec<Prefix>,
+    /// Listed before, not now.
+    pub removed: Vec<Prefix>,
+}
+
+impl Delta {
+    /// Between two sorted, distinct lists.
+    pub fn between(old: &[Prefix], new: &[Prefix]) -> Self {
+        let (mut i, mut j) = (0, 0);
+        let mut d = Delta::default();
+        while i < old.len() && j < new.len() {
+            match old[i].cmp(&new[j]) {
+                std::cmp::Ordering::Less => {
+                    d.removed.push(old[i]);
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    d.added.push(new[j]);
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        d.removed.extend_from_slice(&old[i..]);
+        d.added.extend_from_slice(&new[j..]);
+        d
+    }
+
+    /// `old` with this delta applied (sorted, distinct).
+    pub fn apply_to(&self, old: &[Prefix]) -> Vec<Prefix> {
+        let mut out = Vec::with_capacity(old.len() + self.added.len());
+        let (mut i, mut a) = (0, 0);
+        let mut r = 0;
+        while i < old.len() || a < self.added.len() {
+            let take_old = a >= self.added.len() || (i < old.len() && old[i] < self.added[a]);
+            if take_old {
+                while r < self.removed.len() && self.removed[r] < old[i] {
+                    r += 1;
+                }
+                if !(r < self.removed.len() && self.removed[r] == old[i]) {
+                    out.push(old[i]);
+                }
+                i += 1;
+            } else {
+                out.push(self.added[a]);
+                a += 1;
+            }
+        }
+        out
+    }
+
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
 }
 
 /// What every feed poll needs.
@@ -76,8 +146,9 @@ pub struct PollContext<'a> {
     pub force: bool,
     /// Change nothing on disk.
     pub dry_run: bool,
-    /// The CrowdSec feeds' decisions, kept between polls by `run`.
-    pub sessions: &'a super::bouncer::Sessions,
+    /// What the previous sync of this process left (the CrowdSec
+    /// sessions among it).
+    pub memo: &'a crate::sync::memo::SyncMemo,
 }
 
 fn now_rfc3339() -> String {
@@ -99,33 +170,35 @@ fn distinct(entries: &[Entry]) -> Vec<Prefix> {
     v
 }
 
-/// (added, removed) between two sorted, distinct lists.
-fn diff_counts(old: &[Prefix], new: &[Prefix]) -> (usize, usize) {
-    let (mut i, mut j, mut added, mut removed) = (0, 0, 0, 0);
-    while i < old.len() && j < new.len() {
-        match old[i].cmp(&new[j]) {
-            std::cmp::Ordering::Less => {
-                removed += 1;
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                added += 1;
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    (added + new.len() - j, removed + old.len() - i)
-}
-
 /// Entries with duplicates (same prefix and id) removed, sorted.
 fn dedup(mut entries: Vec<Entry>) -> Vec<Entry> {
     entries.sort_by(|a, b| (a.prefix, &a.id).cmp(&(b.prefix, &b.id)));
     entries.dedup();
     entries
+}
+
+/// A feed's previous list.
+enum LastGood {
+    /// Held by the memo (distinct prefixes, sorted); not read.
+    Known(std::sync::Arc<Vec<Prefix>>),
+    /// Read from the state directory.
+    Loaded(Vec<Entry>),
+}
+
+impl LastGood {
+    fn distinct(&self) -> std::borrow::Cow<'_, [Prefix]> {
+        match self {
+            LastGood::Known(v) => std::borrow::Cow::Borrowed(v.as_slice()),
+            LastGood::Loaded(e) => std::borrow::Cow::Owned(distinct(e)),
+        }
+    }
+
+    fn into_entries(self) -> Option<Vec<Entry>> {
+        match self {
+            LastGood::Known(_) => None,
+            LastGood::Loaded(e) => Some(e),
+        }
+    }
 }
 
 /// A fresh list, before the guard looks at it.
@@ -156,26 +229,33 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
     if feed.format == Format::Crowdsec {
         return super::bouncer::poll(ctx, feed, st, due);
     }
-    // A lost or corrupt last good list (crash, disk trouble) must not turn
-    // into "the feed lists nothing": the feed is fetched afresh now, and if
-    // that fails the sync holds every delete (see `uncertain`).
-    let (last_good, lost) = match ctx.state.feed_entries(&name) {
-        Ok(v) => (v, false),
-        Err(e) => {
-            tracing::warn!(feed = %name, error = %format!("{e:#}"), "last good entries unreadable; fetching the feed afresh and holding deletes until it succeeds");
-            st.etag = None;
-            st.last_modified = None;
-            st.content_sha256 = None;
-            st.taxii_cursor = None;
-            (Vec::new(), true)
-        }
+    // The last good list: what the memo holds, when its file is still the
+    // one the memo saw (nothing to read), else read from disk. A lost or
+    // corrupt list (crash, disk trouble) must not turn into "the feed lists
+    // nothing": the feed is fetched afresh now, and if that fails the sync
+    // holds every delete (see `uncertain`).
+    let known = ctx.memo.known_list(ctx.state, &name);
+    let (last_good, lost) = match known {
+        Some(list) => (LastGood::Known(list), false),
+        None => match ctx.state.feed_entries(&name) {
+            Ok(v) => (LastGood::Loaded(v), false),
+            Err(e) => {
+                tracing::warn!(feed = %name, error = %format!("{e:#}"), "last good entries unreadable; fetching the feed afresh and holding deletes until it succeeds");
+                st.etag = None;
+                st.last_modified = None;
+                st.content_sha256 = None;
+                st.taxii_cursor = None;
+                (LastGood::Loaded(Vec::new()), true)
+            }
+        },
     };
     // Takes the last good list by value: at a million entries a copy is
     // tens of megabytes.
-    let keep = |status, entries: Vec<Entry>| FeedOutcome {
+    let keep = |status, last_good: LastGood| FeedOutcome {
         name: name.clone(),
         status,
-        entries,
+        entries: last_good.into_entries(),
+        delta: None,
         added: 0,
         removed: 0,
         rejected: 0,
@@ -222,7 +302,7 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
         Ok(Fetch::New(c)) => c,
     };
 
-    let old = distinct(&last_good);
+    let old = last_good.distinct();
     let new = distinct(&cand.entries);
     // With the list lost, the guard compares against the size recorded in
     // the feed's state.
@@ -258,9 +338,11 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
         return out;
     }
 
-    let (added, removed) = diff_counts(&old, &new);
+    let delta = Delta::between(&old, &new);
+    let (added, removed) = (delta.added.len(), delta.removed.len());
     let count = new.len();
-    drop((old, new, last_good));
+    drop((old, new));
+    drop(last_good);
     st.etag = cand.etag;
     st.last_modified = cand.last_modified;
     st.content_sha256 = cand.sha256;
@@ -283,7 +365,8 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
     FeedOutcome {
         name,
         status: FeedStatus::Updated,
-        entries: cand.entries,
+        entries: Some(cand.entries),
+        delta: (!lost).then_some(delta),
         added,
         removed,
         rejected: cand.rejected,
@@ -294,7 +377,7 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
 
 fn record_failure(ctx: &PollContext<'_>, st: &mut FeedState, out: FeedOutcome) -> FeedOutcome {
     if let FeedStatus::Failed(reason) = &out.status {
-        tracing::warn!(feed = %out.name, %reason, kept = out.entries.len(), "feed failed; keeping its last good entries");
+        tracing::warn!(feed = %out.name, %reason, kept = out.entries.as_ref().map_or(st.entries, Vec::len), "feed failed; keeping its last good entries");
         st.failures += 1;
         st.last_error = Some(reason.clone());
     }
@@ -458,12 +541,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn diff_counts_sorted_lists() {
+    fn delta_between_sorted_lists() {
         let p = |s: &str| s.parse::<Prefix>().unwrap();
         let old = [p("10.0.0.1"), p("10.0.0.2"), p("10.0.0.3")];
         let new = [p("10.0.0.2"), p("10.0.0.4"), p("10.0.0.5")];
-        assert_eq!(diff_counts(&old, &new), (2, 2));
-        assert_eq!(diff_counts(&[], &new), (3, 0));
-        assert_eq!(diff_counts(&old, &[]), (0, 3));
+        let d = Delta::between(&old, &new);
+        assert_eq!(d.added, vec![p("10.0.0.4"), p("10.0.0.5")]);
+        assert_eq!(d.removed, vec![p("10.0.0.1"), p("10.0.0.3")]);
+        assert_eq!(d.apply_to(&old), new.to_vec());
+        assert_eq!(Delta::between(&[], &new).added.len(), 3);
+        assert_eq!(Delta::between(&old, &[]).removed.len(), 3);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_delta_applied_gives_the_new_list(
+            old in proptest::collection::btree_set(0u32..64, 0..40),
+            new in proptest::collection::btree_set(0u32..64, 0..40),
+        ) {
+            let to = |s: &std::collections::BTreeSet<u32>| -> Vec<Prefix> {
+                s.iter().map(|h| Prefix::from_v4((0x0a00_0000u32 | h).to_be_bytes(), 32).unwrap()).collect()
+            };
+            let (old, new) = (to(&old), to(&new));
+            proptest::prop_assert_eq!(Delta::between(&old, &new).apply_to(&old), new);
+        }
     }
 }

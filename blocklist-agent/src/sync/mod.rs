@@ -7,10 +7,16 @@
 //! An address that is in both the old and the new list is therefore never
 //! unblocked, not even for a moment.
 
+pub mod delta;
+pub mod memo;
+
 use std::{
     collections::BTreeMap,
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
+
+use memo::{Base, SyncMemo};
 
 use anyhow::{Context as _, bail};
 use serde::Serialize;
@@ -19,7 +25,6 @@ use crate::{
     config::Config,
     datapath::maps::{Installed, Maps, TrieKind},
     feed::{
-        bouncer::Sessions,
         fetch::Fetcher,
         poll::{self, FeedOutcome, FeedStatus, PollContext},
     },
@@ -237,9 +242,22 @@ pub struct FeedReport {
     pub samples: Vec<crate::feed::Rejection>,
 }
 
+/// How a sync computed its changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncPath {
+    /// Every feed's list merged again and diffed with the installed set.
+    Full,
+    /// Only what the feeds gained and lost since the last sync of this
+    /// process ([`delta`]).
+    Delta,
+}
+
 /// What one sync did.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// Full merge or deltas only.
+    pub path: SyncPath,
     /// Per feed.
     pub feeds: Vec<FeedReport>,
     /// Block trie changes, IPv4.
@@ -267,12 +285,11 @@ pub struct Report {
     pub table: Option<crate::datapath::table::TableReport>,
 }
 
-fn report_of(o: &FeedOutcome) -> FeedReport {
-    let distinct: std::collections::BTreeSet<Prefix> = o.entries.iter().map(|e| e.prefix).collect();
+fn report_of(o: &FeedOutcome, entries: usize) -> FeedReport {
     FeedReport {
         name: o.name.clone(),
         status: o.status.clone(),
-        entries: distinct.len(),
+        entries,
         added: o.added,
         removed: o.removed,
         rejected: o.rejected,
@@ -280,9 +297,12 @@ fn report_of(o: &FeedOutcome) -> FeedReport {
     }
 }
 
-/// (feed, origin, prefixes) of every CrowdSec feed: its entries carry the
-/// decision's origin as their id.
-fn origin_lists(config: &Config, outcomes: &[FeedOutcome]) -> Vec<(String, String, Vec<Prefix>)> {
+/// (feed, origin, prefixes) of the CrowdSec feeds among `outcomes`: their
+/// entries carry the decision's origin as their id.
+pub(crate) fn origin_lists<'a>(
+    config: &Config,
+    outcomes: impl IntoIterator<Item = &'a FeedOutcome>,
+) -> Vec<(String, String, Vec<Prefix>)> {
     let mut out: BTreeMap<(String, String), Vec<Prefix>> = BTreeMap::new();
     for o in outcomes {
         let crowdsec = config
@@ -292,7 +312,7 @@ fn origin_lists(config: &Config, outcomes: &[FeedOutcome]) -> Vec<(String, Strin
         if !crowdsec {
             continue;
         }
-        for e in &o.entries {
+        for e in o.entries.iter().flatten() {
             let origin = e.id.clone().unwrap_or_default();
             out.entry((o.name.clone(), origin))
                 .or_default()
@@ -300,6 +320,15 @@ fn origin_lists(config: &Config, outcomes: &[FeedOutcome]) -> Vec<(String, Strin
         }
     }
     out.into_iter().map(|((f, o), v)| (f, o, v)).collect()
+}
+
+/// Every configured feed's list file signature, as the base records them.
+fn signatures(config: &Config, state: &StateDir) -> BTreeMap<String, Option<(u64, SystemTime)>> {
+    config
+        .feeds
+        .iter()
+        .map(|f| (f.name.clone(), state.feed_entries_signature(&f.name)))
+        .collect()
 }
 
 /// One complete sync: poll the due feeds, build the desired state, apply
@@ -311,20 +340,21 @@ pub fn sync_once(
     state: &StateDir,
     fetcher: &Fetcher,
     opts: &SyncOptions,
-) -> anyhow::Result<(Report, FeedIndex)> {
-    sync_with(config, maps, state, fetcher, opts, &Sessions::default())
+) -> anyhow::Result<(Report, Arc<FeedIndex>)> {
+    sync_with(config, maps, state, fetcher, opts, &SyncMemo::default())
 }
 
-/// [`sync_once`] with the CrowdSec sessions a long-running agent keeps
-/// between syncs (so its polls are deltas, not full fetches).
+/// [`sync_once`] with what the previous sync of this process left
+/// ([`SyncMemo`]): unchanged feeds are not read again, and a change is
+/// applied as its delta when nothing else moved.
 pub fn sync_with(
     config: &Config,
     maps: &mut Maps,
     state: &StateDir,
     fetcher: &Fetcher,
     opts: &SyncOptions,
-    sessions: &Sessions,
-) -> anyhow::Result<(Report, FeedIndex)> {
+    memo: &SyncMemo,
+) -> anyhow::Result<(Report, Arc<FeedIndex>)> {
     let started = Instant::now();
     let ctx = PollContext {
         fetcher,
@@ -332,7 +362,7 @@ pub fn sync_with(
         guard: &config.guard,
         force: opts.force,
         dry_run: opts.dry_run,
-        sessions,
+        memo,
     };
     let outcomes: Vec<FeedOutcome> = config
         .feeds
@@ -351,23 +381,85 @@ pub fn sync_with(
             .set_manual(&manual)
             .context("pruning expired hand-made entries")?;
     }
-    let desired = policy::build(&outcomes, &manual, config, &policy::host_protected(), now);
-    // The feeds' lists are no longer needed once merged: keep only what
-    // the report and the index need, before reading the installed set.
-    let mut lists: Vec<(String, Vec<Prefix>)> = outcomes
-        .iter()
-        .map(|o| (o.name.clone(), o.entries.iter().map(|e| e.prefix).collect()))
-        .collect();
-    lists.push(("manual".to_owned(), manual.block.keys().copied().collect()));
+    let allow = policy::allow_set(config, &manual, &policy::host_protected());
+    // The memo's base is taken out: a sync that fails or leaves the kernel
+    // other than desired leaves none, so the next one takes the full path.
+    let mut base = memo.take_base();
+    if !opts.dry_run
+        && let Some(b) = base.take()
+    {
+        match delta::sync(config, maps, &outcomes, &manual, &allow, b)? {
+            delta::Outcome::Done(applied) => {
+                let delta::Applied {
+                    plan,
+                    table,
+                    apply_seconds,
+                    mut base,
+                } = *applied;
+                base.files = signatures(config, state);
+                let reports = outcomes
+                    .iter()
+                    .map(|o| {
+                        let n = base.index.list(&o.name).map_or(0, |l| l.len());
+                        report_of(o, n)
+                    })
+                    .collect();
+                let report = Report {
+                    path: SyncPath::Delta,
+                    feeds: reports,
+                    v4: plan.v4,
+                    v6: plan.v6,
+                    allow_added: 0,
+                    allow_removed: 0,
+                    too_broad: base.too_broad,
+                    shadowed: base.shadowed,
+                    deletes_held: false,
+                    dry_run: false,
+                    seconds: started.elapsed().as_secs_f64(),
+                    apply_seconds,
+                    table,
+                };
+                let index = Arc::clone(&base.index);
+                memo.set_base(Some(base));
+                return Ok((report, index));
+            }
+            delta::Outcome::Full(b) => base = Some(*b),
+        }
+    }
+
+    // The full path: every feed's list, from this poll, the memo, or disk.
+    let mut uncertain: Vec<String> = Vec::new();
+    let mut lists: Vec<(String, Arc<Vec<Prefix>>)> = Vec::with_capacity(outcomes.len() + 1);
+    for o in &outcomes {
+        if o.uncertain {
+            uncertain.push(o.name.clone());
+        }
+        let list = match &o.entries {
+            Some(entries) => {
+                let mut v: Vec<Prefix> = entries.iter().map(|e| e.prefix).collect();
+                v.sort_unstable();
+                v.dedup();
+                Arc::new(v)
+            }
+            None => base
+                .as_ref()
+                .and_then(|b| b.index.list(&o.name).cloned())
+                .context("a feed's list was neither read nor held by the memo (internal error)")?,
+        };
+        lists.push((o.name.clone(), list));
+    }
+    let desired = policy::build(&lists, &manual, config, &allow, now);
+    let mut manual_list: Vec<Prefix> = manual.block.keys().copied().collect();
+    manual_list.sort_unstable();
+    lists.push(("manual".to_owned(), Arc::new(manual_list)));
     let origins = origin_lists(config, &outcomes);
-    let reports: Vec<FeedReport> = outcomes.iter().map(report_of).collect();
-    let uncertain: Vec<String> = outcomes
+    let reports: Vec<FeedReport> = outcomes
         .iter()
-        .filter(|o| o.uncertain)
-        .map(|o| o.name.clone())
+        .zip(&lists)
+        .map(|(o, (_, l))| report_of(o, l.len()))
         .collect();
     drop(outcomes);
-    let index = FeedIndex::new(lists).with_origins(origins);
+    let index = Arc::new(FeedIndex::from_sorted(lists).with_origins(origins));
     let mut plan = plan(maps, &desired)?;
     // The desired set (a map of a million entries) is not needed past the
     // diff: freed before the writes, it does not add to their peak.
@@ -407,7 +499,27 @@ pub fn sync_with(
             apply_seconds = t.elapsed().as_secs_f64();
         }
     }
+    if opts.dry_run {
+        // Nothing changed: what the memo knew still holds.
+        memo.set_base(base);
+    } else if uncertain.is_empty() {
+        let meta = maps.table_meta()?;
+        if meta.dirty == 0 {
+            memo.set_base(Some(Base {
+                generation: meta.generation,
+                index: Arc::clone(&index),
+                manual,
+                allow: allow.into_iter().collect(),
+                min: (config.guard.min_prefix_v4, config.guard.min_prefix_v6),
+                feeds: config.feeds.iter().map(|f| f.name.clone()).collect(),
+                files: signatures(config, state),
+                too_broad,
+                shadowed,
+            }));
+        }
+    }
     let report = Report {
+        path: SyncPath::Full,
         feeds: reports,
         v4: plan.v4,
         v6: plan.v6,

@@ -1,0 +1,203 @@
+//! A sync applied as the feeds' deltas: the cost of what changed, not of
+//! what is installed.
+//!
+//! When the [`Base`] still describes the kernel (see [`super::memo`]),
+//! the desired set after this sync differs from the installed one only at
+//! the prefixes a feed gained or lost. For each such prefix the full
+//! build's rule is evaluated directly: it is blocked when some list
+//! (a feed's, or the hand-made entries') holds it and it passes the
+//! guards ([`policy::guard`]). Hand-made entries and protected ranges are
+//! the base's (any change to them takes the full path), so no other
+//! prefix can change its verdict. The writes go through the same
+//! [`super::apply`] in the same order as a full sync, so the promise that
+//! a kept address is never unblocked holds here too.
+
+use std::{collections::BTreeSet, sync::Arc, time::Instant};
+
+use super::{FamilyDiff, Plan, apply, check_capacity, memo::Base, origin_lists};
+use crate::{
+    config::Config,
+    datapath::{maps::Maps, table::TableReport},
+    feed::{
+        Format,
+        poll::{Delta, FeedOutcome},
+    },
+    metrics::FeedIndex,
+    policy::{self, Guarded},
+    prefix::Prefix,
+    state::manual::Manual,
+};
+
+/// What a delta sync wrote.
+pub struct Applied {
+    /// What was written.
+    pub plan: Plan,
+    /// The compiled table's update, when there was one.
+    pub table: Option<TableReport>,
+    /// Wall time of the kernel writes.
+    pub apply_seconds: f64,
+    /// The new base (its `files` are the caller's to refresh).
+    pub base: Base,
+}
+
+/// What [`sync`] did.
+pub enum Outcome {
+    /// The deltas were applied (possibly none).
+    Done(Box<Applied>),
+    /// The base does not describe this sync: take the full path (the base
+    /// is handed back, for lists the poll did not read).
+    Full(Box<Base>),
+}
+
+fn family<'a>(plan: &'a mut Plan, p: &Prefix) -> &'a mut FamilyDiff {
+    if p.is_v4() {
+        &mut plan.v4
+    } else {
+        &mut plan.v6
+    }
+}
+
+/// Applies the polls' deltas on top of `base`, or says why it cannot.
+pub fn sync(
+    config: &Config,
+    maps: &mut Maps,
+    outcomes: &[FeedOutcome],
+    manual: &Manual,
+    allow: &BTreeSet<Prefix>,
+    base: Base,
+) -> anyhow::Result<Outcome> {
+    let meta = maps.table_meta()?;
+    let allow: Vec<Prefix> = allow.iter().copied().collect();
+    let min = (config.guard.min_prefix_v4, config.guard.min_prefix_v6);
+    let feeds: Vec<String> = config.feeds.iter().map(|f| f.name.clone()).collect();
+    let usable = meta.dirty == 0
+        && meta.generation == base.generation
+        && base.manual == *manual
+        && base.allow == allow
+        && base.min == min
+        && base.feeds == feeds
+        && outcomes
+            .iter()
+            .all(|o| !o.uncertain && (o.entries.is_none() || o.delta.is_some()));
+    if !usable {
+        return Ok(Outcome::Full(Box::new(base)));
+    }
+    let changed: Vec<(&FeedOutcome, &Delta)> = outcomes
+        .iter()
+        .filter_map(|o| o.delta.as_ref().filter(|d| !d.is_empty()).map(|d| (o, d)))
+        .collect();
+
+    let mut lists: Vec<(String, Arc<Vec<Prefix>>)> = base.index.lists().to_vec();
+    for (o, d) in &changed {
+        let Some(slot) = lists.iter_mut().find(|(n, _)| *n == o.name) else {
+            return Ok(Outcome::Full(Box::new(base)));
+        };
+        slot.1 = Arc::new(d.apply_to(&slot.1));
+    }
+    let is_crowdsec = |name: &str| {
+        config
+            .feeds
+            .iter()
+            .any(|f| f.name == name && f.format == Format::Crowdsec)
+    };
+    let mut origins: Vec<(String, String, Vec<Prefix>)> = base
+        .index
+        .origins()
+        .iter()
+        .filter(|(f, _, _)| !changed.iter().any(|(o, _)| o.name == *f))
+        .cloned()
+        .collect();
+    origins.extend(origin_lists(
+        config,
+        changed
+            .iter()
+            .map(|(o, _)| *o)
+            .filter(|o| is_crowdsec(&o.name)),
+    ));
+    let index = FeedIndex::from_sorted(lists).with_origins(origins);
+
+    let mut candidates: Vec<Prefix> = changed
+        .iter()
+        .flat_map(|(_, d)| d.added.iter().chain(&d.removed))
+        .copied()
+        .collect();
+    candidates.sort_unstable();
+    candidates.dedup();
+
+    let mut too_broad = base.too_broad as i64;
+    for (_, d) in &changed {
+        let broad = |v: &[Prefix]| {
+            v.iter()
+                .filter(|p| p.check_min(min.0, min.1).is_err())
+                .count()
+        };
+        too_broad += broad(&d.added) as i64 - broad(&d.removed) as i64;
+    }
+    let mut shadowed = base.shadowed as i64;
+    let mut plan = Plan::default();
+    {
+        let (installed, _) = maps.installed()?;
+        let flags_of = |p: &Prefix| {
+            installed
+                .binary_search_by_key(p, |(q, _)| *q)
+                .ok()
+                .map(|i| installed[i].1.flags)
+        };
+        for p in candidates {
+            let (was, is) = (base.index.lists_prefix(&p), index.lists_prefix(&p));
+            match policy::guard(&p, min, &allow) {
+                Guarded::TooBroad => continue,
+                Guarded::Shadowed => {
+                    shadowed += i64::from(is) - i64::from(was);
+                    continue;
+                }
+                Guarded::Block => {}
+            }
+            match (was, is, flags_of(&p)) {
+                // Newly listed; the hand-made entries did not change, so
+                // it is not one of them.
+                (false, true, f) if f != Some(0) => {
+                    family(&mut plan, &p).added += 1;
+                    plan.block_add.push((p, 0));
+                }
+                (true, false, Some(_)) => {
+                    family(&mut plan, &p).removed += 1;
+                    plan.block_del.push(p);
+                }
+                _ => {}
+            }
+        }
+        for (p, _) in installed {
+            family(&mut plan, p).unchanged += 1;
+        }
+    }
+    plan.v4.unchanged -= plan.v4.removed;
+    plan.v6.unchanged -= plan.v6.removed;
+
+    let mut table = None;
+    let mut apply_seconds = 0.0;
+    if !plan.is_empty() {
+        check_capacity(maps, &plan)?;
+        let t = Instant::now();
+        table = maps.batch(|m| apply(m, &plan))?.1;
+        apply_seconds = t.elapsed().as_secs_f64();
+    }
+    let meta = maps.table_meta()?;
+    let base = Base {
+        generation: if meta.dirty == 0 {
+            meta.generation
+        } else {
+            u64::MAX
+        },
+        index: Arc::new(index),
+        too_broad: too_broad.max(0) as usize,
+        shadowed: shadowed.max(0) as usize,
+        ..base
+    };
+    Ok(Outcome::Done(Box::new(Applied {
+        plan,
+        table,
+        apply_seconds,
+        base,
+    })))
+}
