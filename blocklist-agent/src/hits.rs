@@ -4,6 +4,8 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
+use blocklist_ebpf::{EntryCounters, EntryValue};
+
 use serde::Serialize;
 
 use crate::{
@@ -96,8 +98,32 @@ pub fn by_ip(
     maps: &Maps,
     listing: &HashMap<Prefix, Vec<Listing>>,
 ) -> Result<Vec<IpHit>, DatapathError> {
+    let single: Vec<(Prefix, u32, EntryCounters)> = maps.single_address_hits()?;
+    by_ip_of(maps, single, listing)
+}
+
+/// [`by_ip`] from the hit block entries one walk read
+/// ([`Maps::hit_block_entries`]): the single-address ones among them.
+pub fn by_ip_from(
+    maps: &Maps,
+    hit: &[(Prefix, EntryValue, EntryCounters)],
+    listing: &HashMap<Prefix, Vec<Listing>>,
+) -> Result<Vec<IpHit>, DatapathError> {
+    let single = hit
+        .iter()
+        .filter(|(p, _, _)| p.prefix_len() == if p.is_v4() { 32 } else { 128 })
+        .map(|(p, v, c)| (*p, v.flags, *c))
+        .collect();
+    by_ip_of(maps, single, listing)
+}
+
+fn by_ip_of(
+    maps: &Maps,
+    single: Vec<(Prefix, u32, EntryCounters)>,
+    listing: &HashMap<Prefix, Vec<Listing>>,
+) -> Result<Vec<IpHit>, DatapathError> {
     let mut out = Vec::new();
-    for (prefix, flags, v) in maps.single_address_hits()? {
+    for (prefix, flags, v) in single {
         let feeds = feeds_of(
             listing,
             &prefix,
@@ -155,12 +181,21 @@ pub fn by_prefix(
     maps: &Maps,
     listing: &HashMap<Prefix, Vec<Listing>>,
 ) -> Result<Vec<PrefixHit>, DatapathError> {
+    Ok(by_prefix_from(&maps.hit_block_entries()?, listing))
+}
+
+/// [`by_prefix`] from the hit block entries one walk read.
+pub fn by_prefix_from(
+    hit: &[(Prefix, EntryValue, EntryCounters)],
+    listing: &HashMap<Prefix, Vec<Listing>>,
+) -> Vec<PrefixHit> {
     let mut out = Vec::new();
-    for (prefix, c) in maps.all_prefix_counters()? {
-        let manual = maps.is_manual(prefix)?;
+    for (prefix, v, c) in hit {
+        let manual = v.flags & blocklist_ebpf::ENTRY_FLAG_MANUAL != 0;
+        let c = c.counters();
         out.push(PrefixHit {
-            prefix,
-            feeds: feeds_of(listing, &prefix, manual),
+            prefix: *prefix,
+            feeds: feeds_of(listing, prefix, manual),
             packets: c.packets,
             bytes: c.bytes,
             last_seen_ns: c.last_seen_ns,
@@ -172,7 +207,7 @@ pub fn by_prefix(
             .then(b.bytes.cmp(&a.bytes))
             .then(a.prefix.cmp(&b.prefix))
     });
-    Ok(out)
+    out
 }
 
 /// Hits summed per feed (an entry listed by two feeds counts for both).

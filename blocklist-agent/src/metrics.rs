@@ -242,8 +242,10 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
 
     let trie_entries = Family::<Labels, Gauge>::default();
     let fill = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let counts = shared.state.counts();
     for (name, kind, v4) in TrieKind::ALL {
-        let f = maps.fill(kind, v4)?;
+        let known = counts.map(|c| (c.generation, c.get(kind == TrieKind::Block, v4)));
+        let f = maps.fill_known(kind, v4, known)?;
         let l = labels(&[("trie", name)]);
         trie_entries.get_or_create(&l).set(f.entries as i64);
         fill.get_or_create(&l).set(f.ratio());
@@ -320,10 +322,11 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
     }
 
     // Hits: per feed over every hit prefix, and the top addresses.
-    let prefix_hits = maps.all_prefix_counters()?;
-    let hit_prefixes: Vec<Prefix> = prefix_hits.iter().map(|(p, _)| *p).collect();
+    // One walk of the maps for every view of the hits.
+    let hit = maps.hit_block_entries()?;
+    let hit_prefixes: Vec<Prefix> = hit.iter().map(|(p, _, _)| *p).collect();
     let listing = index.listing_for(&hit_prefixes);
-    let by_prefix = hits::by_prefix(&maps, &listing)?;
+    let by_prefix = hits::by_prefix_from(&hit, &listing);
     let by_feed = Family::<Labels, Counter>::default();
     for h in hits::by_feed(&by_prefix) {
         by_feed
@@ -358,7 +361,7 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
         decisions,
     );
 
-    let mut by_ip = hits::by_ip(&maps, &std::collections::HashMap::new())?;
+    let mut by_ip = hits::by_ip_from(&maps, &hit, &std::collections::HashMap::new())?;
     by_ip.truncate(shared.top_n.min(MAX_TOP_N));
     let top = Family::<Labels, Gauge>::default();
     for h in by_ip {

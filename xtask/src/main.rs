@@ -54,7 +54,7 @@ enum Cmd {
     /// Per-packet cost, update cost, agent footprint and live drop rate,
     /// beside baselines.
     Bench {
-        /// Comma-separated parts: `packets`, `sync`, `footprint`, `live`;
+        /// Comma-separated parts: `packets`, `sync`, `footprint`, `updates`, `live`;
         /// all when absent.
         part: Option<String>,
         /// With `live`: only the cases whose "filter list entries" contains

@@ -145,6 +145,7 @@ pub fn edit(
             ctx.state.root().display()
         )
     })?;
+    blocklist_agent::sync::record_counts(&mut maps, &ctx.state)?;
     if !add && kind == TrieKind::Block {
         println!("(a feed that lists one of these will block it again at its next sync)");
     }

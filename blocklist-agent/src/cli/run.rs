@@ -245,7 +245,8 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
                     }
                     tracing::info!(
                     v4_added = r.v4.added, v4_removed = r.v4.removed, v6_added = r.v6.added,
-                    v6_removed = r.v6.removed, seconds = r.seconds, path = ?r.path, feeds = ?r.feeds.iter().map(|f| (&f.name, &f.status)).collect::<Vec<_>>(),
+                    v6_removed = r.v6.removed, seconds = r.seconds, poll_seconds = r.poll_seconds, apply_seconds = r.apply_seconds,
+                    table_compile_seconds = r.table.map_or(0.0, |t| t.compile_seconds), path = ?r.path, feeds = ?r.feeds.iter().map(|f| (&f.name, &f.status)).collect::<Vec<_>>(),
                     "sync done"
                     )
                 }

@@ -53,8 +53,10 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         })
         .collect();
     let mut tries = Vec::new();
+    let counts = ctx.state.counts();
     for (name, kind, v4) in TrieKind::ALL {
-        let f = maps.fill(kind, v4)?;
+        let known = counts.map(|c| (c.generation, c.get(kind == TrieKind::Block, v4)));
+        let f = maps.fill_known(kind, v4, known)?;
         tries.push((name, f));
     }
     let g = maps.global()?;

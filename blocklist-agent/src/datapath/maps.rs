@@ -1045,6 +1045,27 @@ impl Maps {
         })
     }
 
+    /// [`Maps::fill`] without a walk when `known` (generation, entries)
+    /// belongs to the maps' current generation and no write is in
+    /// progress; a walk otherwise.
+    pub fn fill_known(
+        &self,
+        kind: TrieKind,
+        v4: bool,
+        known: Option<(u64, u64)>,
+    ) -> Result<Fill, DatapathError> {
+        if let Some((generation, entries)) = known {
+            let meta = self.table_meta()?;
+            if meta.dirty == 0 && meta.generation == generation {
+                return Ok(Fill {
+                    entries,
+                    max_entries: self.capacity(kind, v4)?,
+                });
+            }
+        }
+        self.fill(kind, v4)
+    }
+
     /// Capacity of one trie.
     fn capacity(&self, kind: TrieKind, v4: bool) -> Result<u32, DatapathError> {
         let info = if v4 {
@@ -1139,6 +1160,16 @@ impl Maps {
             .zip(counters)
             .map(|((p, v), c)| (p, v, c))
             .collect())
+    }
+
+    /// Every block entry that was hit, with its value and counters: one
+    /// walk of the maps, for callers that need several views of the hits.
+    pub fn hit_block_entries(
+        &self,
+    ) -> Result<Vec<(Prefix, EntryValue, EntryCounters)>, DatapathError> {
+        let mut v = self.block_entries_with_counters(false)?;
+        v.retain(|(_, _, c)| c.packets > 0);
+        Ok(v)
     }
 
     /// The counters of every block prefix that was hit.

@@ -230,7 +230,11 @@ impl StateDir {
 
     /// Replaces the CrowdSec decisions of a feed (atomically).
     pub fn set_feed_decisions(&self, name: &str, d: &Decisions) -> anyhow::Result<()> {
-        self.write_json(&Self::decisions_file(name), d)
+        // Compact: the community blocklist alone is tens of thousands.
+        write_atomic(
+            &self.root().join(Self::decisions_file(name)),
+            &serde_json::to_vec(d)?,
+        )
     }
 
     /// When the decisions file last changed (`None`: there is none).

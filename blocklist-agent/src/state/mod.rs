@@ -12,6 +12,7 @@
 //! feeds/<name>.indicators.json  TAXII feeds: the indicators seen so far
 //! ```
 
+pub mod counts;
 pub mod feeds;
 pub mod list_file;
 pub mod lock;
@@ -124,6 +125,16 @@ impl StateDir {
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename,
 /// fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_file(path, bytes, true)
+}
+
+/// [`write_atomic`] without the fsyncs, for files whose loss or staleness
+/// after a power cut costs nothing (they are checked before use).
+pub fn write_replaceable(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_file(path, bytes, false)
+}
+
+fn write_file(path: &Path, bytes: &[u8], durable: bool) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let dir = path.parent().context("state file has no directory")?;
     fs::create_dir_all(dir)
@@ -141,12 +152,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
             .with_context(|| format!("creating {}", tmp.display()))?;
         f.write_all(bytes)
             .with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all()
-            .with_context(|| format!("syncing {}", tmp.display()))?;
+        if durable {
+            f.sync_all()
+                .with_context(|| format!("syncing {}", tmp.display()))?;
+        }
     }
     fs::rename(&tmp, path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    if let Ok(d) = fs::File::open(dir) {
+    if durable && let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())

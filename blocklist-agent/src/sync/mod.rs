@@ -281,6 +281,8 @@ pub struct Report {
     pub seconds: f64,
     /// Wall time of the kernel writes alone (tries and compiled table).
     pub apply_seconds: f64,
+    /// Wall time of fetching, parsing and recording the feeds.
+    pub poll_seconds: f64,
     /// What updating the compiled IPv4 table took, when it was updated.
     pub table: Option<crate::datapath::table::TableReport>,
 }
@@ -320,6 +322,25 @@ pub(crate) fn origin_lists<'a>(
         }
     }
     out.into_iter().map(|((f, o), v)| (f, o, v)).collect()
+}
+
+/// Records the installed counts for `status` and `/metrics`, from what
+/// this handle knows (no walk while its mirror is current).
+pub fn record_counts(maps: &mut Maps, state: &StateDir) -> anyhow::Result<()> {
+    let meta = maps.table_meta()?;
+    if meta.dirty != 0 {
+        return Ok(());
+    }
+    let mut n = |kind, v4| maps.installed_fill(kind, v4).map(|f| f.entries);
+    let counts = crate::state::counts::Counts {
+        generation: meta.generation,
+        block_v4: n(TrieKind::Block, true)?,
+        block_v6: n(TrieKind::Block, false)?,
+        allow_v4: n(TrieKind::Allow, true)?,
+        allow_v6: n(TrieKind::Allow, false)?,
+    };
+    state.set_counts(&counts);
+    Ok(())
 }
 
 /// Every configured feed's list file signature, as the base records them.
@@ -372,6 +393,7 @@ pub fn sync_with(
             poll::poll(&ctx, f, due)
         })
         .collect();
+    let poll_seconds = started.elapsed().as_secs_f64();
     let mut manual = load_manual(state, maps)?;
     let now = SystemTime::now();
     let before = manual.block.len();
@@ -396,6 +418,7 @@ pub fn sync_with(
                     apply_seconds,
                     mut base,
                 } = *applied;
+                let plan_was_empty = plan.is_empty();
                 base.files = signatures(config, state);
                 let reports = outcomes
                     .iter()
@@ -417,10 +440,14 @@ pub fn sync_with(
                     dry_run: false,
                     seconds: started.elapsed().as_secs_f64(),
                     apply_seconds,
+                    poll_seconds,
                     table,
                 };
                 let index = Arc::clone(&base.index);
                 memo.set_base(Some(base));
+                if !plan_was_empty {
+                    record_counts(maps, state)?;
+                }
                 return Ok((report, index));
             }
             delta::Outcome::Full(b) => base = Some(*b),
@@ -499,6 +526,9 @@ pub fn sync_with(
             apply_seconds = t.elapsed().as_secs_f64();
         }
     }
+    if !opts.dry_run {
+        record_counts(maps, state)?;
+    }
     if opts.dry_run {
         // Nothing changed: what the memo knew still holds.
         memo.set_base(base);
@@ -531,6 +561,7 @@ pub fn sync_with(
         dry_run: opts.dry_run,
         seconds: started.elapsed().as_secs_f64(),
         apply_seconds,
+        poll_seconds,
         table,
     };
     Ok((report, index))

@@ -10,6 +10,10 @@
 //!
 //! - `footprint`: CPU and memory of `run` holding 1,000,000 entries, idle
 //!   and syncing (see `footprint.rs`).
+//! - `updates`: what a running agent with 1,000,000 entries pays for a
+//!   no-change poll, a 1% change, a CrowdSec delta of 1,000 decisions, a
+//!   `/metrics` scrape, and how soon a new CrowdSec ban blocks (see
+//!   `updates.rs`).
 //! - `live`: drop rate over a veth pair with a live-frames sender, beside
 //!   iptables, ipset, nftables and xdp-filter (see `live.rs`).
 //!
@@ -23,6 +27,7 @@ mod live;
 mod packets;
 mod scripts;
 mod sync;
+mod updates;
 
 use blocklist_tests::require_root;
 
@@ -40,6 +45,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wants("footprint") {
         out.insert("footprint".into(), footprint::run()?);
+    }
+    if wants("updates") {
+        out.insert("updates".into(), updates::run()?);
     }
     if wants("live") {
         out.insert(
