@@ -22,6 +22,7 @@ pub const TARGETS: &[&str] = &[
     "csv",
     "json",
     "stix",
+    "crowdsec",
     "detect_and_parse",
     "config",
     "prefix",

@@ -164,8 +164,9 @@ pub fn parse_go_duration(s: &str) -> Option<(bool, Duration)> {
 fn sample(out: &mut Stream, index: usize, reason: String, object: &serde_json::Value) {
     out.rejected += 1;
     if out.samples.len() < MAX_SAMPLES {
-        let mut text: String = object.to_string().chars().take(80).collect();
-        if text.len() >= 80 {
+        let full = object.to_string();
+        let mut text: String = full.chars().take(80).collect();
+        if full.chars().count() > 80 {
             text.push('…');
         }
         out.samples.push(Rejection {

@@ -174,6 +174,7 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
         let mut change = Vec::new();
         let mut change_cpu = Vec::new();
         let mut change_path = Vec::new();
+        let mut change_parts: Vec<(f64, f64, f64)> = Vec::new();
         for (i, body) in bodies.iter().enumerate().skip(1) {
             eprintln!("updates bench: 1% change {i}/{REPEATS}");
             let (n, c) = (syncs(&log).len(), cpu(pid)?);
@@ -185,12 +186,19 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
                 num(s, "v4_added") >= CHANGE as f64
             })?;
             change.push(num(&s, "seconds"));
+            change_parts.push((
+                num(&s, "poll_seconds"),
+                num(&s, "apply_seconds"),
+                num(&s, "table_compile_seconds"),
+            ));
             change_cpu.push(cpu(pid)? - c);
             change_path.push(s["path"].as_str().unwrap_or("").to_owned());
         }
 
         let mut delta_add = Vec::new();
         let mut delta_del = Vec::new();
+        // Where a delta's time goes: polling, kernel writes, table compile.
+        let mut delta_parts: Vec<(f64, f64, f64)> = Vec::new();
         for r in 0..REPEATS {
             eprintln!(
                 "updates bench: CrowdSec delta of {DECISIONS} decisions {}/{REPEATS}",
@@ -213,6 +221,11 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
                 num(s, "v4_added") >= DECISIONS as f64
             })?;
             delta_add.push(num(&s, "seconds"));
+            delta_parts.push((
+                num(&s, "poll_seconds"),
+                num(&s, "apply_seconds"),
+                num(&s, "table_compile_seconds"),
+            ));
             let n = syncs(&log).len();
             lapi.cscli(&["decisions", "delete", "--all"]);
             let s = wait_sync(&log, n, "the CrowdSec deletion", |s| {
@@ -273,6 +286,18 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
                 stats(idle_sync_s),
             ),
             ("1% change sync, wall", stats(change.clone())),
+            (
+                "  of which: poll (fetch, hash, parse, record)",
+                stats(change_parts.iter().map(|p| p.0).collect()),
+            ),
+            (
+                "  of which: kernel writes (tries and table)",
+                stats(change_parts.iter().map(|p| p.1).collect()),
+            ),
+            (
+                "  of which: table compile",
+                stats(change_parts.iter().map(|p| p.2).collect()),
+            ),
             ("1% change sync, agent CPU", stats(change_cpu)),
             (
                 "CrowdSec delta: 1,000 decisions added, sync wall",
@@ -281,6 +306,18 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
             (
                 "CrowdSec delta: 1,000 decisions deleted, sync wall",
                 stats(delta_del.clone()),
+            ),
+            (
+                "  of which: poll (fetch, parse, record)",
+                stats(delta_parts.iter().map(|p| p.0).collect()),
+            ),
+            (
+                "  of which: kernel writes (tries and table)",
+                stats(delta_parts.iter().map(|p| p.1).collect()),
+            ),
+            (
+                "  of which: table compile",
+                stats(delta_parts.iter().map(|p| p.2).collect()),
             ),
             ("/metrics scrape", stats(scrapes.clone())),
             (
