@@ -280,6 +280,7 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
     let last_success = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     let failures = Family::<Labels, Counter>::default();
     let refusals = Family::<Labels, Counter>::default();
+    let ignored = Family::<Labels, Counter>::default();
     for f in &config.feeds {
         let st = shared.state.feed(&f.name).unwrap_or_default();
         let l = labels(&[("feed", &f.name)]);
@@ -288,7 +289,15 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
         }
         failures.get_or_create(&l).inc_by(st.failures);
         refusals.get_or_create(&l).inc_by(st.refusals);
+        if f.format == crate::feed::Format::Crowdsec {
+            ignored.get_or_create(&l).inc_by(st.ignored);
+        }
     }
+    reg.register(
+        "crowdsec_ignored_decisions",
+        "CrowdSec decisions received that cannot block (not a ban, another scope, expired)",
+        ignored,
+    );
     reg.register_with_unit(
         "feed_last_success_timestamp",
         "When each feed last synced successfully (Unix time)",

@@ -201,6 +201,12 @@ fn decisions_block_and_unblock_through_the_local_api() {
         "one of two decisions deleted: still blocked"
     );
     assert!(env.passes(CLIENT4_B), "a captcha decision does not block");
+    let ignored = env.feed_status()["ignored"].as_u64().unwrap_or(0);
+    assert!(
+        ignored >= 1,
+        "the captcha is counted as ignored: {}",
+        env.feed_status()
+    );
     env.lapi.delete_id(ids[0]);
     env.wait_for("the last decision's deletion", POLL, || env.passes(CLIENT4));
 

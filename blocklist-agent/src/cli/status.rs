@@ -119,6 +119,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
                 "failures": f.failures,
                 "refusals": f.refusals,
                 "rejected": f.rejected,
+                "ignored": f.ignored,
                 "upstream_last_modified": f.last_modified,
             })).collect::<Vec<_>>(),
         });

@@ -139,6 +139,7 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, mut st: FeedState, due: bo
             Ok(stream) => {
                 rejected = stream.rejected;
                 samples = stream.samples.clone();
+                st.ignored += stream.ignored as u64;
                 if rejected > 0 {
                     tracing::info!(feed = %name, rejected, samples = ?samples, "CrowdSec decisions rejected");
                 }

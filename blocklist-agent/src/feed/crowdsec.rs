@@ -238,7 +238,7 @@ pub fn parse_stream(bytes: &[u8], now: i64) -> Result<Stream, String> {
             );
             continue;
         };
-        if negative || left.as_secs() == 0 {
+        if negative || left.is_zero() {
             out.ignored += 1;
             continue;
         }
@@ -248,7 +248,8 @@ pub fn parse_stream(bytes: &[u8], now: i64) -> Result<Stream, String> {
                 prefix,
                 origin: d.origin,
                 scenario: d.scenario,
-                expires: now.saturating_add(left.as_secs() as i64),
+                // Rounded up: a ban lasts at least what the Local API said.
+                expires: now.saturating_add(left.as_secs_f64().ceil() as i64),
             },
         ));
     }
@@ -417,7 +418,7 @@ mod tests {
             s.samples
         );
         assert_eq!(s.deleted, vec![40]);
-        assert_eq!(s.new[0].1.expires, 1_000 + 28);
+        assert_eq!(s.new[0].1.expires, 1_000 + 29);
         assert_eq!(s.new[2].1.prefix.to_string(), "198.51.100.0/24");
     }
 
@@ -442,14 +443,14 @@ mod tests {
     fn a_renewed_ban_extends_and_expiry_is_enforced() {
         let mut d = Decisions::default();
         d.replace(parse_stream(FIXTURE, 1_000).unwrap());
-        assert_eq!(d.next_expiry(), Some(1_028));
+        assert_eq!(d.next_expiry(), Some(1_029));
         let renewal = parse_stream(
             br#"{"new":[{"id":9,"value":"192.0.2.7","scope":"Ip","type":"ban","duration":"4h","origin":"crowdsec"}]}"#,
             1_020,
         )
         .unwrap();
         assert!(d.apply(renewal));
-        d.expire(1_028 + 7200);
+        d.expire(1_029 + 7200);
         assert!(
             d.entries()
                 .iter()

@@ -55,6 +55,10 @@ pub struct FeedState {
     pub samples: Vec<Rejection>,
     /// TAXII `added_after` cursor (`X-TAXII-Date-Added-Last`).
     pub taxii_cursor: Option<String>,
+    /// CrowdSec: decisions received that cannot block (another type than
+    /// `ban`, another scope than `Ip`/`Range`, already expired), so far.
+    #[serde(default)]
+    pub ignored: u64,
 }
 
 /// A TAXII indicator as last seen.
