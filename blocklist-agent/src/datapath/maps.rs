@@ -79,6 +79,107 @@ fn v4_addr(data: [u8; 8]) -> [u8; 4] {
 
 /// An IPv4 prefix as the table compiler takes it (IPv6 prefixes, which
 /// the IPv4 walks never yield, map to nothing useful).
+/// The IPv6 block and allow entries for the compiler.
+fn v6_entries(
+    m: &Mirror,
+) -> (
+    Vec<super::table::compile::Entry6>,
+    Vec<super::table::compile::Entry6>,
+) {
+    let block = m
+        .blocks()
+        .iter()
+        .filter(|(p, _)| !p.is_v4())
+        .map(|(p, v)| v6_entry(*p, v.id))
+        .collect();
+    let allow = m
+        .allows()
+        .iter()
+        .filter(|p| !p.is_v4())
+        .map(|p| v6_entry(*p, 0))
+        .collect();
+    (block, allow)
+}
+
+/// Past this many IPv4 /16s touched, a partial compile is not worth it.
+const PARTIAL_MAX_SLOTS: usize = 4096;
+
+fn v4_host(p: &Prefix) -> u32 {
+    u32::from_be_bytes(p.v4_bytes().unwrap_or_default())
+}
+
+/// What a partial compile needs for the prefixes written since the last
+/// commit: every IPv4 block and allow entry overlapping a touched /16, the
+/// touched /16s, and whether an IPv6 entry changed. `None` when too many
+/// /16s were touched.
+#[allow(clippy::type_complexity)]
+fn partial_inputs(
+    m: &Mirror,
+    changed: &[Prefix],
+) -> Option<(
+    Vec<super::table::compile::Entry>,
+    Vec<super::table::compile::Entry>,
+    Vec<bool>,
+    bool,
+)> {
+    let mut only = vec![false; blocklist_ebpf::TABLE_V4_SLOTS as usize];
+    let mut touched = Vec::new();
+    let mut v6 = false;
+    for p in changed {
+        if !p.is_v4() {
+            v6 = true;
+            continue;
+        }
+        let first = (v4_host(p) >> 16) as usize;
+        let count = 1usize << 16u32.saturating_sub(u32::from(p.prefix_len()));
+        for s in first..(first + count).min(only.len()) {
+            if !only[s] {
+                only[s] = true;
+                touched.push(s);
+                if touched.len() > PARTIAL_MAX_SLOTS {
+                    return None;
+                }
+            }
+        }
+    }
+    let (mut block, mut allow) = (Vec::new(), Vec::new());
+    let blocks = m.blocks();
+    let allows = m.allows();
+    for &s in &touched {
+        let lo = (s as u64) << 16;
+        let hi = lo + (1 << 16);
+        let in_slot = |p: &Prefix| p.is_v4() && u64::from(v4_host(p)) < lo;
+        let below = |p: &Prefix| p.is_v4() && u64::from(v4_host(p)) < hi;
+        let (a, b) = (
+            blocks.partition_point(|(p, _)| in_slot(p)),
+            blocks.partition_point(|(p, _)| below(p)),
+        );
+        block.extend(blocks[a..b].iter().map(|(p, v)| v4_entry(*p, v.id)));
+        let (a, b) = (
+            allows.partition_point(|p| in_slot(p)),
+            allows.partition_point(|p| below(p)),
+        );
+        allow.extend(allows[a..b].iter().map(|p| v4_entry(*p, 0)));
+        // Entries wider than a /16 that cover it start at or before it.
+        for len in 0..16u8 {
+            let Some(cover) = Prefix::from_v4((lo as u32).to_be_bytes(), len) else {
+                continue;
+            };
+            if let Some(v) = m.block(&cover) {
+                block.push(v4_entry(cover, v.id));
+            }
+            if allows.binary_search(&cover).is_ok() {
+                allow.push(v4_entry(cover, 0));
+            }
+        }
+    }
+    block.sort_unstable_by_key(|e| (e.addr, e.len));
+    block.dedup_by_key(|e| (e.addr, e.len));
+    allow.sort_unstable_by_key(|e| (e.addr, e.len));
+    allow.dedup_by_key(|e| (e.addr, e.len));
+    Some((block, allow, only, v6))
+}
+
 fn v4_entry(p: Prefix, id: u32) -> super::table::compile::Entry {
     let b = p.v4_bytes().unwrap_or_default();
     super::table::compile::Entry {
@@ -505,7 +606,7 @@ impl Maps {
             self.marked = false;
             return Ok(None);
         }
-        self.compile_table(meta).map(Some)
+        self.compile_table(meta, true).map(Some)
     }
 
     /// Compiles the tables from the installed entries whatever
@@ -514,10 +615,42 @@ impl Maps {
     /// (the IPv6 table) or encode results differently.
     pub fn rebuild_table(&mut self) -> Result<TableReport, DatapathError> {
         let meta = self.table_meta()?;
-        self.compile_table(meta)
+        self.compile_table(meta, false)
     }
 
-    fn compile_table(&mut self, meta: TableMeta) -> Result<TableReport, DatapathError> {
+    /// Brings the table in line with the mirror: only the IPv4 /16s the
+    /// writes since the last commit touched (and the IPv6 table if an IPv6
+    /// entry changed) when `partial` and the mirror knows every write,
+    /// else all of it.
+    fn compile_table(
+        &mut self,
+        meta: TableMeta,
+        partial: bool,
+    ) -> Result<TableReport, DatapathError> {
+        if self.table.is_none() {
+            self.table = Some(TableMaps::open(&self.pin)?);
+        }
+        let m = self.mirror()?;
+        let changed = if partial && meta.generation != 0 {
+            m.take_changed()
+        } else {
+            None
+        };
+        if let Some(changed) = changed
+            && let Some(inputs) = partial_inputs(m, &changed)
+        {
+            let (block, allow, only, v6) = inputs;
+            let v6_entries = v6.then(|| v6_entries(m));
+            let report = self.table.as_ref().expect("mapped above").update_v4_slots(
+                &block,
+                &allow,
+                &only,
+                v6_entries
+                    .as_ref()
+                    .map(|(b, a)| (b.as_slice(), a.as_slice())),
+            )?;
+            return self.table_committed(meta, report);
+        }
         let m = self.mirror()?;
         let (mut block, mut block6) = (Vec::new(), Vec::new());
         for (p, v) in m.blocks() {
@@ -535,14 +668,19 @@ impl Maps {
                 allow6.push(v6_entry(*p, 0));
             }
         }
-        if self.table.is_none() {
-            self.table = Some(TableMaps::open(&self.pin)?);
-        }
         let report = self
             .table
             .as_ref()
             .expect("mapped above")
             .update(&block, &allow, &block6, &allow6)?;
+        self.table_committed(meta, report)
+    }
+
+    fn table_committed(
+        &mut self,
+        meta: TableMeta,
+        report: TableReport,
+    ) -> Result<TableReport, DatapathError> {
         let generation = meta.generation + 1;
         self.set_table_meta(TableMeta {
             dirty: 0,

@@ -34,7 +34,15 @@ pub struct Mirror {
     allow: Vec<Prefix>,
     /// Which ids are taken.
     ids: Ids,
+    /// Every prefix written since the table last matched these entries,
+    /// when that is known: `None` after a fresh read (the table may then
+    /// differ anywhere) or past [`MAX_CHANGE_LOG`] writes.
+    changed: Option<Vec<Prefix>>,
 }
+
+/// Past this many writes between two commits the table is compiled whole
+/// anyway: a partial compile would touch most slots.
+pub const MAX_CHANGE_LOG: usize = 50_000;
 
 impl Mirror {
     /// From the entries a walk of the maps read.
@@ -53,7 +61,23 @@ impl Mirror {
             block,
             allow,
             ids,
+            changed: None,
         }
+    }
+
+    fn log(&mut self, written: impl IntoIterator<Item = Prefix>) {
+        if let Some(c) = &mut self.changed {
+            c.extend(written);
+            if c.len() > MAX_CHANGE_LOG {
+                self.changed = None;
+            }
+        }
+    }
+
+    /// The prefixes written since the last commit, when all are known
+    /// (see `changed`); the log restarts empty.
+    pub fn take_changed(&mut self) -> Option<Vec<Prefix>> {
+        self.changed.as_mut().map(std::mem::take)
     }
 
     /// The installed block entry for exactly `p`.
@@ -97,12 +121,14 @@ impl Mirror {
         added.reverse();
         added.dedup_by_key(|(p, _)| *p);
         added.reverse();
+        self.log(added.iter().map(|(p, _)| *p));
         self.block = merge(std::mem::take(&mut self.block), added, |(p, _)| *p);
     }
 
     /// Records block entries removed; their ids become free once the table
     /// no longer names them ([`Mirror::committed`]).
     pub fn remove_blocks(&mut self, removed: &[Prefix]) {
+        self.log(removed.iter().copied());
         let mut gone = removed.to_vec();
         gone.sort_unstable();
         let ids = &mut self.ids;
@@ -117,6 +143,7 @@ impl Mirror {
 
     /// Records allow entries written.
     pub fn put_allows(&mut self, added: &[Prefix]) {
+        self.log(added.iter().copied());
         let mut added = added.to_vec();
         added.sort_unstable();
         added.dedup();
@@ -125,6 +152,7 @@ impl Mirror {
 
     /// Records allow entries removed.
     pub fn remove_allows(&mut self, removed: &[Prefix]) {
+        self.log(removed.iter().copied());
         let mut gone = removed.to_vec();
         gone.sort_unstable();
         self.allow.retain(|p| gone.binary_search(p).is_err());
@@ -135,6 +163,7 @@ impl Mirror {
     pub fn committed(&mut self, generation: u64) {
         self.generation = generation;
         self.ids.release_pending();
+        self.changed = Some(Vec::new());
     }
 
     /// Gives an id to a new block entry, or `None` when all

@@ -43,6 +43,9 @@ pub struct TableReport {
     pub deep_slots_v6: usize,
     /// What the write touched.
     pub written: writer::WriteReport,
+    /// Only the IPv4 /16s that the writes since the last commit touched
+    /// were compiled (then `records` counts theirs, not the table's).
+    pub partial: bool,
 }
 
 /// The tables' arrays, mapped into this process.
@@ -102,6 +105,42 @@ impl TableMaps {
             records_v6: compiled6.records(),
             deep_slots_v6: compiled6.deep_slots(),
             written,
+            partial: false,
+        })
+    }
+
+    /// Compiles the IPv4 entries that overlap the /16s `only` marks (the
+    /// caller passes every entry overlapping them) and rewrites just those
+    /// slots; the IPv6 table too when `v6` holds its entries.
+    pub fn update_v4_slots(
+        &self,
+        block: &[compile::Entry],
+        allow: &[compile::Entry],
+        only: &[bool],
+        v6: Option<(&[compile::Entry6], &[compile::Entry6])>,
+    ) -> Result<TableReport, DatapathError> {
+        let t = Instant::now();
+        let compiled = compile::compile(block, allow);
+        let compiled6 = v6.map(|(b, a)| compile::compile_v6(b, a, RANGES_V6_RECORDS as usize / 2));
+        let compile_seconds = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut written = writer::write_slots(&self.slots, &self.ranges, &compiled, Some(only))
+            .map_err(|e| DatapathError::other("updating the compiled IPv4 table", e))?;
+        if let Some(c6) = &compiled6 {
+            let w6 = writer::write(&self.slots_v6, &self.ranges_v6, c6)
+                .map_err(|e| DatapathError::other("updating the compiled IPv6 table", e))?;
+            written.slots += w6.slots;
+            written.records += w6.records;
+            written.rounds += w6.rounds;
+        }
+        Ok(TableReport {
+            compile_seconds,
+            write_seconds: t.elapsed().as_secs_f64(),
+            records: compiled.records(),
+            records_v6: compiled6.as_ref().map_or(0, |c| c.records()),
+            deep_slots_v6: compiled6.as_ref().map_or(0, |c| c.deep_slots()),
+            written,
+            partial: true,
         })
     }
 }

@@ -108,6 +108,17 @@ pub fn write(
     ranges: &MappedU64,
     table: &Compiled,
 ) -> Result<WriteReport, RangesFull> {
+    write_slots(slots, ranges, table, None)
+}
+
+/// [`write`] for the slots `only` marks (all when `None`): `table` need
+/// only be right for those (a partial compile).
+pub fn write_slots(
+    slots: &MappedU64,
+    ranges: &MappedU64,
+    table: &Compiled,
+    only: Option<&[bool]>,
+) -> Result<WriteReport, RangesFull> {
     let n = TABLE_V4_SLOTS as usize;
     let per = table.words_per_record();
     let capacity = ranges.len() / per;
@@ -115,6 +126,7 @@ pub fn write(
     loop {
         let current: Vec<u64> = (0..n).map(|i| slots.load(i)).collect();
         let todo: Vec<usize> = (0..n)
+            .filter(|&i| only.is_none_or(|o| o[i]))
             .filter(|&i| !holds(current[i], &table.slot(i), ranges, per))
             .collect();
         if todo.is_empty() {
