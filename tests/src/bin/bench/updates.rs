@@ -5,10 +5,11 @@
 //! namespace). Measured, in one run:
 //!
 //! - idle: CPU over 60 s of no-change polls, and per no-change sync;
-//! - a 1% change of the big feed: the sync's wall time beside the time to
-//!   parse that body (the target: parse + 0.3 s);
-//! - a CrowdSec delta of 1,000 decisions (`cscli decisions import`) and
-//!   its deletion: the sync's wall time;
+//! - a 1% change of the big feed (random prefixes out, random ones in):
+//!   the sync's wall time beside the time to parse that body (the issue's
+//!   target: parse + 0.3 s);
+//! - a CrowdSec delta of 1,000 decisions (`cscli decisions import`, random
+//!   addresses) and its deletion: the sync's wall time;
 //! - a `/metrics` scrape;
 //! - from `cscli decisions add` returning to `check` seeing the address
 //!   blocked.
@@ -31,9 +32,12 @@ use blocklist_tests::{
     feed_server::{FeedServer, Reply},
     lab::Netns,
 };
-use rand::{SeedableRng, rngs::StdRng};
+use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom as _};
 
-use super::{packets::prefixes, packets::stats, scripts};
+use super::{
+    packets::{prefixes, singles, stats},
+    scripts,
+};
 
 const N: usize = 1_000_000;
 const CHANGE: usize = N / 100;
@@ -94,7 +98,20 @@ fn num(v: &serde_json::Value, k: &str) -> f64 {
 /// Runs the updates benchmark; prints its table and returns its JSON.
 pub fn run() -> anyhow::Result<serde_json::Value> {
     let mut rng = StdRng::seed_from_u64(0x0bda7e);
-    let set = prefixes(N + CHANGE * REPEATS, &mut rng);
+    // Shuffled: a real feed's churn is spread over the address space, not
+    // one run of neighbouring prefixes (which would flatter the table's
+    // partial compile).
+    let mut set = prefixes(N + CHANGE * REPEATS, &mut rng);
+    set.shuffle(&mut rng);
+    let listed: std::collections::HashSet<_> = set.iter().copied().collect();
+    // CrowdSec bans: random single addresses, none of them a feed entry.
+    let bans: Vec<String> = singles(DECISIONS * REPEATS * 2, &mut rng)
+        .into_iter()
+        .filter(|p| !listed.contains(p))
+        .take(DECISIONS * REPEATS)
+        .map(|p| p.addr().to_string())
+        .collect();
+    let mut bans = bans.chunks(DECISIONS);
     let bodies: Vec<String> = (0..=REPEATS)
         .map(|i| {
             // Round i drops the first i% and adds i% new ones.
@@ -205,8 +222,8 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
                 r + 1
             );
             let mut csv = String::from("duration,scope,value\n");
-            for k in 0..DECISIONS {
-                csv.push_str(&format!("4h,ip,10.200.{}.{}\n", k / 250, k % 250 + 1));
+            for ip in bans.next().context("enough random bans")? {
+                csv.push_str(&format!("4h,ip,{ip}\n"));
             }
             let file = dir.path().join("decisions.csv");
             std::fs::write(&file, csv)?;
