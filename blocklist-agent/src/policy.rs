@@ -150,7 +150,9 @@ pub fn build(
     }
     let allow: Vec<Prefix> = d.allow.iter().copied().collect();
     let before = d.block.len();
-    d.block.retain(|p, _| !allow.iter().any(|a| covers(a, p)));
+    // The same rule the delta path applies to each prefix it changes.
+    d.block
+        .retain(|p, _| guard(p, (min4, min6), &allow) != Guarded::Shadowed);
     d.shadowed = before - d.block.len();
     for (p, from) in &d.too_broad {
         tracing::warn!(prefix = %p, feed = %from, "refusing an entry broader than the minimum prefix");

@@ -26,6 +26,30 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+/// Stops a background `run` with SIGTERM and returns how it exited;
+/// fails the test when it is still running after `limit`.
+pub fn terminate(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::ExitStatus {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("sending SIGTERM");
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().expect("waiting for run") {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run did not stop on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// The agent as one namespace sees it, with its own pin and state dirs.
 pub struct Agent {
     netns: String,

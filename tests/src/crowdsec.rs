@@ -177,16 +177,7 @@ impl Lapi {
     }
 
     fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.netns);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let fd = std::fs::File::open(&path).expect("opening the namespace");
-                nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-                f()
-            })
-            .join()
-            .expect("namespace thread panicked")
-        })
+        crate::lab::enter(&self.netns, f)
     }
 
     fn up(&self) -> bool {

@@ -75,17 +75,23 @@ impl Netns {
     /// Runs `f` on a thread that has entered this namespace. Sockets made
     /// there stay in the namespace after the thread ends.
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let fd = File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-                setns(fd, CloneFlags::CLONE_NEWNET).expect("setns");
-                f()
-            })
-            .join()
-            .expect("namespace thread panicked")
-        })
+        enter(&self.name, f)
     }
+}
+
+/// [`Netns::enter`] by the namespace's name (for helpers that keep only
+/// the name).
+pub fn enter<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
+    let path = format!("/run/netns/{name}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let fd = File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+            setns(fd, CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .expect("namespace thread panicked")
+    })
 }
 
 impl Drop for Netns {

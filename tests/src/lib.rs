@@ -39,6 +39,28 @@ pub fn addresses(start: u32, n: u32) -> String {
     s
 }
 
+/// Waits (bounded by `limit`, polling every 200 ms) until `done` holds and
+/// returns how long it took; fails the test naming `what` and whatever
+/// `context` says (logs, status) when it does not.
+pub fn wait_for(
+    what: &str,
+    limit: std::time::Duration,
+    done: impl Fn() -> bool,
+    context: impl Fn() -> String,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return start.elapsed();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!(
+        "timed out after {limit:?} waiting for {what}\n{}",
+        context()
+    );
+}
+
 /// Runs a shell command; returns success and stdout+stderr.
 pub fn sh(cmd: &str) -> (bool, String) {
     let out = std::process::Command::new("sh")

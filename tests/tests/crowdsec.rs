@@ -9,11 +9,11 @@
 
 use std::{
     process::{Child, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use blocklist_tests::{
-    agent::Agent,
+    agent::{Agent, terminate},
     bpffs::Bpffs,
     crowdsec::Lapi,
     lab::{Lab, addr::*},
@@ -88,19 +88,7 @@ impl Env {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "run did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let status = terminate(&mut child, Duration::from_secs(15));
         assert!(status.success(), "run exited with {status}");
     }
 
@@ -118,18 +106,13 @@ impl Env {
 
     /// Waits (bounded) until `f` holds, returning how long it took.
     fn wait_for(&self, what: &str, limit: Duration, f: impl Fn() -> bool) -> Duration {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if f() {
-                return start.elapsed();
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!(
-            "timed out after {limit:?} waiting for {what}\nstatus: {}\nLocal API log: {}",
-            self.agent.try_run(&["status", "--json"]).stdout,
-            self.lapi.log()
-        );
+        blocklist_tests::wait_for(what, limit, f, || {
+            format!(
+                "status: {}\nLocal API log: {}",
+                self.agent.try_run(&["status", "--json"]).stdout,
+                self.lapi.log()
+            )
+        })
     }
 
     fn metrics(&self) -> String {

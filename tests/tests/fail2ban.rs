@@ -118,17 +118,7 @@ impl Drop for Fail2ban {
 }
 
 fn wait_for(what: &str, limit: Duration, f2b: &Fail2ban, f: impl Fn() -> bool) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return start.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!(
-        "timed out after {limit:?} waiting for {what}\nfail2ban log:\n{}",
-        f2b.log()
-    );
+    blocklist_tests::wait_for(what, limit, f, || format!("fail2ban log:\n{}", f2b.log()))
 }
 
 #[test]

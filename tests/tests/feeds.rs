@@ -618,19 +618,7 @@ fn run_daemon_syncs_reloads_and_stops_cleanly() {
         "the hand-made entry survived the syncs"
     );
     // SIGTERM stops it; the program keeps dropping.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "run did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = blocklist_tests::agent::terminate(&mut child, Duration::from_secs(10));
     assert!(status.success(), "run exited with {status}");
     assert_eq!(
         ping(&env.lab.client, Some(CLIENT4), FILTER4, 3),

@@ -79,6 +79,28 @@ fn v4_addr(data: [u8; 8]) -> [u8; 4] {
 
 /// An IPv4 prefix as the table compiler takes it (IPv6 prefixes, which
 /// the IPv4 walks never yield, map to nothing useful).
+/// The IPv4 block and allow entries for the compiler.
+fn v4_entries(
+    m: &Mirror,
+) -> (
+    Vec<super::table::compile::Entry>,
+    Vec<super::table::compile::Entry>,
+) {
+    let block = m
+        .blocks()
+        .iter()
+        .filter(|(p, _)| p.is_v4())
+        .map(|(p, v)| v4_entry(*p, v.id))
+        .collect();
+    let allow = m
+        .allows()
+        .iter()
+        .filter(|p| p.is_v4())
+        .map(|p| v4_entry(*p, 0))
+        .collect();
+    (block, allow)
+}
+
 /// The IPv6 block and allow entries for the compiler.
 fn v6_entries(
     m: &Mirror,
@@ -641,10 +663,10 @@ impl Maps {
         {
             let (block, allow, only, v6) = inputs;
             let v6_entries = v6.then(|| v6_entries(m));
-            let report = self.table.as_ref().expect("mapped above").update_v4_slots(
+            let report = self.table.as_ref().expect("mapped above").update_slots(
                 &block,
                 &allow,
-                &only,
+                Some(&only),
                 v6_entries
                     .as_ref()
                     .map(|(b, a)| (b.as_slice(), a.as_slice())),
@@ -652,22 +674,8 @@ impl Maps {
             return self.table_committed(meta, report);
         }
         let m = self.mirror()?;
-        let (mut block, mut block6) = (Vec::new(), Vec::new());
-        for (p, v) in m.blocks() {
-            if p.is_v4() {
-                block.push(v4_entry(*p, v.id));
-            } else {
-                block6.push(v6_entry(*p, v.id));
-            }
-        }
-        let (mut allow, mut allow6) = (Vec::new(), Vec::new());
-        for p in m.allows() {
-            if p.is_v4() {
-                allow.push(v4_entry(*p, 0));
-            } else {
-                allow6.push(v6_entry(*p, 0));
-            }
-        }
+        let (block, allow) = v4_entries(m);
+        let (block6, allow6) = v6_entries(m);
         let report = self
             .table
             .as_ref()

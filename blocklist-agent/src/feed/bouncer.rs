@@ -17,10 +17,9 @@ use std::{
 };
 
 use super::{
-    Entry,
     crowdsec::{self, Decisions, Query},
     fetch::{Fetched, Source},
-    poll::{Delta, FeedOutcome, FeedStatus, PollContext},
+    poll::{Delta, FeedOutcome, FeedStatus, PollContext, distinct, now_rfc3339, unix_now},
 };
 use crate::{config::FeedConfig, state::feeds::FeedState};
 
@@ -54,27 +53,6 @@ impl Sessions {
             .filter_map(|s| s.decisions.next_expiry())
             .min()
     }
-
-    /// Active decisions per (feed, origin), for `/metrics`.
-    pub fn per_origin(&self) -> Vec<(String, String, usize)> {
-        let mut out = Vec::new();
-        for (feed, s) in self.0.borrow().iter() {
-            for (origin, n) in s.decisions.per_origin() {
-                out.push((feed.clone(), origin, n));
-            }
-        }
-        out
-    }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
 fn load(ctx: &PollContext<'_>, name: &str, session: &mut Session) {
@@ -109,7 +87,7 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, mut st: FeedState, due: bo
         changed = true;
         reloaded = true;
     }
-    let before: Vec<Entry> = session.decisions.entries();
+    let before = session.decisions.prefixes();
     let now = unix_now();
     let expired = session.decisions.expire(now);
     changed |= expired > 0;
@@ -181,13 +159,11 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, mut st: FeedState, due: bo
             tracing::error!(feed = %name, error = %format!("{e:#}"), "could not save the CrowdSec decisions");
         }
     }
-    let distinct = |v: &[Entry]| {
-        let mut p: Vec<_> = v.iter().map(|e| e.prefix).collect();
-        p.dedup();
-        p
+    let delta = if changed {
+        Delta::between(&before, &distinct(&entries))
+    } else {
+        Delta::default()
     };
-    // Entries are sorted by prefix, so their prefixes are too.
-    let delta = Delta::between(&distinct(&before), &distinct(&entries));
     FeedOutcome {
         name,
         status,

@@ -320,6 +320,14 @@ impl Decisions {
         v
     }
 
+    /// The distinct prefixes banned, sorted.
+    pub fn prefixes(&self) -> Vec<Prefix> {
+        let mut v: Vec<Prefix> = self.by_id.values().map(|d| d.prefix).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// Active decisions per origin.
     pub fn per_origin(&self) -> BTreeMap<String, usize> {
         let mut m = BTreeMap::new();

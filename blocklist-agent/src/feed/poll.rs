@@ -151,11 +151,11 @@ pub struct PollContext<'a> {
     pub memo: &'a crate::sync::memo::SyncMemo,
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -163,7 +163,7 @@ fn unix_now() -> i64 {
 
 /// The distinct prefixes of a list, sorted (a sorted Vec costs a third of
 /// a BTreeSet at a million entries).
-fn distinct(entries: &[Entry]) -> Vec<Prefix> {
+pub(crate) fn distinct(entries: &[Entry]) -> Vec<Prefix> {
     let mut v: Vec<Prefix> = entries.iter().map(|e| e.prefix).collect();
     v.sort_unstable();
     v.dedup();

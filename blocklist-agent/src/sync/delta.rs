@@ -14,14 +14,11 @@
 
 use std::{collections::BTreeSet, sync::Arc, time::Instant};
 
-use super::{FamilyDiff, Plan, apply, check_capacity, memo::Base, origin_lists};
+use super::{Plan, apply, check_capacity, memo::Base, origin_lists};
 use crate::{
     config::Config,
     datapath::{maps::Maps, table::TableReport},
-    feed::{
-        Format,
-        poll::{Delta, FeedOutcome},
-    },
+    feed::poll::{Delta, FeedOutcome},
     metrics::FeedIndex,
     policy::{self, Guarded},
     prefix::Prefix,
@@ -36,7 +33,8 @@ pub struct Applied {
     pub table: Option<TableReport>,
     /// Wall time of the kernel writes.
     pub apply_seconds: f64,
-    /// The new base (its `files` are the caller's to refresh).
+    /// The new base (its `files` and `generation` are the caller's to
+    /// refresh).
     pub base: Base,
 }
 
@@ -47,14 +45,6 @@ pub enum Outcome {
     /// The base does not describe this sync: take the full path (the base
     /// is handed back, for lists the poll did not read).
     Full(Box<Base>),
-}
-
-fn family<'a>(plan: &'a mut Plan, p: &Prefix) -> &'a mut FamilyDiff {
-    if p.is_v4() {
-        &mut plan.v4
-    } else {
-        &mut plan.v6
-    }
 }
 
 /// Applies the polls' deltas on top of `base`, or says why it cannot.
@@ -94,12 +84,6 @@ pub fn sync(
         };
         slot.1 = Arc::new(d.apply_to(&slot.1));
     }
-    let is_crowdsec = |name: &str| {
-        config
-            .feeds
-            .iter()
-            .any(|f| f.name == name && f.format == Format::Crowdsec)
-    };
     let mut origins: Vec<(String, String, Vec<Prefix>)> = base
         .index
         .origins()
@@ -107,13 +91,8 @@ pub fn sync(
         .filter(|(f, _, _)| !changed.iter().any(|(o, _)| o.name == *f))
         .cloned()
         .collect();
-    origins.extend(origin_lists(
-        config,
-        changed
-            .iter()
-            .map(|(o, _)| *o)
-            .filter(|o| is_crowdsec(&o.name)),
-    ));
+    // Only the CrowdSec feeds among them have origins.
+    origins.extend(origin_lists(config, changed.iter().map(|(o, _)| *o)));
     let index = FeedIndex::from_sorted(lists).with_origins(origins);
 
     let mut candidates: Vec<Prefix> = changed
@@ -157,18 +136,18 @@ pub fn sync(
                 // Newly listed; the hand-made entries did not change, so
                 // it is not one of them.
                 (false, true, f) if f != Some(0) => {
-                    family(&mut plan, &p).added += 1;
+                    plan.family(&p).added += 1;
                     plan.block_add.push((p, 0));
                 }
                 (true, false, Some(_)) => {
-                    family(&mut plan, &p).removed += 1;
+                    plan.family(&p).removed += 1;
                     plan.block_del.push(p);
                 }
                 _ => {}
             }
         }
         for (p, _) in installed {
-            family(&mut plan, p).unchanged += 1;
+            plan.family(p).unchanged += 1;
         }
     }
     plan.v4.unchanged -= plan.v4.removed;
@@ -182,13 +161,7 @@ pub fn sync(
         table = maps.batch(|m| apply(m, &plan))?.1;
         apply_seconds = t.elapsed().as_secs_f64();
     }
-    let meta = maps.table_meta()?;
     let base = Base {
-        generation: if meta.dirty == 0 {
-            meta.generation
-        } else {
-            u64::MAX
-        },
         index: Arc::new(index),
         too_broad: too_broad.max(0) as usize,
         shadowed: shadowed.max(0) as usize,

@@ -1,8 +1,10 @@
 //! Desired versus installed: the difference, applied incrementally.
 //!
-//! The installed set is read from the pinned tries every time, so a
-//! restarted agent re-applies nothing and a sync with no change writes
-//! nothing. Changes go in this order: allow inserts, block inserts (and
+//! The installed set is what the maps hold (read once per process, then
+//! kept in step: see `datapath/mirror.rs`), so a restarted agent
+//! re-applies nothing and a sync with no change writes nothing. A
+//! long-running agent also keeps what its last sync saw ([`memo`]) and then
+//! applies a changed feed as its delta ([`delta`]). Changes go in this order: allow inserts, block inserts (and
 //! flag changes, which overwrite in place), block deletes, allow deletes.
 //! An address that is in both the old and the new list is therefore never
 //! unblocked, not even for a moment.
@@ -63,6 +65,15 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The counts of `prefix`'s family.
+    pub fn family(&mut self, prefix: &Prefix) -> &mut FamilyDiff {
+        if prefix.is_v4() {
+            &mut self.v4
+        } else {
+            &mut self.v6
+        }
+    }
+
     /// True when the kernel already matches.
     pub fn is_empty(&self) -> bool {
         self.block_add.is_empty()
@@ -93,7 +104,7 @@ pub fn plan_from(installed: &[(Prefix, Installed)], allowed: &[Prefix], desired:
             .map(|i| installed[i].1.flags)
     };
     for (prefix, flags) in &desired.block {
-        let fam = if prefix.is_v4() { &mut p.v4 } else { &mut p.v6 };
+        let fam = p.family(prefix);
         match flags_of(prefix) {
             Some(f) if f == *flags => fam.unchanged += 1,
             _ => {
@@ -104,8 +115,7 @@ pub fn plan_from(installed: &[(Prefix, Installed)], allowed: &[Prefix], desired:
     }
     for (prefix, _) in installed {
         if !desired.block.contains_key(prefix) {
-            let fam = if prefix.is_v4() { &mut p.v4 } else { &mut p.v6 };
-            fam.removed += 1;
+            p.family(prefix).removed += 1;
             p.block_del.push(*prefix);
         }
     }
@@ -343,6 +353,18 @@ pub fn record_counts(maps: &mut Maps, state: &StateDir) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Keeps `base` for the next sync, stamped with the maps' generation after
+/// this sync's commit; none when a write is still marked in progress (the
+/// next sync then takes the full path).
+fn keep_base(memo: &SyncMemo, maps: &Maps, mut base: Base) -> anyhow::Result<()> {
+    let meta = maps.table_meta()?;
+    if meta.dirty == 0 {
+        base.generation = meta.generation;
+        memo.set_base(Some(base));
+    }
+    Ok(())
+}
+
 /// Every configured feed's list file signature, as the base records them.
 fn signatures(config: &Config, state: &StateDir) -> BTreeMap<String, Option<(u64, SystemTime)>> {
     config
@@ -444,7 +466,7 @@ pub fn sync_with(
                     table,
                 };
                 let index = Arc::clone(&base.index);
-                memo.set_base(Some(base));
+                keep_base(memo, maps, base)?;
                 if !plan_was_empty {
                     record_counts(maps, state)?;
                 }
@@ -462,12 +484,7 @@ pub fn sync_with(
             uncertain.push(o.name.clone());
         }
         let list = match &o.entries {
-            Some(entries) => {
-                let mut v: Vec<Prefix> = entries.iter().map(|e| e.prefix).collect();
-                v.sort_unstable();
-                v.dedup();
-                Arc::new(v)
-            }
+            Some(entries) => Arc::new(poll::distinct(entries)),
             None => base
                 .as_ref()
                 .and_then(|b| b.index.list(&o.name).cloned())
@@ -499,16 +516,11 @@ pub fn sync_with(
             held = plan.block_del.len(),
             "last good lists unreadable and not refetched; keeping every installed entry this sync"
         );
-        for p in &plan.block_del {
-            let fam = if p.is_v4() {
-                &mut plan.v4
-            } else {
-                &mut plan.v6
-            };
+        for p in std::mem::take(&mut plan.block_del) {
+            let fam = plan.family(&p);
             fam.removed -= 1;
             fam.unchanged += 1;
         }
-        plan.block_del.clear();
     }
     let mut apply_seconds = 0.0;
     let mut table = None;
@@ -533,10 +545,11 @@ pub fn sync_with(
         // Nothing changed: what the memo knew still holds.
         memo.set_base(base);
     } else if uncertain.is_empty() {
-        let meta = maps.table_meta()?;
-        if meta.dirty == 0 {
-            memo.set_base(Some(Base {
-                generation: meta.generation,
+        keep_base(
+            memo,
+            maps,
+            Base {
+                generation: 0,
                 index: Arc::clone(&index),
                 manual,
                 allow: allow.into_iter().collect(),
@@ -545,8 +558,8 @@ pub fn sync_with(
                 files: signatures(config, state),
                 too_broad,
                 shadowed,
-            }));
-        }
+            },
+        )?;
     }
     let report = Report {
         path: SyncPath::Full,

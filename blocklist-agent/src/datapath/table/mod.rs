@@ -84,47 +84,27 @@ impl TableMaps {
         block6: &[compile::Entry6],
         allow6: &[compile::Entry6],
     ) -> Result<TableReport, DatapathError> {
-        let t = Instant::now();
-        let compiled = compile::compile(block, allow);
-        // Half the records at most, so that any chunk's rewrite fits beside
-        // the chunks in place (the writer frees old chunks in rounds).
-        let compiled6 = compile::compile_v6(block6, allow6, RANGES_V6_RECORDS as usize / 2);
-        let compile_seconds = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let mut written = writer::write(&self.slots, &self.ranges, &compiled)
-            .map_err(|e| DatapathError::other("updating the compiled IPv4 table", e))?;
-        let w6 = writer::write(&self.slots_v6, &self.ranges_v6, &compiled6)
-            .map_err(|e| DatapathError::other("updating the compiled IPv6 table", e))?;
-        written.slots += w6.slots;
-        written.records += w6.records;
-        written.rounds += w6.rounds;
-        Ok(TableReport {
-            compile_seconds,
-            write_seconds: t.elapsed().as_secs_f64(),
-            records: compiled.records(),
-            records_v6: compiled6.records(),
-            deep_slots_v6: compiled6.deep_slots(),
-            written,
-            partial: false,
-        })
+        self.update_slots(block, allow, None, Some((block6, allow6)))
     }
 
-    /// Compiles the IPv4 entries that overlap the /16s `only` marks (the
-    /// caller passes every entry overlapping them) and rewrites just those
-    /// slots; the IPv6 table too when `v6` holds its entries.
-    pub fn update_v4_slots(
+    /// [`TableMaps::update`] for the IPv4 /16s `only` marks (all when
+    /// `None`; the caller then passes every entry overlapping them), and
+    /// for IPv6 only when `v6` holds its entries.
+    pub fn update_slots(
         &self,
         block: &[compile::Entry],
         allow: &[compile::Entry],
-        only: &[bool],
+        only: Option<&[bool]>,
         v6: Option<(&[compile::Entry6], &[compile::Entry6])>,
     ) -> Result<TableReport, DatapathError> {
         let t = Instant::now();
         let compiled = compile::compile(block, allow);
+        // Half the records at most, so that any chunk's rewrite fits beside
+        // the chunks in place (the writer frees old chunks in rounds).
         let compiled6 = v6.map(|(b, a)| compile::compile_v6(b, a, RANGES_V6_RECORDS as usize / 2));
         let compile_seconds = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let mut written = writer::write_slots(&self.slots, &self.ranges, &compiled, Some(only))
+        let mut written = writer::write_slots(&self.slots, &self.ranges, &compiled, only)
             .map_err(|e| DatapathError::other("updating the compiled IPv4 table", e))?;
         if let Some(c6) = &compiled6 {
             let w6 = writer::write(&self.slots_v6, &self.ranges_v6, c6)
@@ -140,7 +120,7 @@ impl TableMaps {
             records_v6: compiled6.as_ref().map_or(0, |c| c.records()),
             deep_slots_v6: compiled6.as_ref().map_or(0, |c| c.deep_slots()),
             written,
-            partial: true,
+            partial: only.is_some(),
         })
     }
 }

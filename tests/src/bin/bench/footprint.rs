@@ -41,7 +41,7 @@ fn peak_kib(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// CPU seconds (user + system) and resident KiB of `pid`.
-fn sample(pid: u32) -> anyhow::Result<(f64, u64)> {
+pub(super) fn sample(pid: u32) -> anyhow::Result<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let fields: Vec<&str> = stat
         .rsplit(')')

@@ -48,17 +48,7 @@ const CROWDSEC_INTERVAL_S: u64 = 10;
 
 /// CPU seconds (user + system) of `pid`.
 fn cpu(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let f: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .context("odd /proc/PID/stat")?
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks as f64 / hz)
+    Ok(super::footprint::sample(pid)?.0)
 }
 
 /// Every `sync done` line of the agent's JSON log, as its fields.
