@@ -8,9 +8,13 @@
 //! and the top N addresses (N capped at [`MAX_TOP_N`]).
 
 use std::{
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, SystemTime},
 };
+
 
 use prometheus_client::{
     encoding::text::encode,
@@ -21,7 +25,8 @@ use prometheus_client::{
 use crate::{
     config::Config,
     datapath::{
-        maps::{Maps, TrieKind},
+        maps::{HitEntry, Maps, TrieKind},
+        mirror::BlockSnapshot,
         pin::PinDir,
     },
     hits,
@@ -147,6 +152,51 @@ pub struct Shared {
     pub last_sync_seconds: RwLock<Option<f64>>,
     /// Top addresses exported.
     pub top_n: usize,
+    /// The installed block entries as `run` last committed them, which a
+    /// scrape names the hit entries by instead of walking the maps.
+    pub blocks: RwLock<Option<BlockSnapshot>>,
+    /// Set by a scrape that found `blocks` missing or stale (another
+    /// process wrote the maps): `run` reads the maps again and publishes.
+    pub blocks_wanted: AtomicBool,
+}
+
+impl Shared {
+    /// What a scrape reads: the pins, the state directory, the running
+    /// configuration and the feed listings `run` keeps current.
+    pub fn new(
+        pin: PinDir,
+        state: StateDir,
+        config: Config,
+        index: Arc<RwLock<Arc<FeedIndex>>>,
+    ) -> Self {
+        Self {
+            pin,
+            state,
+            top_n: config.metrics.top_n,
+            config: RwLock::new(config),
+            index,
+            last_sync_seconds: RwLock::new(None),
+            blocks: RwLock::new(None),
+            blocks_wanted: AtomicBool::new(false),
+        }
+    }
+
+    /// The hit block entries: through `HIT_IDS` and the published
+    /// snapshot when they can be trusted, else one walk of the maps (and a
+    /// request for a fresh snapshot).
+    fn hit_block_entries(
+        &self,
+        maps: &Maps,
+    ) -> anyhow::Result<Vec<HitEntry>> {
+        let snapshot = self.blocks.read().ok().and_then(|s| s.clone());
+        if let Some(s) = snapshot
+            && let Some(hit) = maps.hit_block_entries_known(&s)?
+        {
+            return Ok(hit);
+        }
+        self.blocks_wanted.store(true, Ordering::Relaxed);
+        Ok(maps.hit_block_entries()?)
+    }
 }
 
 type Labels = Vec<(String, String)>;
@@ -332,7 +382,7 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
 
     // Hits: per feed over every hit prefix, and the top addresses.
     // One walk of the maps for every view of the hits.
-    let hit = maps.hit_block_entries()?;
+    let hit = shared.hit_block_entries(&maps)?;
     let hit_prefixes: Vec<Prefix> = hit.iter().map(|(p, _, _)| *p).collect();
     let listing = index.listing_for(&hit_prefixes);
     let by_prefix = hits::by_prefix_from(&hit, &listing);

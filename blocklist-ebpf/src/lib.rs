@@ -28,6 +28,7 @@
 //! | `TABLE_META`  | array (1)            | `u32` (0)            | [`TableMeta`]      |
 //! | `ENTRY_COUNTERS` | array             | `u32` (entry id)     | [`EntryCounters`]  |
 //! | `EVENT_BUDGET` | per-CPU array (1)   | `u32` (0)            | [`EventBudget`]    |
+//! | `HIT_IDS`     | array, mmapable (5)  | `u32` (entry id / 8) | `u64`: 8 hit bytes |
 //!
 //! LPM keys are a `u32` prefix length followed by the address in network
 //! byte order, exactly as the kernel's `bpf_lpm_trie_key` expects. The
@@ -100,6 +101,18 @@
 //!   entry longer than /64, and every /16 whose chunk did not fit, so the
 //!   table never needs to represent those and the verdict is the tries'.
 //!
+//! (5) **Which entries were ever hit**, so that a `/metrics` scrape reads
+//! the counters of the few entries that were hit instead of walking a
+//! million: byte `id % 8` of `HIT_IDS[id / 8]` is set to 1 by the program
+//! on the first hit of entry `id` (when its `first_seen_ns` is still 0),
+//! with a plain byte store, so two CPUs marking neighbouring ids never
+//! lose each other's mark. Nobody clears a byte: an id given to a new
+//! entry gets zeroed counters, whose first hit marks it again, and a stale
+//! mark only costs the reader one counter read. Byte 0 (id 0, never an
+//! entry) is [`HIT_IDS_SEEDED`] once the agent has marked the entries hit
+//! before this map existed (a program upgraded in place); until then a
+//! reader walks, as before.
+//!
 //! A zeroed [`Config`] is the default configuration (drop, match both,
 //! events at the default rate), so a freshly created map is already correct.
 #![no_std]
@@ -147,9 +160,11 @@ pub mod map_names {
     pub const ENTRY_COUNTERS: &str = "ENTRY_COUNTERS";
     /// Per-CPU drop-event budget.
     pub const EVENT_BUDGET: &str = "EVENT_BUDGET";
+    /// Which entry ids were ever hit, a byte per id.
+    pub const HIT_IDS: &str = "HIT_IDS";
 
     /// Every map the program pins, in a stable order.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 19] = [
         BLOCK_V4,
         BLOCK_V6,
         EXACT_V4,
@@ -168,6 +183,7 @@ pub mod map_names {
         TABLE_META,
         ENTRY_COUNTERS,
         EVENT_BUDGET,
+        HIT_IDS,
     ];
 }
 
@@ -355,6 +371,13 @@ impl EntryCounters {
 /// Slots of `ENTRY_COUNTERS` (64 MiB, preallocated): at most this many
 /// block entries, IPv4 and IPv6 together, less one (id 0 means none).
 pub const ENTRIES_MAX: u32 = 1 << 20;
+
+/// Words of `HIT_IDS` (1 MiB): a byte per entry id.
+pub const HIT_IDS_WORDS: u32 = ENTRIES_MAX / 8;
+
+/// The value of `HIT_IDS` byte 0 once the agent has marked the entries
+/// that were hit before the map existed.
+pub const HIT_IDS_SEEDED: u8 = 1;
 
 /// The entry was added by hand (`block`/`allow`), not by a feed.
 pub const ENTRY_FLAG_MANUAL: u32 = 1;

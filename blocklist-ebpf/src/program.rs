@@ -38,7 +38,7 @@ use aya_ebpf::{
 use blocklist_ebpf::{
     ACTION_MONITOR, ALLOW_MAX_ENTRIES, BLOCK_V4_MAX_ENTRIES, BLOCK_V6_MAX_ENTRIES,
     CHUNK_SEARCH_STEPS, CHUNK_V6_SEARCH_STEPS, Config, DIRECTION_DST, DIRECTION_SRC, DropEvent,
-    ENTRIES_MAX, EVENT_DEFAULT_INTERVAL_MS, EVENT_INTERVAL_OFF, EVENT_RATE_MAX_ENTRIES,
+    ENTRIES_MAX, EVENT_DEFAULT_INTERVAL_MS, EVENT_INTERVAL_OFF, EVENT_RATE_MAX_ENTRIES, HIT_IDS_WORDS,
     EVENTS_RING_BYTES, EXACT_V4_MAX_ENTRIES, EXACT_V6_MAX_ENTRIES, EntryCounters, EntryValue,
     FAMILY_V4, FAMILY_V6, GlobalCounters, IpCounters, IpKey, LOOKUP_TRIE, MATCH_DST, MATCH_SRC,
     RANGES_V4_RECORDS, RANGES_V6_RECORDS, RESULT_ALLOWED, RESULT_BLOCKED, RESULT_DEEP,
@@ -98,6 +98,8 @@ static TABLE_META: Array<TableMeta> = Array::pinned(1, 0);
 static EVENT_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::pinned(1, 0);
 #[map]
 static ENTRY_COUNTERS: Array<EntryCounters> = Array::pinned(ENTRIES_MAX, 0);
+#[map]
+static HIT_IDS: Array<u64> = Array::pinned(HIT_IDS_WORDS, BPF_F_MMAPABLE);
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -555,7 +557,7 @@ fn count_hit(id: u32, prefix_len: u32, host: u32, probe: &mut Probe) -> u64 {
     // SAFETY: bpf_ktime_get_coarse_ns has no preconditions; the coarse
     // clock is a memory read, not a clock-source read (kvm-clock in a VM).
     probe.now = unsafe { bpf_ktime_get_coarse_ns() };
-    let event_due = count_entry(counters, probe, exact);
+    let event_due = count_entry(id, counters, probe, exact);
     let flags = match (exact, event_due) {
         (false, _) => 0,
         (true, false) => LOOKUP_EXACT,
@@ -660,7 +662,7 @@ fn lookup_ptr<K>(trie: &LpmTrie<K, EntryValue>, key: &Key<K>) -> Option<*const E
 /// event through). For a single-address entry, returns whether a drop
 /// event is due (`probe.interval_ns` 0: events are off).
 #[inline(always)]
-fn count_entry(v: *mut EntryCounters, probe: &Probe, exact: bool) -> bool {
+fn count_entry(id: u32, v: *mut EntryCounters, probe: &Probe, exact: bool) -> bool {
     use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
     let Probe {
         len,
@@ -682,6 +684,7 @@ fn count_entry(v: *mut EntryCounters, probe: &Probe, exact: bool) -> bool {
         }
         if (*v).first_seen_ns == 0 {
             (*v).first_seen_ns = now;
+            mark_hit(id);
         }
         (*v).last_seen_ns = now;
         if !exact || interval_ns == 0 || now.wrapping_sub((*v).last_event_ns) < interval_ns {
@@ -689,6 +692,17 @@ fn count_entry(v: *mut EntryCounters, probe: &Probe, exact: bool) -> bool {
         }
         (*v).last_event_ns = now;
         true
+    }
+}
+
+/// Marks entry `id` as hit in `HIT_IDS` (see the ABI note): one byte
+/// store, only on the entry's first hit.
+#[inline(always)]
+fn mark_hit(id: u32) {
+    if let Some(word) = HIT_IDS.get_ptr_mut(id >> 3) {
+        // SAFETY: a byte inside an 8-byte array value, valid for the
+        // program run; a byte store cannot tear a neighbour's mark.
+        unsafe { core::ptr::write_volatile(word.cast::<u8>().add((id & 7) as usize), 1) };
     }
 }
 

@@ -152,3 +152,104 @@ fn a_write_by_another_handle_is_seen_by_the_next_write() {
         3
     );
 }
+
+/// `/metrics` names the hit entries through `HIT_IDS` and a writer's
+/// snapshot instead of a walk: it must find exactly what the walk finds,
+/// with ids that were freed and given again, with entries hit before the
+/// map's marks were complete (a program upgraded in place), and it must
+/// refuse a snapshot that another writer made stale.
+#[test]
+fn hit_entries_through_hit_ids_equal_the_walk() {
+    use blocklist_agent::datapath::{maps::Maps, pin::PinDir};
+    require_root();
+    let mut k = Kernel::load();
+    let pin = PinDir::new(k.pin_dir());
+    let entries = [
+        "192.0.2.7/32",
+        "198.51.100.0/24",
+        "203.0.113.0/28",
+        "10.9.0.0/16",
+        "2001:db8::1/128",
+        "2001:db8:1::/48",
+        "2001:db8:2::/64",
+    ];
+    let all: Vec<(Prefix, u32)> = entries.iter().map(|e| (p(e), 0)).collect();
+    k.maps.insert_many(TrieKind::Block, &all).unwrap();
+    k.maps
+        .insert_manual(TrieKind::Block, p("10.8.0.0/16"))
+        .unwrap();
+    let hit = |k: &mut Kernel, src: &str, n: usize| {
+        let src: std::net::IpAddr = src.parse().unwrap();
+        let dst = if src.is_ipv4() { "10.0.0.1" } else { "fd00::1" };
+        let f = frames::ip(src, dst.parse().unwrap());
+        for _ in 0..n {
+            k.verdict(&f);
+        }
+    };
+    hit(&mut k, "192.0.2.7", 3);
+    hit(&mut k, "198.51.100.77", 2);
+    hit(&mut k, "10.8.1.1", 1);
+    hit(&mut k, "2001:db8::1", 4);
+    hit(&mut k, "2001:db8:2::9", 5);
+    let sorted = |mut v: Vec<blocklist_agent::datapath::maps::HitEntry>| {
+        v.sort_by_key(|(p, _, _)| *p);
+        v
+    };
+    let check = |k: &mut Kernel| {
+        k.maps.installed().unwrap();
+        let snap = k.maps.block_snapshot().expect("a committed mirror");
+        let known = k
+            .maps
+            .hit_block_entries_known(&snap)
+            .unwrap()
+            .expect("a current snapshot is used");
+        let walked = k.maps.hit_block_entries().unwrap();
+        assert_eq!(sorted(known.clone()), sorted(walked));
+        known
+    };
+    let known = check(&mut k);
+    assert_eq!(known.len(), 5, "{known:?}");
+
+    // Freed and given again: the removed entry's counters and mark stay
+    // behind; its successor must not inherit them.
+    k.maps
+        .remove_many(TrieKind::Block, &[p("192.0.2.7/32"), p("198.51.100.0/24")])
+        .unwrap();
+    k.maps
+        .insert_many(
+            TrieKind::Block,
+            &[(p("192.0.2.8/32"), 0), (p("198.51.101.0/24"), 0)],
+        )
+        .unwrap();
+    hit(&mut k, "198.51.101.3", 1);
+    let known = check(&mut k);
+    assert!(
+        known.iter().all(|(q, _, _)| *q != p("192.0.2.8/32")),
+        "{known:?}"
+    );
+
+    // Marks wiped (what a program upgraded in place starts with): the
+    // first reader seeds them from the counters.
+    let words: aya::maps::Array<aya::maps::MapData, u64> = aya::maps::Array::try_from(
+        aya::maps::Map::Array(
+            aya::maps::MapData::from_pin(pin.map(blocklist_ebpf::map_names::HIT_IDS)).unwrap(),
+        ),
+    )
+    .unwrap();
+    let mut words = words;
+    for i in 0..blocklist_ebpf::HIT_IDS_WORDS {
+        if words.get(&i, 0).unwrap() != 0 {
+            words.set(i, &0, 0).unwrap();
+        }
+    }
+    check(&mut k);
+
+    // Another writer: the snapshot no longer matches the maps.
+    let snap = k.maps.block_snapshot().unwrap();
+    let mut other = Maps::open(&pin).unwrap();
+    other
+        .insert_many(TrieKind::Block, &[(p("100.64.0.0/24"), 0)])
+        .unwrap();
+    assert!(k.maps.hit_block_entries_known(&snap).unwrap().is_none());
+    check(&mut k);
+}

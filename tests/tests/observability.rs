@@ -550,16 +550,12 @@ fn kernel_metrics(k: &blocklist_tests::kernel::Kernel) -> Vec<Value> {
         state::StateDir,
     };
     let state = tempfile::tempdir().unwrap();
-    let shared = Shared {
-        pin: PinDir::new(k.pin_dir()),
-        state: StateDir::new(state.path().to_owned()),
-        config: std::sync::RwLock::new(Config::parse("", std::path::Path::new("c.toml")).unwrap()),
-        index: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(
-            FeedIndex::default(),
-        ))),
-        last_sync_seconds: std::sync::RwLock::new(None),
-        top_n: 5,
-    };
+    let shared = Shared::new(
+        PinDir::new(k.pin_dir()),
+        StateDir::new(state.path().to_owned()),
+        Config::parse("[metrics]\ntop_n = 5\n", std::path::Path::new("c.toml")).unwrap(),
+        std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(FeedIndex::default()))),
+    );
     parse_metrics(&metrics::render(&shared).unwrap())
 }
 

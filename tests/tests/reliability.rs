@@ -121,14 +121,12 @@ fn status_of(r: &Value) -> String {
 fn metric(env: &Env, line_prefix: &str) -> Option<f64> {
     let text = std::fs::read_to_string(env.dir.path().join("config.toml")).unwrap();
     let config = Config::parse(&text, Path::new("config.toml")).unwrap();
-    let shared = Shared {
-        pin: PinDir::new(env.fs.pin_dir()),
-        state: StateDir::new(env.state()),
-        config: std::sync::RwLock::new(config),
-        index: Arc::new(std::sync::RwLock::new(Arc::new(FeedIndex::default()))),
-        last_sync_seconds: std::sync::RwLock::new(None),
-        top_n: 5,
-    };
+    let shared = Shared::new(
+        PinDir::new(env.fs.pin_dir()),
+        StateDir::new(env.state()),
+        config,
+        Arc::new(std::sync::RwLock::new(Arc::new(FeedIndex::default()))),
+    );
     let out = metrics::render(&shared).unwrap();
     out.lines()
         .find(|l| l.starts_with(line_prefix))

@@ -110,14 +110,12 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
     let stop = Arc::new(AtomicBool::new(false));
     let reopen_events = Arc::new(AtomicBool::new(false));
     let index = Arc::new(std::sync::RwLock::new(Arc::new(FeedIndex::default())));
-    let shared = Arc::new(Shared {
-        pin: ctx.pin.clone(),
-        state: ctx.state.clone(),
-        config: std::sync::RwLock::new(config.clone()),
-        index: Arc::clone(&index),
-        last_sync_seconds: std::sync::RwLock::new(None),
-        top_n: config.metrics.top_n,
-    });
+    let shared = Arc::new(Shared::new(
+        ctx.pin.clone(),
+        ctx.state.clone(),
+        config.clone(),
+        Arc::clone(&index),
+    ));
     if config.metrics.listen != "off" {
         let addr: std::net::SocketAddr = config.metrics.listen.parse().with_context(|| {
             format!(
@@ -231,6 +229,7 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
                     if let Ok(mut w) = shared.last_sync_seconds.write() {
                         *w = Some(r.seconds);
                     }
+                    publish_blocks(&shared, &mut maps, false);
                     if export_on {
                         match export::render(&maps) {
                             Ok(lists) => {
@@ -263,6 +262,9 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
                 ]);
             }
         }
+        if shared.blocks_wanted.swap(false, Ordering::Relaxed) {
+            publish_blocks(&shared, &mut maps, true);
+        }
         std::thread::sleep(schedule.wait(&config, Instant::now(), TICK));
     }
     notify(&[sd_notify::NotifyState::Stopping]);
@@ -272,6 +274,19 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
         let _ = t.join();
     }
     Ok(())
+}
+
+/// Hands `/metrics` the installed block entries this process knows, so
+/// that a scrape names the hit entries without walking the maps. With
+/// `reread`, first reads the maps again if another process wrote them
+/// (asked for by a scrape that found the snapshot stale).
+fn publish_blocks(shared: &Shared, maps: &mut Maps, reread: bool) {
+    if reread && let Err(e) = maps.installed() {
+        tracing::debug!(error = %e, "could not read the installed entries for /metrics");
+    }
+    if let Ok(mut w) = shared.blocks.write() {
+        *w = maps.block_snapshot();
+    }
 }
 
 /// Tells systemd, when started by it (NOTIFY_SOCKET set); a no-op otherwise.

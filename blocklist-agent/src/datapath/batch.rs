@@ -82,13 +82,73 @@ pub fn lookup_each<K: Copy + Default, V: Copy + Default>(
     chunk: usize,
     mut f: impl FnMut(K, V),
 ) -> Result<usize, BatchError> {
+    let stride = std::mem::size_of::<V>();
+    walk::<K>(fd, chunk, None, usize::MAX, stride, |k, v| {
+        // SAFETY: `v` holds one value of `V`'s exact layout, as the kernel
+        // copied it.
+        f(k, unsafe { std::ptr::read_unaligned(v.as_ptr().cast::<V>()) })
+    })
+}
+
+/// Reads array entries `start..start + count` (fewer at the end of the
+/// array), `chunk` per syscall: the batch walk of an array goes in index
+/// order, so a run of ids costs one syscall per chunk, not one per id.
+pub fn lookup_range<V: Copy + Default>(
+    fd: BorrowedFd<'_>,
+    start: u32,
+    count: usize,
+    chunk: usize,
+    mut f: impl FnMut(u32, V),
+) -> Result<usize, BatchError> {
+    let stride = std::mem::size_of::<V>();
+    let after = start.checked_sub(1);
+    walk::<u32>(fd, chunk.min(count.max(1)), after, count, stride, |k, v| {
+        // SAFETY: as in `lookup_each`.
+        f(k, unsafe { std::ptr::read_unaligned(v.as_ptr().cast::<V>()) })
+    })
+}
+
+/// [`lookup_each`] for a per-CPU map: `f` gets each key with its value on
+/// every possible CPU (`cpus` of them, as `aya::util::nr_cpus` counts).
+pub fn lookup_each_per_cpu<K: Copy + Default, V: Copy + Default>(
+    fd: BorrowedFd<'_>,
+    chunk: usize,
+    cpus: usize,
+    mut f: impl FnMut(K, &[V]),
+) -> Result<usize, BatchError> {
+    // The kernel copies each CPU's value rounded up to 8 bytes.
+    let per_cpu = std::mem::size_of::<V>().next_multiple_of(8);
+    let mut values = Vec::with_capacity(cpus);
+    walk::<K>(fd, chunk, None, usize::MAX, per_cpu * cpus, |k, v| {
+        values.clear();
+        for c in 0..cpus {
+            // SAFETY: CPU `c`'s copy of a `V`, at its 8-byte-rounded offset.
+            values.push(unsafe { std::ptr::read_unaligned(v[c * per_cpu..].as_ptr().cast::<V>()) });
+        }
+        f(k, &values)
+    })
+}
+
+/// The batched walk: up to `limit` entries after key `after` (from the
+/// start when `None`), each value `stride` bytes as the kernel lays them
+/// out, handed to `f` as raw bytes.
+fn walk<K: Copy + Default>(
+    fd: BorrowedFd<'_>,
+    chunk: usize,
+    after: Option<K>,
+    limit: usize,
+    stride: usize,
+    mut f: impl FnMut(K, &[u8]),
+) -> Result<usize, BatchError> {
     let mut done = 0;
     let mut keys = vec![K::default(); chunk];
-    let mut values = vec![V::default(); chunk];
-    let mut in_batch = K::default();
+    // u64 words: every value layout here is at most 8-byte aligned.
+    let mut values = vec![0u64; (chunk * stride).div_ceil(8)];
+    let mut in_batch = after.unwrap_or_default();
     let mut out_batch = K::default();
-    let mut first = true;
-    loop {
+    let mut first = after.is_none();
+    while done < limit {
+        let want = chunk.min(limit - done);
         let mut attr = BatchAttr {
             in_batch: if first {
                 0
@@ -98,14 +158,18 @@ pub fn lookup_each<K: Copy + Default, V: Copy + Default>(
             out_batch: &mut out_batch as *mut K as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
-            count: chunk as u32,
+            count: want as u32,
             map_fd: fd.as_raw_fd() as u32,
             ..Default::default()
         };
         let r = call(BPF_MAP_LOOKUP_BATCH, &mut attr);
         let n = attr.count as usize;
-        for (k, v) in keys[..n].iter().zip(&values[..n]) {
-            f(*k, *v);
+        // SAFETY: the kernel wrote `n` values of `stride` bytes each.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), values.len() * 8)
+        };
+        for (i, k) in keys[..n].iter().enumerate() {
+            f(*k, &bytes[i * stride..(i + 1) * stride]);
         }
         done += n;
         match r {
@@ -117,6 +181,7 @@ pub fn lookup_each<K: Copy + Default, V: Copy + Default>(
         in_batch = out_batch;
         first = false;
     }
+    Ok(done)
 }
 
 /// Inserts `keys[i] -> values[i]` for all i in one syscall.

@@ -36,11 +36,15 @@ use blocklist_ebpf::{
 pub use super::mirror::Installed;
 use super::{
     DatapathError, batch,
-    mirror::Mirror,
+    hit_ids::HitIds,
+    mirror::{BlockSnapshot, Mirror},
     pin::PinDir,
     table::{TableMaps, TableReport},
 };
 use crate::prefix::{Prefix, canonical_addr};
+
+/// A block entry that was hit: its prefix, value and counters.
+pub type HitEntry = (Prefix, EntryValue, EntryCounters);
 
 /// Which pair of tries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1253,29 +1257,150 @@ impl Maps {
             .map_err(map_err(format!("reading ENTRY_COUNTERS[{id}]")))
     }
 
-    /// The counters of the entries `ids`, in order: one lookup each for a
-    /// few, else one batched read of the counters up to the highest id.
+    /// The counters of the entries `ids` (ascending), in order: one
+    /// lookup each for a few, else batched reads of the runs of ids
+    /// (nearby ids in one read, so the cost follows the ids, not the
+    /// array's million slots).
     fn counters_of(&self, ids: &[u32]) -> Result<Vec<EntryCounters>, DatapathError> {
-        if ids.len() < 1024 {
+        if ids.len() < 64 {
             return ids.iter().map(|id| self.entry_counters(*id)).collect();
         }
-        let top = ids.iter().copied().max().unwrap_or(0) as usize;
-        let mut all = vec![EntryCounters::default(); top + 1];
         let fd = self.entry_counters.map().fd().as_fd();
-        // The batched walk of an array reads all of it (64 MB at a million
-        // ids), in a few hundred syscalls.
-        let r = batch::lookup_each::<u32, EntryCounters>(fd, BATCH, |k, v| {
-            if (k as usize) <= top {
-                all[k as usize] = v;
-            }
-        });
-        match r {
-            Ok(_) => Ok(ids.iter().map(|id| all[*id as usize]).collect()),
-            Err(e) if e.unsupported() && e.done == 0 => {
-                ids.iter().map(|id| self.entry_counters(*id)).collect()
-            }
-            Err(e) => Err(DatapathError::other("reading ENTRY_COUNTERS", e.error)),
+        if !ids.is_sorted() {
+            // A walk's ids, in trie order: read every counter up to the
+            // highest id (64 MB at a million, in a few hundred syscalls).
+            let top = ids.iter().copied().max().unwrap_or(0) as usize;
+            let mut all = vec![EntryCounters::default(); top + 1];
+            let r = batch::lookup_each::<u32, EntryCounters>(fd, BATCH, |k, v| {
+                if (k as usize) <= top {
+                    all[k as usize] = v;
+                }
+            });
+            return match r {
+                Ok(_) => Ok(ids.iter().map(|id| all[*id as usize]).collect()),
+                Err(e) if e.unsupported() && e.done == 0 => {
+                    ids.iter().map(|id| self.entry_counters(*id)).collect()
+                }
+                Err(e) => Err(DatapathError::other("reading ENTRY_COUNTERS", e.error)),
+            };
         }
+        let mut out = Vec::with_capacity(ids.len());
+        let mut i = 0;
+        while i < ids.len() {
+            // A run: ids no more than 16 slots apart (a gap costs a 64-byte
+            // copy; a new read, a syscall).
+            let mut j = i + 1;
+            while j < ids.len() && ids[j] - ids[j - 1] <= 16 {
+                j += 1;
+            }
+            let (first, last) = (ids[i], ids[j - 1]);
+            let mut run = Vec::with_capacity((last - first + 1) as usize);
+            let r = batch::lookup_range::<EntryCounters>(
+                fd,
+                first,
+                (last - first + 1) as usize,
+                BATCH,
+                |_, v| run.push(v),
+            );
+            match r {
+                Ok(_) => {}
+                Err(e) if e.unsupported() => {
+                    return ids.iter().map(|id| self.entry_counters(*id)).collect();
+                }
+                Err(e) => return Err(DatapathError::other("reading ENTRY_COUNTERS", e.error)),
+            }
+            for id in &ids[i..j] {
+                out.push(
+                    run.get((id - first) as usize)
+                        .copied()
+                        .unwrap_or_default(),
+                );
+            }
+            i = j;
+        }
+        Ok(out)
+    }
+
+    /// The hit block entries, found through `HIT_IDS` and named by
+    /// `snapshot` (a writer's mirror in this process) instead of a walk of
+    /// the tries; `None` when that cannot be trusted (the maps changed
+    /// since, a write is in progress, or the program predates `HIT_IDS`),
+    /// and the caller walks ([`Maps::hit_block_entries`]).
+    pub fn hit_block_entries_known(
+        &self,
+        snapshot: &BlockSnapshot,
+    ) -> Result<Option<Vec<HitEntry>>, DatapathError> {
+        let Some(blocks) = snapshot.blocks.upgrade() else {
+            return Ok(None);
+        };
+        let meta = self.table_meta()?;
+        if meta.dirty != 0 || meta.generation != snapshot.generation {
+            return Ok(None);
+        }
+        let Some(hit_ids) = self.hit_ids()? else {
+            return Ok(None);
+        };
+        let ids = hit_ids.ids();
+        if ids.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let counters = self.counters_of(&ids)?;
+        let mut hit = vec![0u64; ENTRIES_MAX.div_ceil(64) as usize];
+        for (id, c) in ids.iter().zip(&counters) {
+            if c.packets > 0 {
+                hit[(*id / 64) as usize] |= 1 << (id % 64);
+            }
+        }
+        let mut out = Vec::new();
+        for (p, e) in blocks.iter() {
+            let id = e.id;
+            if id < ENTRIES_MAX && hit[(id / 64) as usize] & (1 << (id % 64)) != 0 {
+                let i = ids.binary_search(&id).expect("marked above");
+                out.push((
+                    *p,
+                    EntryValue {
+                        prefix_len: p.prefix_len() as u32,
+                        flags: e.flags,
+                        id,
+                        _pad: 0,
+                    },
+                    counters[i],
+                ));
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// `HIT_IDS`, mapped, once its marks are complete: seeded here (one
+    /// read of every counter) the first time after the map was created
+    /// under counters that were already counting. `None` when the program
+    /// predates the map, or for a read-only handle before seeding.
+    fn hit_ids(&self) -> Result<Option<HitIds>, DatapathError> {
+        let Some(h) = HitIds::open(&self.pin)? else {
+            return Ok(None);
+        };
+        if !h.seeded() {
+            let mut ids = Vec::new();
+            let fd = self.entry_counters.map().fd().as_fd();
+            batch::lookup_each::<u32, EntryCounters>(fd, BATCH, |id, c| {
+                if c.first_seen_ns != 0 {
+                    ids.push(id);
+                }
+            })
+            .map_err(|e| DatapathError::other("reading ENTRY_COUNTERS", e.error))?;
+            h.seed(ids);
+        }
+        Ok(Some(h))
+    }
+
+    /// The installed block entries as this handle last committed them,
+    /// for a reader in another thread ([`Maps::hit_block_entries_known`]);
+    /// `None` before the first read or while this handle is writing.
+    pub fn block_snapshot(&self) -> Option<BlockSnapshot> {
+        if self.marked {
+            return None;
+        }
+        self.mirror.as_ref().map(Mirror::snapshot)
     }
 
     /// Counters of one block prefix (zero if never hit or not installed).
@@ -1352,24 +1477,36 @@ impl Maps {
     pub fn ip_counters(&self) -> Result<Vec<(IpKey, IpCounters)>, DatapathError> {
         let mut by_key: std::collections::HashMap<IpKey, IpCounters> =
             std::collections::HashMap::new();
-        let slots = self
-            .addr_hits
-            .map()
-            .info()
-            .map_err(map_err("reading the size of ADDR_HITS"))?
-            .max_entries();
-        for i in 0..slots {
-            let per_cpu = self
-                .addr_hits
-                .get(&i, 0)
-                .map_err(map_err(format!("reading ADDR_HITS[{i}]")))?;
-            for s in per_cpu
-                .iter()
-                .filter(|s| s.key.family != 0 && s.counters.packets > 0)
-            {
-                let e = by_key.entry(s.key).or_default();
-                crate::counters::add_ip(e, &s.counters);
+        let mut add = |slot: &AddrHits| {
+            if slot.key.family != 0 && slot.counters.packets > 0 {
+                let e = by_key.entry(slot.key).or_default();
+                crate::counters::add_ip(e, &slot.counters);
             }
+        };
+        // One batched read of every slot on every CPU (a lookup per slot
+        // costs a syscall each: 8 ms for the default 8,192).
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| DatapathError::other(what, e))?;
+        let fd = self.addr_hits.map().fd().as_fd();
+        match batch::lookup_each_per_cpu::<u32, AddrHits>(fd, 1024, cpus.get() as usize, |_, per_cpu| {
+            per_cpu.iter().for_each(&mut add)
+        }) {
+            Ok(_) => {}
+            Err(e) if e.unsupported() => {
+                let slots = self
+                    .addr_hits
+                    .map()
+                    .info()
+                    .map_err(map_err("reading the size of ADDR_HITS"))?
+                    .max_entries();
+                for i in 0..slots {
+                    let per_cpu = self
+                        .addr_hits
+                        .get(&i, 0)
+                        .map_err(map_err(format!("reading ADDR_HITS[{i}]")))?;
+                    per_cpu.iter().for_each(&mut add);
+                }
+            }
+            Err(e) => return Err(DatapathError::other("reading ADDR_HITS", e.error)),
         }
         Ok(by_key.into_iter().collect())
     }

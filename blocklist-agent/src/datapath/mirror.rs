@@ -11,6 +11,8 @@
 //! last, or a dirty flag this process did not set, means another process
 //! (or a killed writer) changed the tries, and the mirror is read again.
 
+use std::sync::{Arc, Weak};
+
 use super::ids::Ids;
 use crate::prefix::Prefix;
 
@@ -28,8 +30,11 @@ pub struct Mirror {
     /// `TABLE_META.generation` the tries had when this was last exact.
     pub generation: u64,
     /// Block entries sorted by prefix: a sorted `Vec` takes a third of a
-    /// hash map's memory at a million entries.
-    block: Vec<(Prefix, Installed)>,
+    /// hash map's memory at a million entries. Behind an `Arc` so that a
+    /// reader in another thread can hold a [`BlockSnapshot`] without a
+    /// copy; writes replace or mutate it in place (a snapshot holds only a
+    /// weak reference, so nothing is cloned unless a reader is mid-read).
+    block: Arc<Vec<(Prefix, Installed)>>,
     /// Allow entries, sorted.
     allow: Vec<Prefix>,
     /// Which ids are taken.
@@ -58,7 +63,7 @@ impl Mirror {
         let ids = Ids::new(block.iter().map(|(_, v)| v.id));
         Self {
             generation,
-            block,
+            block: Arc::new(block),
             allow,
             ids,
             changed: None,
@@ -122,7 +127,8 @@ impl Mirror {
         added.dedup_by_key(|(p, _)| *p);
         added.reverse();
         self.log(added.iter().map(|(p, _)| *p));
-        self.block = merge(std::mem::take(&mut self.block), added, |(p, _)| *p);
+        let old = Arc::unwrap_or_clone(std::mem::take(&mut self.block));
+        self.block = Arc::new(merge(old, added, |(p, _)| *p));
     }
 
     /// Records block entries removed; their ids become free once the table
@@ -132,7 +138,7 @@ impl Mirror {
         let mut gone = removed.to_vec();
         gone.sort_unstable();
         let ids = &mut self.ids;
-        self.block.retain(|(p, v)| {
+        Arc::make_mut(&mut self.block).retain(|(p, v)| {
             let keep = gone.binary_search(p).is_err();
             if !keep {
                 ids.release_later(v.id);
@@ -166,11 +172,35 @@ impl Mirror {
         self.changed = Some(Vec::new());
     }
 
+    /// The block entries, for a reader in another thread. The reader
+    /// checks the maps' generation: writes since the last commit leave
+    /// the kernel dirty or at another generation.
+    pub fn snapshot(&self) -> BlockSnapshot {
+        BlockSnapshot {
+            generation: self.generation,
+            blocks: Arc::downgrade(&self.block),
+        }
+    }
+
     /// Gives an id to a new block entry, or `None` when all
     /// `ENTRIES_MAX - 1` are taken.
     pub fn give_id(&mut self) -> Option<u32> {
         self.ids.give()
     }
+}
+
+/// The installed block entries of one generation of the maps, as a
+/// writer in this process last committed them: what a `/metrics` scrape
+/// names the hit entries by, instead of walking the tries. Valid only
+/// while the maps still have `generation` and are not mid-write, and only
+/// while the writer has not changed them since (the weak reference then
+/// no longer upgrades).
+#[derive(Clone, Debug, Default)]
+pub struct BlockSnapshot {
+    /// `TABLE_META.generation` the entries belong to.
+    pub generation: u64,
+    /// The entries, sorted by prefix.
+    pub blocks: Weak<Vec<(Prefix, Installed)>>,
 }
 
 /// Merges two sorted, deduplicated lists; on equal keys `new` wins.

@@ -76,6 +76,12 @@ impl MappedU64 {
     pub fn store(&self, i: usize, v: u64) {
         self.at(i).store(v, Ordering::Release)
     }
+
+    /// Sets the bits of `v` in value `i` with one atomic read-modify-write,
+    /// so a store the XDP program makes to the same word meanwhile is kept.
+    pub fn or(&self, i: usize, v: u64) {
+        self.at(i).fetch_or(v, Ordering::AcqRel);
+    }
 }
 
 impl Drop for MappedU64 {

@@ -5,6 +5,7 @@
 pub mod attach;
 pub mod batch;
 pub mod error;
+pub mod hit_ids;
 pub mod ids;
 pub mod loader;
 pub mod maps;
