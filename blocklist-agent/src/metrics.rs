@@ -15,7 +15,6 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -184,10 +183,7 @@ impl Shared {
     /// The hit block entries: through `HIT_IDS` and the published
     /// snapshot when they can be trusted, else one walk of the maps (and a
     /// request for a fresh snapshot).
-    fn hit_block_entries(
-        &self,
-        maps: &Maps,
-    ) -> anyhow::Result<Vec<HitEntry>> {
+    fn hit_block_entries(&self, maps: &Maps) -> anyhow::Result<Vec<HitEntry>> {
         let snapshot = self.blocks.read().ok().and_then(|s| s.clone());
         if let Some(s) = snapshot
             && let Some(hit) = maps.hit_block_entries_known(&s)?

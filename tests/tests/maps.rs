@@ -230,12 +230,11 @@ fn hit_entries_through_hit_ids_equal_the_walk() {
 
     // Marks wiped (what a program upgraded in place starts with): the
     // first reader seeds them from the counters.
-    let words: aya::maps::Array<aya::maps::MapData, u64> = aya::maps::Array::try_from(
-        aya::maps::Map::Array(
+    let words: aya::maps::Array<aya::maps::MapData, u64> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(
             aya::maps::MapData::from_pin(pin.map(blocklist_ebpf::map_names::HIT_IDS)).unwrap(),
-        ),
-    )
-    .unwrap();
+        ))
+        .unwrap();
     let mut words = words;
     for i in 0..blocklist_ebpf::HIT_IDS_WORDS {
         if words.get(&i, 0).unwrap() != 0 {

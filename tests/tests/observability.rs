@@ -554,7 +554,9 @@ fn kernel_metrics(k: &blocklist_tests::kernel::Kernel) -> Vec<Value> {
         PinDir::new(k.pin_dir()),
         StateDir::new(state.path().to_owned()),
         Config::parse("[metrics]\ntop_n = 5\n", std::path::Path::new("c.toml")).unwrap(),
-        std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(FeedIndex::default()))),
+        std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(
+            FeedIndex::default(),
+        ))),
     );
     parse_metrics(&metrics::render(&shared).unwrap())
 }

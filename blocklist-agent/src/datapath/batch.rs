@@ -86,7 +86,9 @@ pub fn lookup_each<K: Copy + Default, V: Copy + Default>(
     walk::<K>(fd, chunk, None, usize::MAX, stride, |k, v| {
         // SAFETY: `v` holds one value of `V`'s exact layout, as the kernel
         // copied it.
-        f(k, unsafe { std::ptr::read_unaligned(v.as_ptr().cast::<V>()) })
+        f(k, unsafe {
+            std::ptr::read_unaligned(v.as_ptr().cast::<V>())
+        })
     })
 }
 
@@ -104,7 +106,9 @@ pub fn lookup_range<V: Copy + Default>(
     let after = start.checked_sub(1);
     walk::<u32>(fd, chunk.min(count.max(1)), after, count, stride, |k, v| {
         // SAFETY: as in `lookup_each`.
-        f(k, unsafe { std::ptr::read_unaligned(v.as_ptr().cast::<V>()) })
+        f(k, unsafe {
+            std::ptr::read_unaligned(v.as_ptr().cast::<V>())
+        })
     })
 }
 
@@ -165,9 +169,8 @@ fn walk<K: Copy + Default>(
         let r = call(BPF_MAP_LOOKUP_BATCH, &mut attr);
         let n = attr.count as usize;
         // SAFETY: the kernel wrote `n` values of `stride` bytes each.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), values.len() * 8)
-        };
+        let bytes =
+            unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), values.len() * 8) };
         for (i, k) in keys[..n].iter().enumerate() {
             f(*k, &bytes[i * stride..(i + 1) * stride]);
         }

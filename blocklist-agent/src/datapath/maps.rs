@@ -1310,11 +1310,7 @@ impl Maps {
                 Err(e) => return Err(DatapathError::other("reading ENTRY_COUNTERS", e.error)),
             }
             for id in &ids[i..j] {
-                out.push(
-                    run.get((id - first) as usize)
-                        .copied()
-                        .unwrap_or_default(),
-                );
+                out.push(run.get((id - first) as usize).copied().unwrap_or_default());
             }
             i = j;
         }
@@ -1487,9 +1483,12 @@ impl Maps {
         // costs a syscall each: 8 ms for the default 8,192).
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| DatapathError::other(what, e))?;
         let fd = self.addr_hits.map().fd().as_fd();
-        match batch::lookup_each_per_cpu::<u32, AddrHits>(fd, 1024, cpus.get() as usize, |_, per_cpu| {
-            per_cpu.iter().for_each(&mut add)
-        }) {
+        match batch::lookup_each_per_cpu::<u32, AddrHits>(
+            fd,
+            1024,
+            cpus.get() as usize,
+            |_, per_cpu| per_cpu.iter().for_each(&mut add),
+        ) {
             Ok(_) => {}
             Err(e) if e.unsupported() => {
                 let slots = self

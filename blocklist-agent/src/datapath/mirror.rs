@@ -127,8 +127,24 @@ impl Mirror {
         added.dedup_by_key(|(p, _)| *p);
         added.reverse();
         self.log(added.iter().map(|(p, _)| *p));
-        let old = Arc::unwrap_or_clone(std::mem::take(&mut self.block));
-        self.block = Arc::new(merge(old, added, |(p, _)| *p));
+        if self.block.is_empty() {
+            // The first load of a million entries: no second copy.
+            self.block = Arc::new(added);
+            return;
+        }
+        // In place: re-flagged entries are overwritten where they are, new
+        // ones merged in from the back, so a 1% change moves the entries
+        // once and allocates nothing new (a merge into a fresh Vec copied
+        // all of them).
+        let block = Arc::make_mut(&mut self.block);
+        let mut fresh = Vec::new();
+        for (p, v) in added {
+            match block.binary_search_by_key(&p, |(q, _)| *q) {
+                Ok(i) => block[i].1 = v,
+                Err(_) => fresh.push((p, v)),
+            }
+        }
+        merge_into(block, fresh, |(p, _)| *p);
     }
 
     /// Records block entries removed; their ids become free once the table
@@ -137,13 +153,18 @@ impl Mirror {
         self.log(removed.iter().copied());
         let mut gone = removed.to_vec();
         gone.sort_unstable();
+        gone.dedup();
         let ids = &mut self.ids;
+        // Both sorted: one pass, not a search per entry.
+        let mut next = gone.iter().peekable();
         Arc::make_mut(&mut self.block).retain(|(p, v)| {
-            let keep = gone.binary_search(p).is_err();
-            if !keep {
+            while next.next_if(|g| *g < p).is_some() {}
+            if next.next_if(|g| *g == p).is_some() {
                 ids.release_later(v.id);
+                false
+            } else {
+                true
             }
-            keep
         });
     }
 
@@ -201,6 +222,28 @@ pub struct BlockSnapshot {
     pub generation: u64,
     /// The entries, sorted by prefix.
     pub blocks: Weak<Vec<(Prefix, Installed)>>,
+}
+
+/// Merges `fresh` (sorted, distinct, none already in `block`) into the
+/// sorted `block` in place, from the back.
+fn merge_into<T: Copy, K: Ord>(block: &mut Vec<T>, fresh: Vec<T>, key: impl Fn(&T) -> K) {
+    if fresh.is_empty() {
+        return;
+    }
+    let (n, k) = (block.len(), fresh.len());
+    let filler = fresh[0];
+    block.resize(n + k, filler);
+    let (mut i, mut j, mut out) = (n, k, n + k);
+    while j > 0 {
+        out -= 1;
+        if i > 0 && key(&block[i - 1]) > key(&fresh[j - 1]) {
+            block[out] = block[i - 1];
+            i -= 1;
+        } else {
+            block[out] = fresh[j - 1];
+            j -= 1;
+        }
+    }
 }
 
 /// Merges two sorted, deduplicated lists; on equal keys `new` wins.
@@ -262,6 +305,22 @@ mod tests {
         m.committed(8);
         assert_eq!(m.generation, 8);
         assert_eq!(m.give_id(), Some(1));
+    }
+
+    #[test]
+    fn a_snapshot_never_sees_a_later_write() {
+        let mut m = Mirror::new(3, vec![(p("192.0.2.0/24"), v(0, 1))], vec![]);
+        let snap = m.snapshot();
+        assert_eq!(snap.generation, 3);
+        let held = snap.blocks.upgrade().unwrap();
+        m.put_blocks(vec![(p("198.51.100.0/24"), v(0, 2))]);
+        m.remove_blocks(&[p("192.0.2.0/24")]);
+        assert_eq!(held.as_slice(), &[(p("192.0.2.0/24"), v(0, 1))]);
+        drop(held);
+        // Written since: the old snapshot is gone, not rewritten under it.
+        assert!(snap.blocks.upgrade().is_none());
+        let fresh = m.snapshot().blocks.upgrade().unwrap();
+        assert_eq!(fresh.as_slice(), &[(p("198.51.100.0/24"), v(0, 2))]);
     }
 
     proptest! {
