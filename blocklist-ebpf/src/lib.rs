@@ -113,6 +113,14 @@
 //! before this map existed (a program upgraded in place); until then a
 //! reader walks, as before.
 //!
+//! # Programs
+//!
+//! [`PROGRAM_NAME`] is the XDP program (ingress). The cgroup egress
+//! programs ([`EGRESS_PROGRAMS`], `cgroup/connect4` etc.) refuse a
+//! connection or datagram from the host to a blocked address with the
+//! same lookup, and count it in the entry's counters with
+//! [`DIRECTION_EGRESS`] (`EntryCounters::egress_packets`).
+//!
 //! A zeroed [`Config`] is the default configuration (drop, match both,
 //! events at the default rate), so a freshly created map is already correct.
 #![no_std]
@@ -189,6 +197,15 @@ pub mod map_names {
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "blocklist";
+
+/// The cgroup egress programs in the object file, and the hook each one
+/// attaches to (`connect4` etc., as the kernel names them).
+pub const EGRESS_PROGRAMS: [(&str, &str); 4] = [
+    ("egress_connect4", "connect4"),
+    ("egress_connect6", "connect6"),
+    ("egress_sendmsg4", "sendmsg4"),
+    ("egress_sendmsg6", "sendmsg6"),
+];
 /// Name of the empty `XDP_PASS` program shipped beside it, the cost floor
 /// that benchmarks compare against.
 pub const FLOOR_PROGRAM_NAME: &str = "xdp_pass_floor";
@@ -294,6 +311,9 @@ pub const FAMILY_V6: u8 = 6;
 pub const DIRECTION_SRC: u8 = 1;
 /// The address that matched was the packet's destination.
 pub const DIRECTION_DST: u8 = 2;
+/// The address was the destination of a connection or datagram the host
+/// itself tried to send (the cgroup egress hooks).
+pub const DIRECTION_EGRESS: u8 = 3;
 
 /// Value stored in the block and allow tries and the exact maps: what the
 /// entry is. Its hit counters live in `ENTRY_COUNTERS` under its `id`, so
@@ -352,8 +372,9 @@ pub struct EntryCounters {
     pub last_seen_ns: u64,
     /// Of the last drop event for a single-address entry.
     pub last_event_ns: u64,
-    /// Zero.
-    pub _pad: u64,
+    /// Of `packets`, the connections and datagrams of this host that the
+    /// egress hooks refused (no bytes are counted for those: none left).
+    pub egress_packets: u64,
 }
 
 impl EntryCounters {

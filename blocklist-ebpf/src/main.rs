@@ -12,6 +12,8 @@
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
+mod egress;
+#[cfg(target_arch = "bpf")]
 mod program;
 
 #[cfg(not(target_arch = "bpf"))]

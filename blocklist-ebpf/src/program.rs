@@ -37,13 +37,13 @@ use aya_ebpf::{
 };
 use blocklist_ebpf::{
     ACTION_MONITOR, ALLOW_MAX_ENTRIES, BLOCK_V4_MAX_ENTRIES, BLOCK_V6_MAX_ENTRIES,
-    CHUNK_SEARCH_STEPS, CHUNK_V6_SEARCH_STEPS, Config, DIRECTION_DST, DIRECTION_SRC, DropEvent,
-    ENTRIES_MAX, EVENT_DEFAULT_INTERVAL_MS, EVENT_INTERVAL_OFF, EVENT_RATE_MAX_ENTRIES,
-    EVENTS_RING_BYTES, EXACT_V4_MAX_ENTRIES, EXACT_V6_MAX_ENTRIES, EntryCounters, EntryValue,
-    FAMILY_V4, FAMILY_V6, GlobalCounters, HIT_IDS_WORDS, IpCounters, IpKey, LOOKUP_TRIE, MATCH_DST,
-    MATCH_SRC, RANGES_V4_RECORDS, RANGES_V6_RECORDS, RESULT_ALLOWED, RESULT_BLOCKED, RESULT_DEEP,
-    RESULT_ID_MASK, RESULT_LEN_MASK, RESULT_LEN_SHIFT, SLOT_CHUNK, TABLE_V4_SLOTS, TABLE_V6_SLOTS,
-    TableMeta, v4_trie_data,
+    CHUNK_SEARCH_STEPS, CHUNK_V6_SEARCH_STEPS, Config, DIRECTION_DST, DIRECTION_EGRESS,
+    DIRECTION_SRC, DropEvent, ENTRIES_MAX, EVENT_DEFAULT_INTERVAL_MS, EVENT_INTERVAL_OFF,
+    EVENT_RATE_MAX_ENTRIES, EVENTS_RING_BYTES, EXACT_V4_MAX_ENTRIES, EXACT_V6_MAX_ENTRIES,
+    EntryCounters, EntryValue, FAMILY_V4, FAMILY_V6, GlobalCounters, HIT_IDS_WORDS, IpCounters,
+    IpKey, LOOKUP_TRIE, MATCH_DST, MATCH_SRC, RANGES_V4_RECORDS, RANGES_V6_RECORDS, RESULT_ALLOWED,
+    RESULT_BLOCKED, RESULT_DEEP, RESULT_ID_MASK, RESULT_LEN_MASK, RESULT_LEN_SHIFT, SLOT_CHUNK,
+    TABLE_V4_SLOTS, TABLE_V6_SLOTS, TableMeta, v4_trie_data,
 };
 use blocklist_ebpf::{
     ADDR_SLOTS_DEFAULT, ADDR_VOTES_MAX, AddrHits, EVENT_BUDGET_DEFAULT, EventBudget,
@@ -77,7 +77,7 @@ static ADDR_HITS: PerCpuArray<AddrHits> = PerCpuArray::pinned(ADDR_SLOTS_DEFAULT
 #[map]
 static GLOBAL: PerCpuArray<GlobalCounters> = PerCpuArray::pinned(1, 0);
 #[map]
-static CONFIG: Array<Config> = Array::pinned(1, 0);
+pub(crate) static CONFIG: Array<Config> = Array::pinned(1, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::pinned(EVENTS_RING_BYTES, 0);
 #[map]
@@ -385,7 +385,7 @@ fn ports(ctx: &XdpContext, l4: usize, pkt: &mut Packet) {
 }
 
 /// Outcome of looking one address up.
-enum Lookup {
+pub(crate) enum Lookup {
     Miss,
     Allowed,
     /// Prefix length, and for a single-address entry whether its own
@@ -394,7 +394,7 @@ enum Lookup {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Exact {
+pub(crate) enum Exact {
     /// A trie entry: per-address counting and event limits go through
     /// `IP_HITS` and `EVENT_RATE`.
     No,
@@ -415,21 +415,21 @@ const LOOKUP_EVENT: u64 = 1 << 9;
 /// What a lookup needs to count a hit in the entry it finds, and the time
 /// of that hit, which it hands back so the rest of the drop path need not
 /// read the clock again.
-struct Probe {
+pub(crate) struct Probe {
     /// Frame length.
-    len: u64,
+    pub(crate) len: u64,
     /// Minimum gap between two events for one address; 0: events off.
-    interval_ns: u64,
+    pub(crate) interval_ns: u64,
     /// `bpf_ktime_get_coarse_ns()` of the hit (set by a blocking lookup).
-    now: u64,
+    pub(crate) now: u64,
     /// [`DIRECTION_SRC`] or [`DIRECTION_DST`]: which address is looked up.
-    direction: u8,
+    pub(crate) direction: u8,
     /// Decide IPv4 with the compiled table.
-    table: bool,
+    pub(crate) table: bool,
 }
 
 #[inline(always)]
-fn lookup(addr: &[u8; 16], family: u8, probe: &mut Probe) -> Lookup {
+pub(crate) fn lookup(addr: &[u8; 16], family: u8, probe: &mut Probe) -> Lookup {
     let r = lookup_raw(addr, family, probe);
     let exact = match r & (LOOKUP_EXACT | LOOKUP_EVENT) {
         0 => Exact::No,
@@ -681,6 +681,8 @@ fn count_entry(id: u32, v: *mut EntryCounters, probe: &Probe, exact: bool) -> bo
         if direction == DIRECTION_DST {
             atomic_xadd::<u64, u64, { Relaxed }>(&raw mut (*v).dst_packets, 1);
             atomic_xadd::<u64, u64, { Relaxed }>(&raw mut (*v).dst_bytes, len);
+        } else if direction == DIRECTION_EGRESS {
+            atomic_xadd::<u64, u64, { Relaxed }>(&raw mut (*v).egress_packets, 1);
         }
         if (*v).first_seen_ns == 0 {
             (*v).first_seen_ns = now;

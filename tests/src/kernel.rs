@@ -99,6 +99,13 @@ impl Kernel {
         attach(self.loaded.floor_program().expect("floor program"), "xbkd1");
     }
 
+    /// Attaches the cgroup egress hooks to `cgroup` (pinned with the maps).
+    pub fn attach_egress(&mut self, cgroup: &std::path::Path) {
+        let pin = blocklist_agent::datapath::pin::PinDir::new(self.pin_dir());
+        blocklist_agent::datapath::cgroup::attach(&mut self.loaded, &pin, cgroup)
+            .expect("attaching the egress hooks");
+    }
+
     /// Runs one frame through the program; returns the XDP action.
     pub fn verdict(&mut self, frame: &[u8]) -> u32 {
         let prog = self.loaded.program().expect("program");

@@ -120,7 +120,7 @@ fn build() -> Result<()> {
 }
 
 /// Suites run a second time in trie mode.
-const TRIE_SUITES: [&str; 5] = ["kept", "table", "maps", "e2e", "reliability"];
+const TRIE_SUITES: [&str; 6] = ["kept", "table", "maps", "e2e", "reliability", "egress"];
 
 /// Seconds each fuzz target runs in `cargo xtask test`.
 const FUZZ_SECONDS_IN_TEST: u64 = 30;

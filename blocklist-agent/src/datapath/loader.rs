@@ -7,7 +7,7 @@
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{ProgramError, Xdp},
+    programs::{CgroupSockAddr, ProgramError, Xdp},
 };
 use blocklist_ebpf::{FLOOR_PROGRAM_NAME, PROGRAM_NAME, map_names};
 
@@ -119,6 +119,33 @@ impl Loaded {
             Err(e) => return Err(DatapathError::other("loading the floor program", e)),
         }
         Ok(p)
+    }
+
+    /// A cgroup egress program (one of `EGRESS_PROGRAMS`), loaded on
+    /// first use.
+    pub fn egress_program(&mut self, name: &str) -> Result<&mut CgroupSockAddr, DatapathError> {
+        let prog: &mut CgroupSockAddr = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| DatapathError::Other {
+                what: format!("the embedded object has no program `{name}`"),
+                source: "rebuild the agent".into(),
+            })?
+            .try_into()
+            .map_err(|e| {
+                DatapathError::other(
+                    format!("program `{name}` is not a cgroup sock_addr program"),
+                    e,
+                )
+            })?;
+        match prog.fd() {
+            Ok(_) => {}
+            Err(ProgramError::NotLoaded) => prog
+                .load()
+                .map_err(|e| DatapathError::other(format!("loading `{name}` (verifier)"), e))?,
+            Err(e) => return Err(DatapathError::other(format!("loading `{name}`"), e)),
+        }
+        Ok(prog)
     }
 
     fn xdp(&mut self, name: &str) -> Result<&mut Xdp, DatapathError> {

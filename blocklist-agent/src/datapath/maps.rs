@@ -1399,6 +1399,15 @@ impl Maps {
         self.mirror.as_ref().map(Mirror::snapshot)
     }
 
+    /// Every counter of one block prefix, with the direction split (zero
+    /// if never hit or not installed).
+    pub fn prefix_entry_counters(&self, prefix: Prefix) -> Result<EntryCounters, DatapathError> {
+        match self.get_exact(TrieKind::Block, prefix)? {
+            Some(v) => self.entry_counters(v.id),
+            None => Ok(EntryCounters::default()),
+        }
+    }
+
     /// Counters of one block prefix (zero if never hit or not installed).
     pub fn prefix_counters(&self, prefix: Prefix) -> Result<PrefixCounters, DatapathError> {
         match self.get_exact(TrieKind::Block, prefix)? {

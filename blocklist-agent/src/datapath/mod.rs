@@ -4,6 +4,7 @@
 
 pub mod attach;
 pub mod batch;
+pub mod cgroup;
 pub mod error;
 pub mod hit_ids;
 pub mod ids;

@@ -48,6 +48,16 @@ impl PinDir {
         self.links_dir().join(iface)
     }
 
+    /// Directory of the pinned cgroup egress links, one per hook.
+    pub fn egress_dir(&self) -> PathBuf {
+        self.root.join("egress")
+    }
+
+    /// Where the link of one cgroup egress hook (`connect4`, ...) is pinned.
+    pub fn egress_link(&self, hook: &str) -> PathBuf {
+        self.egress_dir().join(hook)
+    }
+
     /// True when the maps are pinned here.
     pub fn has_maps(&self) -> bool {
         self.map(blocklist_ebpf::map_names::BLOCK_V4).exists()
@@ -100,6 +110,7 @@ impl PinDir {
             }
         }
         let _ = fs::remove_dir(self.links_dir());
+        let _ = fs::remove_dir(self.egress_dir());
         let _ = fs::remove_dir(&self.root);
         Ok(())
     }
