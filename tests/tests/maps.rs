@@ -173,7 +173,15 @@ fn hit_entries_through_hit_ids_equal_the_walk() {
         "2001:db8:1::/48",
         "2001:db8:2::/64",
     ];
-    let all: Vec<(Prefix, u32)> = entries.iter().map(|e| (p(e), 0)).collect();
+    let mut all: Vec<(Prefix, u32)> = entries.iter().map(|e| (p(e), 0)).collect();
+    // Enough others that the walk reads its counters in batched runs, in
+    // trie order rather than id order.
+    all.extend((0..300u32).map(|i| {
+        (
+            Prefix::host(std::net::Ipv4Addr::from(0xc612_0000 | (i * 7919 % 65_536)).into()),
+            0,
+        )
+    }));
     k.maps.insert_many(TrieKind::Block, &all).unwrap();
     k.maps
         .insert_manual(TrieKind::Block, p("10.8.0.0/16"))

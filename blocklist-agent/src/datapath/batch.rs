@@ -83,13 +83,7 @@ pub fn lookup_each<K: Copy + Default, V: Copy + Default>(
     mut f: impl FnMut(K, V),
 ) -> Result<usize, BatchError> {
     let stride = std::mem::size_of::<V>();
-    walk::<K>(fd, chunk, None, usize::MAX, stride, |k, v| {
-        // SAFETY: `v` holds one value of `V`'s exact layout, as the kernel
-        // copied it.
-        f(k, unsafe {
-            std::ptr::read_unaligned(v.as_ptr().cast::<V>())
-        })
-    })
+    walk::<K>(fd, chunk, None, usize::MAX, stride, |k, v| f(k, value(v)))
 }
 
 /// Reads array entries `start..start + count` (fewer at the end of the
@@ -105,10 +99,7 @@ pub fn lookup_range<V: Copy + Default>(
     let stride = std::mem::size_of::<V>();
     let after = start.checked_sub(1);
     walk::<u32>(fd, chunk.min(count.max(1)), after, count, stride, |k, v| {
-        // SAFETY: as in `lookup_each`.
-        f(k, unsafe {
-            std::ptr::read_unaligned(v.as_ptr().cast::<V>())
-        })
+        f(k, value(v))
     })
 }
 
@@ -125,12 +116,18 @@ pub fn lookup_each_per_cpu<K: Copy + Default, V: Copy + Default>(
     let mut values = Vec::with_capacity(cpus);
     walk::<K>(fd, chunk, None, usize::MAX, per_cpu * cpus, |k, v| {
         values.clear();
-        for c in 0..cpus {
-            // SAFETY: CPU `c`'s copy of a `V`, at its 8-byte-rounded offset.
-            values.push(unsafe { std::ptr::read_unaligned(v[c * per_cpu..].as_ptr().cast::<V>()) });
-        }
+        // CPU `c`'s copy, at its 8-byte-rounded offset.
+        values.extend((0..cpus).map(|c| value::<V>(&v[c * per_cpu..])));
         f(k, &values)
     })
+}
+
+/// The `V` at the start of `bytes`, a value as the kernel copied it.
+fn value<V: Copy>(bytes: &[u8]) -> V {
+    assert!(bytes.len() >= std::mem::size_of::<V>());
+    // SAFETY: in bounds (checked above); `V` is a plain `repr(C)` map
+    // value, valid for any bytes the kernel wrote; the read is unaligned.
+    unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<V>()) }
 }
 
 /// The batched walk: up to `limit` entries after key `after` (from the

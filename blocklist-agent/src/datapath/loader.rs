@@ -111,13 +111,7 @@ impl Loaded {
     /// The empty `XDP_PASS` program, loaded on first use (benchmark floor).
     pub fn floor_program(&mut self) -> Result<&mut Xdp, DatapathError> {
         let p = self.xdp(FLOOR_PROGRAM_NAME)?;
-        match p.fd() {
-            Ok(_) => {}
-            Err(ProgramError::NotLoaded) => p
-                .load()
-                .map_err(|e| DatapathError::other("loading the floor program", e))?,
-            Err(e) => return Err(DatapathError::other("loading the floor program", e)),
-        }
+        load_once(p.fd().map(|_| ()), || p.load(), "the floor program")?;
         Ok(p)
     }
 
@@ -138,13 +132,7 @@ impl Loaded {
                     e,
                 )
             })?;
-        match prog.fd() {
-            Ok(_) => {}
-            Err(ProgramError::NotLoaded) => prog
-                .load()
-                .map_err(|e| DatapathError::other(format!("loading `{name}` (verifier)"), e))?,
-            Err(e) => return Err(DatapathError::other(format!("loading `{name}`"), e)),
-        }
+        load_once(prog.fd().map(|_| ()), || prog.load(), &format!("`{name}`"))?;
         Ok(prog)
     }
 
@@ -158,5 +146,21 @@ impl Loaded {
             })?;
         prog.try_into()
             .map_err(|e| DatapathError::other(format!("program `{name}` is not XDP"), e))
+    }
+}
+
+/// Loads a program on first use: `state` is its `fd()` (`NotLoaded`
+/// until then), `load` runs the verifier.
+fn load_once(
+    state: Result<(), ProgramError>,
+    load: impl FnOnce() -> Result<(), ProgramError>,
+    what: &str,
+) -> Result<(), DatapathError> {
+    match state {
+        Ok(()) => Ok(()),
+        Err(ProgramError::NotLoaded) => {
+            load().map_err(|e| DatapathError::other(format!("loading {what} (verifier)"), e))
+        }
+        Err(e) => Err(DatapathError::other(format!("loading {what}"), e)),
     }
 }

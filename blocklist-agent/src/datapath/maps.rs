@@ -1257,43 +1257,28 @@ impl Maps {
             .map_err(map_err(format!("reading ENTRY_COUNTERS[{id}]")))
     }
 
-    /// The counters of the entries `ids` (ascending), in order: one
-    /// lookup each for a few, else batched reads of the runs of ids
-    /// (nearby ids in one read, so the cost follows the ids, not the
-    /// array's million slots).
+    /// The counters of the entries `ids`, in order: one lookup each for a
+    /// few, else batched reads of the runs of nearby ids (so the cost
+    /// follows the ids, not the array's million slots).
     fn counters_of(&self, ids: &[u32]) -> Result<Vec<EntryCounters>, DatapathError> {
         if ids.len() < 64 {
             return ids.iter().map(|id| self.entry_counters(*id)).collect();
         }
+        // A walk hands its ids in trie order: read them in id order.
+        let mut order: Vec<u32> = (0..ids.len() as u32).collect();
+        order.sort_unstable_by_key(|&i| ids[i as usize]);
         let fd = self.entry_counters.map().fd().as_fd();
-        if !ids.is_sorted() {
-            // A walk's ids, in trie order: read every counter up to the
-            // highest id (64 MB at a million, in a few hundred syscalls).
-            let top = ids.iter().copied().max().unwrap_or(0) as usize;
-            let mut all = vec![EntryCounters::default(); top + 1];
-            let r = batch::lookup_each::<u32, EntryCounters>(fd, BATCH, |k, v| {
-                if (k as usize) <= top {
-                    all[k as usize] = v;
-                }
-            });
-            return match r {
-                Ok(_) => Ok(ids.iter().map(|id| all[*id as usize]).collect()),
-                Err(e) if e.unsupported() && e.done == 0 => {
-                    ids.iter().map(|id| self.entry_counters(*id)).collect()
-                }
-                Err(e) => Err(DatapathError::other("reading ENTRY_COUNTERS", e.error)),
-            };
-        }
-        let mut out = Vec::with_capacity(ids.len());
+        let mut out = vec![EntryCounters::default(); ids.len()];
         let mut i = 0;
-        while i < ids.len() {
+        while i < order.len() {
             // A run: ids no more than 16 slots apart (a gap costs a 64-byte
             // copy; a new read, a syscall).
+            let id_at = |k: usize| ids[order[k] as usize];
             let mut j = i + 1;
-            while j < ids.len() && ids[j] - ids[j - 1] <= 16 {
+            while j < order.len() && id_at(j) - id_at(j - 1) <= 16 {
                 j += 1;
             }
-            let (first, last) = (ids[i], ids[j - 1]);
+            let (first, last) = (id_at(i), id_at(j - 1));
             let mut run = Vec::with_capacity((last - first + 1) as usize);
             let r = batch::lookup_range::<EntryCounters>(
                 fd,
@@ -1309,8 +1294,11 @@ impl Maps {
                 }
                 Err(e) => return Err(DatapathError::other("reading ENTRY_COUNTERS", e.error)),
             }
-            for id in &ids[i..j] {
-                out.push(run.get((id - first) as usize).copied().unwrap_or_default());
+            for k in i..j {
+                out[order[k] as usize] = run
+                    .get((id_at(k) - first) as usize)
+                    .copied()
+                    .unwrap_or_default();
             }
             i = j;
         }
@@ -1370,7 +1358,7 @@ impl Maps {
     /// `HIT_IDS`, mapped, once its marks are complete: seeded here (one
     /// read of every counter) the first time after the map was created
     /// under counters that were already counting. `None` when the program
-    /// predates the map, or for a read-only handle before seeding.
+    /// predates the map.
     fn hit_ids(&self) -> Result<Option<HitIds>, DatapathError> {
         let Some(h) = HitIds::open(&self.pin)? else {
             return Ok(None);
