@@ -173,6 +173,48 @@ pub struct Datapath {
     pub lookup: Lookup,
 }
 
+/// Which egress hooks `attach` and `run` put in place (`[egress] mode`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EgressMode {
+    /// The cgroup socket hooks and the TC egress classifier on every
+    /// attached interface: the `OUTPUT` (and outgoing `FORWARD`) chain of
+    /// the job this replaces.
+    #[default]
+    Both,
+    /// Only the cgroup socket hooks (refuse `connect`/`sendmsg`, name the
+    /// process).
+    Cgroup,
+    /// Only the TC egress classifier (every frame leaving an interface).
+    Tc,
+    /// No egress blocking.
+    Off,
+}
+
+impl EgressMode {
+    /// The cgroup socket hooks are wanted.
+    pub fn cgroup(self) -> bool {
+        matches!(self, Self::Both | Self::Cgroup)
+    }
+
+    /// The TC egress classifier is wanted.
+    pub fn tc(self) -> bool {
+        matches!(self, Self::Both | Self::Tc)
+    }
+}
+
+/// The `[egress]` table.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Egress {
+    /// `both` (default), `cgroup`, `tc` or `off`.
+    pub mode: EgressMode,
+    /// The cgroup v2 directory the socket hooks attach to (they apply to
+    /// it and every cgroup below it); default the root of the cgroup2
+    /// hierarchy, found in `/proc/self/mountinfo`.
+    pub cgroup: Option<PathBuf>,
+}
+
 /// The environment variable that overrides `[datapath] lookup`.
 pub const LOOKUP_ENV: &str = "XDP_BLOCKLIST_LOOKUP";
 
@@ -488,6 +530,8 @@ pub struct Config {
     pub access: crate::access::AccessConfig,
     /// The XDP program's lookup.
     pub datapath: Datapath,
+    /// Blocking of what the host itself sends.
+    pub egress: Egress,
 }
 
 impl Default for Config {
@@ -511,6 +555,7 @@ impl Default for Config {
             export: Export::default(),
             access: Default::default(),
             datapath: Datapath::default(),
+            egress: Egress::default(),
         }
     }
 }
@@ -815,5 +860,18 @@ output = "stdout"
         let c = Config::parse("match = \"src\"\nxdp_mode = \"skb\"", Path::new("c.toml")).unwrap();
         assert_eq!(c.match_mode, MatchMode::Src);
         assert_eq!(c.xdp_mode, Some(RequestedMode::Skb));
+        let c = Config::parse(
+            "xdp_mode = \"tc\"\n[egress]\nmode = \"cgroup\"\ncgroup = \"/sys/fs/cgroup/edge\"",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.xdp_mode, Some(RequestedMode::Tc));
+        assert_eq!(c.egress.mode, EgressMode::Cgroup);
+        assert_eq!(
+            c.egress.cgroup.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/edge"))
+        );
+        assert_eq!(Config::default().egress.mode, EgressMode::Both);
+        assert!(Config::parse("[egress]\nmode = \"out\"", Path::new("c.toml")).is_err());
     }
 }

@@ -31,7 +31,10 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{Map, MapData, RingBuf};
-use blocklist_ebpf::{ACTION_MONITOR, DIRECTION_DST, DropEvent, FAMILY_V4, map_names};
+use blocklist_ebpf::{
+    ACTION_MONITOR, DIRECTION_DST, DIRECTION_EGRESS, DROP_EVENT_V1_BYTES, DropEvent, FAMILY_V4,
+    HOOK_CGROUP, HOOK_NAMES, map_names,
+};
 use serde_json::{Value, json};
 
 use crate::{counters::ktime_to_system, datapath::pin::PinDir, metrics::FeedIndex, prefix::Prefix};
@@ -98,11 +101,14 @@ fn ifname(ifindex: u32) -> String {
 pub fn to_json(e: &DropEvent, index: &FeedIndex) -> Value {
     let src = address(&e.src, e.family);
     let dst = address(&e.dst, e.family);
-    let hit = if e.direction == DIRECTION_DST {
-        dst
+    // `address` says which address matched; records from before the
+    // egress hooks leave it 0 and say it with `direction`.
+    let matched = if e.address != 0 {
+        e.address
     } else {
-        src
+        e.direction
     };
+    let hit = if matched == DIRECTION_DST { dst } else { src };
     let hit = crate::prefix::canonical_addr(hit);
     let max = if hit.is_ipv4() { 32 } else { 128 };
     let prefix = ipnet::IpNet::new(hit, (e.prefix_len as u8).min(max))
@@ -115,7 +121,12 @@ pub fn to_json(e: &DropEvent, index: &FeedIndex) -> Value {
     let mut v = json!({
         "timestamp": ts,
         "interface": ifname(e.ifindex),
-        "direction": if e.direction == DIRECTION_DST { "dst" } else { "src" },
+        "direction": match e.direction {
+            DIRECTION_EGRESS => "egress",
+            DIRECTION_DST => "dst",
+            _ => "src",
+        },
+        "hook": HOOK_NAMES.get(e.hook as usize).copied().unwrap_or("xdp"),
         "src": src,
         "dst": dst,
         "protocol": protocol(e.protocol),
@@ -128,7 +139,35 @@ pub fn to_json(e: &DropEvent, index: &FeedIndex) -> Value {
         v["src_port"] = json!(e.src_port);
         v["dst_port"] = json!(e.dst_port);
     }
+    if e.hook == HOOK_CGROUP {
+        // The cgroup hooks see a call, not a frame: no interface, no
+        // source address chosen yet, but the process is known.
+        v["interface"] = Value::Null;
+        v["src"] = Value::Null;
+        v["bytes"] = Value::Null;
+        v["pid"] = json!(e.pid);
+        let end = e.comm.iter().position(|b| *b == 0).unwrap_or(e.comm.len());
+        v["comm"] = json!(String::from_utf8_lossy(&e.comm[..end]));
+        v["cgroup_id"] = json!(e.cgroup_id);
+    }
     v
+}
+
+/// A ring record as a [`DropEvent`]: records shorter than the current
+/// layout (written by an older program, [`DROP_EVENT_V1_BYTES`]) are
+/// zero-filled; shorter ones than that are not events.
+pub fn decode(item: &[u8]) -> Option<DropEvent> {
+    if item.len() < DROP_EVENT_V1_BYTES {
+        return None;
+    }
+    let mut e = DropEvent::default();
+    let n = item.len().min(std::mem::size_of::<DropEvent>());
+    // SAFETY: DropEvent is plain old data (any bytes are a valid value),
+    // and at most its size is copied into it.
+    unsafe {
+        std::ptr::copy_nonoverlapping(item.as_ptr(), (&raw mut e).cast::<u8>(), n);
+    }
+    Some(e)
 }
 
 /// Writes lines to the configured output.
@@ -242,12 +281,9 @@ pub fn spawn(
             let mut any = false;
             while let Some(item) = ring.next() {
                 any = true;
-                if item.len() < std::mem::size_of::<DropEvent>() {
+                let Some(e) = decode(&item) else {
                     continue;
-                }
-                // SAFETY: the kernel wrote a whole DropEvent; read_unaligned
-                // copes with the ring's 8-byte alignment.
-                let e: DropEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                };
                 sink.write(&to_json(&e, &idx).to_string());
             }
             if !any {
@@ -261,6 +297,60 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cgroup_event_names_the_process_and_the_destination() {
+        let mut dst = [0u8; 16];
+        dst[..4].copy_from_slice(&[198, 51, 100, 9]);
+        let mut comm = [0u8; 16];
+        comm[..7].copy_from_slice(b"beacon1");
+        let e = DropEvent {
+            dst,
+            prefix_len: 32,
+            dst_port: 443,
+            family: FAMILY_V4,
+            direction: DIRECTION_EGRESS,
+            address: DIRECTION_DST,
+            protocol: 6,
+            pid: 4242,
+            comm,
+            cgroup_id: 77,
+            hook: HOOK_CGROUP,
+            ..DropEvent::default()
+        };
+        let v = to_json(&e, &FeedIndex::default());
+        assert_eq!(v["direction"], "egress");
+        assert_eq!(v["hook"], "cgroup");
+        assert_eq!(v["prefix"], "198.51.100.9/32");
+        assert_eq!(v["dst"], "198.51.100.9");
+        assert_eq!(v["src"], Value::Null);
+        assert_eq!(v["dst_port"], 443);
+        assert_eq!(
+            (v["pid"].clone(), v["comm"].clone()),
+            (json!(4242), json!("beacon1"))
+        );
+        assert_eq!(v["cgroup_id"], 77);
+    }
+
+    #[test]
+    fn an_old_64_byte_record_still_decodes() {
+        let e = DropEvent {
+            prefix_len: 24,
+            direction: DIRECTION_DST,
+            hook: 9,
+            pid: 5,
+            ..DropEvent::default()
+        };
+        // SAFETY: a plain-old-data value viewed as its bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const e).cast::<u8>(), size_of::<DropEvent>())
+        };
+        let old = decode(&bytes[..DROP_EVENT_V1_BYTES]).unwrap();
+        assert_eq!((old.prefix_len, old.direction), (24, DIRECTION_DST));
+        assert_eq!((old.hook, old.pid), (0, 5));
+        assert_eq!(decode(bytes).unwrap(), e);
+        assert!(decode(&bytes[..40]).is_none());
+    }
 
     #[test]
     fn an_event_renders_every_field() {
@@ -281,7 +371,7 @@ mod tests {
             direction: blocklist_ebpf::DIRECTION_SRC,
             protocol: 17,
             action: 0,
-            _pad: 0,
+            ..DropEvent::default()
         };
         let index = FeedIndex::new(vec![(
             "spamhaus".into(),
@@ -298,6 +388,8 @@ mod tests {
             (json!(40000), json!(53))
         );
         assert_eq!(v["action"], "drop");
+        assert_eq!(v["hook"], "xdp");
+        assert!(v.get("pid").is_none());
         assert_eq!(v["direction"], "src");
         assert_eq!(v["interface"], "lo");
         assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));

@@ -25,6 +25,8 @@ pub enum Direction {
     Src,
     /// The destination.
     Dst,
+    /// An address the host itself sent to (TC egress or a cgroup hook).
+    Egress,
 }
 
 /// One address that hit a block entry.
@@ -54,9 +56,11 @@ pub struct PrefixHit {
     pub prefix: Prefix,
     /// Feeds listing it.
     pub feeds: Vec<String>,
-    /// Packets.
+    /// Packets (ingress and egress).
     pub packets: u64,
-    /// Bytes.
+    /// Of those, egress: sent by the host (TC egress, cgroup hooks).
+    pub egress_packets: u64,
+    /// Bytes (ingress and TC egress; a cgroup hook counts none).
     pub bytes: u64,
     /// Last hit, kernel monotonic ns.
     #[serde(skip)]
@@ -129,9 +133,18 @@ fn by_ip_of(
             &prefix,
             flags & blocklist_ebpf::ENTRY_FLAG_MANUAL != 0,
         );
-        let src = (v.packets - v.dst_packets, v.bytes - v.dst_bytes);
+        // Egress hits add packets but no bytes (a cgroup hook has none).
+        let src = (
+            v.packets - v.dst_packets - v.egress_packets,
+            v.bytes - v.dst_bytes,
+        );
         let dst = (v.dst_packets, v.dst_bytes);
-        for (direction, (packets, bytes)) in [(Direction::Src, src), (Direction::Dst, dst)] {
+        let egress = (v.egress_packets, 0);
+        for (direction, (packets, bytes)) in [
+            (Direction::Src, src),
+            (Direction::Dst, dst),
+            (Direction::Egress, egress),
+        ] {
             if packets > 0 {
                 out.push(IpHit {
                     ip: prefix.addr(),
@@ -155,10 +168,10 @@ fn by_ip_of(
         let manual = maps.is_manual(prefix)?;
         out.push(IpHit {
             ip,
-            direction: if key.direction == blocklist_ebpf::DIRECTION_DST {
-                Direction::Dst
-            } else {
-                Direction::Src
+            direction: match key.direction {
+                blocklist_ebpf::DIRECTION_DST => Direction::Dst,
+                blocklist_ebpf::DIRECTION_EGRESS => Direction::Egress,
+                _ => Direction::Src,
             },
             prefix,
             feeds: feeds_of(listing, &prefix, manual),
@@ -192,11 +205,13 @@ pub fn by_prefix_from(
     let mut out = Vec::new();
     for (prefix, v, c) in hit {
         let manual = v.flags & blocklist_ebpf::ENTRY_FLAG_MANUAL != 0;
+        let egress_packets = c.egress_packets;
         let c = c.counters();
         out.push(PrefixHit {
             prefix: *prefix,
             feeds: feeds_of(listing, prefix, manual),
             packets: c.packets,
+            egress_packets,
             bytes: c.bytes,
             last_seen_ns: c.last_seen_ns,
         });

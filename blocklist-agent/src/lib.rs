@@ -17,6 +17,8 @@
 //! Modules:
 //! - [`prefix`]: parsing, canonical form and the min-prefix guard.
 //! - [`datapath`]: load, attach, pin, typed map access, test runs.
+//! - [`hooks`]: every hook as one set (XDP or TC ingress, TC egress, the
+//!   cgroup socket hooks): status, the egress plan, upgrade, detach.
 //! - [`counters`]: summing per-CPU counters, kernel time to wall time.
 //! - [`config`]: the TOML configuration.
 //! - [`state`]: the persisted state directory.
@@ -29,6 +31,7 @@ pub mod events;
 pub mod export;
 pub mod feed;
 pub mod hits;
+pub mod hooks;
 pub mod http;
 pub mod metrics;
 pub mod policy;

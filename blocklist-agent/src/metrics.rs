@@ -270,6 +270,38 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
         bytes,
     );
 
+    // Per hook: 4 hooks x 5 actions, bounded whatever the traffic.
+    let hook_packets = Family::<Labels, Counter>::default();
+    let hook_bytes = Family::<Labels, Counter>::default();
+    for (hook, c) in blocklist_ebpf::HOOK_NAMES.iter().zip(maps.hook_counters()?) {
+        for (action, p, b) in [
+            ("seen", c.seen_packets, c.seen_bytes),
+            ("passed", c.passed_packets, c.passed_bytes),
+            (
+                "dropped",
+                c.dropped_v4_packets + c.dropped_v6_packets,
+                c.dropped_v4_bytes + c.dropped_v6_bytes,
+            ),
+            ("monitored", c.monitored_packets, c.monitored_bytes),
+            ("allowlisted", c.allowlisted_packets, 0),
+        ] {
+            let l = labels(&[("hook", hook), ("action", action)]);
+            hook_packets.get_or_create(&l).inc_by(p);
+            hook_bytes.get_or_create(&l).inc_by(b);
+        }
+    }
+    reg.register(
+        "hook_packets",
+        "Packets (for the cgroup hook: connect and sendmsg calls) by hook and action",
+        hook_packets,
+    );
+    reg.register_with_unit(
+        "hook_traffic",
+        "Bytes by hook and action (the cgroup hook counts none)",
+        Unit::Bytes,
+        hook_bytes,
+    );
+
     let events = Family::<Labels, Counter>::default();
     events
         .get_or_create(&labels(&[("outcome", "sent")]))
@@ -452,6 +484,21 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
         "attached",
         "Interfaces the program is attached to (1 per interface)",
         attached,
+    );
+    let hooks = Family::<Labels, Gauge>::default();
+    for h in crate::hooks::attached(&shared.pin, &shared.state) {
+        hooks
+            .get_or_create(&labels(&[
+                ("hook", h.hook),
+                ("target", &h.target),
+                ("mode", &h.mode),
+            ]))
+            .set(1);
+    }
+    reg.register(
+        "hook_attached",
+        "Hooks in place (1 each): xdp or tc_ingress and tc_egress per interface, cgroup per cgroup",
+        hooks,
     );
 
     let mut out = String::new();

@@ -29,6 +29,7 @@
 //! | `ENTRY_COUNTERS` | array             | `u32` (entry id)     | [`EntryCounters`]  |
 //! | `EVENT_BUDGET` | per-CPU array (1)   | `u32` (0)            | [`EventBudget`]    |
 //! | `HIT_IDS`     | array, mmapable (5)  | `u32` (entry id / 8) | `u64`: 8 hit bytes |
+//! | `HOOK_GLOBAL` | per-CPU array (6)    | `u32` (hook)         | [`GlobalCounters`] |
 //!
 //! LPM keys are a `u32` prefix length followed by the address in network
 //! byte order, exactly as the kernel's `bpf_lpm_trie_key` expects. The
@@ -113,13 +114,24 @@
 //! before this map existed (a program upgraded in place); until then a
 //! reader walks, as before.
 //!
+//! (6) **Counters per hook**: `HOOK_GLOBAL[hook]` holds the
+//! [`GlobalCounters`] of every hook but XDP ([`HOOK_TC_INGRESS`],
+//! [`HOOK_TC_EGRESS`], [`HOOK_CGROUP`]); the XDP program counts in
+//! `GLOBAL`, as it always has, and its slot here stays zero. For the
+//! cgroup hooks a "packet" is one `connect()` or `sendmsg()` call, with no
+//! bytes.
+//!
 //! # Programs
 //!
-//! [`PROGRAM_NAME`] is the XDP program (ingress). The cgroup egress
-//! programs ([`EGRESS_PROGRAMS`], `cgroup/connect4` etc.) refuse a
-//! connection or datagram from the host to a blocked address with the
-//! same lookup, and count it in the entry's counters with
-//! [`DIRECTION_EGRESS`] (`EntryCounters::egress_packets`).
+//! [`PROGRAM_NAME`] is the XDP program (ingress). [`TC_INGRESS_PROGRAM`]
+//! makes the same decision as a TC classifier, for interfaces where XDP
+//! is taken or missing, and [`TC_EGRESS_PROGRAM`] on frames leaving an
+//! interface. The cgroup egress programs ([`EGRESS_PROGRAMS`],
+//! `cgroup/connect4` etc.) refuse a connection or datagram from the host
+//! to a blocked address with the same lookup. Egress hits (TC egress and
+//! cgroup) count in the entry's counters with [`DIRECTION_EGRESS`]
+//! (`EntryCounters::egress_packets`), and their events carry the hook
+//! and, from a cgroup hook, the process.
 //!
 //! A zeroed [`Config`] is the default configuration (drop, match both,
 //! events at the default rate), so a freshly created map is already correct.
@@ -170,9 +182,11 @@ pub mod map_names {
     pub const EVENT_BUDGET: &str = "EVENT_BUDGET";
     /// Which entry ids were ever hit, a byte per id.
     pub const HIT_IDS: &str = "HIT_IDS";
+    /// Global counters of the hooks other than XDP, one slot per hook.
+    pub const HOOK_GLOBAL: &str = "HOOK_GLOBAL";
 
     /// Every map the program pins, in a stable order.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 20] = [
         BLOCK_V4,
         BLOCK_V6,
         EXACT_V4,
@@ -192,6 +206,7 @@ pub mod map_names {
         ENTRY_COUNTERS,
         EVENT_BUDGET,
         HIT_IDS,
+        HOOK_GLOBAL,
     ];
 }
 
@@ -206,6 +221,25 @@ pub const EGRESS_PROGRAMS: [(&str, &str); 4] = [
     ("egress_sendmsg4", "sendmsg4"),
     ("egress_sendmsg6", "sendmsg6"),
 ];
+/// The TC classifier that makes the ingress decision where XDP cannot
+/// (`attach --mode tc`).
+pub const TC_INGRESS_PROGRAM: &str = "tc_ingress";
+/// The TC classifier on an interface's egress.
+pub const TC_EGRESS_PROGRAM: &str = "tc_egress";
+
+/// The XDP program's hook ([`GLOBAL`](map_names::GLOBAL) holds its counters).
+pub const HOOK_XDP: u8 = 0;
+/// The TC ingress classifier.
+pub const HOOK_TC_INGRESS: u8 = 1;
+/// The TC egress classifier.
+pub const HOOK_TC_EGRESS: u8 = 2;
+/// The cgroup socket hooks.
+pub const HOOK_CGROUP: u8 = 3;
+/// Number of hooks (`HOOK_GLOBAL` slots).
+pub const HOOKS: u32 = 4;
+/// Each hook's name, indexed by hook: the `hook` label of the metrics.
+pub const HOOK_NAMES: [&str; HOOKS as usize] = ["xdp", "tc_ingress", "tc_egress", "cgroup"];
+
 /// Name of the empty `XDP_PASS` program shipped beside it, the cost floor
 /// that benchmarks compare against.
 pub const FLOOR_PROGRAM_NAME: &str = "xdp_pass_floor";
@@ -311,8 +345,9 @@ pub const FAMILY_V6: u8 = 6;
 pub const DIRECTION_SRC: u8 = 1;
 /// The address that matched was the packet's destination.
 pub const DIRECTION_DST: u8 = 2;
-/// The address was the destination of a connection or datagram the host
-/// itself tried to send (the cgroup egress hooks).
+/// The address was on a frame leaving an interface (TC egress) or the
+/// destination of a connection or datagram the host itself tried to send
+/// (the cgroup hooks).
 pub const DIRECTION_EGRESS: u8 = 3;
 
 /// Value stored in the block and allow tries and the exact maps: what the
@@ -358,9 +393,10 @@ impl EntryValue {
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EntryCounters {
-    /// Packets that matched this entry (dropped or monitored).
+    /// Packets that matched this entry (dropped or monitored), ingress and
+    /// egress.
     pub packets: u64,
-    /// Bytes of those packets (whole frame).
+    /// Bytes of the ingress ones (whole frame; egress hits add none).
     pub bytes: u64,
     /// Of `packets`, those whose destination matched.
     pub dst_packets: u64,
@@ -372,8 +408,9 @@ pub struct EntryCounters {
     pub last_seen_ns: u64,
     /// Of the last drop event for a single-address entry.
     pub last_event_ns: u64,
-    /// Of `packets`, the connections and datagrams of this host that the
-    /// egress hooks refused (no bytes are counted for those: none left).
+    /// Of `packets`, the egress hits: frames the TC egress classifier
+    /// dropped and the connections and datagrams the cgroup hooks refused
+    /// (no bytes are counted for those).
     pub egress_packets: u64,
 }
 
@@ -570,7 +607,8 @@ pub struct DropEvent {
     pub src: [u8; 16],
     /// Destination address, likewise.
     pub dst: [u8; 16],
-    /// Ingress interface index.
+    /// Interface index (ingress, or egress for [`HOOK_TC_EGRESS`]; 0 from
+    /// a cgroup hook).
     pub ifindex: u32,
     /// Frame length in bytes.
     pub bytes: u32,
@@ -582,15 +620,32 @@ pub struct DropEvent {
     pub dst_port: u16,
     /// [`FAMILY_V4`] or [`FAMILY_V6`].
     pub family: u8,
-    /// [`DIRECTION_SRC`] or [`DIRECTION_DST`]: which address matched.
+    /// [`DIRECTION_SRC`] or [`DIRECTION_DST`]: which address matched on
+    /// ingress; [`DIRECTION_EGRESS`] on egress, where `prefix_len` and the
+    /// destination (or, failing that, the source) tell which.
     pub direction: u8,
     /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, ...).
     pub protocol: u8,
     /// [`ACTION_DROP`] or [`ACTION_MONITOR`] as a byte.
     pub action: u8,
+    /// Process id (tgid) from a cgroup hook, else 0. (Records before the
+    /// egress hooks end here, at 64 bytes; a reader zero-fills the rest.)
+    pub pid: u32,
+    /// The process's command name, NUL-padded, from a cgroup hook.
+    pub comm: [u8; 16],
+    /// The process's cgroup v2 id, from a cgroup hook.
+    pub cgroup_id: u64,
+    /// The hook that decided ([`HOOK_XDP`] ...).
+    pub hook: u8,
+    /// [`DIRECTION_SRC`] or [`DIRECTION_DST`]: which address matched, on
+    /// every hook (0 in records before the egress hooks: see `direction`).
+    pub address: u8,
     /// Zero.
-    pub _pad: u32,
+    pub _pad: [u8; 6],
 }
+
+/// Size of a drop event written before the egress hooks existed.
+pub const DROP_EVENT_V1_BYTES: usize = 64;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -625,7 +680,7 @@ mod tests {
         assert_eq!(size_of::<Config>(), 24);
         assert_eq!(size_of::<EventBudget>(), 16);
         assert_eq!(size_of::<AddrHits>(), 72);
-        assert_eq!(size_of::<DropEvent>(), 64);
+        assert_eq!(size_of::<DropEvent>(), 96);
     }
 
     #[test]

@@ -26,24 +26,27 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
+    EbpfContext,
+    bindings::__sk_buff,
     bindings::{BPF_ANY, xdp_action},
     helpers::{bpf_ktime_get_coarse_ns, bpf_map_lookup_elem},
-    macros::{map, xdp},
+    macros::{classifier, map, xdp},
     maps::{
         Array, HashMap, LruHashMap, PerCpuArray, RingBuf,
         lpm_trie::{Key, LpmTrie},
     },
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 use blocklist_ebpf::{
     ACTION_MONITOR, ALLOW_MAX_ENTRIES, BLOCK_V4_MAX_ENTRIES, BLOCK_V6_MAX_ENTRIES,
     CHUNK_SEARCH_STEPS, CHUNK_V6_SEARCH_STEPS, Config, DIRECTION_DST, DIRECTION_EGRESS,
     DIRECTION_SRC, DropEvent, ENTRIES_MAX, EVENT_DEFAULT_INTERVAL_MS, EVENT_INTERVAL_OFF,
     EVENT_RATE_MAX_ENTRIES, EVENTS_RING_BYTES, EXACT_V4_MAX_ENTRIES, EXACT_V6_MAX_ENTRIES,
-    EntryCounters, EntryValue, FAMILY_V4, FAMILY_V6, GlobalCounters, HIT_IDS_WORDS, IpCounters,
-    IpKey, LOOKUP_TRIE, MATCH_DST, MATCH_SRC, RANGES_V4_RECORDS, RANGES_V6_RECORDS, RESULT_ALLOWED,
-    RESULT_BLOCKED, RESULT_DEEP, RESULT_ID_MASK, RESULT_LEN_MASK, RESULT_LEN_SHIFT, SLOT_CHUNK,
-    TABLE_V4_SLOTS, TABLE_V6_SLOTS, TableMeta, v4_trie_data,
+    EntryCounters, EntryValue, FAMILY_V4, FAMILY_V6, GlobalCounters, HIT_IDS_WORDS, HOOK_CGROUP,
+    HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP, HOOKS, IpCounters, IpKey, LOOKUP_TRIE, MATCH_DST,
+    MATCH_SRC, RANGES_V4_RECORDS, RANGES_V6_RECORDS, RESULT_ALLOWED, RESULT_BLOCKED, RESULT_DEEP,
+    RESULT_ID_MASK, RESULT_LEN_MASK, RESULT_LEN_SHIFT, SLOT_CHUNK, TABLE_V4_SLOTS, TABLE_V6_SLOTS,
+    TableMeta, v4_trie_data,
 };
 use blocklist_ebpf::{
     ADDR_SLOTS_DEFAULT, ADDR_VOTES_MAX, AddrHits, EVENT_BUDGET_DEFAULT, EventBudget,
@@ -100,6 +103,8 @@ static EVENT_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::pinned(1, 0);
 static ENTRY_COUNTERS: Array<EntryCounters> = Array::pinned(ENTRIES_MAX, 0);
 #[map]
 static HIT_IDS: Array<u64> = Array::pinned(HIT_IDS_WORDS, BPF_F_MMAPABLE);
+#[map]
+pub(crate) static HOOK_GLOBAL: PerCpuArray<GlobalCounters> = PerCpuArray::pinned(HOOKS, 0);
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -121,15 +126,122 @@ pub fn blocklist(ctx: XdpContext) -> u32 {
     };
     // SAFETY: a per-CPU array slot is only touched by this CPU while the
     // program runs (XDP is not preempted by itself).
-    let global = unsafe { &mut *global };
+    if filter(&ctx, unsafe { &mut *global }, HOOK_XDP) {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// `TC_ACT_SHOT`: drop the frame.
+const TC_ACT_SHOT: i32 = 2;
+/// `TC_ACT_UNSPEC` (`TCX_NEXT`): no verdict, the next program or filter
+/// decides, so other programs on the hook keep working.
+const TC_ACT_UNSPEC: i32 = -1;
+
+/// The ingress decision as a TC classifier (`attach --mode tc`).
+#[classifier]
+pub fn tc_ingress(ctx: TcContext) -> i32 {
+    classify(&ctx, HOOK_TC_INGRESS)
+}
+
+/// The egress decision on frames leaving an interface: raw sockets, ICMP,
+/// forwarded traffic, processes outside the hooked cgroup.
+#[classifier]
+pub fn tc_egress(ctx: TcContext) -> i32 {
+    classify(&ctx, HOOK_TC_EGRESS)
+}
+
+#[inline(always)]
+fn classify(ctx: &TcContext, hook: u8) -> i32 {
+    // The headers must be in the linear part for direct access; they
+    // nearly always are, and pulling costs only when they are not.
+    let want = ctx.len().min(PULL_BYTES);
+    if ((ctx.data_end() - ctx.data()) as u32) < want && ctx.pull_data(want).is_err() {
+        return TC_ACT_UNSPEC;
+    }
+    let Some(global) = HOOK_GLOBAL.get_ptr_mut(hook as u32) else {
+        return TC_ACT_UNSPEC;
+    };
+    // SAFETY: per-CPU, as in the XDP program.
+    if filter(ctx, unsafe { &mut *global }, hook) {
+        TC_ACT_SHOT
+    } else {
+        TC_ACT_UNSPEC
+    }
+}
+
+/// Bytes the TC classifiers want in the linear part of an skb: the longest
+/// header chain `parse` reads (two VLAN tags, IPv6, ports).
+const PULL_BYTES: u32 = 128;
+
+/// Where a decision is made: what the counters and events need to know
+/// beyond the packet.
+pub(crate) trait Origin: EbpfContext {
+    /// The interface the frame arrived on or leaves by (0: none).
+    fn ifindex(&self) -> u32;
+    /// Fills in the process that caused the event, where one is known.
+    #[inline(always)]
+    fn fill_task(&self, _e: *mut DropEvent) {}
+}
+
+/// A frame in memory, XDP's or TC's.
+pub(crate) trait Frame: Origin {
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+}
+
+impl Origin for XdpContext {
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        self.ingress_ifindex() as u32
+    }
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+}
+
+impl Origin for TcContext {
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        // SAFETY: the context of a sched_cls program is its __sk_buff.
+        unsafe { (*(self.as_ptr() as *const __sk_buff)).ifindex }
+    }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+}
+
+/// Parses, decides and counts one frame; true: drop it.
+#[inline(always)]
+fn filter<F: Frame>(ctx: &F, global: &mut GlobalCounters, hook: u8) -> bool {
     let len = (ctx.data_end() - ctx.data()) as u64;
     global.seen_packets += 1;
     global.seen_bytes += len;
 
     let mut slot = core::mem::MaybeUninit::<Packet>::uninit();
     let pkt = Packet::zeroed_in(&mut slot);
-    let verdict = match parse(&ctx, pkt) {
-        PARSED_IP => decide(&ctx, pkt, len, global),
+    let verdict = match parse(ctx, pkt) {
+        PARSED_IP => {
+            let config = CONFIG.get(0).copied().unwrap_or_default();
+            decide(ctx, pkt, len, global, &config, hook)
+        }
         PARSED_NOT_IP => {
             global.not_ip_packets += 1;
             Verdict::Pass
@@ -139,11 +251,17 @@ pub fn blocklist(ctx: XdpContext) -> u32 {
             Verdict::Pass
         }
     };
+    account(global, verdict, len)
+}
+
+/// Adds a verdict to the hook's counters; true: drop.
+#[inline(always)]
+pub(crate) fn account(global: &mut GlobalCounters, verdict: Verdict, len: u64) -> bool {
     match verdict {
         Verdict::Pass => {
             global.passed_packets += 1;
             global.passed_bytes += len;
-            xdp_action::XDP_PASS
+            false
         }
         Verdict::Drop(family) => {
             if family == FAMILY_V4 {
@@ -153,7 +271,7 @@ pub fn blocklist(ctx: XdpContext) -> u32 {
                 global.dropped_v6_packets += 1;
                 global.dropped_v6_bytes += len;
             }
-            xdp_action::XDP_DROP
+            true
         }
     }
 }
@@ -171,7 +289,7 @@ pub fn xdp_drop_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
 
-enum Verdict {
+pub(crate) enum Verdict {
     Pass,
     Drop(u8),
 }
@@ -179,6 +297,10 @@ enum Verdict {
 /// A blocked address and what the counters need to know about it.
 struct Hit {
     key: IpKey,
+    /// [`DIRECTION_SRC`] or [`DIRECTION_DST`]: which address matched (on
+    /// egress `key.direction` is [`DIRECTION_EGRESS`] either way).
+    address: u8,
+    hook: u8,
     prefix_len: u32,
     len: u64,
     now: u64,
@@ -192,17 +314,17 @@ struct Hit {
 /// a v4-mapped IPv6 address) in the first four, with the family beside:
 /// a plain layout the verifier tracks easily, no enums over packet data.
 #[repr(C, align(8))]
-struct Packet {
-    src: [u8; 16],
-    dst: [u8; 16],
+pub(crate) struct Packet {
+    pub(crate) src: [u8; 16],
+    pub(crate) dst: [u8; 16],
     /// Trie family of each address (v4-mapped IPv6 counts as IPv4).
-    src_family: u8,
-    dst_family: u8,
+    pub(crate) src_family: u8,
+    pub(crate) dst_family: u8,
     /// Family of the IP header itself.
-    family: u8,
-    protocol: u8,
-    src_port: u16,
-    dst_port: u16,
+    pub(crate) family: u8,
+    pub(crate) protocol: u8,
+    pub(crate) src_port: u16,
+    pub(crate) dst_port: u16,
 }
 
 impl Packet {
@@ -210,7 +332,7 @@ impl Packet {
     /// struct literal, or a zeroed value moved into place, compiles to a
     /// call of the byte-at-a-time `memset` (160 instructions a packet).
     #[inline(always)]
-    fn zeroed_in(slot: &mut core::mem::MaybeUninit<Packet>) -> &mut Packet {
+    pub(crate) fn zeroed_in(slot: &mut core::mem::MaybeUninit<Packet>) -> &mut Packet {
         let words = slot.as_mut_ptr().cast::<u64>();
         // SAFETY: Packet is 40 bytes, 8-byte aligned, and every field is
         // an integer (all zeros is a valid value); volatile keeps LLVM
@@ -231,7 +353,7 @@ const PARSED_NOT_IP: u32 = 1;
 const PARSED_MALFORMED: u32 = 2;
 
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+fn ptr_at<T, F: Frame>(ctx: &F, offset: usize) -> Option<*const T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + core::mem::size_of::<T>() > end {
@@ -241,8 +363,8 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
 }
 
 #[inline(always)]
-fn read_be16(ctx: &XdpContext, offset: usize) -> Option<u16> {
-    let p = ptr_at::<u16>(ctx, offset)?;
+fn read_be16<F: Frame>(ctx: &F, offset: usize) -> Option<u16> {
+    let p = ptr_at::<u16, F>(ctx, offset)?;
     // SAFETY: bounds checked by ptr_at; x86's JIT and the verifier accept
     // the unaligned 16-bit load (frames are 2-byte aligned after Ethernet).
     Some(u16::from_be(unsafe { core::ptr::read(p) }))
@@ -276,7 +398,7 @@ struct Ipv6Hdr {
 }
 
 #[inline(always)]
-fn parse(ctx: &XdpContext, pkt: &mut Packet) -> u32 {
+fn parse<F: Frame>(ctx: &F, pkt: &mut Packet) -> u32 {
     let Some(mut ethertype) = read_be16(ctx, 12) else {
         return PARSED_MALFORMED;
     };
@@ -308,8 +430,8 @@ fn put_word(dst: &mut [u8; 16], i: usize, w: u32) {
 }
 
 #[inline(always)]
-fn parse_v4(ctx: &XdpContext, off: usize, pkt: &mut Packet) -> u32 {
-    let Some(h) = ptr_at::<Ipv4Hdr>(ctx, off) else {
+fn parse_v4<F: Frame>(ctx: &F, off: usize, pkt: &mut Packet) -> u32 {
+    let Some(h) = ptr_at::<Ipv4Hdr, F>(ctx, off) else {
         return PARSED_MALFORMED;
     };
     // SAFETY: bounds checked by ptr_at; the fields are read with (possibly
@@ -332,8 +454,8 @@ fn parse_v4(ctx: &XdpContext, off: usize, pkt: &mut Packet) -> u32 {
 }
 
 #[inline(always)]
-fn parse_v6(ctx: &XdpContext, off: usize, pkt: &mut Packet) -> u32 {
-    let Some(h) = ptr_at::<Ipv6Hdr>(ctx, off) else {
+fn parse_v6<F: Frame>(ctx: &F, off: usize, pkt: &mut Packet) -> u32 {
+    let Some(h) = ptr_at::<Ipv6Hdr, F>(ctx, off) else {
         return PARSED_MALFORMED;
     };
     // SAFETY: as in parse_v4.
@@ -368,7 +490,7 @@ fn copy_v6(src: &[u32; 4], dst: &mut [u8; 16]) -> u8 {
 }
 
 #[inline(always)]
-fn ports(ctx: &XdpContext, l4: usize, pkt: &mut Packet) {
+fn ports<F: Frame>(ctx: &F, l4: usize, pkt: &mut Packet) {
     if pkt.protocol != IPPROTO_TCP && pkt.protocol != IPPROTO_UDP {
         return;
     }
@@ -376,7 +498,7 @@ fn ports(ctx: &XdpContext, l4: usize, pkt: &mut Packet) {
     if l4 > 128 {
         return;
     }
-    if let Some(p) = ptr_at::<[u16; 2]>(ctx, l4) {
+    if let Some(p) = ptr_at::<[u16; 2], F>(ctx, l4) {
         // SAFETY: bounds checked by ptr_at.
         let p = unsafe { core::ptr::read(p) };
         pkt.src_port = u16::from_be(p[0]);
@@ -677,12 +799,16 @@ fn count_entry(id: u32, v: *mut EntryCounters, probe: &Probe, exact: bool) -> bo
     // when it gives the id to a new entry.
     unsafe {
         atomic_xadd::<u64, u64, { Relaxed }>(&raw mut (*v).packets, 1);
-        atomic_xadd::<u64, u64, { Relaxed }>(&raw mut (*v).bytes, len);
-        if direction == DIRECTION_DST {
-            atomic_xadd::<u64, u64, { Relaxed }>(&raw mut (*v).dst_packets, 1);
-            atomic_xadd::<u64, u64, { Relaxed }>(&raw mut (*v).dst_bytes, len);
-        } else if direction == DIRECTION_EGRESS {
+        // Egress hits add no bytes: a cgroup hook has none, and `bytes`
+        // minus `dst_bytes` must stay the bytes from the source.
+        if direction == DIRECTION_EGRESS {
             atomic_xadd::<u64, u64, { Relaxed }>(&raw mut (*v).egress_packets, 1);
+        } else {
+            atomic_xadd::<u64, u64, { Relaxed }>(&raw mut (*v).bytes, len);
+            if direction == DIRECTION_DST {
+                atomic_xadd::<u64, u64, { Relaxed }>(&raw mut (*v).dst_packets, 1);
+                atomic_xadd::<u64, u64, { Relaxed }>(&raw mut (*v).dst_bytes, len);
+            }
         }
         if (*v).first_seen_ns == 0 {
             (*v).first_seen_ns = now;
@@ -708,26 +834,40 @@ fn mark_hit(id: u32) {
     }
 }
 
+/// Looks the packet's addresses up (as `config.match_mode` says), counts
+/// and reports a hit, and returns the verdict. On an egress hook every hit
+/// counts as [`DIRECTION_EGRESS`].
 #[inline(always)]
-fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters) -> Verdict {
-    let config = CONFIG.get(0).copied().unwrap_or_default();
+pub(crate) fn decide<O: Origin>(
+    origin: &O,
+    pkt: &Packet,
+    len: u64,
+    global: &mut GlobalCounters,
+    config: &Config,
+    hook: u8,
+) -> Verdict {
     let interval_ns = match config.event_interval_ms {
         EVENT_INTERVAL_OFF => 0,
         0 => EVENT_DEFAULT_INTERVAL_MS as u64 * 1_000_000,
         ms => ms as u64 * 1_000_000,
     };
+    let egress = hook == HOOK_TC_EGRESS || hook == HOOK_CGROUP;
+    let (src_direction, dst_direction) = if egress {
+        (DIRECTION_EGRESS, DIRECTION_EGRESS)
+    } else {
+        (DIRECTION_SRC, DIRECTION_DST)
+    };
     let mut probe = Probe {
         len,
         interval_ns,
         now: 0,
-        direction: DIRECTION_SRC,
+        direction: src_direction,
         table: config.lookup != LOOKUP_TRIE,
     };
     let mut allowlisted = false;
-    // (direction, prefix_len, exact) of the first blocked address.
+    // (address, prefix_len, exact) of the first blocked address.
     let mut hit = None;
     if config.match_mode != MATCH_DST {
-        probe.direction = DIRECTION_SRC;
         match lookup(&pkt.src, pkt.src_family, &mut probe) {
             Lookup::Blocked(plen, exact) => hit = Some((DIRECTION_SRC, plen, exact)),
             Lookup::Allowed => allowlisted = true,
@@ -735,14 +875,14 @@ fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters)
         }
     }
     if hit.is_none() && config.match_mode != MATCH_SRC {
-        probe.direction = DIRECTION_DST;
+        probe.direction = dst_direction;
         match lookup(&pkt.dst, pkt.dst_family, &mut probe) {
             Lookup::Blocked(plen, exact) => hit = Some((DIRECTION_DST, plen, exact)),
             Lookup::Allowed => allowlisted = true,
             Lookup::Miss => {}
         }
     }
-    let Some((direction, prefix_len, exact)) = hit else {
+    let Some((address, prefix_len, exact)) = hit else {
         if allowlisted {
             global.allowlisted_packets += 1;
         }
@@ -750,10 +890,10 @@ fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters)
     };
 
     let now = probe.now;
-    let (addr, family) = if direction == DIRECTION_SRC {
-        (pkt.src, pkt.src_family)
+    let (addr, family, direction) = if address == DIRECTION_SRC {
+        (pkt.src, pkt.src_family, src_direction)
     } else {
-        (pkt.dst, pkt.dst_family)
+        (pkt.dst, pkt.dst_family, dst_direction)
     };
     let hit = Hit {
         key: IpKey {
@@ -762,6 +902,8 @@ fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters)
             direction,
             _pad: [0; 2],
         },
+        address,
+        hook,
         prefix_len,
         len,
         now,
@@ -770,8 +912,9 @@ fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters)
     };
     #[cfg(feature = "debug-log")]
     aya_log_ebpf::debug!(
-        ctx,
-        "blocklist: hit family {} direction {} prefix_len {} len {}",
+        origin,
+        "blocklist: hit hook {} family {} direction {} prefix_len {} len {}",
+        hook,
         family,
         direction,
         prefix_len,
@@ -786,8 +929,8 @@ fn decide(ctx: &XdpContext, pkt: &Packet, len: u64, global: &mut GlobalCounters)
         Exact::Quiet => false,
         Exact::Event => true,
     };
-    if event && within_budget(&hit, &config, global) {
-        emit_event(ctx, pkt, &hit, &config, global);
+    if event && within_budget(&hit, config, global) {
+        emit_event(origin, pkt, &hit, config, global);
     }
 
     if config.action == ACTION_MONITOR {
@@ -925,8 +1068,8 @@ fn within_budget(hit: &Hit, config: &Config, global: &mut GlobalCounters) -> boo
 }
 
 #[inline(never)]
-fn emit_event(
-    ctx: &XdpContext,
+fn emit_event<O: Origin>(
+    origin: &O,
     pkt: &Packet,
     hit: &Hit,
     config: &Config,
@@ -954,7 +1097,7 @@ fn emit_event(
         (*e).ktime_ns = hit.now;
         (*e).src = as_in_header(&pkt.src, pkt.src_family, pkt.family);
         (*e).dst = as_in_header(&pkt.dst, pkt.dst_family, pkt.family);
-        (*e).ifindex = ctx.ingress_ifindex() as u32;
+        (*e).ifindex = origin.ifindex();
         (*e).bytes = hit.len as u32;
         (*e).prefix_len = hit.prefix_len;
         (*e).src_port = pkt.src_port;
@@ -963,8 +1106,14 @@ fn emit_event(
         (*e).direction = hit.key.direction;
         (*e).protocol = pkt.protocol;
         (*e).action = config.action as u8;
-        (*e)._pad = 0;
+        (*e).pid = 0;
+        (*e).comm = [0; 16];
+        (*e).cgroup_id = 0;
+        (*e).hook = hit.hook;
+        (*e).address = hit.address;
+        (*e)._pad = [0; 6];
     }
+    origin.fill_task(e);
     // No wakeup per record: the agent's reader polls the ring every 50 ms.
     entry.submit(BPF_RB_NO_WAKEUP);
     global.events_sent += 1;

@@ -7,6 +7,7 @@ use blocklist_agent::{
         loader::{self, LoadOptions, Loaded},
         maps::Maps,
     },
+    hooks,
     state::Attachment,
 };
 use clap::Args;
@@ -18,7 +19,9 @@ pub struct AttachArgs {
     /// Interface to attach to (repeatable).
     #[arg(long = "iface", required = true, value_name = "IF")]
     pub ifaces: Vec<String>,
-    /// auto tries native XDP and falls back to skb (generic) mode.
+    /// auto tries native XDP and falls back to skb (generic) mode; tc runs
+    /// the same decision as a TC classifier (where another XDP program is
+    /// attached, or the driver has no XDP).
     #[arg(long, value_name = "MODE", value_parser = clap::value_parser!(RequestedModeArg))]
     pub mode: Option<RequestedModeArg>,
     /// Replace the program on an already attached interface (upgrade),
@@ -36,6 +39,8 @@ pub enum RequestedModeArg {
     Native,
     /// Generic (skb) only.
     Skb,
+    /// TC ingress classifier instead of XDP.
+    Tc,
 }
 
 impl From<RequestedModeArg> for RequestedMode {
@@ -44,6 +49,7 @@ impl From<RequestedModeArg> for RequestedMode {
             RequestedModeArg::Auto => RequestedMode::Auto,
             RequestedModeArg::Native => RequestedMode::Native,
             RequestedModeArg::Skb => RequestedMode::Skb,
+            RequestedModeArg::Tc => RequestedMode::Tc,
         }
     }
 }
@@ -112,15 +118,34 @@ pub fn run(ctx: &Context, args: AttachArgs) -> anyhow::Result<()> {
         }
         let got = attach::attach(&mut loaded, &ctx.pin, iface, mode)?;
         record(ctx, iface, got)?;
-        let note = if mode == RequestedMode::Auto && got == attach::AttachedMode::Skb {
-            " (native XDP not supported by the driver; fell back)"
-        } else {
-            ""
+        let note = match (mode, got) {
+            (RequestedMode::Auto, attach::AttachedMode::Skb) => {
+                " (native XDP not supported by the driver; fell back)"
+            }
+            (_, attach::AttachedMode::Tc) => " (TC ingress classifier, tcx)",
+            _ => "",
         };
         println!(
             "attached to {iface} in {got} mode{note}; maps pinned under {}",
             ctx.pin.root().display()
         );
     }
+    if args.replace {
+        for what in hooks::replace_egress(&mut loaded, &ctx.pin)? {
+            println!("replaced the program of {what}");
+        }
+    } else {
+        egress(ctx, &mut loaded)?;
+    }
     ctx.share()
+}
+
+/// Puts the egress hooks `[egress]` asks for in place (and takes away
+/// those it no longer wants), printing each change.
+pub fn egress(ctx: &Context, loaded: &mut Loaded) -> anyhow::Result<()> {
+    let plan = hooks::EgressPlan::new(&ctx.pin, &ctx.config.egress)?;
+    for line in plan.apply(loaded, &ctx.pin, &ctx.state)? {
+        println!("{line}");
+    }
+    Ok(())
 }

@@ -1,7 +1,8 @@
-//! `detach`: remove the pinned link; after the last interface, the pins.
+//! `detach`: remove an interface's pinned links (ingress and TC egress);
+//! after the last interface, the cgroup hooks and the pins.
 
 use anyhow::Context as _;
-use blocklist_agent::datapath::attach;
+use blocklist_agent::hooks;
 use clap::Args;
 
 use super::Context;
@@ -16,17 +17,17 @@ pub struct DetachArgs {
 pub fn run(ctx: &Context, args: DetachArgs) -> anyhow::Result<()> {
     let mut recorded = ctx.state.attachments().unwrap_or_default();
     for iface in &args.ifaces {
-        attach::detach(&ctx.pin, iface)?;
+        hooks::detach_interface(&ctx.pin, iface)?;
         recorded.remove(iface);
         println!("detached from {iface}");
     }
     ctx.state
         .set_attachments(&recorded)
         .with_context(|| format!("updating {}", ctx.state.root().display()))?;
-    if ctx.pin.linked_interfaces().is_empty() {
-        ctx.pin.remove_all()?;
+    if hooks::detach_when_unused(&ctx.pin, &ctx.state)? {
         println!(
-            "no interface uses xdp-blocklist any more; removed the pins under {}",
+            "no interface uses xdp-blocklist any more; removed the egress hooks and the pins \
+             under {}",
             ctx.pin.root().display()
         );
     }

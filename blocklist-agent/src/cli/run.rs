@@ -20,7 +20,7 @@ use blocklist_agent::{
     },
     events, export,
     feed::{auth, fetch::Fetcher},
-    http,
+    hooks, http,
     metrics::{self, FeedIndex, Shared},
     state::{AgentRecord, lock},
     sync::{Schedule, SyncOptions, memo::SyncMemo, sync_with},
@@ -320,7 +320,8 @@ fn decision_expired(memo: &SyncMemo) -> bool {
     memo.sessions().next_expiry().is_some_and(|t| t <= now)
 }
 
-/// Attaches every configured interface that has no pinned link yet.
+/// Attaches every configured interface that has no pinned link yet, and
+/// puts the egress hooks `[egress]` wants in place.
 fn attach_missing(ctx: &Context, config: &Config) -> anyhow::Result<()> {
     let linked = ctx.pin.linked_interfaces();
     let todo: Vec<String> = config
@@ -329,15 +330,26 @@ fn attach_missing(ctx: &Context, config: &Config) -> anyhow::Result<()> {
         .filter(|i| !linked.contains(i))
         .cloned()
         .collect();
-    if todo.is_empty() {
+    let mut loaded = None;
+    if !todo.is_empty() {
+        let mode = config.xdp_mode.unwrap_or(RequestedMode::Auto);
+        let l = loaded.insert(super::attach::load(ctx)?);
+        for iface in todo {
+            let got = attach::attach(l, &ctx.pin, &iface, mode)?;
+            super::attach::record(ctx, &iface, got)?;
+            tracing::info!(%iface, mode = %got, "attached");
+        }
+    }
+    let plan = hooks::EgressPlan::new(&ctx.pin, &config.egress)?;
+    if plan.is_empty() {
         return Ok(());
     }
-    let mode = config.xdp_mode.unwrap_or(RequestedMode::Auto);
-    let mut loaded = super::attach::load(ctx)?;
-    for iface in todo {
-        let got = attach::attach(&mut loaded, &ctx.pin, &iface, mode)?;
-        super::attach::record(ctx, &iface, got)?;
-        tracing::info!(%iface, mode = %got, "attached");
+    let mut l = match loaded {
+        Some(l) => l,
+        None => super::attach::load(ctx)?,
+    };
+    for line in plan.apply(&mut l, &ctx.pin, &ctx.state)? {
+        tracing::info!("{line}");
     }
     Ok(())
 }

@@ -5,6 +5,10 @@
 //! {"pin_dir": "...", "action": "drop", "match": "both", "lookup": "table",
 //!  "table": {"generation": 4, "dirty": false},
 //!  "interfaces": [{"name": "eth0", "mode": "native", "since": "...", "link_pinned": true}],
+//!  "hooks": [{"hook": "xdp", "target": "eth0", "mode": "native", "since": "..."},
+//!            {"hook": "tc_egress", "target": "eth0", "mode": "tcx", "since": null},
+//!            {"hook": "cgroup", "target": "/sys/fs/cgroup", "mode": "connect4,...", "since": "..."}],
+//!  "hook_counters": {"xdp": {"seen_packets": 0, "dropped_packets": 0, ...}, "tc_ingress": ..., "tc_egress": ..., "cgroup": ...},
 //!  "tries": [{"name": "BLOCK_V4", "entries": 3, "max_entries": 2097152, "fill": 0.0}],
 //!  "counters": {"seen_packets": 0, ...}}
 //! ```
@@ -12,8 +16,10 @@
 use blocklist_agent::{
     config::{Action, Lookup, MatchMode},
     datapath::maps::{Maps, TrieKind},
+    hooks,
     state::feeds::FeedState,
 };
+use blocklist_ebpf::HOOK_NAMES;
 use clap::Args;
 use serde_json::json;
 
@@ -60,6 +66,8 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         tries.push((name, f));
     }
     let g = maps.global()?;
+    let by_hook = maps.hook_counters()?;
+    let hooks = hooks::attached(&ctx.pin, &ctx.state);
     let counters = json!({
         "seen_packets": g.seen_packets, "seen_bytes": g.seen_bytes,
         "passed_packets": g.passed_packets, "passed_bytes": g.passed_bytes,
@@ -105,6 +113,14 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
             "lookup": lookup,
             "table": {"generation": meta.generation, "dirty": meta.dirty != 0},
             "interfaces": interfaces,
+            "hooks": hooks,
+            "hook_counters": HOOK_NAMES.iter().zip(&by_hook).map(|(name, c)| (name.to_string(), json!({
+                "seen_packets": c.seen_packets,
+                "dropped_packets": c.dropped_v4_packets + c.dropped_v6_packets,
+                "dropped_bytes": c.dropped_v4_bytes + c.dropped_v6_bytes,
+                "monitored_packets": c.monitored_packets,
+                "allowlisted_packets": c.allowlisted_packets,
+            }))).collect::<serde_json::Map<_, _>>(),
             "tries": tries.iter().map(|(n, f)| json!({
                 "name": n, "entries": f.entries, "max_entries": f.max_entries, "fill": f.ratio(),
             })).collect::<Vec<_>>(),
@@ -162,6 +178,29 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         println!("not attached to any interface (entries are kept in the pinned maps)");
     } else {
         println!("{t}");
+    }
+    if !hooks.is_empty() {
+        println!();
+        let mut t = table::new(&["hook", "on", "mode", "seen", "dropped", "monitored"]);
+        for h in &hooks {
+            let c = HOOK_NAMES
+                .iter()
+                .position(|n| *n == h.hook)
+                .map(|i| by_hook[i])
+                .unwrap_or_default();
+            t.add_row(vec![
+                h.hook.to_owned(),
+                h.target.clone(),
+                h.mode.clone(),
+                c.seen_packets.to_string(),
+                (c.dropped_v4_packets + c.dropped_v6_packets).to_string(),
+                c.monitored_packets.to_string(),
+            ]);
+        }
+        println!("{t}");
+        println!(
+            "(seen, dropped, monitored: per hook type, over all its targets; a cgroup hook counts calls)"
+        );
     }
     println!();
     let mut t = table::new(&["trie", "entries", "capacity", "fill"]);

@@ -100,7 +100,8 @@ fn snapshot(ctx: &Context, maps: &Maps, by: By) -> anyhow::Result<Vec<Row>> {
                 key: h.prefix.to_string(),
                 packets: h.packets,
                 json: json!({
-                    "prefix": h.prefix, "feeds": h.feeds, "packets": h.packets, "bytes": h.bytes,
+                    "prefix": h.prefix, "feeds": h.feeds, "packets": h.packets,
+                    "egress_packets": h.egress_packets, "bytes": h.bytes,
                     "last_seen": ktime_rfc3339(h.last_seen_ns),
                 }),
                 cells: vec![

@@ -1,5 +1,6 @@
 //! Attaching the loaded program to an interface (native XDP, falling back
-//! to generic/skb mode) and pinning the link so it outlives the agent.
+//! to generic/skb mode, or the TC ingress classifier in its place) and
+//! pinning the link so it outlives the agent.
 
 use std::{ffi::CString, fmt, str::FromStr};
 
@@ -22,6 +23,9 @@ pub enum RequestedMode {
     Native,
     /// Generic (skb) mode only.
     Skb,
+    /// The TC ingress classifier instead of XDP: for interfaces where
+    /// another XDP program is attached, or whose driver has no XDP.
+    Tc,
 }
 
 impl FromStr for RequestedMode {
@@ -31,8 +35,9 @@ impl FromStr for RequestedMode {
             "auto" => Ok(Self::Auto),
             "native" => Ok(Self::Native),
             "skb" => Ok(Self::Skb),
+            "tc" => Ok(Self::Tc),
             _ => Err(format!(
-                "unknown XDP mode `{s}` (expected auto, native or skb)"
+                "unknown attach mode `{s}` (expected auto, native, skb or tc)"
             )),
         }
     }
@@ -46,6 +51,18 @@ pub enum AttachedMode {
     Native,
     /// Generic (skb) XDP.
     Skb,
+    /// The TC ingress classifier (TCX).
+    Tc,
+}
+
+impl AttachedMode {
+    /// The hook that makes the ingress decision in this mode.
+    pub fn hook(self) -> u8 {
+        match self {
+            Self::Native | Self::Skb => blocklist_ebpf::HOOK_XDP,
+            Self::Tc => blocklist_ebpf::HOOK_TC_INGRESS,
+        }
+    }
 }
 
 impl fmt::Display for AttachedMode {
@@ -53,6 +70,7 @@ impl fmt::Display for AttachedMode {
         f.write_str(match self {
             Self::Native => "native",
             Self::Skb => "skb",
+            Self::Tc => "tc",
         })
     }
 }
@@ -70,7 +88,10 @@ pub fn if_index(iface: &str) -> Result<u32, DatapathError> {
 
 /// Attaches the loaded program to `iface` and pins the link at
 /// `pin.link(iface)`. With [`RequestedMode::Auto`] native mode is tried
-/// first and skb mode used if the driver refuses.
+/// first and skb mode used if the driver refuses; when another XDP
+/// program holds the interface, it fails with [`DatapathError::XdpTaken`]
+/// rather than fall back to TC on its own (the operator decides where
+/// the blocklist runs relative to that program).
 pub fn attach(
     loaded: &mut Loaded,
     pin: &PinDir,
@@ -82,8 +103,13 @@ pub fn attach(
     if link_path.exists() {
         return Err(DatapathError::AlreadyAttached(iface.to_owned()));
     }
+    if mode == RequestedMode::Tc {
+        super::tc::attach(loaded, pin, iface, super::tc::Side::Ingress)?;
+        return Ok(AttachedMode::Tc);
+    }
     let prog = loaded.program()?;
     let (attached, id) = match mode {
+        RequestedMode::Tc => unreachable!("handled above"),
         RequestedMode::Native => (
             AttachedMode::Native,
             try_attach(prog, iface, XdpMode::Driver)?,
@@ -91,9 +117,17 @@ pub fn attach(
         RequestedMode::Skb => (AttachedMode::Skb, try_attach(prog, iface, XdpMode::Skb)?),
         RequestedMode::Auto => match try_attach(prog, iface, XdpMode::Driver) {
             Ok(id) => (AttachedMode::Native, id),
+            Err(native_err) if xdp_taken(&native_err) => {
+                return Err(DatapathError::XdpTaken(iface.to_owned()));
+            }
             Err(native_err) => {
                 tracing::info!(%iface, error = %native_err, "native XDP refused, falling back to skb mode");
-                (AttachedMode::Skb, try_attach(prog, iface, XdpMode::Skb)?)
+                match try_attach(prog, iface, XdpMode::Skb) {
+                    Err(e) if xdp_taken(&e) => {
+                        return Err(DatapathError::XdpTaken(iface.to_owned()));
+                    }
+                    r => (AttachedMode::Skb, r?),
+                }
             }
         },
     };
@@ -112,6 +146,21 @@ pub fn attach(
         DatapathError::other(format!("pinning the link at {}", link_path.display()), e)
     })?;
     Ok(attached)
+}
+
+/// True when an attach failed because another XDP program holds the
+/// interface (`EBUSY` from a link, `EEXIST` across native and skb modes).
+fn xdp_taken(e: &DatapathError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EBUSY) | Some(libc::EEXIST))
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn try_attach(
@@ -136,6 +185,9 @@ fn try_attach(
 /// interface unprotected). Maps are shared through the pins.
 pub fn replace(loaded: &mut Loaded, pin: &PinDir, iface: &str) -> Result<(), DatapathError> {
     let link_path = pin.link(iface);
+    if link_path.exists() && super::tc::is_tc_link(pin, iface) {
+        return super::tc::replace(loaded, pin, iface, super::tc::Side::Ingress);
+    }
     let pinned = open_link(&link_path, iface)?;
     let fd_link: FdLink = pinned.into();
     let link = XdpLink::try_from(fd_link).map_err(|e| {

@@ -7,7 +7,7 @@
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{CgroupSockAddr, ProgramError, Xdp},
+    programs::{CgroupSockAddr, ProgramError, SchedClassifier, Xdp},
 };
 use blocklist_ebpf::{FLOOR_PROGRAM_NAME, PROGRAM_NAME, map_names};
 
@@ -131,6 +131,24 @@ impl Loaded {
                     format!("program `{name}` is not a cgroup sock_addr program"),
                     e,
                 )
+            })?;
+        load_once(prog.fd().map(|_| ()), || prog.load(), &format!("`{name}`"))?;
+        Ok(prog)
+    }
+
+    /// A TC classifier (`TC_INGRESS_PROGRAM` or `TC_EGRESS_PROGRAM`),
+    /// loaded on first use.
+    pub fn tc_program(&mut self, name: &str) -> Result<&mut SchedClassifier, DatapathError> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| DatapathError::Other {
+                what: format!("the embedded object has no program `{name}`"),
+                source: "rebuild the agent".into(),
+            })?
+            .try_into()
+            .map_err(|e| {
+                DatapathError::other(format!("program `{name}` is not a TC classifier"), e)
             })?;
         load_once(prog.fd().map(|_| ()), || prog.load(), &format!("`{name}`"))?;
         Ok(prog)

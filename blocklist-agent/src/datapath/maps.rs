@@ -240,6 +240,9 @@ pub struct Maps {
     allow_v6: TrieV6,
     config: Array<MapData, Config>,
     global: PerCpuArray<MapData, GlobalCounters>,
+    /// Absent from pins made before the TC and cgroup hooks (until the
+    /// next `attach` creates it).
+    hook_global: Option<PerCpuArray<MapData, GlobalCounters>>,
     addr_hits: PerCpuArray<MapData, AddrHits>,
     table_meta: Array<MapData, TableMeta>,
     table_slots: Array<MapData, u64>,
@@ -430,6 +433,11 @@ impl Maps {
             allow_v6: typed(pin, map_names::ALLOW_V6, a)?,
             config: typed(pin, map_names::CONFIG, a)?,
             global: typed(pin, map_names::GLOBAL, a)?,
+            hook_global: pin
+                .map(map_names::HOOK_GLOBAL)
+                .exists()
+                .then(|| typed(pin, map_names::HOOK_GLOBAL, a))
+                .transpose()?,
             addr_hits: typed(pin, map_names::ADDR_HITS, a)?,
             table_meta: typed(pin, map_names::TABLE_META, a)?,
             table_slots: typed(pin, map_names::TABLE_V4, a)?,
@@ -1241,10 +1249,31 @@ impl Maps {
             .map_err(map_err("writing CONFIG"))
     }
 
-    /// Global counters summed over CPUs.
+    /// The ingress counters, summed over CPUs: the XDP program's and the
+    /// TC ingress classifier's (interfaces in TC mode), what `status` has
+    /// always called the global counters.
     pub fn global(&self) -> Result<GlobalCounters, DatapathError> {
+        let [xdp, tc_ingress, ..] = self.hook_counters()?;
+        Ok(crate::counters::sum_global([xdp, tc_ingress].iter()))
+    }
+
+    /// The counters of each hook, indexed by hook ([`blocklist_ebpf::HOOK_XDP`]
+    /// ...), summed over CPUs.
+    pub fn hook_counters(
+        &self,
+    ) -> Result<[GlobalCounters; blocklist_ebpf::HOOKS as usize], DatapathError> {
+        let mut out = [GlobalCounters::default(); blocklist_ebpf::HOOKS as usize];
         let per_cpu = self.global.get(&0, 0).map_err(map_err("reading GLOBAL"))?;
-        Ok(crate::counters::sum_global(per_cpu.iter()))
+        out[blocklist_ebpf::HOOK_XDP as usize] = crate::counters::sum_global(per_cpu.iter());
+        if let Some(hooks) = &self.hook_global {
+            for hook in 1..blocklist_ebpf::HOOKS {
+                let per_cpu = hooks
+                    .get(&hook, 0)
+                    .map_err(map_err(format!("reading HOOK_GLOBAL[{hook}]")))?;
+                out[hook as usize] = crate::counters::sum_global(per_cpu.iter());
+            }
+        }
+        Ok(out)
     }
 
     /// The counters of entry `id` (zero for id 0).

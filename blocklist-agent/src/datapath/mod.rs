@@ -14,6 +14,7 @@ pub mod mirror;
 pub mod mmap;
 pub mod pin;
 pub mod table;
+pub mod tc;
 pub mod test_run;
 
 pub use error::DatapathError;

@@ -2,8 +2,10 @@
 //! protection and counters outlive any agent process.
 //!
 //! Layout under the pin directory (default `/sys/fs/bpf/xdp-blocklist`):
-//! one file per map, named as in [`blocklist_ebpf::map_names`], and
-//! `links/<interface>` for each attached interface.
+//! one file per map, named as in [`blocklist_ebpf::map_names`],
+//! `links/<interface>` for each attached interface (its XDP link, or its
+//! TC ingress link in TC mode), `tc-egress/<interface>` for each TC egress
+//! classifier and `egress/<hook>` for the cgroup hooks.
 
 use std::{
     fs,
@@ -48,6 +50,21 @@ impl PinDir {
         self.links_dir().join(iface)
     }
 
+    /// Directory of the pinned TC egress links, one per interface.
+    pub fn tc_egress_dir(&self) -> PathBuf {
+        self.root.join("tc-egress")
+    }
+
+    /// Where the TC egress link of `iface` is pinned.
+    pub fn tc_egress_link(&self, iface: &str) -> PathBuf {
+        self.tc_egress_dir().join(iface)
+    }
+
+    /// Interfaces with a pinned TC egress link, sorted.
+    pub fn tc_egress_interfaces(&self) -> Vec<String> {
+        names_in(&self.tc_egress_dir())
+    }
+
     /// Directory of the pinned cgroup egress links, one per hook.
     pub fn egress_dir(&self) -> PathBuf {
         self.root.join("egress")
@@ -65,14 +82,7 @@ impl PinDir {
 
     /// Interfaces with a pinned link, sorted.
     pub fn linked_interfaces(&self) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(self.links_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
-        v.sort();
-        v
+        names_in(&self.links_dir())
     }
 
     /// Makes sure the directory exists on a bpffs. When the nearest existing
@@ -111,9 +121,22 @@ impl PinDir {
         }
         let _ = fs::remove_dir(self.links_dir());
         let _ = fs::remove_dir(self.egress_dir());
+        let _ = fs::remove_dir(self.tc_egress_dir());
         let _ = fs::remove_dir(&self.root);
         Ok(())
     }
+}
+
+/// The names in a directory, sorted (none if it does not exist).
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    v.sort();
+    v
 }
 
 /// True when `path` lives on a BPF file system.

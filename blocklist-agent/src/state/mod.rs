@@ -6,6 +6,7 @@
 //! ```text
 //! lock                      writer lock (see [`lock`])
 //! attachments.json          interface -> XDP mode, since
+//! egress.json               the cgroup the egress socket hooks are attached to
 //! manual.json               hand-made block (with expiry) and allow entries
 //! feeds/<name>.json         per-feed status: validators, last success/error, cursor
 //! feeds/<name>.entries      the feed's last good entries, one `prefix [indicator-id]` a line
@@ -43,6 +44,15 @@ pub struct Attachment {
     pub since: String,
 }
 
+/// Where the cgroup egress hooks are attached.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct EgressRecord {
+    /// The cgroup v2 directory.
+    pub cgroup: PathBuf,
+    /// When the hooks were attached (RFC 3339).
+    pub since: String,
+}
+
 /// The state directory.
 #[derive(Clone, Debug)]
 pub struct StateDir {
@@ -51,6 +61,7 @@ pub struct StateDir {
 
 const ATTACHMENTS: &str = "attachments.json";
 const AGENT: &str = "agent.json";
+const EGRESS: &str = "egress.json";
 
 /// The running agent, as `run` records it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -80,6 +91,24 @@ impl StateDir {
     /// Records the attached interfaces.
     pub fn set_attachments(&self, a: &BTreeMap<String, Attachment>) -> anyhow::Result<()> {
         self.write_json(ATTACHMENTS, a)
+    }
+
+    /// Where the cgroup egress hooks were attached, if they were.
+    pub fn egress(&self) -> Option<EgressRecord> {
+        self.read_json::<Option<EgressRecord>>(EGRESS)
+            .ok()
+            .flatten()
+    }
+
+    /// Records where the cgroup egress hooks are (`None`: detached).
+    pub fn set_egress(&self, e: Option<&EgressRecord>) -> anyhow::Result<()> {
+        match e {
+            Some(e) => self.write_json(EGRESS, e),
+            None => {
+                let _ = fs::remove_file(self.root.join(EGRESS));
+                Ok(())
+            }
+        }
     }
 
     /// Records the running agent (`None` when it stops).
