@@ -85,8 +85,17 @@ impl Agent {
             pin_dir,
             state_dir,
             config: None,
-            env: Vec::new(),
+            // Never the host's root cgroup by accident: a suite that tests
+            // the egress hooks says where they go (`with_egress`).
+            env: vec![("XDP_BLOCKLIST_EGRESS".to_owned(), "off".to_owned())],
         }
+    }
+
+    /// Lets `[egress]` of the config decide which egress hooks are
+    /// attached (the default turns them off, see [`Agent::new`]).
+    pub fn with_egress(mut self) -> Self {
+        self.env.retain(|(k, _)| k != "XDP_BLOCKLIST_EGRESS");
+        self
     }
 
     /// Uses this config file for every command.
@@ -124,6 +133,7 @@ impl Agent {
             c.arg("--config").arg(cfg);
         }
         c.args(args);
+        c.env_remove("XDP_BLOCKLIST_EGRESS");
         for (k, v) in &self.env {
             c.env(k, v);
         }
