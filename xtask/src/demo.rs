@@ -5,7 +5,8 @@
 //! listed by the bundled sample feeds. A local HTTP server in `edge` serves
 //! three feeds (a plain list, Spamhaus DROP, a STIX bundle); `run` syncs
 //! them in the background; the demo shows dropped and passing pings, `top`,
-//! `/metrics`, a drop event, then changes a feed (one address removed, one
+//! `/metrics`, a drop event, the edge itself failing to reach a listed
+//! address (the TC egress classifier), then changes a feed (one address removed, one
 //! added) and shows the next sync pick it up. Everything is removed again,
 //! also when a step fails.
 
@@ -142,6 +143,13 @@ impl Agent<'_> {
         sh::run(&mut self.cmd(args))
     }
 
+    fn hooked(&self, hook: &str) -> bool {
+        self.cmd(&["status", "--json"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("\"{hook}\"")))
+            .unwrap_or(false)
+    }
+
     fn blocked(&self, ip: &str) -> bool {
         self.cmd(&["check", ip, "--json"])
             .output()
@@ -153,24 +161,21 @@ impl Agent<'_> {
 /// Pings the edge from `src`; returns how many replies came back.
 fn ping(src: &str, count: u32) -> Result<u32> {
     println!("$ ping -c {count} -I {src} {EDGE_ADDR}   (from the `net` namespace)");
+    ping_in(NET, &["-I", src, EDGE_ADDR], count)
+}
+
+/// Pings `dst` from the edge itself (the host the agent protects).
+fn ping_out(dst: &str, count: u32) -> Result<u32> {
+    println!("$ ping -c {count} {dst}   (from the `edge` namespace)");
+    ping_in(EDGE, &[dst], count)
+}
+
+fn ping_in(ns: &str, args: &[&str], count: u32) -> Result<u32> {
     let out = sh::cmd("ip")
-        .args([
-            "netns",
-            "exec",
-            NET,
-            "ping",
-            "-n",
-            "-q",
-            "-c",
-            &count.to_string(),
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            "-I",
-            src,
-            EDGE_ADDR,
-        ])
+        .args(["netns", "exec", ns, "ping", "-n", "-q", "-c"])
+        .arg(count.to_string())
+        .args(["-i", "0.2", "-W", "1"])
+        .args(args)
         .output()
         .context("running ping")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -269,6 +274,9 @@ pub fn run(bin: &Path) -> Result<()> {
          [[feed]]\nname = \"sample\"\nurl = \"{base}/sample-feed.txt\"\n\
          [[feed]]\nname = \"spamhaus-drop\"\nurl = \"{base}/spamhaus-drop.txt\"\nformat = \"spamhaus\"\n\
          [[feed]]\nname = \"stix\"\nurl = \"{base}/stix-bundle.json\"\nformat = \"stix\"\n\
+         # The demo's host is a namespace; on a real host the default\n\
+         # \"both\" also hooks connect()/sendmsg() on the cgroup2 root.\n\
+         [egress]\nmode = \"tc\"\n\
          [metrics]\nlisten = \"{METRICS}\"\n[events]\noutput = \"{}\"\n",
         lab.dir.join("events.jsonl").display()
     );
@@ -288,7 +296,7 @@ pub fn run(bin: &Path) -> Result<()> {
     lab.children.push(run);
     let agent = Agent { bin, lab: &lab };
     wait_for("the first sync", Duration::from_secs(30), || {
-        agent.blocked(BAD_ADDR) && agent.blocked(C2_ADDR)
+        agent.blocked(BAD_ADDR) && agent.blocked(C2_ADDR) && agent.hooked("tc_egress")
     })?;
 
     step(&format!(
@@ -300,6 +308,11 @@ pub fn run(bin: &Path) -> Result<()> {
         "demo: {GOOD_ADDR} is not listed (its STIX indicator is revoked): it passes"
     ));
     let good = ping(GOOD_ADDR, 3)?;
+    step(&format!(
+        "demo: the other direction: the edge itself cannot reach {C2_ADDR} (TC egress), but reaches {GOOD_ADDR}"
+    ));
+    let out_c2 = ping_out(C2_ADDR, 2)?;
+    let out_good = ping_out(GOOD_ADDR, 2)?;
 
     step("demo: the busiest blocked addresses");
     agent.show(&["top"])?;
@@ -313,6 +326,7 @@ pub fn run(bin: &Path) -> Result<()> {
         l.starts_with("xdp_blocklist_packets_total{action=\"dropped\"")
             || l.starts_with("xdp_blocklist_feed_entries")
             || l.starts_with("xdp_blocklist_feed_blocked_packets_total")
+            || (l.starts_with("xdp_blocklist_hook_packets_total") && l.contains("dropped"))
     }) {
         println!("  {line}");
     }
@@ -335,10 +349,19 @@ pub fn run(bin: &Path) -> Result<()> {
     step("demo: status");
     agent.show(&["status"])?;
 
-    if before == 0 || bad != 0 || c2 != 0 || good == 0 || after_bad == 0 || after_new != 0 {
+    if before == 0
+        || bad != 0
+        || c2 != 0
+        || good == 0
+        || out_c2 != 0
+        || out_good == 0
+        || after_bad == 0
+        || after_new != 0
+    {
         bail!(
             "the demo did not behave as expected: before {before} replies; listed {bad} and {c2} (want 0); \
-             clean {good} (want > 0); after the update, delisted {after_bad} (want > 0), newly listed {after_new} (want 0)"
+             clean {good} (want > 0); from the edge, listed {out_c2} (want 0) and clean {out_good} (want > 0); \
+             after the update, delisted {after_bad} (want > 0), newly listed {after_new} (want 0)"
         );
     }
     step(
