@@ -12,6 +12,7 @@ pub mod bpffs;
 pub mod crowdsec;
 pub mod feed_server;
 pub mod frames;
+pub mod ingress;
 pub mod kernel;
 pub mod lab;
 pub mod taxii_server;

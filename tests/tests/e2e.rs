@@ -11,13 +11,19 @@ use blocklist_agent::datapath::pin::PinDir;
 use blocklist_tests::{
     agent::{Agent, Run},
     bpffs::Bpffs,
+    ingress::{ForeignXdp, Ingress, ingress_under_test},
     lab::{Lab, addr::*},
     require_root,
     traffic::{Flood, ping, tcp_connects, udp},
 };
 
-/// A lab with the agent attached to the filter's client-facing interface.
+/// A lab with the agent attached to the filter's client-facing interface:
+/// by XDP in the mode asked for, or, when the suite runs on TC ingress
+/// (`XDPBL_INGRESS=tc`), as a TC classifier beside a foreign XDP program
+/// that holds the interface.
 struct Setup {
+    /// Before `lab`: unloaded while the namespace still exists.
+    _foreign: Option<ForeignXdp>,
     agent: Agent,
     lab: Lab,
     _fs: Bpffs,
@@ -31,13 +37,33 @@ impl Setup {
         let fs = Bpffs::new();
         let state = tempfile::tempdir().unwrap();
         let agent = Agent::new(lab.filter.name(), fs.pin_dir(), state.path().to_owned());
+        let (mode, foreign) = match ingress_under_test() {
+            Ingress::Xdp => (mode, None),
+            Ingress::Tc => {
+                let foreign = ForeignXdp::attach(&lab.filter, &lab.filter_if, mode);
+                let r = agent.try_run(&["attach", "--iface", &lab.filter_if, "--mode", "auto"]);
+                assert_fails(&r, 1, "another XDP program is attached");
+                assert!(r.stderr.contains("--mode tc"), "{}", r.stderr);
+                ("tc", Some(foreign))
+            }
+        };
         let out = agent.run(&["attach", "--iface", &lab.filter_if, "--mode", mode]);
         assert!(
             out.stdout.contains(&format!("in {mode} mode")),
             "attach did not say which mode it got: {}",
             out.stdout
         );
+        if foreign.is_some() {
+            let link = lab
+                .filter
+                .exec(&["ip", "link", "show", "dev", &lab.filter_if]);
+            assert!(
+                String::from_utf8_lossy(&link.stdout).contains("xdp"),
+                "the foreign XDP program was displaced"
+            );
+        }
         Self {
+            _foreign: foreign,
             agent,
             lab,
             _fs: fs,
@@ -155,7 +181,16 @@ fn block_and_unblock_all_protocols(mode: &str) {
     let st = s.status();
     assert!(st["counters"]["dropped_v4_packets"].as_u64().unwrap() >= 36);
     assert!(st["counters"]["dropped_v6_packets"].as_u64().unwrap() >= 36);
+    let (mode, hook) = match ingress_under_test() {
+        Ingress::Xdp => (mode, "xdp"),
+        Ingress::Tc => ("tc", "tc_ingress"),
+    };
     assert_eq!(st["interfaces"][0]["mode"], mode);
+    assert_eq!(st["hooks"][0]["hook"], hook, "{}", st["hooks"]);
+    let by_hook = st["hook_counters"][hook]["dropped_packets"]
+        .as_u64()
+        .unwrap();
+    assert!(by_hook >= 72, "{hook} counted {by_hook} drops");
     // The suite runs once per lookup (XDP_BLOCKLIST_LOOKUP), and the
     // agent must really be deciding with the one under test.
     assert_eq!(

@@ -122,6 +122,10 @@ fn build() -> Result<()> {
 /// Suites run a second time in trie mode.
 const TRIE_SUITES: [&str; 6] = ["kept", "table", "maps", "e2e", "reliability", "egress"];
 
+/// The variable `tests/src/ingress.rs` reads to run the e2e suite on TC
+/// ingress (xtask does not depend on the test harness).
+const INGRESS_ENV: &str = "XDPBL_INGRESS";
+
 /// Seconds each fuzz target runs in `cargo xtask test`.
 const FUZZ_SECONDS_IN_TEST: u64 = 30;
 
@@ -186,6 +190,18 @@ fn test(filter: Option<String>) -> Result<()> {
             &mut totals,
         )?;
     }
+    // The end-to-end suite once more with the decision as a TC ingress
+    // classifier, beside a foreign XDP program that holds each interface.
+    sh::step("test: the end-to-end suite again on TC ingress (`attach --mode tc`)");
+    sh::run_tests(
+        sh::cargo()
+            .args(["test", "-p", "blocklist-tests", "--test", "e2e", "--"])
+            .arg("--test-threads=1")
+            .args(&filter)
+            .env(INGRESS_ENV, "tc")
+            .env("XDPBL_DEB", &deb),
+        &mut totals,
+    )?;
     // Bounded fuzzing of every parser (the corpus lives in fuzz/corpus).
     sh::step("test: fuzzing every parser for a bounded time");
     fuzz::run(FUZZ_SECONDS_IN_TEST)?;

@@ -26,8 +26,8 @@ pub fn run(ctx: &Context, args: DetachArgs) -> anyhow::Result<()> {
         .with_context(|| format!("updating {}", ctx.state.root().display()))?;
     if hooks::detach_when_unused(&ctx.pin, &ctx.state)? {
         println!(
-            "no interface uses xdp-blocklist any more; removed the egress hooks and the pins \
-             under {}",
+            "no interface uses xdp-blocklist any more; removed the pins under {} \
+             (and the egress hooks with them)",
             ctx.pin.root().display()
         );
     }

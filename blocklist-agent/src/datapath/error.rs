@@ -62,7 +62,9 @@ pub enum DatapathError {
     },
     /// Another XDP program holds the interface.
     #[error(
-        "another XDP program is attached to {0} (a libxdp dispatcher, Cilium, Katran...; see          `ip link show {0}`); run xdp-blocklist beside it as a TC classifier with          `attach --iface {0} --mode tc` (or xdp_mode = \"tc\"), or detach the other program"
+        "another XDP program is attached to {0} (a libxdp dispatcher, Cilium, Katran...; \
+         see `ip link show {0}`); run xdp-blocklist beside it as a TC classifier with \
+         `attach --iface {0} --mode tc` (or xdp_mode = \"tc\"), or detach the other program"
     )]
     XdpTaken(String),
     /// A trie refused an insert because it is full.
