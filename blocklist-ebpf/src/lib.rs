@@ -243,6 +243,9 @@ pub const HOOK_NAMES: [&str; HOOKS as usize] = ["xdp", "tc_ingress", "tc_egress"
 /// Name of the empty `XDP_PASS` program shipped beside it, the cost floor
 /// that benchmarks compare against.
 pub const FLOOR_PROGRAM_NAME: &str = "xdp_pass_floor";
+/// Name of the empty TC classifier shipped beside it, the cost floor of
+/// the TC hooks.
+pub const TC_FLOOR_PROGRAM_NAME: &str = "tc_pass_floor";
 /// Name of the drop-everything program shipped beside it, the live
 /// ceiling that benchmarks compare against.
 pub const DROP_ALL_PROGRAM_NAME: &str = "xdp_drop_floor";

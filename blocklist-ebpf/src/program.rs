@@ -282,6 +282,12 @@ pub fn xdp_pass_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// The TC cost floor for benchmarks: no verdict, touches nothing.
+#[classifier]
+pub fn tc_pass_floor(_ctx: TcContext) -> i32 {
+    TC_ACT_UNSPEC
+}
+
 /// The live ceiling for benchmarks: drops everything at once, so the
 /// bench can tell the cost of the filter from the cost of the setup.
 #[xdp]

@@ -130,6 +130,24 @@ impl Kernel {
             .duration_ns
     }
 
+    /// Mean ns per run of `frame` through the TC classifier `name`
+    /// (`tc_ingress`, `tc_egress` or the `tc_pass_floor`), as an skb.
+    pub fn tc_cost_ns(&mut self, name: &str, frame: &[u8], repeat: u32) -> u32 {
+        self.tc_run(name, frame, repeat).duration_ns
+    }
+
+    /// The TC classifier `name`'s verdict on `frame` (`TC_ACT_*`).
+    pub fn tc_verdict(&mut self, name: &str, frame: &[u8]) -> i32 {
+        self.tc_run(name, frame, 1).action as i32
+    }
+
+    fn tc_run(&mut self, name: &str, frame: &[u8], repeat: u32) -> test_run::RunResult {
+        use std::os::fd::AsFd as _;
+        let prog = self.loaded.tc_program(name).expect("TC program");
+        let fd = prog.fd().expect("TC program fd");
+        test_run::run_fd(fd.as_fd(), frame, repeat).expect("BPF_PROG_TEST_RUN")
+    }
+
     /// Adds a block entry.
     pub fn block(&mut self, cidr: &str) {
         let p: Prefix = cidr.parse().expect("valid prefix");

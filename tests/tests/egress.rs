@@ -144,6 +144,7 @@ fn connections_and_datagrams_to_listed_addresses_are_refused_with_eperm() {
     assert_eq!(call(&cg.0, &f, "tcp", SERVER6, port(&tcp6)), "EPERM");
     assert_eq!(call(&cg.0, &f, "udp", SERVER6, uport(&udp6)), "EPERM");
     assert_eq!(call(&cg.0, &f, "tcp", &mapped, port(&tcp4)), "EPERM");
+    assert_eq!(call(&cg.0, &f, "udp", &mapped, uport(&udp4)), "EPERM");
     // Nothing reached the server: no datagram, and only the first
     // connection in the backlog.
     udp4.set_nonblocking(true).unwrap();
@@ -170,7 +171,7 @@ fn connections_and_datagrams_to_listed_addresses_are_refused_with_eperm() {
 
     // The refusals are counted on the entries, as egress.
     let c4 = k.maps.prefix_entry_counters(p("10.77.2.0/24")).unwrap();
-    assert_eq!((c4.packets, c4.egress_packets), (3, 3), "{c4:?}");
+    assert_eq!((c4.packets, c4.egress_packets), (4, 4), "{c4:?}");
     let c6 = k
         .maps
         .prefix_entry_counters(p(&format!("{SERVER6}/128")))
@@ -526,4 +527,46 @@ fn the_agent_blocks_both_directions_and_reports_each_hook() {
     assert!(!fs.pin_dir().exists(), "pins left behind");
     assert_eq!(call(&cg.child, &f, "tcp", CLIENT4_B, lport), "ok");
     run.0 = Command::new("true").spawn().unwrap();
+}
+
+/// The TC classifiers decide as the XDP program does, on the same maps:
+/// TC ingress like XDP (source and destination, allow entries win), TC
+/// egress on the frame leaving; both count in their own hook's slot.
+#[test]
+fn tc_classifiers_decide_like_the_xdp_program() {
+    use blocklist_agent::datapath::test_run::{XDP_DROP, XDP_PASS};
+    use blocklist_ebpf::{TC_EGRESS_PROGRAM, TC_INGRESS_PROGRAM};
+    use blocklist_tests::frames;
+    const SHOT: i32 = 2;
+    const NEXT: i32 = -1;
+
+    require_root();
+    let mut k = Kernel::load();
+    k.block("10.77.9.0/24");
+    k.block("fd00:77:9::/48");
+    k.allow("10.77.9.7");
+    let f = |s: &str, d: &str| frames::ip(s.parse().unwrap(), d.parse().unwrap());
+    let cases = [
+        (f("10.77.9.1", "10.77.0.1"), true),
+        (f("10.77.0.1", "10.77.9.1"), true),
+        (f("10.77.9.7", "10.77.0.1"), false),
+        (f("10.77.0.2", "10.77.0.1"), false),
+        (f("fd00:77:9::1", "fd00:77::1"), true),
+        (f("fd00:77::1", "fd00:77:9::1"), true),
+        (f("fd00:77::1", "fd00:77::2"), false),
+    ];
+    for (frame, blocked) in &cases {
+        let xdp = k.verdict(frame);
+        assert_eq!(xdp, if *blocked { XDP_DROP } else { XDP_PASS });
+        for prog in [TC_INGRESS_PROGRAM, TC_EGRESS_PROGRAM] {
+            let want = if *blocked { SHOT } else { NEXT };
+            assert_eq!(k.tc_verdict(prog, frame), want, "{prog} on {frame:02x?}");
+        }
+    }
+    let hooks = k.maps.hook_counters().unwrap();
+    let drops: Vec<u64> = hooks
+        .iter()
+        .map(|h| h.dropped_v4_packets + h.dropped_v6_packets)
+        .collect();
+    assert_eq!(drops, vec![4, 4, 4, 0], "{hooks:?}");
 }

@@ -55,7 +55,7 @@ pub fn run(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<RunResult, DatapathE
     run_fd(fd.as_fd(), frame, repeat)
 }
 
-/// [`run`] for any loaded XDP program, by file descriptor (for example one
+/// [`run`] for any loaded XDP or TC program, by file descriptor (for example one
 /// another loader attached, opened with `BPF_PROG_GET_FD_BY_ID`).
 pub fn run_fd(prog: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> Result<RunResult, DatapathError> {
     let mut out = vec![0u8; frame.len() + 256];

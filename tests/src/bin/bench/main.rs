@@ -14,6 +14,9 @@
 //!   no-change poll, a 1% change, a CrowdSec delta of 1,000 decisions, a
 //!   `/metrics` scrape, and how soon a new CrowdSec ban blocks (see
 //!   `updates.rs`).
+//! - `hooks`: per-packet cost of the TC classifiers beside the XDP
+//!   program's, and of a refused `connect()` beside an allowed one (see
+//!   `hooks.rs`).
 //! - `live`: drop rate over a veth pair with a live-frames sender, beside
 //!   iptables, ipset, nftables and xdp-filter (see `live.rs`).
 //!
@@ -23,6 +26,7 @@
 
 mod cleanup;
 mod footprint;
+mod hooks;
 mod live;
 mod packets;
 mod scripts;
@@ -32,6 +36,10 @@ mod updates;
 use blocklist_tests::require_root;
 
 fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__connect") {
+        return hooks::connect_child(&args[2..]);
+    }
     require_root();
     cleanup::on_interrupt()?;
     let which = std::env::args().nth(1).unwrap_or_default();
@@ -42,6 +50,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wants("sync") {
         out.insert("sync".into(), sync::run()?);
+    }
+    if wants("hooks") {
+        out.insert("hooks".into(), hooks::run()?);
     }
     if wants("footprint") {
         out.insert("footprint".into(), footprint::run()?);
