@@ -68,7 +68,7 @@ pub fn attached(pin: &PinDir, state: &StateDir) -> Vec<Hook> {
         hooks.push(Hook {
             hook: if tc { "tc_ingress" } else { "xdp" },
             mode: match (tc, rec) {
-                (true, _) => "tcx".to_owned(),
+                (true, _) => tc_mode(&pin.link(&iface)),
                 (false, Some(r)) => r.mode.to_string(),
                 (false, None) => "unknown".to_owned(),
             },
@@ -79,8 +79,8 @@ pub fn attached(pin: &PinDir, state: &StateDir) -> Vec<Hook> {
     for iface in pin.tc_egress_interfaces() {
         hooks.push(Hook {
             hook: "tc_egress",
+            mode: tc_mode(&pin.tc_egress_link(&iface)),
             target: iface,
-            mode: "tcx".to_owned(),
             since: None,
         });
     }
@@ -98,6 +98,12 @@ pub fn attached(pin: &PinDir, state: &StateDir) -> Vec<Hook> {
         });
     }
     hooks
+}
+
+fn tc_mode(path: &std::path::Path) -> String {
+    tc::pinned(path)
+        .map_or("unknown", tc::Attachment::name)
+        .to_owned()
 }
 
 /// What has to change for the egress hooks to match the configuration.
@@ -165,9 +171,10 @@ impl EgressPlan {
             done.push("detached the cgroup egress hooks".to_owned());
         }
         for iface in &self.attach_tc {
-            tc::attach(loaded, pin, iface, tc::Side::Egress)?;
+            let how = tc::attach(loaded, pin, iface, tc::Side::Egress)?;
             done.push(format!(
-                "attached the TC egress classifier to {iface} (tcx)"
+                "attached the TC egress classifier to {iface} ({})",
+                how.name()
             ));
         }
         if let Some(path) = &self.attach_cgroup {

@@ -53,6 +53,17 @@ impl Setup {
             "attach did not say which mode it got: {}",
             out.stdout
         );
+        if mode == "tc" {
+            let how = match std::env::var("XDP_BLOCKLIST_TC").as_deref() {
+                Ok("clsact") => "clsact",
+                _ => "tcx",
+            };
+            assert!(
+                out.stdout.contains(how),
+                "not attached by {how}: {}",
+                out.stdout
+            );
+        }
         if foreign.is_some() {
             let link = lab
                 .filter
@@ -79,23 +90,24 @@ impl Setup {
         self.agent.run(&["status", "--json"]).json()
     }
 
-    /// The id of the program the interface's pinned link runs.
+    /// The id of the program the interface's pinned hook runs: the
+    /// pinned link's program, or the pinned program itself (a TC
+    /// classifier under clsact, `XDP_BLOCKLIST_TC=clsact`).
     fn link_prog_id(&self) -> u64 {
         let pin = PinDir::new(self._fs.pin_dir()).link(&self.lab.filter_if);
-        let out = std::process::Command::new("bpftool")
-            .args(["link", "show", "pinned"])
-            .arg(&pin)
-            .arg("--json")
-            .output()
-            .expect("running bpftool");
-        assert!(
-            out.status.success(),
-            "bpftool link show pinned {}: {}",
-            pin.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-        v["prog_id"].as_u64().expect("the link names its program")
+        let show = |what: &str, key: &str| {
+            let out = std::process::Command::new("bpftool")
+                .args([what, "show", "pinned"])
+                .arg(&pin)
+                .arg("--json")
+                .output()
+                .expect("running bpftool");
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            v[key].as_u64()
+        };
+        show("link", "prog_id")
+            .or_else(|| show("prog", "id"))
+            .unwrap_or_else(|| panic!("bpftool shows no program pinned at {}", pin.display()))
     }
 }
 
@@ -443,12 +455,8 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
 
 #[test]
 fn detach_removes_the_link_and_then_the_pins() {
-    require_root();
-    let lab = Lab::new();
-    let fs = Bpffs::new();
-    let state = tempfile::tempdir().unwrap();
-    let agent = Agent::new(lab.filter.name(), fs.pin_dir(), state.path().to_owned());
-    agent.run(&["attach", "--iface", &lab.filter_if]);
+    let s = Setup::new("native");
+    let (lab, agent) = (&s.lab, &s.agent);
     agent.run(&["block", CLIENT4]);
     assert_eq!(ping(&lab.client, Some(CLIENT4), FILTER4, 3), 0);
     let out = agent.run(&["detach", "--iface", &lab.filter_if]);
@@ -458,7 +466,7 @@ fn detach_removes_the_link_and_then_the_pins() {
         3,
         "traffic flows after detach"
     );
-    assert!(!fs.pin_dir().join("BLOCK_V4").exists());
+    assert!(!s._fs.pin_dir().join("BLOCK_V4").exists());
     let r = agent.try_run(&["status"]);
     assert_fails(&r, 1, "attach first");
     let r = agent.try_run(&["detach", "--iface", &lab.filter_if]);

@@ -356,6 +356,20 @@ fn the_agent_blocks_both_directions_and_reports_each_hook() {
     );
     lab.wait_settled();
     assert_eq!(hooks_of(&status()), want_hooks);
+    // `cargo xtask test` runs this suite once more with the classifier
+    // forced under clsact, the fallback for kernels without TCX.
+    let tc_mode = match std::env::var("XDP_BLOCKLIST_TC").as_deref() {
+        Ok("clsact") => "clsact",
+        _ => "tcx",
+    };
+    assert_eq!(status()["hooks"][1]["mode"], tc_mode);
+    if tc_mode == "clsact" {
+        let filters = lab
+            .filter
+            .exec(&["tc", "filter", "show", "dev", &lab.filter_if, "egress"]);
+        let filters = String::from_utf8_lossy(&filters.stdout).into_owned();
+        assert!(filters.contains("tc_egress"), "no clsact filter: {filters}");
+    }
     let f = lab.filter.name().to_owned();
 
     // A process in the cgroup: refused before anything leaves.
@@ -526,6 +540,13 @@ fn the_agent_blocks_both_directions_and_reports_each_hook() {
     agent.run(&["detach", "--iface", &lab.filter_if]);
     assert!(!fs.pin_dir().exists(), "pins left behind");
     assert_eq!(call(&cg.child, &f, "tcp", CLIENT4_B, lport), "ok");
+    let echoes = echo_requests_in(&lab.client);
+    echo(&lab.filter, CLIENT6);
+    assert_eq!(
+        echo_requests_in(&lab.client),
+        echoes + 1,
+        "the TC egress classifier is still there after detach"
+    );
     run.0 = Command::new("true").spawn().unwrap();
 }
 

@@ -126,6 +126,10 @@ const TRIE_SUITES: [&str; 6] = ["kept", "table", "maps", "e2e", "reliability", "
 /// ingress (xtask does not depend on the test harness).
 const INGRESS_ENV: &str = "XDPBL_INGRESS";
 
+/// The variable that makes the agent attach its TC classifiers under
+/// clsact instead of TCX (`blocklist_agent::datapath::tc::TC_ENV`).
+const TC_ENV: &str = "XDP_BLOCKLIST_TC";
+
 /// Seconds each fuzz target runs in `cargo xtask test`.
 const FUZZ_SECONDS_IN_TEST: u64 = 30;
 
@@ -191,17 +195,37 @@ fn test(filter: Option<String>) -> Result<()> {
         )?;
     }
     // The end-to-end suite once more with the decision as a TC ingress
-    // classifier, beside a foreign XDP program that holds each interface.
-    sh::step("test: the end-to-end suite again on TC ingress (`attach --mode tc`)");
-    sh::run_tests(
-        sh::cargo()
-            .args(["test", "-p", "blocklist-tests", "--test", "e2e", "--"])
-            .arg("--test-threads=1")
-            .args(&filter)
-            .env(INGRESS_ENV, "tc")
-            .env("XDPBL_DEB", &deb),
-        &mut totals,
-    )?;
+    // classifier, beside a foreign XDP program that holds each interface:
+    // through TCX links, then as clsact filters (the fallback for kernels
+    // without TCX, forced here); the egress suite with clsact too.
+    for (step, suite, env) in [
+        (
+            "test: the end-to-end suite again on TC ingress (`attach --mode tc`, TCX)",
+            "e2e",
+            &[(INGRESS_ENV, "tc")][..],
+        ),
+        (
+            "test: the end-to-end suite again on TC ingress under clsact",
+            "e2e",
+            &[(INGRESS_ENV, "tc"), (TC_ENV, "clsact")][..],
+        ),
+        (
+            "test: the egress suite again with its TC classifier under clsact",
+            "egress",
+            &[(TC_ENV, "clsact")][..],
+        ),
+    ] {
+        sh::step(step);
+        sh::run_tests(
+            sh::cargo()
+                .args(["test", "-p", "blocklist-tests", "--test", suite, "--"])
+                .arg("--test-threads=1")
+                .args(&filter)
+                .envs(env.iter().copied())
+                .env("XDPBL_DEB", &deb),
+            &mut totals,
+        )?;
+    }
     // Bounded fuzzing of every parser (the corpus lives in fuzz/corpus).
     sh::step("test: fuzzing every parser for a bounded time");
     fuzz::run(FUZZ_SECONDS_IN_TEST)?;

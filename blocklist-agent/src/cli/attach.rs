@@ -6,6 +6,7 @@ use blocklist_agent::{
         attach::{self, RequestedMode},
         loader::{self, LoadOptions, Loaded},
         maps::Maps,
+        tc,
     },
     hooks,
     state::Attachment,
@@ -120,10 +121,13 @@ pub fn run(ctx: &Context, args: AttachArgs) -> anyhow::Result<()> {
         record(ctx, iface, got)?;
         let note = match (mode, got) {
             (RequestedMode::Auto, attach::AttachedMode::Skb) => {
-                " (native XDP not supported by the driver; fell back)"
+                " (native XDP not supported by the driver; fell back)".to_owned()
             }
-            (_, attach::AttachedMode::Tc) => " (TC ingress classifier, tcx)",
-            _ => "",
+            (_, attach::AttachedMode::Tc) => format!(
+                " (TC ingress classifier, {})",
+                tc::pinned(&ctx.pin.link(iface)).map_or("unknown", tc::Attachment::name)
+            ),
+            _ => String::new(),
         };
         println!(
             "attached to {iface} in {got} mode{note}; maps pinned under {}",

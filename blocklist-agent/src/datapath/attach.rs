@@ -221,6 +221,9 @@ fn open_link(link_path: &std::path::Path, iface: &str) -> Result<PinnedLink, Dat
 /// Removes the pinned link of `iface`, which detaches the program.
 pub fn detach(pin: &PinDir, iface: &str) -> Result<(), DatapathError> {
     let link_path = pin.link(iface);
+    if super::tc::pinned(&link_path) == Some(super::tc::Attachment::Clsact) {
+        return super::tc::detach(pin, iface, super::tc::Side::Ingress);
+    }
     let pinned = open_link(&link_path, iface)?;
     let fd_link = pinned
         .unpin()

@@ -315,7 +315,10 @@ const BPF_F_RDONLY: u32 = 1 << 3;
 
 /// `BPF_OBJ_GET` with `file_flags`; aya's `from_pin` always asks for
 /// read-write, which needs write permission on the pin.
-fn obj_get(path: &std::path::Path, file_flags: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+pub(crate) fn obj_get(
+    path: &std::path::Path,
+    file_flags: u32,
+) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
     #[repr(C)]
     struct ObjAttr {
