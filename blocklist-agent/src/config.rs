@@ -400,8 +400,8 @@ impl Default for Fetch {
 pub struct Allow {
     /// Allowed prefixes (go to the allow tries).
     pub cidrs: Vec<Prefix>,
-    /// Also protect the host's own addresses and default gateways
-    /// (default true).
+    /// Also protect the host's own addresses, default gateways and DNS
+    /// resolvers (from resolv.conf; default true).
     #[serde(default = "yes")]
     pub protect_host: bool,
 }

@@ -3,8 +3,8 @@
 //! never be blocked.
 //!
 //! Protected ranges (configured `allow`, hand-made `allow`, and unless
-//! disabled the host's own addresses and default gateways) go to the allow
-//! tries, which win in the kernel. A block entry that lies entirely inside
+//! disabled the host's own addresses, default gateways and DNS resolvers)
+//! go to the allow tries, which win in the kernel, in both directions. A block entry that lies entirely inside
 //! a protected range could never match anything and is left out.
 
 use std::{
@@ -31,8 +31,8 @@ pub struct Desired {
     pub shadowed: usize,
 }
 
-/// The host's own interface addresses and its default gateways, as host
-/// prefixes.
+/// The host's own interface addresses, its default gateways and its DNS
+/// resolvers, as host prefixes.
 pub fn host_protected() -> Vec<Prefix> {
     let mut out: Vec<Prefix> = nix::ifaddrs::getifaddrs()
         .into_iter()
@@ -48,6 +48,7 @@ pub fn host_protected() -> Vec<Prefix> {
         .map(Prefix::host)
         .collect();
     out.extend(default_gateways().into_iter().map(Prefix::host));
+    out.extend(resolvers().into_iter().map(Prefix::host));
     out.sort();
     out.dedup();
     out
@@ -86,8 +87,39 @@ pub fn default_gateways() -> Vec<IpAddr> {
     gws
 }
 
+/// Where resolv.conf lives: the one programs read, and systemd-resolved's
+/// list of its upstream servers (the first names only its stub,
+/// 127.0.0.53, when it runs).
+const RESOLV_CONFS: [&str; 2] = ["/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"];
+
+/// The DNS resolvers the host uses: blocking one would cut off name
+/// resolution for every process, so a feed that lists a public resolver
+/// (they do: 8.8.8.8 shows up in scanner lists) must not.
+pub fn resolvers() -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = RESOLV_CONFS
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|text| nameservers_in(&text))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The `nameserver` addresses of a resolv.conf (an IPv6 zone suffix such
+/// as `%eth0` is dropped; anything unparsable is skipped).
+pub fn nameservers_in(text: &str) -> Vec<IpAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some("nameserver")).then(|| f.next()).flatten()
+        })
+        .filter_map(|a| a.split('%').next()?.parse().ok())
+        .collect()
+}
+
 /// The protected ranges: configured `allow`, hand-made `allow`, and unless
-/// disabled the host's own addresses and gateways (`host`).
+/// disabled the host's own addresses, gateways and resolvers (`host`).
 pub fn allow_set(config: &Config, manual: &Manual, host: &[Prefix]) -> BTreeSet<Prefix> {
     let mut allow: BTreeSet<Prefix> = config.allow.cidrs.iter().copied().collect();
     allow.extend(manual.allow.iter().copied());
@@ -232,6 +264,15 @@ mod tests {
         // The host address is allowlisted, so the /24 never blocks it.
         assert!(d.allow.contains(&p("198.51.100.1/32")));
         assert!(d.allow.contains(&p("192.0.2.0/28")));
+    }
+
+    #[test]
+    fn nameservers_parse_from_resolv_conf() {
+        let text = "# generated\nsearch example.net\nnameserver 192.0.2.53\n\
+                    nameserver   2001:db8::53\nnameserver fe80::1%eth0\n\
+                    nameserver not-an-address\noptions edns0\n;nameserver 192.0.2.99\n";
+        let got: Vec<String> = nameservers_in(text).iter().map(|a| a.to_string()).collect();
+        assert_eq!(got, ["192.0.2.53", "2001:db8::53", "fe80::1"]);
     }
 
     #[test]

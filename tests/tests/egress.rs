@@ -591,3 +591,84 @@ fn tc_classifiers_decide_like_the_xdp_program() {
         .collect();
     assert_eq!(drops, vec![4, 4, 4, 0], "{hooks:?}");
 }
+
+/// `/etc/netns/NS/resolv.conf`, which `ip netns exec NS` binds over
+/// `/etc/resolv.conf`; removed on drop.
+struct NetnsResolvConf(PathBuf);
+
+impl NetnsResolvConf {
+    fn new(ns: &str, nameserver: &str) -> Self {
+        let dir = Path::new("/etc/netns").join(ns);
+        std::fs::create_dir_all(&dir).expect("creating /etc/netns/NS");
+        std::fs::write(
+            dir.join("resolv.conf"),
+            format!("# test\nnameserver {nameserver}\n"),
+        )
+        .unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for NetnsResolvConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        // Only if nothing else uses it.
+        let _ = std::fs::remove_dir("/etc/netns");
+    }
+}
+
+/// Host protection holds in both directions: a feed that lists the
+/// host's DNS resolver installs it as a protected address, so the host
+/// still reaches it through the TC egress classifier and it still
+/// reaches the host through XDP, while the feed's other address is
+/// dropped both ways.
+#[test]
+fn the_hosts_resolver_is_never_refused_in_either_direction() {
+    use blocklist_tests::{agent::Agent, bpffs::Bpffs, traffic::udp};
+
+    require_root();
+    let lab = Lab::new();
+    let fs = Bpffs::new();
+    let _resolv = NetnsResolvConf::new(lab.filter.name(), CLIENT4_B);
+    let dir = tempfile::tempdir().unwrap();
+    let feed = dir.path().join("feed.txt");
+    std::fs::write(&feed, format!("{CLIENT4}\n{CLIENT4_B}\n")).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "interfaces = [\"{}\"]\n[[feed]]\nname = \"scanners\"\nurl = \"{}\"\n\
+             [egress]\nmode = \"tc\"\n",
+            lab.filter_if,
+            feed.display()
+        ),
+    )
+    .unwrap();
+    let agent = Agent::new(lab.filter.name(), fs.pin_dir(), dir.path().join("state"))
+        .with_config(config)
+        .with_egress();
+    agent.run(&["attach", "--iface", &lab.filter_if]);
+    struct Detach<'a>(&'a Agent, &'a str);
+    impl Drop for Detach<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.try_run(&["detach", "--iface", self.1]);
+        }
+    }
+    let _detach = Detach(&agent, &lab.filter_if);
+    agent.run(&["sync", "--once"]);
+    lab.wait_settled();
+
+    let resolver = agent.run(&["check", CLIENT4_B, "--json"]).json();
+    assert_eq!(resolver["blocked"], false, "{resolver}");
+    assert_eq!(resolver["allow"]["prefix"], format!("{CLIENT4_B}/32"));
+    assert_eq!(
+        agent.run(&["check", CLIENT4, "--json"]).json()["blocked"],
+        true
+    );
+
+    // Out through TC egress, in through XDP.
+    assert_eq!(udp(&lab.filter, FILTER4, &lab.client, CLIENT4_B, 5, 64), 5);
+    assert_eq!(udp(&lab.client, CLIENT4_B, &lab.filter, FILTER4, 5, 64), 5);
+    assert_eq!(udp(&lab.filter, FILTER4, &lab.client, CLIENT4, 5, 64), 0);
+    assert_eq!(udp(&lab.client, CLIENT4, &lab.filter, FILTER4, 5, 64), 0);
+}

@@ -5,6 +5,11 @@
 //!   "packets", "bytes", "last_seen": RFC 3339, "rate_pps": only with --watch}`
 //! - `--by prefix`: `{"prefix", "feeds", "packets", "bytes", "last_seen"}`
 //! - `--by feed`: `{"feed", "prefixes", "packets", "bytes", "last_seen"}`
+//! - `--by hook`: `{"hook": "xdp"|"tc_ingress"|"tc_egress"|"cgroup",
+//!   "packets" (dropped + monitored), "dropped_packets", "dropped_bytes",
+//!   "monitored_packets", "allowlisted_packets", "seen_packets"}`, for
+//!   every hook that has seen anything (a cgroup hook counts calls, and
+//!   no bytes)
 
 use std::{collections::HashMap, time::Duration};
 
@@ -26,6 +31,8 @@ pub enum By {
     Prefix,
     /// Feeds.
     Feed,
+    /// Hooks: XDP, TC ingress, TC egress, cgroup.
+    Hook,
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +137,37 @@ fn snapshot(ctx: &Context, maps: &Maps, by: By) -> anyhow::Result<Vec<Row>> {
                 ],
             })
             .collect(),
+        By::Hook => {
+            let mut rows: Vec<Row> = maps
+                .hook_counters()?
+                .iter()
+                .zip(blocklist_ebpf::HOOK_NAMES)
+                .filter(|(c, _)| c.seen_packets > 0)
+                .map(|(c, hook)| {
+                    let dropped = c.dropped_v4_packets + c.dropped_v6_packets;
+                    let bytes = c.dropped_v4_bytes + c.dropped_v6_bytes;
+                    let packets = dropped + c.monitored_packets;
+                    Row {
+                        key: hook.to_owned(),
+                        packets,
+                        json: json!({
+                            "hook": hook, "packets": packets, "dropped_packets": dropped,
+                            "dropped_bytes": bytes, "monitored_packets": c.monitored_packets,
+                            "allowlisted_packets": c.allowlisted_packets,
+                            "seen_packets": c.seen_packets,
+                        }),
+                        cells: vec![
+                            hook.to_owned(),
+                            table::count(packets),
+                            table::bytes(bytes),
+                            table::count(c.seen_packets),
+                        ],
+                    }
+                })
+                .collect();
+            rows.sort_by_key(|r| std::cmp::Reverse(r.packets));
+            rows
+        }
     })
 }
 
@@ -143,6 +181,7 @@ fn header(by: By, rates: bool) -> Vec<&'static str> {
         ],
         By::Prefix => vec!["entry / feeds", "packets", "bytes", "last seen"],
         By::Feed => vec!["feed", "entries hit", "packets", "bytes", "last seen"],
+        By::Hook => vec!["hook", "packets", "bytes", "seen"],
     };
     if rates {
         let at = h.len() - 1;
