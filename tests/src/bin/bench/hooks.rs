@@ -200,70 +200,70 @@ fn connect_costs(k: &mut Kernel, ns: &Netns, runs: usize) -> anyhow::Result<Vec<
     let cg = BenchCgroup(root.join(unique("xbbench")));
     std::fs::create_dir(&cg.0).with_context(|| format!("creating {}", cg.0.display()))?;
 
-    let mut rows = Vec::new();
-    let mut measure =
-        |case: &str, program: &'static str, baseline: Option<f64>, args: [&str; 4]| {
-            let v: anyhow::Result<Vec<f64>> = (0..runs)
-                .map(|_| connect_loop(&cg.0, ns.name(), args))
-                .collect();
-            let (median_ns, min_ns, max_ns) = stats(v?);
-            eprintln!("  {program:<16} {case:<44} {median_ns:9.1} ns/call");
-            rows.push(Row {
-                case: case.to_owned(),
-                program,
-                median_ns,
-                min_ns,
-                max_ns,
-                vs_baseline: baseline.map_or(1.0, |b| median_ns / b),
-                baseline: "no hook",
-                over_floor_ns: None,
-            });
-            anyhow::Ok(median_ns)
-        };
+    // (case, hooked, args). Every run measures each case once, the hooks
+    // attached for the hooked ones and detached again, so a baseline and
+    // the case it is compared with always share the run's conditions.
     let (udp, tcp) = (udp_n.to_string(), tcp_n.to_string());
-    let udp_base = measure(
-        "UDP connect(), clean",
-        "no hook",
-        None,
-        ["udp", CLEAN, "ok", &udp],
-    )?;
-    let tcp_base = measure(
-        "TCP connect() + accept, clean",
-        "no hook",
-        None,
-        ["tcp", LOCAL, "ok", &tcp],
-    )?;
-    k.attach_egress(&cg.0);
-    let pin = PinDir::new(k.pin_dir());
-    let r = (|| {
-        measure(
-            "UDP connect(), clean",
-            "connect4",
-            Some(udp_base),
-            ["udp", CLEAN, "ok", &udp],
-        )?;
-        measure(
-            "UDP connect(), listed: EPERM",
-            "connect4",
-            Some(udp_base),
-            ["udp", LISTED, "EPERM", &udp],
-        )?;
-        measure(
+    let cases: [(&str, bool, [&str; 4]); 6] = [
+        ("UDP connect(), clean", false, ["udp", CLEAN, "ok", &udp]),
+        (
             "TCP connect() + accept, clean",
-            "connect4",
-            Some(tcp_base),
+            false,
             ["tcp", LOCAL, "ok", &tcp],
-        )?;
-        measure(
+        ),
+        ("UDP connect(), clean", true, ["udp", CLEAN, "ok", &udp]),
+        (
+            "UDP connect(), listed: EPERM",
+            true,
+            ["udp", LISTED, "EPERM", &udp],
+        ),
+        (
+            "TCP connect() + accept, clean",
+            true,
+            ["tcp", LOCAL, "ok", &tcp],
+        ),
+        (
             "TCP connect(), listed: EPERM",
-            "connect4",
-            Some(tcp_base),
+            true,
             ["tcp", LISTED, "EPERM", &tcp],
-        )?;
-        anyhow::Ok(())
-    })();
-    cgroup::detach(&pin)?;
-    r?;
+        ),
+    ];
+    let pin = PinDir::new(k.pin_dir());
+    let mut samples = vec![Vec::new(); cases.len()];
+    for _ in 0..runs {
+        for (i, (_, hooked, args)) in cases.iter().enumerate() {
+            if *hooked && cgroup::attached(&pin).is_empty() {
+                k.attach_egress(&cg.0);
+            }
+            let r = connect_loop(&cg.0, ns.name(), *args);
+            if r.is_err() {
+                cgroup::detach(&pin)?;
+            }
+            samples[i].push(r?);
+        }
+        cgroup::detach(&pin)?;
+    }
+    let mut rows = Vec::new();
+    let mut base = [0.0; 2];
+    for ((case, hooked, args), v) in cases.iter().zip(samples) {
+        let (median_ns, min_ns, max_ns) = stats(v);
+        let b = usize::from(args[0] == "tcp");
+        if !hooked {
+            base[b] = median_ns;
+        }
+        let program = if *hooked { "connect4" } else { "no hook" };
+        eprintln!("  {program:<16} {case:<44} {median_ns:9.1} ns/call");
+        rows.push(Row {
+            case: (*case).to_owned(),
+            program,
+            median_ns,
+            min_ns,
+            max_ns,
+            vs_baseline: median_ns / base[b],
+            baseline: "no hook",
+            over_floor_ns: None,
+        });
+    }
     Ok(rows)
 }
 
