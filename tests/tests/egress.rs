@@ -672,3 +672,70 @@ fn the_hosts_resolver_is_never_refused_in_either_direction() {
     assert_eq!(udp(&lab.filter, FILTER4, &lab.client, CLIENT4, 5, 64), 0);
     assert_eq!(udp(&lab.client, CLIENT4, &lab.filter, FILTER4, 5, 64), 0);
 }
+
+/// An egress hook that cannot go in (here: a cgroup path that does not
+/// exist) is logged with what to do, and `run` keeps filtering and
+/// syncing: the ingress hook and the lists protect regardless.
+#[test]
+fn a_missing_cgroup_does_not_stop_the_agent() {
+    use blocklist_tests::{agent::Agent, bpffs::Bpffs, wait_for};
+    use std::process::Stdio;
+
+    require_root();
+    let lab = Lab::new();
+    let fs = Bpffs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let feed = dir.path().join("feed.txt");
+    std::fs::write(&feed, format!("{CLIENT4}\n")).unwrap();
+    let config = dir.path().join("config.toml");
+    let gone = dir.path().join("no-such-cgroup");
+    std::fs::write(
+        &config,
+        format!(
+            "interfaces = [\"{}\"]\nsync_interval = \"1h\"\n[[feed]]\nname = \"f\"\nurl = \"{}\"\n\
+             [egress]\nmode = \"cgroup\"\ncgroup = \"{}\"\n[metrics]\nlisten = \"off\"\n",
+            lab.filter_if,
+            feed.display(),
+            gone.display()
+        ),
+    )
+    .unwrap();
+    let agent = Agent::new(lab.filter.name(), fs.pin_dir(), dir.path().join("state"))
+        .with_config(config)
+        .with_egress();
+    let log = dir.path().join("run.log");
+    struct Stop<'a>(std::process::Child, &'a Agent, &'a str);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            blocklist_tests::agent::terminate(&mut self.0, Duration::from_secs(20));
+            let _ = self.1.try_run(&["detach", "--iface", self.2]);
+        }
+    }
+    let mut run = Stop(
+        agent
+            .command(&["run"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+        &agent,
+        &lab.filter_if,
+    );
+    wait_for(
+        "the first sync",
+        Duration::from_secs(30),
+        || {
+            agent
+                .try_run(&["check", CLIENT4, "--json"])
+                .stdout
+                .contains("\"blocked\": true")
+        },
+        || std::fs::read_to_string(&log).unwrap_or_default(),
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(run.0.try_wait().unwrap().is_none(), "run exited: {text}");
+    assert!(
+        text.contains("egress hooks") && text.contains("no-such-cgroup"),
+        "the log does not say what failed: {text}"
+    );
+}

@@ -16,6 +16,7 @@ use blocklist_agent::{
     config::Config,
     datapath::{
         attach::{self, RequestedMode},
+        loader::Loaded,
         maps::Maps,
     },
     events, export,
@@ -340,6 +341,20 @@ fn attach_missing(ctx: &Context, config: &Config) -> anyhow::Result<()> {
             tracing::info!(%iface, mode = %got, "attached");
         }
     }
+    // The ingress hooks protect already; an egress hook that cannot go in
+    // (no cgroup2 mount, a cgroup path that is gone) is an error to fix,
+    // not a reason to stop syncing the lists. It is retried on SIGHUP.
+    if let Err(e) = egress_hooks(ctx, config, loaded) {
+        tracing::error!(
+            error = %format!("{e:#}"),
+            "the egress hooks [egress] asks for are not in place; ingress filtering and \
+             syncing go on (fix the cause or set [egress] mode, then reload)"
+        );
+    }
+    Ok(())
+}
+
+fn egress_hooks(ctx: &Context, config: &Config, loaded: Option<Loaded>) -> anyhow::Result<()> {
     let plan = hooks::EgressPlan::new(&ctx.pin, &config.egress)?;
     if plan.is_empty() {
         return Ok(());
