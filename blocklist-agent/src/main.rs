@@ -12,6 +12,10 @@ fn main() -> ExitCode {
     cli::init_logging(&args.global);
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<cli::KeptLastGood>() => {
+            eprintln!("warning: {e:#}");
+            ExitCode::from(cli::KEPT_LAST_GOOD)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)

@@ -153,6 +153,41 @@ impl Agent {
         }
     }
 
+    /// `sync --once --json EXTRA`, checking its exit code against its own
+    /// report: 0 when no feed failed or was refused, 3 (the last line on
+    /// stderr naming each such feed) when one kept its last good list.
+    /// Returns the report.
+    pub fn sync_once(&self, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec!["sync", "--once", "--json"];
+        args.extend_from_slice(extra);
+        let r = self.try_run(&args);
+        let report = r.json();
+        let kept: Vec<&str> = report["feeds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| f["status"] == "failed" || f["status"] == "refused")
+            .filter_map(|f| f["name"].as_str())
+            .collect();
+        let want = if kept.is_empty() { 0 } else { 3 };
+        assert_eq!(
+            r.code, want,
+            "sync --once exit code (feeds kept at last good: {kept:?})\nstdout: {}\nstderr: {}",
+            r.stdout, r.stderr
+        );
+        if want == 3 {
+            // The log may say more above it; the last line is the summary.
+            let line = r.stderr.trim().lines().last().unwrap_or_default();
+            for name in &kept {
+                assert!(
+                    line.contains(&format!("`{name}`")),
+                    "{name} not named: {line}"
+                );
+            }
+        }
+        report
+    }
+
     /// Runs a command that must succeed.
     pub fn run(&self, args: &[&str]) -> Run {
         let r = self.try_run(args);

@@ -56,9 +56,7 @@ impl Env {
     }
 
     fn sync(&self, extra: &[&str]) -> Value {
-        let mut args = vec!["sync", "--once", "--json"];
-        args.extend_from_slice(extra);
-        self.agent.run(&args).json()
+        self.agent.sync_once(extra)
     }
 
     fn blocked(&self, ip: &str) -> bool {
@@ -427,7 +425,7 @@ fn taxii_collection_with_added_revoked_and_expired_indicators() {
     )
     .with_config(env.dir.path().join("config.toml"))
     .with_env("PARTNER_TAXII_PASSWORD", taxii_server::PASSWORD);
-    let sync = || agent.run(&["sync", "--once", "--json"]).json();
+    let sync = || agent.sync_once(&[]);
 
     let r = sync();
     assert_eq!(
@@ -507,7 +505,7 @@ fn taxii_collection_with_added_revoked_and_expired_indicators() {
     let bad = Agent::new(ns.name(), env._fs.pin_dir(), agent.state_dir().to_owned())
         .with_config(env.dir.path().join("config.toml"))
         .with_env("PARTNER_TAXII_PASSWORD", "wrong");
-    let r = bad.run(&["sync", "--once", "--json"]).json();
+    let r = bad.sync_once(&[]);
     assert_eq!(feed_status(&r, "partner"), "failed", "{r}");
     assert!(
         !r.to_string().contains("wrong"),
@@ -540,7 +538,7 @@ fn taxii_collection_url_works_directly() {
     .with_config(env.dir.path().join("config.toml"))
     .with_env("PARTNER_TAXII_PASSWORD", taxii_server::PASSWORD);
     // Five objects over pages of two: paging by `next`.
-    let r = agent.run(&["sync", "--once", "--json"]).json();
+    let r = agent.sync_once(&[]);
     assert_eq!(r["v4"]["added"], 5, "{r}\n{}", taxii.log());
 }
 
@@ -724,11 +722,7 @@ fn a_dry_run_changes_neither_the_kernel_nor_the_state_directory() {
     )
     .with_config(env.dir.path().join("config.toml"))
     .with_env("PARTNER_TAXII_PASSWORD", taxii_server::PASSWORD);
-    let sync = |extra: &[&str]| {
-        let mut args = vec!["sync", "--once", "--json"];
-        args.extend_from_slice(extra);
-        agent.run(&args).json()
-    };
+    let sync = |extra: &[&str]| agent.sync_once(extra);
     let r = sync(&[]);
     assert_eq!(feed_status(&r, "list"), "updated", "{r}");
     assert_eq!(feed_status(&r, "partner"), "updated", "{r}");
@@ -931,4 +925,69 @@ fn validators_unchanged_bodies_and_the_retry_after_cap() {
         took < Duration::from_secs(50),
         "waited {took:?}: the cap did not hold"
     );
+}
+
+/// `sync --once` tells cron what happened: 0 when the feed updated or was
+/// unchanged, 3 with one line on stderr naming the feed and why when it
+/// failed or its new list was refused (protection kept from its last good
+/// list either way), 1 for a usage error.
+#[test]
+fn sync_once_exit_codes_tell_cron_when_a_feed_kept_its_last_good_list() {
+    let env = Env::new("");
+    let server = FeedServer::start_in(&env.lab.filter);
+    server.set("/l", vec![Reply::tagged(addresses(0, 10), "\"v1\"")]);
+    env.rewrite_config(&config_with_feed(&server.url("/l")));
+    let sync = || env.agent.try_run(&["sync", "--once"]);
+
+    let r = sync();
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (0, ""),
+        "updated: {}",
+        r.stdout
+    );
+    let r = sync();
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (0, ""),
+        "unchanged: {}",
+        r.stdout
+    );
+
+    server.set("/l", vec![Reply::Status(500)]);
+    let r = sync();
+    assert_eq!(r.code, 3, "failed: {}\n{}", r.stdout, r.stderr);
+    // The log may say more above it; the last line is the summary.
+    let line = r.stderr.trim().lines().last().unwrap_or_default();
+    assert!(
+        line.starts_with("warning: 1 of 1 feed(s)")
+            && line.contains("`list`")
+            && line.contains("500")
+            && line.contains("last good"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.contains("FAILED, kept last good"), "{}", r.stdout);
+    assert_eq!(env.entries_v4(), 10, "protection kept");
+
+    // 10 → 2 entries: the shrink guard refuses it.
+    server.set("/l", vec![Reply::tagged(addresses(0, 2), "\"v2\"")]);
+    let r = sync();
+    assert_eq!(r.code, 3, "refused: {}\n{}", r.stdout, r.stderr);
+    let line = r.stderr.trim().lines().last().unwrap_or_default();
+    assert!(
+        line.contains("`list`") && line.contains("shrink"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(env.entries_v4(), 10, "protection kept");
+    let r = env.agent.try_run(&["sync", "--once", "--json"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert_eq!(feed_status(&r.json(), "list"), "refused");
+
+    let r = env.agent.try_run(&["sync", "--once", "--force"]);
+    assert_eq!(r.code, 0, "forced: {}\n{}", r.stdout, r.stderr);
+    assert_eq!(env.entries_v4(), 2);
+
+    assert_eq!(env.agent.try_run(&["sync"]).code, 1, "no --once");
 }

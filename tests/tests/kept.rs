@@ -140,7 +140,7 @@ impl Env {
             });
             // The loop is running before the first write and after the last.
             std::thread::sleep(Duration::from_millis(100));
-            let report = agent.run(&["sync", "--once", "--json"]).json();
+            let report = agent.sync_once(&[]);
             std::thread::sleep(Duration::from_millis(100));
             stop.store(true, Ordering::Relaxed);
             let (drop, pass) = probe.join().unwrap();
@@ -175,7 +175,7 @@ fn block_entry_changes(side: &Side, old: &str, new: &str) {
     let frame = frame_for(side.address);
     let key = side.report;
     env.lists(&with((side.filler)(0, FILLER), old), &[]);
-    let r = env.agent.run(&["sync", "--once", "--json"]).json();
+    let r = env.agent.sync_once(&[]);
     assert_eq!(r[key]["added"], 2 * FILLER as u64 + 1, "{r}");
     assert_eq!(env.kernel.verdict(&frame), XDP_DROP, "blocked by {old}");
 
@@ -233,7 +233,7 @@ fn an_allow_entry_narrowed_to_the_address_never_blocks_it() {
     let mut allow = allow_filler(0);
     allow.extend(hosts(0x2d00_0000, 5_000));
     env.lists(&block, &with(allow, "192.0.2.0/24"));
-    let r = env.agent.run(&["sync", "--once", "--json"]).json();
+    let r = env.agent.sync_once(&[]);
     assert_eq!(r["v4"]["added"], 1, "{r}");
     assert_eq!(env.kernel.verdict(&frame()), XDP_PASS, "allowed by the /24");
 

@@ -82,7 +82,7 @@ impl Env {
     }
 
     fn sync(&self) -> Value {
-        self.agent.run(&["sync", "--once", "--json"]).json()
+        self.agent.sync_once(&[])
     }
 
     fn entries_v4(&self) -> u64 {
@@ -381,8 +381,7 @@ fn corrupt_state_files_are_recovered_without_losing_protection() {
 
     // The feed is down too: nothing may be removed.
     server.set("/f", vec![Reply::Status(503)]);
-    let out = env.agent.run(&["sync", "--once", "--json"]);
-    let r = out.json();
+    let r = env.agent.sync_once(&[]);
     assert_eq!(
         r["deletes_held"], true,
         "the feed's list is lost and the feed is down: {r}"

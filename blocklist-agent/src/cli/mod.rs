@@ -29,13 +29,27 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Drop traffic to and from blocklisted addresses at the XDP hook.
 #[derive(Debug, Parser)]
-#[command(name = "blocklist-agent", version, about, propagate_version = true)]
+#[command(
+    name = "blocklist-agent",
+    version,
+    about,
+    propagate_version = true,
+    after_long_help = EXIT_STATUS
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The exit codes, for the help and the man page.
+const EXIT_STATUS: &str = "Exit status:\n  \
+    0  success\n  \
+    1  error: nothing was done; one line on stderr says what failed and what to do\n  \
+    2  usage error\n  \
+    3  sync --once finished, but a feed failed or its new list was refused and\n     \
+    its last good entries were kept; the last line on stderr names the feeds";
 
 /// Options every subcommand takes.
 #[derive(Debug, Args)]
@@ -72,7 +86,9 @@ pub enum LogFormat {
 pub enum Command {
     /// The agent: attach, then keep the tries in sync with the feeds.
     Run(run::RunArgs),
-    /// One sync for cron (`--once`), printing what changed.
+    /// One sync for cron (`--once`), printing what changed; exits 3 when a
+    /// feed failed or was refused and kept its last good entries.
+    #[command(after_long_help = EXIT_STATUS)]
     Sync(sync::SyncArgs),
     /// Installed entries with the feeds that list them.
     List(list::ListArgs),
@@ -169,6 +185,8 @@ pub fn init_logging(g: &Global) {
         LogFormat::Json => builder.json().init(),
     }
 }
+
+pub use sync::{KEPT_LAST_GOOD, KeptLastGood};
 
 /// Runs one subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<()> {

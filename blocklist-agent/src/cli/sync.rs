@@ -10,6 +10,13 @@
 //! ```
 //! A feed that failed or was refused has `"status": "failed"` or
 //! `"refused"` and a `"reason"`.
+//!
+//! Exit codes, for cron: 0 when every feed updated, was unchanged, not
+//! due or disabled; [`KEPT_LAST_GOOD`] (3) when the report is printed but
+//! at least one feed failed or was refused and protection was kept from
+//! its last good list (the last line on stderr names the feeds and why,
+//! below whatever the log said); 1
+//! for any other error, when nothing was synced.
 
 use anyhow::{Context as _, bail};
 use blocklist_agent::{
@@ -60,8 +67,32 @@ pub fn run(ctx: &Context, args: SyncArgs) -> anyhow::Result<()> {
     } else {
         print_report(&report);
     }
-    Ok(())
+    let kept = report.kept_last_good();
+    if kept.is_empty() {
+        return Ok(());
+    }
+    let feeds: Vec<String> = kept
+        .iter()
+        .map(|(name, why)| format!("`{name}` ({why})"))
+        .collect();
+    Err(KeptLastGood(format!(
+        "{} of {} feed(s) kept their last good entries: {}; fix the feed or its guard (`status` \
+         shows it), then sync again",
+        kept.len(),
+        report.feeds.len(),
+        feeds.join("; ")
+    ))
+    .into())
 }
+
+/// The exit code of a sync that kept a feed's last good list.
+pub const KEPT_LAST_GOOD: u8 = 3;
+
+/// A sync that finished but kept at least one feed's last good list; the
+/// binary exits with [`KEPT_LAST_GOOD`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct KeptLastGood(String);
 
 /// The human form of a report.
 pub fn print_report(r: &Report) {

@@ -297,6 +297,24 @@ pub struct Report {
     pub table: Option<crate::datapath::table::TableReport>,
 }
 
+impl Report {
+    /// The feeds whose protection was kept from their last good list
+    /// because this sync could not take a new one: failed or refused, with
+    /// the reason. Empty when every feed updated, was unchanged, not due or
+    /// disabled.
+    pub fn kept_last_good(&self) -> Vec<(&str, &str)> {
+        self.feeds
+            .iter()
+            .filter_map(|f| match &f.status {
+                FeedStatus::Failed(why) | FeedStatus::Refused(why) => {
+                    Some((f.name.as_str(), why.as_str()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 fn report_of(o: &FeedOutcome, entries: usize) -> FeedReport {
     FeedReport {
         name: o.name.clone(),
