@@ -121,7 +121,10 @@ pub fn print_report(r: &Report) {
             println!("  {}: {why}", f.name);
         }
         for s in &f.samples {
-            println!("  {} line {}: {} ({})", f.name, s.line, s.reason, s.text);
+            println!(
+                "  {} {} {}: {} ({})",
+                f.name, s.unit, s.line, s.reason, s.text
+            );
         }
         if f.rejected > f.samples.len() {
             println!(

@@ -171,7 +171,8 @@ fn sample(out: &mut Stream, index: usize, reason: String, object: &serde_json::V
         }
         out.samples.push(Rejection {
             line: index + 1,
-            reason: format!("object {}: {reason}", index + 1),
+            unit: super::Unit::Object,
+            reason,
             text,
         });
     }
@@ -421,7 +422,7 @@ mod tests {
         // A garbage value and a missing field.
         assert_eq!(s.rejected, 2);
         assert!(
-            s.samples[0].reason.starts_with("object 7:"),
+            s.samples[0].line == 7 && s.samples[0].unit == super::super::Unit::Object,
             "{:?}",
             s.samples
         );

@@ -45,12 +45,37 @@ impl Entry {
 /// A line or object that was not accepted.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rejection {
-    /// 1-based line number (or object index for JSON formats).
+    /// 1-based line number, or object index where [`Rejection::unit`] says
+    /// `object`.
     pub line: usize,
+    /// What `line` counts: lines of the file, or objects of a STIX bundle
+    /// (whose lines say nothing: bundles are often one line).
+    #[serde(default)]
+    pub unit: Unit,
     /// Why, in a few words.
     pub reason: String,
     /// The offending text, cut to 80 characters.
     pub text: String,
+}
+
+/// What a [`Rejection`]'s position counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    /// Lines of the body.
+    #[default]
+    Line,
+    /// Objects of a JSON array (STIX `objects`).
+    Object,
+}
+
+impl std::fmt::Display for Unit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Line => "line",
+            Self::Object => "object",
+        })
+    }
 }
 
 /// What a parser made of a body.
@@ -70,6 +95,15 @@ pub struct Parsed {
 impl Parsed {
     /// Records a rejection, keeping the first few as samples.
     pub fn reject(&mut self, line: usize, reason: impl Into<String>, text: &str) {
+        self.reject_at(line, Unit::Line, reason, text);
+    }
+
+    /// [`Parsed::reject`] for the `n`th object of a JSON array.
+    pub fn reject_object(&mut self, n: usize, reason: impl Into<String>, text: &str) {
+        self.reject_at(n, Unit::Object, reason, text);
+    }
+
+    fn reject_at(&mut self, line: usize, unit: Unit, reason: impl Into<String>, text: &str) {
         self.rejected += 1;
         if self.samples.len() < MAX_SAMPLES {
             let mut t: String = text.chars().take(80).collect();
@@ -78,6 +112,7 @@ impl Parsed {
             }
             self.samples.push(Rejection {
                 line,
+                unit,
                 reason: reason.into(),
                 text: t,
             });

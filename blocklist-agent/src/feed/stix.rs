@@ -11,15 +11,22 @@
 //! ]}
 //! ```
 //!
-//! The pattern subset understood: comparisons `ipv4-addr:value` or
-//! `ipv6-addr:value` with `=`, `ISSUBSET` or `IN (…)` against quoted
-//! addresses or CIDRs, joined by `OR` inside one `[…]`, and observations
-//! `[…] OR […]`, with parentheses. Everything else (`AND`, `FOLLOWEDBY`,
-//! `NOT`, `!=`, `LIKE`, `MATCHES`, qualifiers, other object paths) cannot be
-//! turned into a drop rule without blocking more or less than the
-//! indicator says. Such patterns are *ignored* when they do not mention
-//! IP addresses at all, and *rejected* (with the reason) when they do.
-//!
+//! Patterns are read as STIX 2.1 writes them (`OR`, `AND`, `FOLLOWEDBY`,
+//! `NOT`, every comparison operator, qualifiers, parentheses) and turned
+//! into what can be blocked at the network edge: the addresses each of
+//! which alone satisfies the pattern. Those come from `=`, `ISSUBSET` and
+//! `IN (…)` on `ipv4-addr:value`, `ipv6-addr:value` and
+//! `network-traffic:src_ref.value` / `dst_ref.value`. Under `OR` any other
+//! term (a domain, a hash, `!=`, `LIKE`) is skipped and the IP sides block,
+//! which is exactly right: either side alone matches the indicator (OASIS's
+//! own PoisonIvy example ORs a domain with eighteen addresses). A term that
+//! needs more than one address seen once (`AND`, `FOLLOWEDBY`, a qualifier
+//! such as `REPEATS`) blocks nothing: an indicator left with nothing is
+//! *not applicable* here and counted as ignored, like one that names no
+//! address at all. A broken pattern, or a bad address where one is
+//! blocked, *rejects* the indicator with the reason; rejection samples
+//! name the object by its position in `objects` ("object N").
+
 //! Revoked and expired indicators are returned with `active: false`
 //! rather than dropped, so a TAXII poller can withdraw what it added.
 
@@ -107,7 +114,7 @@ pub fn parse(bytes: &[u8], now: i64) -> StixParsed {
                 match read_object(object, now) {
                     Ok(Some(indicator)) => indicators.push(indicator),
                     Ok(None) => log.ignored += 1,
-                    Err(refusal) => log.reject(i + 1, refusal.reason, &refusal.text),
+                    Err(refusal) => log.reject_object(i + 1, refusal.reason, &refusal.text),
                 }
             }
         }
@@ -217,8 +224,10 @@ fn valid_until(value: Option<&Value>) -> Result<Option<i64>, String> {
     Ok(Some(secs.saturating_add(round_up)))
 }
 
-/// The prefixes a pattern names; `Ok(None)` when it names no IP address
-/// at all (not an IP indicator), `Err` when it does but cannot be used.
+/// The prefixes a pattern blocks; `Ok(None)` when it names no IP address
+/// at all (not an IP indicator) or none that alone matches it (an `AND`
+/// with a domain: not applicable at the network edge), `Err` when it is
+/// broken or gives a bad address.
 pub(crate) fn parse_pattern(pattern: &str) -> Result<Option<Vec<Prefix>>, String> {
     let tokens = match tokenize(pattern) {
         Ok(tokens) => tokens,
@@ -228,16 +237,13 @@ pub(crate) fn parse_pattern(pattern: &str) -> Result<Option<Vec<Prefix>>, String
     if !tokens.iter().any(Token::is_ip_path) {
         return Ok(None);
     }
-    let mut parser = PatternParser {
-        tokens,
-        pos: 0,
-        prefixes: Vec::new(),
-    };
-    parser.pattern(0)?;
+    let mut parser = PatternParser { tokens, pos: 0 };
+    let blockable = parser.pattern(0)?;
     if let Some(extra) = parser.tokens.get(parser.pos) {
         return Err(unexpected(Some(extra)));
     }
-    Ok(Some(parser.prefixes))
+    // Names an address, but none that alone matches: not applicable here.
+    Ok((!blockable.is_empty()).then_some(blockable))
 }
 
 /// A crude check for patterns too broken to tokenize: those mentioning IP
@@ -263,7 +269,7 @@ impl Token<'_> {
     fn is_ip_path(&self) -> bool {
         matches!(self, Token::Word(w) if w.get(..10).is_some_and(|head| {
             head.eq_ignore_ascii_case("ipv4-addr:") || head.eq_ignore_ascii_case("ipv6-addr:")
-        }))
+        }) || ip_family(w).is_some())
     }
 
     fn is_keyword(&self, keyword: &str) -> bool {
@@ -328,36 +334,59 @@ fn read_string(chars: &mut impl Iterator<Item = (usize, char)>) -> Result<String
     Err("unterminated string literal".into())
 }
 
-/// IPv4 or IPv6, for the two object paths that hold addresses.
+/// Which addresses an object path holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Family {
     V4,
     V6,
+    /// `network-traffic:src_ref.value` / `dst_ref.value`: either family,
+    /// as the literal says.
+    Either,
 }
 
 fn ip_family(path: &str) -> Option<Family> {
-    if path.eq_ignore_ascii_case("ipv4-addr:value") {
+    let is = |p: &str| path.eq_ignore_ascii_case(p);
+    if is("ipv4-addr:value") {
         Some(Family::V4)
-    } else if path.eq_ignore_ascii_case("ipv6-addr:value") {
+    } else if is("ipv6-addr:value") {
         Some(Family::V6)
+    } else if is("network-traffic:src_ref.value") || is("network-traffic:dst_ref.value") {
+        Some(Family::Either)
     } else {
         None
     }
 }
 
-/// A recursive-descent parser for the supported subset:
+/// What part of a (sub)pattern can be blocked: the addresses each of
+/// which alone satisfies it. Empty when nothing can: a term on another
+/// object (a domain, a hash), or one that needs more than an address seen
+/// once (`AND`, `FOLLOWEDBY`, `NOT`, `!=`, `LIKE`, a qualifier such as
+/// `REPEATS`). Under `OR` such a term is skipped and the other side still
+/// blocks (it alone matches the indicator); under `AND` the whole
+/// conjunction blocks nothing, because the edge cannot see the other term.
+type Blockable = Vec<Prefix>;
+
+/// A recursive-descent parser for STIX 2.1 patterns, which evaluates each
+/// part to what can be blocked ([`Blockable`]) as it goes:
 ///
 /// ```text
-/// pattern     := observation (OR observation)*
-/// observation := '[' comparisons ']' | '(' pattern ')'
-/// comparisons := comparison (OR comparison)*
-/// comparison  := path ('=' | ISSUBSET) string | path IN '(' string (',' string)* ')'
-///              | '(' comparisons ')'
+/// pattern     := obs_or (FOLLOWEDBY obs_or)*
+/// obs_or      := obs_and (OR obs_and)*
+/// obs_and     := observation (AND observation)*
+/// observation := ('[' comp_or ']' | '(' pattern ')') qualifier*
+/// comp_or     := comp_and (OR comp_and)*
+/// comp_and    := comparison (AND comparison)*
+/// comparison  := '(' comp_or ')' | path [NOT] op value
+/// op          := '=' | '!=' | '<' | '<=' | '>' | '>=' | IN | LIKE | MATCHES
+///              | ISSUBSET | ISSUPERSET
 /// ```
+///
+/// Only `=`, `ISSUBSET` and `IN` on an IP path block; a bad address there
+/// is an error (the feed is wrong), anything else the edge cannot
+/// represent is skipped as above.
 struct PatternParser<'a> {
     tokens: Vec<Token<'a>>,
     pos: usize,
-    prefixes: Vec<Prefix>,
 }
 
 impl<'a> PatternParser<'a> {
@@ -367,11 +396,12 @@ impl<'a> PatternParser<'a> {
         token
     }
 
-    fn eat_or(&mut self) -> bool {
-        let found = self
-            .tokens
-            .get(self.pos)
-            .is_some_and(|t| t.is_keyword("OR"));
+    fn peek(&self) -> Option<&Token<'a>> {
+        self.tokens.get(self.pos)
+    }
+
+    fn eat(&mut self, keyword: &str) -> bool {
+        let found = self.peek().is_some_and(|t| t.is_keyword(keyword));
         if found {
             self.pos += 1;
         }
@@ -385,72 +415,204 @@ impl<'a> PatternParser<'a> {
         }
     }
 
-    fn pattern(&mut self, depth: usize) -> Result<(), String> {
-        self.observation(depth)?;
-        while self.eat_or() {
-            self.observation(depth)?;
+    fn keyword(&mut self, keyword: &str) -> Result<(), String> {
+        if self.eat(keyword) {
+            Ok(())
+        } else {
+            Err(unexpected(self.peek()))
         }
-        Ok(())
     }
 
-    fn observation(&mut self, depth: usize) -> Result<(), String> {
-        match self.next() {
+    fn pattern(&mut self, depth: usize) -> Result<Blockable, String> {
+        let first = self.obs_or(depth)?;
+        let mut followed = false;
+        while self.eat("FOLLOWEDBY") {
+            self.obs_or(depth)?;
+            followed = true;
+        }
+        Ok(if followed { Vec::new() } else { first })
+    }
+
+    fn obs_or(&mut self, depth: usize) -> Result<Blockable, String> {
+        let mut out = self.obs_and(depth)?;
+        while self.eat("OR") {
+            out.extend(self.obs_and(depth)?);
+        }
+        Ok(out)
+    }
+
+    fn obs_and(&mut self, depth: usize) -> Result<Blockable, String> {
+        let first = self.observation(depth)?;
+        let mut both = false;
+        while self.eat("AND") {
+            self.observation(depth)?;
+            both = true;
+        }
+        Ok(if both { Vec::new() } else { first })
+    }
+
+    fn observation(&mut self, depth: usize) -> Result<Blockable, String> {
+        let inner = match self.next() {
             Some(Token::Open('[')) => {
-                self.comparisons(depth)?;
-                self.expect(Token::Close(']'))
+                let v = self.comp_or(depth)?;
+                self.expect(Token::Close(']'))?;
+                v
             }
             Some(Token::Open('(')) => {
-                self.pattern(deeper(depth)?)?;
-                self.expect(Token::Close(')'))
+                let v = self.pattern(deeper(depth)?)?;
+                self.expect(Token::Close(')'))?;
+                v
+            }
+            other => return Err(unexpected(other.as_ref())),
+        };
+        let mut qualified = false;
+        while self.qualifier()? {
+            qualified = true;
+        }
+        Ok(if qualified { Vec::new() } else { inner })
+    }
+
+    /// `WITHIN n SECONDS`, `REPEATS n TIMES`, `START t'…' STOP t'…'`: the
+    /// address seen once no longer satisfies the observation.
+    fn qualifier(&mut self) -> Result<bool, String> {
+        if self.eat("WITHIN") {
+            self.any_value()?;
+            self.keyword("SECONDS")?;
+        } else if self.eat("REPEATS") {
+            self.any_value()?;
+            self.keyword("TIMES")?;
+        } else if self.eat("START") {
+            self.any_value()?;
+            self.keyword("STOP")?;
+            self.any_value()?;
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn comp_or(&mut self, depth: usize) -> Result<Blockable, String> {
+        let mut out = self.comp_and(depth)?;
+        while self.eat("OR") {
+            out.extend(self.comp_and(depth)?);
+        }
+        Ok(out)
+    }
+
+    fn comp_and(&mut self, depth: usize) -> Result<Blockable, String> {
+        let first = self.comparison(depth)?;
+        let mut both = false;
+        while self.eat("AND") {
+            self.comparison(depth)?;
+            both = true;
+        }
+        Ok(if both { Vec::new() } else { first })
+    }
+
+    fn comparison(&mut self, depth: usize) -> Result<Blockable, String> {
+        let path = match self.next() {
+            Some(Token::Open('(')) => {
+                let v = self.comp_or(deeper(depth)?)?;
+                self.expect(Token::Close(')'))?;
+                return Ok(v);
+            }
+            Some(Token::Word(path)) if path.contains(':') => path,
+            other => return Err(unexpected(other.as_ref())),
+        };
+        let family = self.rest_of_path(path);
+        let negated = self.eat("NOT");
+        let family = family.filter(|_| !negated);
+        match self.next() {
+            Some(Token::Op("=")) => self.value_or_skip(family),
+            Some(t) if t.is_keyword("ISSUBSET") => self.value_or_skip(family),
+            Some(t) if t.is_keyword("IN") => match family {
+                Some(f) => self.set(f),
+                None => self.any_value().map(|()| Vec::new()),
+            },
+            Some(Token::Op(_)) => self.any_value().map(|()| Vec::new()),
+            Some(t)
+                if ["LIKE", "MATCHES", "ISSUPERSET"]
+                    .iter()
+                    .any(|k| t.is_keyword(k)) =>
+            {
+                self.any_value().map(|()| Vec::new())
             }
             other => Err(unexpected(other.as_ref())),
         }
     }
 
-    fn comparisons(&mut self, depth: usize) -> Result<(), String> {
-        self.comparison(depth)?;
-        while self.eat_or() {
-            self.comparison(depth)?;
+    /// The family of the IP path that starts with `path`, consuming the
+    /// rest of a longer path (`x:y[*].z`, `file:hashes.'SHA-256'`), which
+    /// is never an IP path.
+    fn rest_of_path(&mut self, path: &str) -> Option<Family> {
+        let mut longer = false;
+        loop {
+            match (
+                self.peek(),
+                self.tokens.get(self.pos + 1),
+                self.tokens.get(self.pos + 2),
+            ) {
+                (Some(Token::Str(_)), ..) if !longer && path.ends_with('.') => {
+                    self.pos += 1;
+                    longer = true;
+                }
+                (Some(Token::Open('[')), Some(Token::Word(_)), Some(Token::Close(']'))) => {
+                    self.pos += 3;
+                    longer = true;
+                }
+                (Some(Token::Word(w)), ..) if longer && w.starts_with('.') => self.pos += 1,
+                _ => break,
+            }
         }
-        Ok(())
+        if longer { None } else { ip_family(path) }
     }
 
-    fn comparison(&mut self, depth: usize) -> Result<(), String> {
-        let family = match self.next() {
-            Some(Token::Open('(')) => {
-                self.comparisons(deeper(depth)?)?;
-                return self.expect(Token::Close(')'));
-            }
-            Some(Token::Word(path)) => ip_family(path).ok_or_else(|| {
-                format!(
-                    "object path `{path}` is not supported \
-                     (only ipv4-addr:value and ipv6-addr:value)"
-                )
-            })?,
-            other => return Err(unexpected(other.as_ref())),
-        };
+    fn value_or_skip(&mut self, family: Option<Family>) -> Result<Blockable, String> {
+        match family {
+            Some(f) => self.value(f).map(|p| vec![p]),
+            None => self.any_value().map(|()| Vec::new()),
+        }
+    }
+
+    /// Any literal, or a parenthesised list of them, for terms that block
+    /// nothing: a string, a number, `true`/`false`, a typed literal
+    /// (`t'…'`, `h'…'`, `b'…'`).
+    fn any_value(&mut self) -> Result<(), String> {
         match self.next() {
-            Some(Token::Op("=")) => self.value(family),
-            Some(t) if t.is_keyword("ISSUBSET") => self.value(family),
-            Some(t) if t.is_keyword("IN") => self.set(family),
+            Some(Token::Str(_)) => Ok(()),
+            Some(Token::Word(w)) => {
+                if matches!(w, "t" | "h" | "b") && matches!(self.peek(), Some(Token::Str(_))) {
+                    self.pos += 1;
+                }
+                Ok(())
+            }
+            Some(Token::Open('(')) => loop {
+                self.any_value()?;
+                match self.next() {
+                    Some(Token::Comma) => {}
+                    Some(Token::Close(')')) => return Ok(()),
+                    other => return Err(unexpected(other.as_ref())),
+                }
+            },
             other => Err(unexpected(other.as_ref())),
         }
     }
 
     /// `('a', 'b', …)` after `IN`.
-    fn set(&mut self, family: Family) -> Result<(), String> {
+    fn set(&mut self, family: Family) -> Result<Blockable, String> {
         self.expect(Token::Open('('))?;
+        let mut out = Vec::new();
         loop {
-            self.value(family)?;
+            out.push(self.value(family)?);
             match self.next() {
                 Some(Token::Comma) => {}
-                Some(Token::Close(')')) => return Ok(()),
+                Some(Token::Close(')')) => return Ok(out),
                 other => return Err(unexpected(other.as_ref())),
             }
         }
     }
 
-    fn value(&mut self, family: Family) -> Result<(), String> {
+    fn value(&mut self, family: Family) -> Result<Prefix, String> {
         let text = match self.next() {
             Some(Token::Str(s)) => s,
             other => {
@@ -467,10 +629,7 @@ impl<'a> PatternParser<'a> {
         match (family, text.contains(':')) {
             (Family::V4, true) => Err(format!("`{text}` is not an IPv4 address (ipv4-addr)")),
             (Family::V6, false) => Err(format!("`{text}` is not an IPv6 address (ipv6-addr)")),
-            _ => {
-                self.prefixes.push(prefix);
-                Ok(())
-            }
+            _ => Ok(prefix),
         }
     }
 }
@@ -589,20 +748,18 @@ mod tests {
                 ),
             ]
         );
-        // identity, malware, relationship, sigma, domain-name.
-        assert_eq!(s.ignored, 5);
+        // identity, malware, relationship, sigma, domain-name, and an AND
+        // of two addresses (no single address matches it).
+        assert_eq!(s.ignored, 6);
         let rejected = crate::feed::test_util::reasons(&s.samples);
         assert_eq!(
             rejected,
-            [
-                (11, "AND is not supported"),
-                (
-                    12,
-                    "invalid address `192.0.2.999`: not an IP address or CIDR"
-                ),
-            ]
+            [(
+                12,
+                "invalid address `192.0.2.999`: not an IP address or CIDR"
+            ),]
         );
-        assert_eq!(s.rejected, 2);
+        assert_eq!(s.rejected, 1);
         let why: Vec<_> = s
             .indicators
             .iter()
@@ -643,7 +800,7 @@ mod tests {
                 .iter()
                 .any(|e| e.prefix.to_string().starts_with("192.0.2.6"))
         );
-        assert_eq!((p.rejected, p.ignored, p.samples.len()), (2, 5, 2));
+        assert_eq!((p.rejected, p.ignored, p.samples.len()), (1, 6, 1));
     }
 
     #[test]
@@ -825,68 +982,112 @@ mod tests {
     }
 
     #[test]
-    fn unusable_ip_patterns_say_why() {
+    fn or_blocks_the_ip_sides_of_a_mixed_pattern() {
+        // OASIS's PoisonIvy example shape: a domain OR'ed with addresses.
+        assert_eq!(
+            ok("[domain-name:value = 'www.webserver.dynssl.com' OR \
+                ipv4-addr:value = '113.10.246.30' OR ipv4-addr:value = '219.90.112.203']"),
+            ["113.10.246.30/32", "219.90.112.203/32"]
+        );
+        // Every IP path form, each beside terms the edge cannot use.
+        assert_eq!(
+            ok("[network-traffic:dst_ref.value = '192.0.2.1' OR \
+                network-traffic:src_ref.value ISSUBSET '2001:db8::/48' OR \
+                file:hashes.'SHA-256' = 'aa' OR \
+                ipv4-addr:value != '192.0.2.9' OR ipv4-addr:value LIKE '10.%' OR \
+                ipv4-addr:value NOT = '192.0.2.8' OR ipv4-addr:value > '1' OR \
+                ipv4-addr:resolves_to_refs[*].value = 'x' OR \
+                ipv6-addr:value IN ('2001:db8::1', '2001:db8::2')]"),
+            [
+                "192.0.2.1/32",
+                "2001:db8::/48",
+                "2001:db8::1/128",
+                "2001:db8::2/128"
+            ]
+        );
+        // An AND inside an OR is one term: skipped, the other side blocks.
+        assert_eq!(
+            ok(
+                "[ipv4-addr:value = '192.0.2.1' AND domain-name:value = 'x'] OR \
+                [ipv4-addr:value = '192.0.2.2'] OR \
+                [ipv4-addr:value = '192.0.2.3'] REPEATS 5 TIMES"
+            ),
+            ["192.0.2.2/32"]
+        );
+        assert_eq!(
+            ok(
+                "[(ipv4-addr:value = '192.0.2.1' AND domain-name:value = 'x') OR \
+                ipv4-addr:value = '192.0.2.4']"
+            ),
+            ["192.0.2.4/32"]
+        );
+    }
+
+    #[test]
+    fn or_mixed_bundle_fixture() {
+        let s = parse(include_bytes!("fixtures/stix_or_mixed.json"), NOW);
+        let got: Vec<_> = s
+            .indicators
+            .iter()
+            .map(|i| {
+                (
+                    i.id.rsplit('-').next().unwrap_or_default(),
+                    strings(&i.prefixes),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "000000000001",
+                    vec![
+                        "113.10.246.30/32".to_owned(),
+                        "219.90.112.203/32".to_owned(),
+                        "202.65.220.64/32".to_owned()
+                    ]
+                ),
+                (
+                    "000000000004",
+                    vec!["203.0.113.9/32".to_owned(), "2001:db8:c2::/48".to_owned()]
+                ),
+            ]
+        );
+        // The domain-only indicator and the AND: not applicable.
+        assert_eq!(s.ignored, 2);
+        assert_eq!(s.rejected, 1);
+        let r = &s.samples[0];
+        assert_eq!((r.line, r.unit), (5, crate::feed::Unit::Object));
+        assert!(r.reason.contains("203.0.113.300"), "{}", r.reason);
+    }
+
+    #[test]
+    fn patterns_no_single_address_matches_are_not_applicable() {
+        for p in [
+            "[ipv4-addr:value = '192.0.2.1' AND ipv4-addr:value = '192.0.2.2']",
+            "[ipv4-addr:value = '192.0.2.1' AND domain-name:value = 'x']",
+            "[ipv4-addr:value = '192.0.2.1'] AND [ipv4-addr:value = '192.0.2.2']",
+            "[ipv4-addr:value = '192.0.2.1'] FOLLOWEDBY [ipv4-addr:value = '192.0.2.2']",
+            "[ipv4-addr:value NOT = '192.0.2.1']",
+            "[ipv4-addr:value != '192.0.2.1']",
+            "[ipv4-addr:value LIKE '192.0.2.%']",
+            "[ipv4-addr:value MATCHES '^192']",
+            "[ipv4-addr:value ISSUPERSET '192.0.2.0/24']",
+            "[ipv4-addr:value > '192.0.2.1']",
+            "[ipv4-addr:value = '192.0.2.1'] WITHIN 300 SECONDS",
+            "[ipv4-addr:value = '192.0.2.1'] REPEATS 5 TIMES",
+            "[ipv4-addr:value = '192.0.2.1'] START t'2016-06-01T00:00:00Z' STOP t'2016-07-01T00:00:00Z'",
+            "([ipv4-addr:value = '192.0.2.1'] WITHIN 5 SECONDS)",
+            "[ipv4-addr:resolves_to_refs[*].value = 'x']",
+            "[network-traffic:dst_ref.value = '192.0.2.1' AND network-traffic:dst_port = 443]",
+        ] {
+            assert_eq!(pattern(p), Ok(None), "{p}");
+        }
+    }
+
+    #[test]
+    fn broken_ip_patterns_say_why() {
         let cases = [
-            (
-                "[ipv4-addr:value = '192.0.2.1' AND ipv4-addr:value = '192.0.2.2']",
-                "AND is not supported",
-            ),
-            (
-                "[ipv4-addr:value = '192.0.2.1'] AND [ipv4-addr:value = '192.0.2.2']",
-                "AND is not supported",
-            ),
-            (
-                "[ipv4-addr:value = '192.0.2.1'] FOLLOWEDBY [ipv4-addr:value = '192.0.2.2']",
-                "FOLLOWEDBY is not supported",
-            ),
-            (
-                "[ipv4-addr:value NOT = '192.0.2.1']",
-                "NOT is not supported",
-            ),
-            (
-                "[ipv4-addr:value != '192.0.2.1']",
-                "operator != is not supported",
-            ),
-            (
-                "[ipv4-addr:value LIKE '192.0.2.%']",
-                "LIKE is not supported",
-            ),
-            (
-                "[ipv4-addr:value MATCHES '^192']",
-                "MATCHES is not supported",
-            ),
-            (
-                "[ipv4-addr:value ISSUPERSET '192.0.2.0/24']",
-                "ISSUPERSET is not supported",
-            ),
-            (
-                "[ipv4-addr:value > '192.0.2.1']",
-                "operator > is not supported",
-            ),
-            (
-                "[ipv4-addr:value = '192.0.2.1'] WITHIN 300 SECONDS",
-                "qualifier WITHIN is not supported",
-            ),
-            (
-                "[ipv4-addr:value = '192.0.2.1'] REPEATS 5 TIMES",
-                "qualifier REPEATS is not supported",
-            ),
-            (
-                "[ipv4-addr:value = '192.0.2.1'] START t'2016-06-01T00:00:00Z' STOP t'2016-07-01T00:00:00Z'",
-                "qualifier START is not supported",
-            ),
-            (
-                "([ipv4-addr:value = '192.0.2.1'] WITHIN 5 SECONDS)",
-                "qualifier WITHIN is not supported",
-            ),
-            (
-                "[ipv4-addr:value = '192.0.2.1' OR domain-name:value = 'x']",
-                "object path `domain-name:value` is not supported (only ipv4-addr:value and ipv6-addr:value)",
-            ),
-            (
-                "[ipv4-addr:resolves_to_refs[*].value = 'x']",
-                "object path `ipv4-addr:resolves_to_refs` is not supported (only ipv4-addr:value and ipv6-addr:value)",
-            ),
             (
                 "[ipv4-addr:value = '2001:db8::1']",
                 "`2001:db8::1` is not an IPv4 address (ipv4-addr)",
@@ -894,6 +1095,10 @@ mod tests {
             (
                 "[ipv6-addr:value = '192.0.2.1']",
                 "`192.0.2.1` is not an IPv6 address (ipv6-addr)",
+            ),
+            (
+                "[domain-name:value = 'x' OR ipv4-addr:value = '192.0.2.999']",
+                "invalid address `192.0.2.999`: not an IP address or CIDR",
             ),
             (
                 "[ipv6-addr:value = 'fe80::1%eth0']",
@@ -923,6 +1128,10 @@ mod tests {
             (
                 "[ipv4-addr:value = '192.0.2.1'] OR",
                 "unexpected end of pattern",
+            ),
+            (
+                "[ipv4-addr:value = '192.0.2.1'] WITHIN 5 MINUTES",
+                "unexpected `MINUTES`",
             ),
             (
                 "[ipv4-addr:value IN ('192.0.2.1' '192.0.2.2')]",
