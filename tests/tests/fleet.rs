@@ -42,7 +42,10 @@ fn one_agent_feeds_another_through_the_export_endpoint() {
     // exported list is the vetted one, not the raw feed.
     std::fs::write(
         &feed,
-        format!("{CLIENT4}\n192.0.2.0/24\n0.0.0.0/0\n{FILTER4}\n2001:db8:bad::/48\n"),
+        format!(
+            "{CLIENT4}\n192.0.2.0/24\n192.0.2.128/25\n198.51.100.0/25\n198.51.100.128/25\n\
+             0.0.0.0/0\n{FILTER4}\n2001:db8:bad::/48\n2001:db8:bad:1::/64\n"
+        ),
     )
     .unwrap();
     let config = dir.path().join("central.toml");
@@ -83,11 +86,25 @@ fn one_agent_feeds_another_through_the_export_endpoint() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert_eq!(v4, format!("{CLIENT4}/32\n192.0.2.0/24\n"));
+    assert_eq!(
+        v4,
+        format!("{CLIENT4}/32\n192.0.2.0/24\n192.0.2.128/25\n198.51.100.0/25\n198.51.100.128/25\n")
+    );
     let (_, _, v6) = get(&lab.filter, url("/v6.txt"), None);
-    assert_eq!(v6, "2001:db8:bad::/48\n");
+    assert_eq!(v6, "2001:db8:bad::/48\n2001:db8:bad:1::/64\n");
     let (_, _, all) = get(&lab.filter, url("/all.txt"), None);
     assert_eq!(all, format!("{v4}{v6}"));
+    // Aggregated: covered and adjacent entries merged; hosts: bare
+    // single addresses only.
+    let (_, _, agg4) = get(&lab.filter, url("/v4-aggregated.txt"), None);
+    assert_eq!(
+        agg4,
+        format!("{CLIENT4}/32\n192.0.2.0/24\n198.51.100.0/24\n")
+    );
+    let (_, _, agg6) = get(&lab.filter, url("/v6-aggregated.txt"), None);
+    assert_eq!(agg6, "2001:db8:bad::/48\n");
+    let (_, _, hosts) = get(&lab.filter, url("/v4-hosts.txt"), None);
+    assert_eq!(hosts, format!("{CLIENT4}\n"));
     // Unchanged: a 304 for the same ETag.
     let (code, _, body) = get(&lab.filter, url("/v4.txt"), Some(etag));
     assert_eq!(code, 304);
@@ -111,8 +128,8 @@ fn one_agent_feeds_another_through_the_export_endpoint() {
             &url("/v6.txt"),
         ])
         .json();
-    assert_eq!(r["v4"]["added"], 2, "{r}");
-    assert_eq!(r["v6"]["added"], 1, "{r}");
+    assert_eq!(r["v4"]["added"], 5, "{r}");
+    assert_eq!(r["v6"]["added"], 2, "{r}");
     let c = edge.run(&["check", CLIENT4, "--json"]).json();
     assert_eq!(c["blocked"], true);
     assert_eq!(c["block"]["feeds"][0]["feed"], "v4.txt");
