@@ -274,6 +274,12 @@ pub struct FeedConfig {
     pub column: Option<String>,
     /// JSON field holding the address.
     pub field: Option<String>,
+    /// Scored lists (`format = "scored"`, IPsum): keep addresses listed by
+    /// at least this many sources (default 1).
+    pub min_score: Option<u32>,
+    /// ThreatFox CSV: keep IOCs of at least this confidence, 0-100
+    /// (default 0).
+    pub min_confidence: Option<u32>,
     /// TAXII: collection id or title when `url` is a discovery or API root URL.
     pub collection: Option<String>,
     /// Environment variable holding the API key (presets).
@@ -328,6 +334,8 @@ impl FeedConfig {
             preset: None,
             column: None,
             field: None,
+            min_score: None,
+            min_confidence: None,
             collection: None,
             api_key_env: None,
             api_secret_env: None,

@@ -991,3 +991,49 @@ fn sync_once_exit_codes_tell_cron_when_a_feed_kept_its_last_good_list() {
 
     assert_eq!(env.agent.try_run(&["sync"]).code, 1, "no --once");
 }
+
+/// Scored lists (IPsum) and ThreatFox's CSV served over HTTP: the cut at
+/// `min_score` and `min_confidence` decides what is installed, ports come
+/// off, other IOC types are skipped.
+#[test]
+fn scored_and_threatfox_feeds_are_cut_at_their_thresholds() {
+    let env = Env::new("");
+    let server = FeedServer::start_in(&env.lab.filter);
+    server.set(
+        "/ipsum.txt",
+        vec![Reply::tagged(
+            format!("# IPsum\n# IP\tnumber of (black)lists\n{CLIENT4}\t7\n{CLIENT4_B}\t2\n"),
+            "\"i1\"",
+        )],
+    );
+    server.set(
+        "/threatfox.csv",
+        vec![Reply::tagged(
+            format!(
+                "# \"first_seen_utc\",\"ioc_id\",\"ioc_value\",\"ioc_type\",\"confidence_level\"\n\
+                 \"2026-11-30 21:05:12\", \"1\", \"{SERVER4}:443\", \"ip:port\", \"90\"\n\
+                 \"2026-11-30 21:05:13\", \"2\", \"[{SERVER6}]:8443\", \"ip:port\", \"40\"\n\
+                 \"2026-11-30 21:05:14\", \"3\", \"c2.example.net\", \"domain\", \"100\"\n"
+            ),
+            "\"t1\"",
+        )],
+    );
+    env.rewrite_config(&format!(
+        "{FAST_FETCH}\n[[feed]]\nname = \"ipsum\"\nurl = \"{}\"\nformat = \"scored\"\nmin_score = 3\n\
+         [[feed]]\nname = \"threatfox\"\nurl = \"{}\"\nformat = \"threatfox\"\nmin_confidence = 75\n",
+        server.url("/ipsum.txt"),
+        server.url("/threatfox.csv")
+    ));
+    let r = env.sync(&[]);
+    assert_eq!(feed_status(&r, "ipsum"), "updated", "{r}");
+    assert_eq!(feed_status(&r, "threatfox"), "updated", "{r}");
+    assert!(env.blocked(CLIENT4), "score 7 >= 3");
+    assert!(!env.blocked(CLIENT4_B), "score 2 < 3");
+    assert!(env.blocked(SERVER4), "confidence 90 >= 75");
+    assert!(!env.blocked(SERVER6), "confidence 40 < 75");
+    assert_eq!(
+        udp(&env.lab.client, CLIENT4, &env.lab.filter, FILTER4, 5, 64),
+        0,
+        "the scored address is dropped"
+    );
+}

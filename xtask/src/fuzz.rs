@@ -21,6 +21,8 @@ pub const TARGETS: &[&str] = &[
     "firehol",
     "csv",
     "json",
+    "scored",
+    "threatfox",
     "stix",
     "crowdsec",
     "detect_and_parse",

@@ -169,7 +169,7 @@ fn default_column(header: &[String]) -> Option<usize> {
         .position(|h| ADDRESS_HEADERS.contains(&normalize(h).as_str()))
 }
 
-fn find_header(header: &[String], name: &str) -> Option<usize> {
+pub(crate) fn find_header(header: &[String], name: &str) -> Option<usize> {
     let name = normalize(name);
     header.iter().position(|h| normalize(h) == name)
 }
@@ -200,8 +200,10 @@ fn parse_row(no: usize, text: &str, fields: &[String], col: usize, out: &mut Par
     }
 }
 
-/// Splits one line into trimmed fields, honouring quotes.
-fn split_row(line: &str) -> Vec<String> {
+/// Splits one line into trimmed fields, honouring quotes, also where a
+/// space follows the comma (`"a", "b"`: the csv crate reads a quote only
+/// at the very start of a field, so those quotes are removed here).
+pub(crate) fn split_row(line: &str) -> Vec<String> {
     let mut reader = ::csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -211,7 +213,15 @@ fn split_row(line: &str) -> Vec<String> {
     // A line is valid UTF-8 already, and csv only fails on invalid UTF-8 or
     // I/O, so an error here means "no fields".
     match reader.read_record(&mut record) {
-        Ok(true) => record.iter().map(str::to_owned).collect(),
+        Ok(true) => record
+            .iter()
+            .map(|f| {
+                f.strip_prefix('"')
+                    .and_then(|f| f.strip_suffix('"'))
+                    .unwrap_or(f)
+                    .to_owned()
+            })
+            .collect(),
         _ => Vec::new(),
     }
 }

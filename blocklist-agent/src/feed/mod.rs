@@ -15,9 +15,11 @@ pub mod firehol;
 pub mod json;
 pub mod plain;
 pub mod poll;
+pub mod scored;
 pub mod spamhaus;
 pub mod stix;
 pub mod taxii;
+pub mod threatfox;
 
 use crate::prefix::Prefix;
 
@@ -144,6 +146,11 @@ pub enum Format {
     Taxii,
     /// A CrowdSec Local API's decision stream (the agent as a bouncer).
     Crowdsec,
+    /// An address and a score per line (IPsum), cut at `min_score`.
+    #[serde(alias = "ipsum")]
+    Scored,
+    /// abuse.ch ThreatFox CSV (`ip:port` IOCs), cut at `min_confidence`.
+    Threatfox,
 }
 
 /// Options some formats need.
@@ -156,6 +163,10 @@ pub struct FormatOptions {
     /// JSON: the field holding the address. Default: `ip_address`, `ip`,
     /// `cidr`, `network`, whichever an object has.
     pub field: Option<String>,
+    /// Scored lists: the least score kept (default 1).
+    pub min_score: Option<u32>,
+    /// ThreatFox: the least confidence kept, 0-100 (default 0).
+    pub min_confidence: Option<u32>,
 }
 
 /// Parses a body in `format` (`Auto` detects it first). STIX indicators
@@ -173,6 +184,8 @@ pub fn parse(bytes: &[u8], format: &Format, opts: &FormatOptions, now: i64) -> P
         Format::Firehol => firehol::parse(bytes),
         Format::Csv => csv::parse(bytes, opts.column.as_deref()),
         Format::Json => json::parse(bytes, opts.field.as_deref()),
+        Format::Scored => scored::parse(bytes, opts.min_score.unwrap_or(1)),
+        Format::Threatfox => threatfox::parse(bytes, opts.min_confidence.unwrap_or(0)),
         Format::Stix | Format::Taxii => stix::parse(bytes, now).into_parsed(),
         Format::Crowdsec => crowdsec::parse_stream(bytes, now).map_or_else(
             |e| {

@@ -442,6 +442,8 @@ fn fetch(
     let opts = FormatOptions {
         column: feed.column.clone(),
         field: feed.field.clone(),
+        min_score: feed.min_score,
+        min_confidence: feed.min_confidence,
     };
     let parsed = parse(&body.bytes, &feed.format, &opts, unix_now());
     if parsed.rejected > 0 {

@@ -1,0 +1,13 @@
+#![no_main]
+
+//! The first byte is `min_confidence`; the rest is the body.
+
+use blocklist_agent::feed::threatfox;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&min, body)) = data.split_first() else {
+        return;
+    };
+    blocklist_fuzz::check(&threatfox::parse(body, u32::from(min % 101)));
+});
