@@ -696,6 +696,24 @@ impl Config {
                     f.name
                 ));
             }
+            if f.min_score.is_some() && f.format != Format::Scored {
+                return Err(format!(
+                    "feed `{}`{at}: min_score is for scored lists; set format = \"scored\" or remove it",
+                    f.name
+                ));
+            }
+            if f.min_confidence.is_some() && f.format != Format::Threatfox {
+                return Err(format!(
+                    "feed `{}`{at}: min_confidence is for ThreatFox CSV; set format = \"threatfox\" or remove it",
+                    f.name
+                ));
+            }
+            if f.min_confidence.is_some_and(|c| c > 100) {
+                return Err(format!(
+                    "feed `{}`{at}: min_confidence is a percentage, 0 to 100",
+                    f.name
+                ));
+            }
             if f.interval.is_some_and(|d| d < Duration::from_secs(1)) {
                 return Err(format!(
                     "feed `{}`{at}: interval must be at least 1s",
@@ -881,5 +899,27 @@ output = "stdout"
         );
         assert_eq!(Config::default().egress.mode, EgressMode::Both);
         assert!(Config::parse("[egress]\nmode = \"out\"", Path::new("c.toml")).is_err());
+    }
+
+    #[test]
+    fn thresholds_belong_to_their_formats() {
+        let feed = |extra: &str| {
+            Config::parse(
+                &format!("[[feed]]\nname = \"f\"\nurl = \"/tmp/f\"\n{extra}"),
+                Path::new("c.toml"),
+            )
+        };
+        let c = feed("format = \"ipsum\"\nmin_score = 3").unwrap();
+        assert_eq!(
+            (c.feeds[0].format.clone(), c.feeds[0].min_score),
+            (Format::Scored, Some(3))
+        );
+        assert!(feed("format = \"threatfox\"\nmin_confidence = 75").is_ok());
+        let err = |extra: &str| feed(extra).unwrap_err().to_string();
+        assert!(err("min_score = 3").contains("min_score is for scored lists"));
+        assert!(
+            err("format = \"csv\"\nmin_confidence = 5").contains("min_confidence is for ThreatFox")
+        );
+        assert!(err("format = \"threatfox\"\nmin_confidence = 101").contains("0 to 100"));
     }
 }

@@ -1002,7 +1002,10 @@ fn scored_and_threatfox_feeds_are_cut_at_their_thresholds() {
     server.set(
         "/ipsum.txt",
         vec![Reply::tagged(
-            format!("# IPsum\n# IP\tnumber of (black)lists\n{CLIENT4}\t7\n{CLIENT4_B}\t2\n"),
+            format!(
+                "# IPsum\n# IP\tnumber of (black)lists\n{CLIENT4}\t7\n{CLIENT4_B}\t2\n\
+                 192.0.2.50\t9\n192.0.2.51\t9\n"
+            ),
             "\"i1\"",
         )],
     );
@@ -1036,4 +1039,19 @@ fn scored_and_threatfox_feeds_are_cut_at_their_thresholds() {
         0,
         "the scored address is dropped"
     );
+
+    // A stricter cut on the same body (the server would answer 304 to its
+    // ETag): the list is read again, not kept from the cache.
+    env.rewrite_config(&format!(
+        "{FAST_FETCH}\n[[feed]]\nname = \"ipsum\"\nurl = \"{}\"\nformat = \"scored\"\nmin_score = 8\n\
+         [[feed]]\nname = \"threatfox\"\nurl = \"{}\"\nformat = \"threatfox\"\nmin_confidence = 75\n",
+        server.url("/ipsum.txt"),
+        server.url("/threatfox.csv")
+    ));
+    let r = env.sync(&[]);
+    assert_eq!(feed_status(&r, "ipsum"), "updated", "{r}");
+    assert_eq!(feed_status(&r, "threatfox"), "unchanged", "{r}");
+    assert!(!env.blocked(CLIENT4), "score 7 < 8");
+    assert!(env.blocked("192.0.2.50"), "score 9 >= 8");
+    assert!(env.blocked(SERVER4));
 }

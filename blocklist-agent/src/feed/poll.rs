@@ -283,10 +283,18 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
         }
     };
     let shown = source.to_string();
-    if st.source != shown {
-        // A different source: its validators and cursor mean nothing here
+    let reading = reading_of(feed);
+    // State from before `reading` was kept has none: adopt it without
+    // throwing the validators (and a TAXII cursor) away on an upgrade.
+    if st.reading.is_empty() {
+        st.reading.clone_from(&reading);
+    }
+    if st.source != shown || st.reading != reading {
+        // A different source, or the same body read another way (format,
+        // column, threshold): its validators and cursor mean nothing here
         // (the feed's history and counters stay with the feed).
         st.source = shown;
+        st.reading = reading;
         st.etag = None;
         st.last_modified = None;
         st.content_sha256 = None;
@@ -414,6 +422,15 @@ fn save(
     if let Err(e) = result {
         tracing::error!(feed = %name, error = %format!("{e:#}"), "could not save feed state");
     }
+}
+
+/// How a feed's body is read, as one string: a change means the same
+/// body gives another list.
+fn reading_of(feed: &FeedConfig) -> String {
+    format!(
+        "{:?} {:?} {:?} {:?} {:?}",
+        feed.format, feed.column, feed.field, feed.min_score, feed.min_confidence
+    )
 }
 
 fn fetch(

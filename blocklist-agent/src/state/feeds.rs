@@ -24,6 +24,11 @@ pub struct FeedState {
     /// invalidates the validators and the cursor).
     #[serde(default)]
     pub source: String,
+    /// How the body was read (format and its options); a change
+    /// invalidates the validators like a changed source. Empty in state
+    /// written before it existed (then adopted as it is).
+    #[serde(default)]
+    pub reading: String,
     /// `ETag` of the last good body.
     pub etag: Option<String>,
     /// `Last-Modified` of the last good body.
