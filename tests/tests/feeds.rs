@@ -1055,3 +1055,72 @@ fn scored_and_threatfox_feeds_are_cut_at_their_thresholds() {
     assert!(env.blocked("192.0.2.50"), "score 9 >= 8");
     assert!(env.blocked(SERVER4));
 }
+
+/// A MISP REST search answer written by PyMISP (the fixture in
+/// `feed/fixtures/misp`), served over HTTP behind the API key MISP wants
+/// in `Authorization`: the IDS-flagged IP attributes install, the rest
+/// are skipped or rejected.
+#[test]
+fn misp_restsearch_with_the_key_in_authorization() {
+    // The fixtures are PyMISP's own output: written again now, they match.
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../blocklist-agent/src/feed/fixtures/misp");
+    let fresh = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(blocklist_tests::venv_python())
+        .arg(fixtures.join("generate.py"))
+        .arg(fresh.path())
+        .output()
+        .expect("running generate.py (cargo xtask setup installs pymisp)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["event.json", "restsearch.json"] {
+        assert_eq!(
+            std::fs::read(fresh.path().join(f)).unwrap(),
+            std::fs::read(fixtures.join(f)).unwrap(),
+            "PyMISP writes {f} differently now; rerun generate.py"
+        );
+    }
+    let env = Env::new("");
+    let server = FeedServer::start_in(&env.lab.filter);
+    let answer = std::fs::read(fixtures.join("restsearch.json")).unwrap();
+    server.set(
+        "/attributes/restSearch/returnFormat:json/to_ids:1",
+        vec![Reply::body(answer)],
+    );
+    env.rewrite_config(&format!(
+        "{FAST_FETCH}\n[[feed]]\nname = \"misp\"\nurl = \"{}\"\nformat = \"misp\"\n\
+         headers = {{ Authorization = \"env:XDPBL_MISP_KEY\" }}\n",
+        server.url("/attributes/restSearch/returnFormat:json/to_ids:1")
+    ));
+    let agent = Agent::new(
+        env.lab.filter.name(),
+        env._fs.pin_dir(),
+        env.agent.state_dir().to_owned(),
+    )
+    .with_config(env.dir.path().join("config.toml"))
+    .with_env("XDPBL_MISP_KEY", "misp-api-key-42");
+    let r = agent.sync_once(&[]);
+    assert_eq!(feed_status(&r, "misp"), "updated", "{r}");
+    assert_eq!(r["feeds"][0]["entries"], 5, "{r}");
+    assert_eq!(r["feeds"][0]["rejected"], 1, "{r}");
+    for ip in [
+        "192.0.2.10",
+        "198.51.100.7",
+        "203.0.113.5",
+        "2001:db8::c2",
+        "192.0.2.20",
+    ] {
+        assert!(env.blocked(ip), "{ip} from the MISP answer");
+    }
+    for ip in ["192.0.2.66", "192.0.2.67", "192.0.2.21"] {
+        assert!(!env.blocked(ip), "{ip}: not for IDS or deleted");
+    }
+    let reqs = server.requests("/attributes/restSearch/returnFormat:json/to_ids:1");
+    assert_eq!(
+        reqs[0].headers.get("authorization").map(String::as_str),
+        Some("misp-api-key-42")
+    );
+}

@@ -23,6 +23,7 @@ pub const TARGETS: &[&str] = &[
     "json",
     "scored",
     "threatfox",
+    "misp",
     "stix",
     "crowdsec",
     "detect_and_parse",

@@ -40,6 +40,11 @@ const PYTHON_PACKAGES: &[(&str, &str, &str)] = &[
         "1.37.0",
         "offline Kubernetes schema validation for the manifests test",
     ),
+    (
+        "pymisp",
+        "2.5.34.4",
+        "MISP's own library: the MISP test regenerates its fixtures with it",
+    ),
 ];
 
 /// A Debian package, and the start of the version it must have (`None`:

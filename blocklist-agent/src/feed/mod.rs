@@ -13,6 +13,7 @@ pub mod detect;
 pub mod fetch;
 pub mod firehol;
 pub mod json;
+pub mod misp;
 pub mod plain;
 pub mod poll;
 pub mod scored;
@@ -151,6 +152,8 @@ pub enum Format {
     Scored,
     /// abuse.ch ThreatFox CSV (`ip:port` IOCs), cut at `min_confidence`.
     Threatfox,
+    /// A MISP event (feed file) or REST search answer.
+    Misp,
 }
 
 /// Options some formats need.
@@ -186,6 +189,7 @@ pub fn parse(bytes: &[u8], format: &Format, opts: &FormatOptions, now: i64) -> P
         Format::Json => json::parse(bytes, opts.field.as_deref()),
         Format::Scored => scored::parse(bytes, opts.min_score.unwrap_or(1)),
         Format::Threatfox => threatfox::parse(bytes, opts.min_confidence.unwrap_or(0)),
+        Format::Misp => misp::parse(bytes),
         Format::Stix | Format::Taxii => stix::parse(bytes, now).into_parsed(),
         Format::Crowdsec => crowdsec::parse_stream(bytes, now).map_or_else(
             |e| {
