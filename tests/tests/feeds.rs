@@ -1076,7 +1076,16 @@ fn misp_restsearch_with_the_key_in_authorization() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for f in ["event.json", "restsearch.json"] {
+    let events: Vec<String> = std::fs::read_dir(fixtures.join("feed"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| f != "manifest.json")
+        .collect();
+    assert_eq!(events.len(), 2);
+    let mut generated = vec!["event.json".to_owned(), "restsearch.json".to_owned()];
+    generated.push("feed/manifest.json".to_owned());
+    generated.extend(events.iter().map(|e| format!("feed/{e}")));
+    for f in &generated {
         assert_eq!(
             std::fs::read(fresh.path().join(f)).unwrap(),
             std::fs::read(fixtures.join(f)).unwrap(),
@@ -1090,10 +1099,17 @@ fn misp_restsearch_with_the_key_in_authorization() {
         "/attributes/restSearch/returnFormat:json/to_ids:1",
         vec![Reply::body(answer)],
     );
+    // And a MISP feed directory: the manifest, then one file per event.
+    for f in generated.iter().filter_map(|f| f.strip_prefix("feed/")) {
+        let body = std::fs::read(fixtures.join("feed").join(f)).unwrap();
+        server.set(&format!("/misp-feed/{f}"), vec![Reply::body(body)]);
+    }
     env.rewrite_config(&format!(
         "{FAST_FETCH}\n[[feed]]\nname = \"misp\"\nurl = \"{}\"\nformat = \"misp\"\n\
-         headers = {{ Authorization = \"env:XDPBL_MISP_KEY\" }}\n",
-        server.url("/attributes/restSearch/returnFormat:json/to_ids:1")
+         headers = {{ Authorization = \"env:XDPBL_MISP_KEY\" }}\n\
+         [[feed]]\nname = \"misp-feed\"\nurl = \"{}\"\nformat = \"misp\"\n",
+        server.url("/attributes/restSearch/returnFormat:json/to_ids:1"),
+        server.url("/misp-feed/manifest.json")
     ));
     let agent = Agent::new(
         env.lab.filter.name(),
@@ -1123,4 +1139,25 @@ fn misp_restsearch_with_the_key_in_authorization() {
         reqs[0].headers.get("authorization").map(String::as_str),
         Some("misp-api-key-42")
     );
+
+    // The feed directory: both events read (the second one's address
+    // is only there), and an unchanged manifest fetches no event again.
+    assert_eq!(feed_status(&r, "misp-feed"), "updated", "{r}");
+    let feed = r["feeds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "misp-feed")
+        .unwrap();
+    assert_eq!(feed["entries"], 6, "{feed}");
+    assert!(env.blocked("192.0.2.30"), "the second event's address");
+    let r = agent.sync_once(&[]);
+    assert_eq!(feed_status(&r, "misp-feed"), "unchanged", "{r}");
+    for e in &events {
+        assert_eq!(
+            server.requests(&format!("/misp-feed/{e}")).len(),
+            1,
+            "{e} fetched again"
+        );
+    }
 }

@@ -67,6 +67,26 @@ impl Source {
             Ok(Source::File(PathBuf::from(s)))
         }
     }
+
+    /// The file `name` beside this one (a MISP feed's events beside its
+    /// `manifest.json`).
+    pub fn sibling(&self, name: &str) -> Result<Self, FetchError> {
+        match self {
+            Source::Http(u) => u
+                .join(name)
+                .map(Source::Http)
+                .map_err(|e| FetchError::Config(format!("`{name}` beside {}: {e}", redact(u)))),
+            Source::File(p) => Ok(Source::File(p.with_file_name(name))),
+        }
+    }
+
+    /// True when this names a file called `name` (by its last segment).
+    pub fn ends_with(&self, name: &str) -> bool {
+        match self {
+            Source::Http(u) => u.path().rsplit('/').next() == Some(name),
+            Source::File(p) => p.file_name().is_some_and(|f| f == name),
+        }
+    }
 }
 
 impl fmt::Display for Source {
@@ -463,6 +483,26 @@ fn read_file(path: &Path, limit: u64) -> Result<Fetched, FetchError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn siblings_sit_beside_the_manifest() {
+        let http = Source::parse("https://misp.example.net/feeds/circl/manifest.json?k=1").unwrap();
+        assert!(http.ends_with("manifest.json"));
+        let Source::Http(u) = http.sibling("abc-1.json").unwrap() else {
+            panic!("not http");
+        };
+        assert_eq!(
+            u.as_str(),
+            "https://misp.example.net/feeds/circl/abc-1.json"
+        );
+        let file = Source::parse("/srv/misp/manifest.json").unwrap();
+        assert!(file.ends_with("manifest.json") && !file.ends_with("json"));
+        assert_eq!(
+            file.sibling("abc-1.json").unwrap().to_string(),
+            "/srv/misp/abc-1.json"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -1,5 +1,6 @@
 //! MISP: one event as a MISP feed serves it (`{"Event": {...}}`, the
-//! `<uuid>.json` files beside a feed's `manifest.json`), and the answers
+//! `<uuid>.json` files beside a feed's `manifest.json`; the poller reads a
+//! whole feed from its manifest, event by event), and the answers
 //! of MISP's REST search (`/attributes/restSearch`:
 //! `{"response": {"Attribute": [...]}}`; `/events/restSearch`:
 //! `{"response": [{"Event": {...}}]}`), which need the API key in an

@@ -462,7 +462,11 @@ fn fetch(
         min_score: feed.min_score,
         min_confidence: feed.min_confidence,
     };
-    let parsed = parse(&body.bytes, &feed.format, &opts, unix_now());
+    let parsed = if feed.format == Format::Misp && source.ends_with("manifest.json") {
+        misp_feed(ctx, source, &req, &body.bytes)?
+    } else {
+        parse(&body.bytes, &feed.format, &opts, unix_now())
+    };
     if parsed.rejected > 0 {
         tracing::info!(feed = %feed.name, rejected = parsed.rejected, samples = ?parsed.samples, "feed lines rejected");
     }
@@ -476,6 +480,67 @@ fn fetch(
         cursor: None,
         indicators: None,
     }))
+}
+
+/// More events than this in one MISP manifest is refused (the feed keeps
+/// its last good entries): each is one request.
+const MAX_MISP_EVENTS: usize = 10_000;
+
+/// A MISP feed directory: `manifest.json` names each event by its uuid,
+/// served beside it as `<uuid>.json`. The manifest's validators decide
+/// whether anything changed (MISP rewrites it with every event); then
+/// every event is fetched and read, and one that fails fails the poll.
+fn misp_feed(
+    ctx: &PollContext<'_>,
+    manifest_source: &Source,
+    req: &super::fetch::Request,
+    manifest: &[u8],
+) -> Result<super::Parsed, String> {
+    let manifest: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(super::plain::strip_bom(manifest))
+            .map_err(|e| format!("manifest.json is not a MISP manifest (a JSON object): {e}"))?;
+    if manifest.len() > MAX_MISP_EVENTS {
+        return Err(format!(
+            "manifest.json lists {} events, more than {MAX_MISP_EVENTS}",
+            manifest.len()
+        ));
+    }
+    let mut req = req.clone();
+    req.etag = None;
+    req.last_modified = None;
+    let mut out = super::Parsed::default();
+    for uuid in manifest.keys() {
+        if uuid.is_empty() || !uuid.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return Err(format!(
+                "manifest.json names `{uuid}`, which is not an event uuid"
+            ));
+        }
+        let source = manifest_source
+            .sibling(&format!("{uuid}.json"))
+            .map_err(|e| e.to_string())?;
+        let body = match ctx.fetcher.fetch(&source, &req) {
+            Ok(Fetched::Body(b)) => b,
+            Ok(Fetched::NotModified) => {
+                return Err(format!(
+                    "event {uuid}: answered 304 to an unconditional request"
+                ));
+            }
+            Err(e) => return Err(format!("event {uuid}: {e}")),
+        };
+        let p = super::misp::parse(&body.bytes);
+        out.entries.extend(p.entries);
+        out.ignored += p.ignored;
+        out.rejected += p.rejected;
+        for s in p.samples {
+            if out.samples.len() < super::MAX_SAMPLES {
+                out.samples.push(super::Rejection {
+                    text: format!("event {uuid}: {}", s.text),
+                    ..s
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn fetch_taxii(
