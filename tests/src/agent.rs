@@ -5,6 +5,8 @@ use std::{
     process::{Command, Output},
 };
 
+use blocklist_agent::hooks::EGRESS_ENV;
+
 /// The agent binary built next to the test executables
 /// (`cargo xtask test` builds it first), or `BLOCKLIST_AGENT_BIN`.
 pub fn binary() -> PathBuf {
@@ -87,14 +89,14 @@ impl Agent {
             config: None,
             // Never the host's root cgroup by accident: a suite that tests
             // the egress hooks says where they go (`with_egress`).
-            env: vec![("XDP_BLOCKLIST_EGRESS".to_owned(), "off".to_owned())],
+            env: vec![(EGRESS_ENV.to_owned(), "off".to_owned())],
         }
     }
 
     /// Lets `[egress]` of the config decide which egress hooks are
     /// attached (the default turns them off, see [`Agent::new`]).
     pub fn with_egress(mut self) -> Self {
-        self.env.retain(|(k, _)| k != "XDP_BLOCKLIST_EGRESS");
+        self.env.retain(|(k, _)| k != EGRESS_ENV);
         self
     }
 
@@ -133,7 +135,7 @@ impl Agent {
             c.arg("--config").arg(cfg);
         }
         c.args(args);
-        c.env_remove("XDP_BLOCKLIST_EGRESS");
+        c.env_remove(EGRESS_ENV);
         for (k, v) in &self.env {
             c.env(k, v);
         }

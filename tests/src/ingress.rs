@@ -31,6 +31,16 @@ pub fn ingress_under_test() -> Ingress {
     }
 }
 
+/// How the agent attaches its TC classifiers in this run: `clsact` when
+/// the suite runs with `XDP_BLOCKLIST_TC=clsact` (the fallback for kernels
+/// without TCX, forced), else `tcx`: the mode `status` and `attach` name.
+pub fn tc_attachment_under_test() -> &'static str {
+    match std::env::var(blocklist_agent::datapath::tc::TC_ENV).as_deref() {
+        Ok("clsact") => "clsact",
+        _ => "tcx",
+    }
+}
+
 /// Another XDP program on an interface: xdp-filter from xdp-tools, loaded
 /// through libxdp's dispatcher as a real deployment has it, with no rules
 /// (it passes everything). Unloaded on drop.

@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod bpffs;
+pub mod cgroup;
 pub mod crowdsec;
 pub mod feed_server;
 pub mod frames;

@@ -11,7 +11,7 @@ use blocklist_agent::datapath::pin::PinDir;
 use blocklist_tests::{
     agent::{Agent, Run},
     bpffs::Bpffs,
-    ingress::{ForeignXdp, Ingress, ingress_under_test},
+    ingress::{ForeignXdp, Ingress, ingress_under_test, tc_attachment_under_test},
     lab::{Lab, addr::*},
     require_root,
     traffic::{Flood, ping, tcp_connects, udp},
@@ -54,10 +54,7 @@ impl Setup {
             out.stdout
         );
         if mode == "tc" {
-            let how = match std::env::var("XDP_BLOCKLIST_TC").as_deref() {
-                Ok("clsact") => "clsact",
-                _ => "tcx",
-            };
+            let how = tc_attachment_under_test();
             assert!(
                 out.stdout.contains(how),
                 "not attached by {how}: {}",

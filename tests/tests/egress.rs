@@ -7,7 +7,6 @@
 
 use std::{
     net::{TcpListener, UdpSocket},
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -18,35 +17,11 @@ use blocklist_agent::{
     prefix::Prefix,
 };
 use blocklist_tests::{
+    cgroup::{ChildCgroup, output_inside},
     kernel::Kernel,
     lab::{Lab, addr::*},
-    require_root, unique,
+    require_root,
 };
-
-/// A child cgroup of the cgroup2 root, removed when dropped.
-struct TestCgroup(PathBuf);
-
-impl TestCgroup {
-    fn new() -> Self {
-        let root = cgroup::cgroup2_root().expect("a cgroup2 mount");
-        let dir = root.join(unique("xbegress"));
-        std::fs::create_dir(&dir).expect("creating the test cgroup");
-        Self(dir)
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        // Its processes have exited; a cgroup with none can go.
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.0).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        eprintln!("could not remove {}", self.0.display());
-    }
-}
 
 const CLIENT: &str = r#"
 import errno, socket, sys
@@ -68,23 +43,9 @@ except OSError as e:
 /// returns "ok", or the errno name it failed with.
 fn call(cgroup: &Path, netns: &str, kind: &str, host: &str, port: u16) -> String {
     let fam = if host.contains(':') { "6" } else { "4" };
-    let ns = std::fs::File::open(format!("/run/netns/{netns}")).expect("netns handle");
-    let procs = cgroup.join("cgroup.procs");
     let mut cmd = Command::new("python3");
     cmd.args(["-c", CLIENT, kind, fam, host, &port.to_string()]);
-    // SAFETY: only async-signal-safe calls between fork and exec: setns,
-    // and open/write of the cgroup's procs file.
-    unsafe {
-        use std::os::fd::AsRawFd as _;
-        let fd = ns.as_raw_fd();
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            std::fs::write(&procs, b"0")
-        });
-    }
-    let out = cmd.output().expect("running the python3 client");
+    let out = output_inside(cmd, cgroup, netns).expect("running the python3 client");
     assert!(
         out.status.success(),
         "{}",
@@ -101,7 +62,7 @@ fn p(s: &str) -> Prefix {
 fn connections_and_datagrams_to_listed_addresses_are_refused_with_eperm() {
     require_root();
     let lab = Lab::new();
-    let cg = TestCgroup::new();
+    let cg = ChildCgroup::under_root("xbegress");
     let mut k = Kernel::load();
     k.attach_egress(&cg.0);
     let pin = PinDir::new(k.pin_dir());
@@ -195,8 +156,18 @@ fn connections_and_datagrams_to_listed_addresses_are_refused_with_eperm() {
 /// agent runs under `ip netns exec`, which remounts `/sys`, so a cgroup
 /// under `/sys/fs/cgroup` would not be found there. Unmounted on drop.
 struct MountedCgroup {
-    mount: tempfile::TempDir,
-    child: PathBuf,
+    /// Before `_mount`: removed while it is still mounted.
+    child: ChildCgroup,
+    _mount: Cgroup2Mount,
+}
+
+/// A cgroup2 mount on a temporary directory, unmounted on drop.
+struct Cgroup2Mount(tempfile::TempDir);
+
+impl Drop for Cgroup2Mount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(self.0.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
 }
 
 impl MountedCgroup {
@@ -213,21 +184,11 @@ impl MountedCgroup {
             None::<&str>,
         )
         .expect("mounting cgroup2");
-        let child = mount.path().join(unique("xbegress"));
-        std::fs::create_dir(&child).expect("creating the test cgroup");
-        Self { mount, child }
-    }
-}
-
-impl Drop for MountedCgroup {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.child).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        let mount = Cgroup2Mount(mount);
+        Self {
+            child: ChildCgroup::new(mount.0.path(), "xbegress"),
+            _mount: mount,
         }
-        let _ = nix::mount::umount2(self.mount.path(), nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
@@ -294,7 +255,7 @@ fn the_agent_blocks_both_directions_and_reports_each_hook() {
              [metrics]\nlisten = \"127.0.0.1:{port}\"\n[events]\noutput = \"{}\"\n",
             lab.filter_if,
             feed.display(),
-            cg.child.display(),
+            cg.child.0.display(),
             events.display()
         ),
     )
@@ -337,7 +298,7 @@ fn the_agent_blocks_both_directions_and_reports_each_hook() {
     let want_hooks = vec![
         format!("xdp {}", lab.filter_if),
         format!("tc_egress {}", lab.filter_if),
-        format!("cgroup {}", cg.child.display()),
+        format!("cgroup {}", cg.child.0.display()),
     ];
     wait_for(
         "the first sync and every hook",
@@ -358,10 +319,7 @@ fn the_agent_blocks_both_directions_and_reports_each_hook() {
     assert_eq!(hooks_of(&status()), want_hooks);
     // `cargo xtask test` runs this suite once more with the classifier
     // forced under clsact, the fallback for kernels without TCX.
-    let tc_mode = match std::env::var("XDP_BLOCKLIST_TC").as_deref() {
-        Ok("clsact") => "clsact",
-        _ => "tcx",
-    };
+    let tc_mode = blocklist_tests::ingress::tc_attachment_under_test();
     assert_eq!(status()["hooks"][1]["mode"], tc_mode);
     if tc_mode == "clsact" {
         let filters = lab
@@ -377,13 +335,13 @@ fn the_agent_blocks_both_directions_and_reports_each_hook() {
         .client
         .enter(|| TcpListener::bind((CLIENT4_B, 0)).unwrap());
     let lport = listener.local_addr().unwrap().port();
-    assert_eq!(call(&cg.child, &f, "tcp", CLIENT4_B, lport), "EPERM");
+    assert_eq!(call(&cg.child.0, &f, "tcp", CLIENT4_B, lport), "EPERM");
     let clean = lab
         .client
         .enter(|| TcpListener::bind((CLIENT4, 0)).unwrap());
     assert_eq!(
         call(
-            &cg.child,
+            &cg.child.0,
             &f,
             "tcp",
             CLIENT4,
@@ -516,7 +474,7 @@ fn the_agent_blocks_both_directions_and_reports_each_hook() {
     // A restart keeps every hook, and so does an upgrade in place.
     blocklist_tests::agent::terminate(&mut run.0, Duration::from_secs(20));
     assert_eq!(hooks_of(&status()), want_hooks);
-    assert_eq!(call(&cg.child, &f, "tcp", CLIENT4_B, lport), "EPERM");
+    assert_eq!(call(&cg.child.0, &f, "tcp", CLIENT4_B, lport), "EPERM");
     run.0 = start();
     let replaced = agent.run(&["attach", "--iface", &lab.filter_if, "--replace"]);
     assert!(
@@ -526,7 +484,7 @@ fn the_agent_blocks_both_directions_and_reports_each_hook() {
         replaced.stdout
     );
     assert_eq!(hooks_of(&status()), want_hooks);
-    assert_eq!(call(&cg.child, &f, "tcp", CLIENT4_B, lport), "EPERM");
+    assert_eq!(call(&cg.child.0, &f, "tcp", CLIENT4_B, lport), "EPERM");
     let echoes = echo_requests_in(&lab.client);
     echo(&lab.filter, CLIENT6);
     assert_eq!(
@@ -539,7 +497,7 @@ fn the_agent_blocks_both_directions_and_reports_each_hook() {
     blocklist_tests::agent::terminate(&mut run.0, Duration::from_secs(20));
     agent.run(&["detach", "--iface", &lab.filter_if]);
     assert!(!fs.pin_dir().exists(), "pins left behind");
-    assert_eq!(call(&cg.child, &f, "tcp", CLIENT4_B, lport), "ok");
+    assert_eq!(call(&cg.child.0, &f, "tcp", CLIENT4_B, lport), "ok");
     let echoes = echo_requests_in(&lab.client);
     echo(&lab.filter, CLIENT6);
     assert_eq!(

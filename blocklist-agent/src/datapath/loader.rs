@@ -118,20 +118,7 @@ impl Loaded {
     /// A cgroup egress program (one of `EGRESS_PROGRAMS`), loaded on
     /// first use.
     pub fn egress_program(&mut self, name: &str) -> Result<&mut CgroupSockAddr, DatapathError> {
-        let prog: &mut CgroupSockAddr = self
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| DatapathError::Other {
-                what: format!("the embedded object has no program `{name}`"),
-                source: "rebuild the agent".into(),
-            })?
-            .try_into()
-            .map_err(|e| {
-                DatapathError::other(
-                    format!("program `{name}` is not a cgroup sock_addr program"),
-                    e,
-                )
-            })?;
+        let prog: &mut CgroupSockAddr = self.typed(name, "a cgroup sock_addr program")?;
         load_once(prog.fd().map(|_| ()), || prog.load(), &format!("`{name}`"))?;
         Ok(prog)
     }
@@ -139,22 +126,21 @@ impl Loaded {
     /// A TC classifier (`TC_INGRESS_PROGRAM` or `TC_EGRESS_PROGRAM`),
     /// loaded on first use.
     pub fn tc_program(&mut self, name: &str) -> Result<&mut SchedClassifier, DatapathError> {
-        let prog: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| DatapathError::Other {
-                what: format!("the embedded object has no program `{name}`"),
-                source: "rebuild the agent".into(),
-            })?
-            .try_into()
-            .map_err(|e| {
-                DatapathError::other(format!("program `{name}` is not a TC classifier"), e)
-            })?;
+        let prog: &mut SchedClassifier = self.typed(name, "a TC classifier")?;
         load_once(prog.fd().map(|_| ()), || prog.load(), &format!("`{name}`"))?;
         Ok(prog)
     }
 
     fn xdp(&mut self, name: &str) -> Result<&mut Xdp, DatapathError> {
+        self.typed(name, "XDP")
+    }
+
+    /// The embedded program `name` as its type `T` (`kind` names it for
+    /// the error).
+    fn typed<'a, T>(&'a mut self, name: &str, kind: &str) -> Result<&'a mut T, DatapathError>
+    where
+        &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+    {
         let prog = self
             .ebpf
             .program_mut(name)
@@ -163,7 +149,7 @@ impl Loaded {
                 source: "rebuild the agent".into(),
             })?;
         prog.try_into()
-            .map_err(|e| DatapathError::other(format!("program `{name}` is not XDP"), e))
+            .map_err(|e| DatapathError::other(format!("program `{name}` is not {kind}"), e))
     }
 }
 

@@ -17,8 +17,7 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener},
-    os::unix::process::CommandExt as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
@@ -29,12 +28,17 @@ use blocklist_agent::{
     prefix::Prefix,
 };
 use blocklist_ebpf::{TC_EGRESS_PROGRAM, TC_FLOOR_PROGRAM_NAME, TC_INGRESS_PROGRAM};
-use blocklist_tests::{frames, kernel::Kernel, lab::Netns, unique};
+use blocklist_tests::{
+    cgroup::{ChildCgroup, output_inside},
+    frames,
+    kernel::Kernel,
+    lab::Netns,
+};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 use socket2::{Domain, Socket, Type};
 
-use crate::packets::{Coverage, RUNS, inside, prefixes, stats};
+use crate::packets::{Coverage, RUNS, inside, prefixes, quick, stats};
 
 const LIST: usize = 100_000;
 const DISTINCT: usize = 256;
@@ -58,10 +62,6 @@ struct Row {
     /// The median less its own floor program's (per-packet rows): what
     /// the filter itself costs on that hook.
     over_floor_ns: Option<f64>,
-}
-
-fn quick() -> bool {
-    std::env::var_os("BENCH_QUICK").is_some()
 }
 
 pub fn run() -> anyhow::Result<serde_json::Value> {
@@ -169,21 +169,6 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::json!({ "runs": runs, "repeat": repeat, "packets": rows, "connect": calls }))
 }
 
-/// A child of the cgroup2 root for the bench's client, removed on drop.
-struct BenchCgroup(PathBuf);
-
-impl Drop for BenchCgroup {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.0).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        eprintln!("could not remove {}", self.0.display());
-    }
-}
-
 fn connect_costs(k: &mut Kernel, ns: &Netns, runs: usize) -> anyhow::Result<Vec<Row>> {
     let (udp_n, tcp_n) = if quick() {
         (5_000, 500)
@@ -196,9 +181,7 @@ fn connect_costs(k: &mut Kernel, ns: &Netns, runs: usize) -> anyhow::Result<Vec<
     ns.ip(&["addr", "add", &format!("{LOCAL}/24"), "dev", "xbcn0"]);
     ns.ip(&["link", "set", "xbcn0", "up"]);
     ns.ip(&["link", "set", "xbcn1", "up"]);
-    let root = cgroup::cgroup2_root()?;
-    let cg = BenchCgroup(root.join(unique("xbbench")));
-    std::fs::create_dir(&cg.0).with_context(|| format!("creating {}", cg.0.display()))?;
+    let cg = ChildCgroup::under_root("xbbench");
 
     // (case, hooked, args). Every run measures each case once, the hooks
     // attached for the hooked ones and detached again, so a baseline and
@@ -270,23 +253,9 @@ fn connect_costs(k: &mut Kernel, ns: &Netns, runs: usize) -> anyhow::Result<Vec<
 /// Runs `__connect KIND ADDR EXPECT N` in `cgroup` and `netns`; returns
 /// its ns per call.
 fn connect_loop(cgroup: &Path, netns: &str, args: [&str; 4]) -> anyhow::Result<f64> {
-    let ns = std::fs::File::open(format!("/run/netns/{netns}"))?;
-    let procs = cgroup.join("cgroup.procs");
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg("__connect").args(args);
-    // SAFETY: only setns and an open/write of the procs file run between
-    // fork and exec.
-    unsafe {
-        use std::os::fd::AsRawFd as _;
-        let fd = ns.as_raw_fd();
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            std::fs::write(&procs, b"0")
-        });
-    }
-    let out = cmd.output().context("running the connect loop")?;
+    let out = output_inside(cmd, cgroup, netns).context("running the connect loop")?;
     ensure!(
         out.status.success(),
         "the connect loop {args:?} failed: {}",

@@ -34,7 +34,8 @@ const DISTINCT: usize = 256;
 /// cost live traffic from many sources pays, without a sender beside it.
 const COLD: usize = 16_384;
 
-fn quick() -> bool {
+/// `BENCH_QUICK=1`: fewer and shorter runs (every part reads it).
+pub fn quick() -> bool {
     std::env::var_os("BENCH_QUICK").is_some()
 }
 
