@@ -280,6 +280,10 @@ pub struct FeedConfig {
     /// ThreatFox CSV: keep IOCs of at least this confidence, 0-100
     /// (default 0).
     pub min_confidence: Option<u32>,
+    /// Blocks the `/N` of each listed IPv6 address instead of the
+    /// address (`64`: the /64 a single host usually holds); shorter IPv6
+    /// prefixes and IPv4 are unchanged.
+    pub ipv6_prefix: Option<u8>,
     /// TAXII: collection id or title when `url` is a discovery or API root URL.
     pub collection: Option<String>,
     /// Environment variable holding the API key (presets).
@@ -336,6 +340,7 @@ impl FeedConfig {
             field: None,
             min_score: None,
             min_confidence: None,
+            ipv6_prefix: None,
             collection: None,
             api_key_env: None,
             api_secret_env: None,
@@ -714,6 +719,16 @@ impl Config {
                     f.name
                 ));
             }
+            if let Some(len) = f.ipv6_prefix
+                && !(self.guard.min_prefix_v6.max(1)..=128).contains(&len)
+            {
+                return Err(format!(
+                    "feed `{}`{at}: ipv6_prefix = {len} must be between guard.min_prefix_v6 ({}) and 128; \
+                     64 blocks the /64 of each listed address",
+                    f.name,
+                    self.guard.min_prefix_v6.max(1)
+                ));
+            }
             if f.interval.is_some_and(|d| d < Duration::from_secs(1)) {
                 return Err(format!(
                     "feed `{}`{at}: interval must be at least 1s",
@@ -921,5 +936,15 @@ output = "stdout"
             err("format = \"csv\"\nmin_confidence = 5").contains("min_confidence is for ThreatFox")
         );
         assert!(err("format = \"threatfox\"\nmin_confidence = 101").contains("0 to 100"));
+        assert_eq!(
+            feed("ipv6_prefix = 64").unwrap().feeds[0].ipv6_prefix,
+            Some(64)
+        );
+        assert!(err("ipv6_prefix = 8").contains("between guard.min_prefix_v6 (16) and 128"));
+        assert!(err("ipv6_prefix = 129").contains("and 128"));
+        assert_eq!(
+            feed("format = \"dshield\"").unwrap().feeds[0].format,
+            Format::Dshield
+        );
     }
 }

@@ -113,6 +113,26 @@ impl Prefix {
         Ok(self)
     }
 
+    /// An IPv6 prefix longer than `len` widened to its enclosing `/len`
+    /// (one host holds a whole /64, so blocking its /128 is easy to
+    /// dodge); IPv4 and IPv6 prefixes of `len` or shorter are unchanged.
+    ///
+    /// ```
+    /// # use blocklist_agent::prefix::Prefix;
+    /// let p: Prefix = "2001:db8:1:2:3::4".parse().unwrap();
+    /// assert_eq!(p.widen_v6(64).to_string(), "2001:db8:1:2::/64");
+    /// let v4: Prefix = "192.0.2.1".parse().unwrap();
+    /// assert_eq!(v4.widen_v6(64), v4);
+    /// ```
+    pub fn widen_v6(self, len: u8) -> Self {
+        match self.0 {
+            IpNet::V6(n) if n.prefix_len() > len => {
+                Ipv6Net::new(n.addr(), len).map_or(self, |w| Self::new(w.into()))
+            }
+            _ => self,
+        }
+    }
+
     /// True when `addr` falls in this prefix (v4-mapped addresses count as
     /// IPv4).
     pub fn contains(&self, addr: IpAddr) -> bool {

@@ -23,6 +23,7 @@ pub const TARGETS: &[&str] = &[
     "json",
     "scored",
     "threatfox",
+    "dshield",
     "misp",
     "stix",
     "crowdsec",

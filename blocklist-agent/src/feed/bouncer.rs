@@ -87,7 +87,7 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, mut st: FeedState, due: bo
         changed = true;
         reloaded = true;
     }
-    let before = session.decisions.prefixes();
+    let before = widened(session.decisions.entries(), feed.ipv6_prefix);
     let now = unix_now();
     let expired = session.decisions.expire(now);
     changed |= expired > 0;
@@ -142,7 +142,8 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, mut st: FeedState, due: bo
             }
         }
     }
-    let entries = session.decisions.entries();
+    let mut entries = session.decisions.entries();
+    super::widen_v6(&mut entries, feed.ipv6_prefix);
     st.entries = entries.len();
     if !ctx.dry_run {
         let saved = (|| {
@@ -175,6 +176,12 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, mut st: FeedState, due: bo
         samples,
         uncertain: session.lost,
     }
+}
+
+/// The distinct prefixes of `entries` after `ipv6_prefix` widening.
+fn widened(mut entries: Vec<super::Entry>, len: Option<u8>) -> Vec<crate::prefix::Prefix> {
+    super::widen_v6(&mut entries, len);
+    distinct(&entries)
 }
 
 fn fetch(ctx: &PollContext<'_>, feed: &FeedConfig, full: bool) -> Result<crowdsec::Stream, String> {

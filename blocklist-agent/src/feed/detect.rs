@@ -7,6 +7,7 @@
 //! | starts with `{`, first line is an object with `cidr`       | `SpamhausJson`   |
 //! | starts with `{`, is a bundle / has `objects` (or `more`)   | `Stix`           |
 //! | starts with `[`                                            | `Json`           |
+//! | first data line is DShield's `Start  End  Netblock` header  | `Dshield`        |
 //! | first data line has commas and an address header or field | `Csv`            |
 //! | anything else                                              | `Plain`          |
 //!
@@ -17,7 +18,7 @@
 use serde::{Deserialize, de::IgnoredAny};
 use serde_json::Value;
 
-use super::{Format, csv, plain};
+use super::{Format, csv, dshield, plain};
 
 /// How much of a body the line-based checks look at.
 const SNIFF_LIMIT: usize = 64 * 1024;
@@ -32,7 +33,9 @@ pub fn detect(bytes: &[u8]) -> Format {
         Some(b'[') => return Format::Json,
         _ => {}
     }
-    if csv::sniff(head) {
+    if dshield::sniff(head) {
+        Format::Dshield
+    } else if csv::sniff(head) {
         Format::Csv
     } else {
         Format::Plain
@@ -86,6 +89,7 @@ mod tests {
     const FEODO_CSV: &[u8] = include_bytes!("fixtures/feodo_ipblocklist.csv");
     const FEODO_JSON: &[u8] = include_bytes!("fixtures/feodo_ipblocklist.json");
     const BUNDLE: &[u8] = include_bytes!("fixtures/stix_bundle.json");
+    const DSHIELD: &[u8] = include_bytes!("fixtures/dshield_block.txt");
 
     #[test]
     fn fixtures() {
@@ -95,6 +99,7 @@ mod tests {
         assert_eq!(detect(FEODO_CSV), Format::Csv);
         assert_eq!(detect(FEODO_JSON), Format::Json);
         assert_eq!(detect(BUNDLE), Format::Stix);
+        assert_eq!(detect(DSHIELD), Format::Dshield);
     }
 
     #[test]
@@ -108,6 +113,7 @@ mod tests {
             (FEODO_CSV, Format::Csv),
             (FEODO_JSON, Format::Json),
             (BUNDLE, Format::Stix),
+            (DSHIELD, Format::Dshield),
         ] {
             let auto = parse(body, &Format::Auto, &opts, now);
             assert!(!auto.entries.is_empty(), "{format:?}");

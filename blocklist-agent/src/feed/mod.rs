@@ -10,6 +10,7 @@ pub mod bouncer;
 pub mod crowdsec;
 pub mod csv;
 pub mod detect;
+pub mod dshield;
 pub mod fetch;
 pub mod firehol;
 pub mod json;
@@ -42,6 +43,23 @@ impl Entry {
     /// An entry without an indicator id.
     pub fn new(prefix: Prefix) -> Self {
         Self { prefix, id: None }
+    }
+}
+
+/// Widens every IPv6 entry longer than `len` to its `/len` (a feed's
+/// `ipv6_prefix`), then removes the duplicates that makes (several
+/// addresses of one /64 become one entry). Order is kept otherwise.
+pub fn widen_v6(entries: &mut Vec<Entry>, len: Option<u8>) {
+    let Some(len) = len else { return };
+    let mut widened = false;
+    for e in entries.iter_mut() {
+        let w = e.prefix.widen_v6(len);
+        widened |= w != e.prefix;
+        e.prefix = w;
+    }
+    if widened {
+        let mut seen = std::collections::HashSet::with_capacity(entries.len());
+        entries.retain(|e| seen.insert((e.prefix, e.id.clone())));
     }
 }
 
@@ -154,6 +172,9 @@ pub enum Format {
     Threatfox,
     /// A MISP event (feed file) or REST search answer.
     Misp,
+    /// DShield `block.txt`: start, end and netblock columns; each range
+    /// becomes the fewest prefixes covering exactly it.
+    Dshield,
 }
 
 /// Options some formats need.
@@ -190,6 +211,7 @@ pub fn parse(bytes: &[u8], format: &Format, opts: &FormatOptions, now: i64) -> P
         Format::Scored => scored::parse(bytes, opts.min_score.unwrap_or(1)),
         Format::Threatfox => threatfox::parse(bytes, opts.min_confidence.unwrap_or(0)),
         Format::Misp => misp::parse(bytes),
+        Format::Dshield => dshield::parse(bytes),
         Format::Stix | Format::Taxii => stix::parse(bytes, now).into_parsed(),
         Format::Crowdsec => crowdsec::parse_stream(bytes, now).map_or_else(
             |e| {
@@ -218,5 +240,42 @@ pub(crate) mod test_util {
             .iter()
             .map(|r| (r.line, r.reason.as_str()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_widening_merges_one_hosts_addresses() {
+        let mut entries: Vec<Entry> = [
+            "2001:db8:0:1::5",
+            "2001:db8:0:1::6",
+            "2001:db8:0:2::/80",
+            "2001:db8::/48",
+            "192.0.2.7",
+            "::ffff:192.0.2.8",
+        ]
+        .iter()
+        .map(|s| Entry::new(s.parse().unwrap()))
+        .collect();
+        let untouched = entries.clone();
+        widen_v6(&mut entries, None);
+        assert_eq!(entries, untouched);
+        widen_v6(&mut entries, Some(64));
+        assert_eq!(
+            test_util::prefixes(&Parsed {
+                entries,
+                ..Parsed::default()
+            }),
+            [
+                "2001:db8:0:1::/64",
+                "2001:db8:0:2::/64",
+                "2001:db8::/48",
+                "192.0.2.7/32",
+                "192.0.2.8/32"
+            ]
+        );
     }
 }

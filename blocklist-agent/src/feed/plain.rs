@@ -185,7 +185,7 @@ fn has_leading_zeros(token: &str) -> bool {
 }
 
 /// Expands the inclusive range `start`-`end` into covering CIDRs.
-fn push_range(start: &str, end: &str, out: &mut Vec<Entry>) -> Result<(), &'static str> {
+pub(crate) fn push_range(start: &str, end: &str, out: &mut Vec<Entry>) -> Result<(), &'static str> {
     let (start, end) = (range_end(start)?, range_end(end)?);
     let nets: Vec<IpNet> = match (start, end) {
         (IpAddr::V4(s), IpAddr::V4(e)) if s <= e => Ipv4Subnets::new(s, e, 0)

@@ -428,8 +428,16 @@ fn save(
 /// body gives another list.
 fn reading_of(feed: &FeedConfig) -> String {
     format!(
-        "{:?} {:?} {:?} {:?} {:?}",
-        feed.format, feed.column, feed.field, feed.min_score, feed.min_confidence
+        "{:?} {:?} {:?} {:?} {:?}{}",
+        feed.format,
+        feed.column,
+        feed.field,
+        feed.min_score,
+        feed.min_confidence,
+        // Absent from the string when unset, so the state of feeds from
+        // before the option keeps its validators.
+        feed.ipv6_prefix
+            .map_or(String::new(), |l| format!(" ipv6_prefix={l}"))
     )
 }
 
@@ -462,11 +470,12 @@ fn fetch(
         min_score: feed.min_score,
         min_confidence: feed.min_confidence,
     };
-    let parsed = if feed.format == Format::Misp && source.ends_with("manifest.json") {
+    let mut parsed = if feed.format == Format::Misp && source.ends_with("manifest.json") {
         misp_feed(ctx, source, &req, &body.bytes)?
     } else {
         parse(&body.bytes, &feed.format, &opts, unix_now())
     };
+    super::widen_v6(&mut parsed.entries, feed.ipv6_prefix);
     if parsed.rejected > 0 {
         tracing::info!(feed = %feed.name, rejected = parsed.rejected, samples = ?parsed.samples, "feed lines rejected");
     }
@@ -590,7 +599,7 @@ fn fetch_taxii(
             },
         );
     }
-    let entries: Vec<Entry> = stored
+    let mut entries: Vec<Entry> = stored
         .iter()
         .filter(|(_, s)| !s.revoked && s.valid_until.is_none_or(|v| v > now))
         .flat_map(|(id, s)| {
@@ -600,6 +609,7 @@ fn fetch_taxii(
             })
         })
         .collect();
+    super::widen_v6(&mut entries, feed.ipv6_prefix);
     let entries = dedup(entries);
     // Nothing new and nothing expired: the same list as before.
     if !changed
