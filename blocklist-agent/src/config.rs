@@ -27,6 +27,11 @@ pub struct Guard {
     pub min_prefix_v4: u8,
     /// IPv6 prefixes shorter than this are refused.
     pub min_prefix_v6: u8,
+    /// `true` installs feed entries in the reserved ranges
+    /// ([`crate::reserved`]: private, loopback, link-local, multicast...)
+    /// for every feed that does not say otherwise; by default they are
+    /// refused or cut out, and reported.
+    pub allow_reserved: bool,
 }
 
 impl Default for Guard {
@@ -35,6 +40,7 @@ impl Default for Guard {
             max_shrink: 0.5,
             min_prefix_v4: 8,
             min_prefix_v6: 16,
+            allow_reserved: false,
         }
     }
 }
@@ -284,6 +290,11 @@ pub struct FeedConfig {
     /// address (`64`: the /64 a single host usually holds); shorter IPv6
     /// prefixes and IPv4 are unchanged.
     pub ipv6_prefix: Option<u8>,
+    /// Overrides `[guard] allow_reserved` for this feed: `true` installs
+    /// its entries in private, loopback, link-local and other reserved
+    /// ranges (a feed of your own LAN's attackers), `false` guards it even
+    /// when the global setting allows them.
+    pub allow_reserved: Option<bool>,
     /// TAXII: collection id or title when `url` is a discovery or API root URL.
     pub collection: Option<String>,
     /// Environment variable holding the API key (presets).
@@ -329,6 +340,11 @@ pub struct FeedConfig {
 }
 
 impl FeedConfig {
+    /// True when the reserved-range guard screens this feed.
+    pub fn guards_reserved(&self, guard: &Guard) -> bool {
+        !self.allow_reserved.unwrap_or(guard.allow_reserved)
+    }
+
     /// A feed with only a name and a source; everything else default.
     pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
         Self {
@@ -341,6 +357,7 @@ impl FeedConfig {
             min_score: None,
             min_confidence: None,
             ipv6_prefix: None,
+            allow_reserved: None,
             collection: None,
             api_key_env: None,
             api_secret_env: None,
@@ -867,7 +884,15 @@ output = "stdout"
     fn the_shipped_example_parses() {
         let text = include_str!("../../deploy/examples/config.toml");
         let c = Config::parse(text, Path::new("config.toml")).unwrap();
-        assert_eq!(c.feeds.len(), 4);
+        assert_eq!(c.feeds.len(), 5);
+        assert!(c.feeds[0].guards_reserved(&c.guard));
+        assert!(!c.feeds[4].guards_reserved(&c.guard));
+        let mut open = c.guard.clone();
+        open.allow_reserved = true;
+        assert!(!c.feeds[0].guards_reserved(&open));
+        let mut strict = c.feeds[0].clone();
+        strict.allow_reserved = Some(false);
+        assert!(strict.guards_reserved(&open), "the feed's own setting wins");
     }
 
     #[test]

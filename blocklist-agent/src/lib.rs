@@ -16,6 +16,8 @@
 //!
 //! Modules:
 //! - [`prefix`]: parsing, canonical form and the min-prefix guard.
+//! - [`reserved`]: the reserved-range guard (RFC 6890 special-purpose
+//!   ranges refused or cut out of every feed).
 //! - [`datapath`]: load, attach, pin, typed map access, test runs.
 //! - [`hooks`]: every hook as one set (XDP or TC ingress, TC egress, the
 //!   cgroup socket hooks): status, the egress plan, upgrade, detach.
@@ -36,5 +38,6 @@ pub mod http;
 pub mod metrics;
 pub mod policy;
 pub mod prefix;
+pub mod reserved;
 pub mod state;
 pub mod sync;

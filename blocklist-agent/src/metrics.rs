@@ -359,6 +359,7 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
     let failures = Family::<Labels, Counter>::default();
     let refusals = Family::<Labels, Counter>::default();
     let ignored = Family::<Labels, Counter>::default();
+    let reserved = Family::<Labels, Gauge>::default();
     for f in &config.feeds {
         let st = shared.state.feed(&f.name).unwrap_or_default();
         let l = labels(&[("feed", &f.name)]);
@@ -367,6 +368,7 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
         }
         failures.get_or_create(&l).inc_by(st.failures);
         refusals.get_or_create(&l).inc_by(st.refusals);
+        reserved.get_or_create(&l).set(st.reserved as i64);
         if f.format == crate::feed::Format::Crowdsec {
             ignored.get_or_create(&l).inc_by(st.ignored);
         }
@@ -386,6 +388,12 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
         "feed_failures",
         "Failed fetches or parses per feed",
         failures,
+    );
+    reg.register(
+        "feed_reserved_entries",
+        "Entries of each feed's last good list in reserved ranges (private, loopback, \
+         link-local...): refused, or installed without the reserved part",
+        reserved,
     );
     reg.register(
         "feed_guard_refusals",

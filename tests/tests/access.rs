@@ -62,7 +62,7 @@ fn a_group_member_inspects_without_root_and_others_are_refused() {
     std::fs::write(
         &config,
         format!(
-            "[[feed]]\nname = \"f\"\nurl = \"{}\"\n[access]\ngroup = \"{GROUP}\"\n",
+            "[[feed]]\nname = \"f\"\nallow_reserved = true\nurl = \"{}\"\n[access]\ngroup = \"{GROUP}\"\n",
             feed.display()
         ),
     )

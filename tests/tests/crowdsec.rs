@@ -49,7 +49,7 @@ impl Env {
                 "lock_timeout = \"2s\"\n\
                  [fetch]\nconnect_timeout = \"1s\"\ntimeout = \"2s\"\nattempts = 1\n\
                  [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\
-                 [[feed]]\nname = \"crowdsec\"\nformat = \"crowdsec\"\nurl = \"{}\"\n\
+                 [[feed]]\nname = \"crowdsec\"\nallow_reserved = true\nformat = \"crowdsec\"\nurl = \"{}\"\n\
                  api_key_file = \"{}\"\ninterval = \"1s\"\n",
                 lapi.url(),
                 key.display()

@@ -91,7 +91,7 @@ fn run_notifies_systemd_ready_reloading_and_stopping() {
     std::fs::write(
         &config,
         format!(
-            "interfaces = [\"{}\"]\n[[feed]]\nname = \"f\"\nurl = \"{}\"\n[metrics]\nlisten = \"off\"\n[events]\noutput = \"off\"\n",
+            "interfaces = [\"{}\"]\n[[feed]]\nname = \"f\"\nallow_reserved = true\nurl = \"{}\"\n[metrics]\nlisten = \"off\"\n[events]\noutput = \"off\"\n",
             lab.filter_if,
             feed.display()
         ),

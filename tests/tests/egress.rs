@@ -250,7 +250,7 @@ fn the_agent_blocks_both_directions_and_reports_each_hook() {
         &config,
         format!(
             "interfaces = [\"{}\"]\nsync_interval = \"1h\"\n\
-             [[feed]]\nname = \"c2\"\nurl = \"{}\"\n\
+             [[feed]]\nname = \"c2\"\nallow_reserved = true\nurl = \"{}\"\n\
              [egress]\nmode = \"both\"\ncgroup = \"{}\"\n\
              [metrics]\nlisten = \"127.0.0.1:{port}\"\n[events]\noutput = \"{}\"\n",
             lab.filter_if,
@@ -595,7 +595,7 @@ fn the_hosts_resolver_is_never_refused_in_either_direction() {
     std::fs::write(
         &config,
         format!(
-            "interfaces = [\"{}\"]\n[[feed]]\nname = \"scanners\"\nurl = \"{}\"\n\
+            "interfaces = [\"{}\"]\n[[feed]]\nname = \"scanners\"\nallow_reserved = true\nurl = \"{}\"\n\
              [egress]\nmode = \"tc\"\n",
             lab.filter_if,
             feed.display()
@@ -650,7 +650,7 @@ fn a_missing_cgroup_does_not_stop_the_agent() {
     std::fs::write(
         &config,
         format!(
-            "interfaces = [\"{}\"]\nsync_interval = \"1h\"\n[[feed]]\nname = \"f\"\nurl = \"{}\"\n\
+            "interfaces = [\"{}\"]\nsync_interval = \"1h\"\n[[feed]]\nname = \"f\"\nallow_reserved = true\nurl = \"{}\"\n\
              [egress]\nmode = \"cgroup\"\ncgroup = \"{}\"\n[metrics]\nlisten = \"off\"\n",
             lab.filter_if,
             feed.display(),

@@ -90,7 +90,7 @@ max_retry_after = "5s"
 "#;
 
 fn config_with_feed(url: &str) -> String {
-    format!("{FAST_FETCH}\n[[feed]]\nname = \"list\"\nurl = \"{url}\"\n")
+    format!("{FAST_FETCH}\n[[feed]]\nname = \"list\"\nallow_reserved = true\nurl = \"{url}\"\n")
 }
 
 fn feed_status(report: &Value, name: &str) -> String {
@@ -362,7 +362,7 @@ fn a_kept_address_stays_dropped_while_10000_entries_change() {
     };
     write(0);
     env.rewrite_config(&format!(
-        "{FAST_FETCH}\n[[feed]]\nname = \"big\"\nurl = \"{}\"\n",
+        "{FAST_FETCH}\n[[feed]]\nname = \"big\"\nallow_reserved = true\nurl = \"{}\"\n",
         feed.display()
     ));
     let r = env.sync(&[]);
@@ -395,7 +395,7 @@ fn a_kept_address_stays_dropped_while_10000_entries_change() {
 fn taxii_config(server: &TaxiiServer, url: &str) -> String {
     let _ = server;
     format!(
-        "{FAST_FETCH}\n[[feed]]\nname = \"partner\"\nurl = \"{url}\"\nformat = \"taxii\"\nusername = \"{}\"\npassword_env = \"PARTNER_TAXII_PASSWORD\"\n",
+        "{FAST_FETCH}\n[[feed]]\nname = \"partner\"\nallow_reserved = true\nurl = \"{url}\"\nformat = \"taxii\"\nusername = \"{}\"\npassword_env = \"PARTNER_TAXII_PASSWORD\"\n",
         taxii_server::USER
     )
 }
@@ -552,7 +552,11 @@ fn run_daemon_syncs_reloads_and_stops_cleanly() {
     let config = |feeds: &[(&str, &PathBuf)]| {
         let mut c = format!("sync_interval = \"1s\"\n{FAST_FETCH}\n");
         for (n, p) in feeds {
-            let _ = write!(c, "[[feed]]\nname = \"{n}\"\nurl = \"{}\"\n", p.display());
+            let _ = write!(
+                c,
+                "[[feed]]\nname = \"{n}\"\nallow_reserved = true\nurl = \"{}\"\n",
+                p.display()
+            );
         }
         c
     };
@@ -636,7 +640,7 @@ fn bad_config_is_reported_with_key_and_line() {
         "{}",
         r.stderr
     );
-    env.rewrite_config("[[feed]]\nname = \"x\"\nurl = \"https://x.example/\"\nusername = \"u\"\npassword_env = \"XDPBL_UNSET_VAR\"\n");
+    env.rewrite_config("[[feed]]\nname = \"x\"\nallow_reserved = true\nurl = \"https://x.example/\"\nusername = \"u\"\npassword_env = \"XDPBL_UNSET_VAR\"\n");
     let r = env.agent.try_run(&["run", "--check-config"]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("XDPBL_UNSET_VAR"), "{}", r.stderr);
@@ -652,7 +656,7 @@ fn sync_blocks_real_traffic_from_listed_sources() {
     )
     .unwrap();
     env.rewrite_config(&format!(
-        "{FAST_FETCH}\n[[feed]]\nname = \"drop\"\nurl = \"{}\"\nformat = \"spamhaus\"\n",
+        "{FAST_FETCH}\n[[feed]]\nname = \"drop\"\nallow_reserved = true\nurl = \"{}\"\nformat = \"spamhaus\"\n",
         feed.display()
     ));
     let r = env.sync(&[]);
@@ -710,7 +714,7 @@ fn a_dry_run_changes_neither_the_kernel_nor_the_state_directory() {
         )],
     );
     env.rewrite_config(&format!(
-        "{}\n[[feed]]\nname = \"partner\"\nurl = \"{}\"\nformat = \"taxii\"\nusername = \"{}\"\npassword_env = \"PARTNER_TAXII_PASSWORD\"\n",
+        "{}\n[[feed]]\nname = \"partner\"\nallow_reserved = true\nurl = \"{}\"\nformat = \"taxii\"\nusername = \"{}\"\npassword_env = \"PARTNER_TAXII_PASSWORD\"\n",
         config_with_feed(&server.url("/f.txt")),
         taxii.collection_url(),
         taxii_server::USER
@@ -793,9 +797,9 @@ fn https_with_a_private_ca_and_the_credentials_the_server_receives() {
     std::fs::write(env.dir.path().join("token"), "Bearer file-token\n").unwrap();
     env.rewrite_config(&format!(
         "{FAST_FETCH}ca_file = \"{}\"\n\
-         [[feed]]\nname = \"tls\"\nurl = \"{}\"\n\
-         [[feed]]\nname = \"keyed\"\npreset = \"ismalicious-blocklist\"\nurl = \"{}\"\napi_key_env = \"XDPBL_KEY\"\napi_secret_env = \"XDPBL_SECRET\"\n\
-         [[feed]]\nname = \"bearer\"\nurl = \"{}\"\nheaders = {{ Authorization = \"env:XDPBL_AUTH\", \"X-Extra\" = \"file:{}\" }}\n",
+         [[feed]]\nname = \"tls\"\nallow_reserved = true\nurl = \"{}\"\n\
+         [[feed]]\nname = \"keyed\"\nallow_reserved = true\npreset = \"ismalicious-blocklist\"\nurl = \"{}\"\napi_key_env = \"XDPBL_KEY\"\napi_secret_env = \"XDPBL_SECRET\"\n\
+         [[feed]]\nname = \"bearer\"\nallow_reserved = true\nurl = \"{}\"\nheaders = {{ Authorization = \"env:XDPBL_AUTH\", \"X-Extra\" = \"file:{}\" }}\n",
         tls.ca_file().display(),
         tls.url("list.txt"),
         server.url("/keyed"),
@@ -870,7 +874,7 @@ fn validators_unchanged_bodies_and_the_retry_after_cap() {
     server.set("/plain", vec![Reply::body("192.0.2.1\nnot-an-address\n")]);
     server.set("/limited", vec![Reply::RetryAfter(429, 60)]);
     env.rewrite_config(&format!(
-        "{FAST_FETCH}\n[[feed]]\nname = \"dated\"\nurl = \"{}\"\n[[feed]]\nname = \"plain\"\nurl = \"{}\"\n",
+        "{FAST_FETCH}\n[[feed]]\nname = \"dated\"\nallow_reserved = true\nurl = \"{}\"\n[[feed]]\nname = \"plain\"\nallow_reserved = true\nurl = \"{}\"\n",
         server.url("/dated"),
         server.url("/plain")
     ));
@@ -902,7 +906,7 @@ fn validators_unchanged_bodies_and_the_retry_after_cap() {
     // Retry-After beyond [fetch] max_retry_after (5s): one request, then
     // the feed fails at once instead of sleeping a minute.
     env.rewrite_config(&format!(
-        "{FAST_FETCH}\n[[feed]]\nname = \"limited\"\nurl = \"{}\"\n",
+        "{FAST_FETCH}\n[[feed]]\nname = \"limited\"\nallow_reserved = true\nurl = \"{}\"\n",
         server.url("/limited")
     ));
     let started = Instant::now();
@@ -1022,8 +1026,8 @@ fn scored_and_threatfox_feeds_are_cut_at_their_thresholds() {
         )],
     );
     env.rewrite_config(&format!(
-        "{FAST_FETCH}\n[[feed]]\nname = \"ipsum\"\nurl = \"{}\"\nformat = \"scored\"\nmin_score = 3\n\
-         [[feed]]\nname = \"threatfox\"\nurl = \"{}\"\nformat = \"threatfox\"\nmin_confidence = 75\n",
+        "{FAST_FETCH}\n[[feed]]\nname = \"ipsum\"\nallow_reserved = true\nurl = \"{}\"\nformat = \"scored\"\nmin_score = 3\n\
+         [[feed]]\nname = \"threatfox\"\nallow_reserved = true\nurl = \"{}\"\nformat = \"threatfox\"\nmin_confidence = 75\n",
         server.url("/ipsum.txt"),
         server.url("/threatfox.csv")
     ));
@@ -1043,8 +1047,8 @@ fn scored_and_threatfox_feeds_are_cut_at_their_thresholds() {
     // A stricter cut on the same body (the server would answer 304 to its
     // ETag): the list is read again, not kept from the cache.
     env.rewrite_config(&format!(
-        "{FAST_FETCH}\n[[feed]]\nname = \"ipsum\"\nurl = \"{}\"\nformat = \"scored\"\nmin_score = 8\n\
-         [[feed]]\nname = \"threatfox\"\nurl = \"{}\"\nformat = \"threatfox\"\nmin_confidence = 75\n",
+        "{FAST_FETCH}\n[[feed]]\nname = \"ipsum\"\nallow_reserved = true\nurl = \"{}\"\nformat = \"scored\"\nmin_score = 8\n\
+         [[feed]]\nname = \"threatfox\"\nallow_reserved = true\nurl = \"{}\"\nformat = \"threatfox\"\nmin_confidence = 75\n",
         server.url("/ipsum.txt"),
         server.url("/threatfox.csv")
     ));
@@ -1105,9 +1109,9 @@ fn misp_restsearch_with_the_key_in_authorization() {
         server.set(&format!("/misp-feed/{f}"), vec![Reply::body(body)]);
     }
     env.rewrite_config(&format!(
-        "{FAST_FETCH}\n[[feed]]\nname = \"misp\"\nurl = \"{}\"\nformat = \"misp\"\n\
+        "{FAST_FETCH}\n[[feed]]\nname = \"misp\"\nallow_reserved = true\nurl = \"{}\"\nformat = \"misp\"\n\
          headers = {{ Authorization = \"env:XDPBL_MISP_KEY\" }}\n\
-         [[feed]]\nname = \"misp-feed\"\nurl = \"{}\"\nformat = \"misp\"\n",
+         [[feed]]\nname = \"misp-feed\"\nallow_reserved = true\nurl = \"{}\"\nformat = \"misp\"\n",
         server.url("/attributes/restSearch/returnFormat:json/to_ids:1"),
         server.url("/misp-feed/manifest.json")
     ));
@@ -1160,4 +1164,171 @@ fn misp_restsearch_with_the_key_in_authorization() {
             "{e} fetched again"
         );
     }
+}
+
+/// A `firehol_level1`-shaped list, bogons included, through the real
+/// agent with the default guard: the reserved ranges are refused (a /15
+/// around 192.168.0.0/16 installs only its other half), reported by `sync`,
+/// `status` and `/metrics` with the range's name, and the client in
+/// 10.77.1.0/24 keeps talking; a second feed that says
+/// `allow_reserved = true` blocks its 10.x address. DShield's block.txt
+/// and `ipv6_prefix = 64` ride along.
+#[test]
+fn reserved_ranges_are_kept_out_of_feeds_unless_they_say_so() {
+    let env = Env::new("");
+    let server = FeedServer::start_in(&env.lab.filter);
+    server.set(
+        "/firehol_level1.netset",
+        vec![Reply::tagged(
+            "#\n# firehol_level1\n#\n# ipv4 hash:net ipset\n#\n\
+             0.0.0.0/8\n1.10.16.0/20\n10.0.0.0/8\n192.168.0.0/15\n100.64.0.0/10\n127.0.0.0/8\n\
+             169.254.0.0/16\n172.16.0.0/12\n192.0.2.0/24\n192.168.0.0/16\n223.254.0.0/16\n\
+             224.0.0.0/3\nfe80::1\n",
+            "\"f1\"",
+        )],
+    );
+    server.set(
+        "/lan.txt",
+        vec![Reply::tagged(format!("{CLIENT4_B}\n{CLIENT6}\n"), "\"l1\"")],
+    );
+    server.set(
+        "/block.txt",
+        vec![Reply::tagged(
+            "#   DShield.org Recommended Block List\n\
+             Start\tEnd\tNetblock\tAttacks\tName\tCountry\temail\n\
+             198.51.100.16\t198.51.100.95\t24\t12\tEXAMPLE\tDE\tnoc@example.com\n\
+             192.168.7.0\t192.168.7.255\t24\t9\tPRIVATE\tXX\tx@example.com\n",
+            "\"d1\"",
+        )],
+    );
+    let port = 19_000 + std::process::id() % 1000;
+    let config = format!(
+        "sync_interval = \"1h\"\n{FAST_FETCH}\n\
+         [[feed]]\nname = \"firehol_level1\"\nurl = \"{}\"\nformat = \"firehol\"\n\
+         [[feed]]\nname = \"lan\"\nurl = \"{}\"\nallow_reserved = true\nipv6_prefix = 64\n\
+         [[feed]]\nname = \"dshield\"\nurl = \"{}\"\n\
+         [metrics]\nlisten = \"127.0.0.1:{port}\"\n[events]\noutput = \"off\"\n",
+        server.url("/firehol_level1.netset"),
+        server.url("/lan.txt"),
+        server.url("/block.txt")
+    );
+    env.rewrite_config(&config);
+    let r = env.sync(&[]);
+    let feed = |name: &str| {
+        r["feeds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let firehol = feed("firehol_level1");
+    assert_eq!(firehol["status"], "updated", "{r}");
+    // 0/8, 10/8, 100.64/10, 127/8, 169.254/16, 172.16/12, 192.168/16 and
+    // fe80::1 refused; 192.168.0.0/15 cut down to 192.169.0.0/16.
+    assert_eq!(firehol["reserved"], 9, "{r}");
+    let samples: Vec<&str> = firehol["reserved_samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(
+        samples.contains(&"10.0.0.0/8: refused, inside 10.0.0.0/8 (private-use, RFC 1918)"),
+        "{samples:?}"
+    );
+    assert!(
+        samples.iter().any(
+            |s| s.starts_with("192.168.0.0/15: installed as 1 prefixes without 192.168.0.0/16")
+        ),
+        "{samples:?}"
+    );
+    assert_eq!(feed("lan")["reserved"], 0, "{r}");
+    assert_eq!(feed("dshield")["reserved"], 1, "{r}");
+    assert_eq!(
+        r["too_broad"], 1,
+        "224.0.0.0/3 is refused whole as too broad, not split: {r}"
+    );
+    assert!(!env.blocked("224.0.0.1"));
+
+    for (addr, blocked) in [
+        (CLIENT4, false),
+        ("10.1.2.3", false),
+        ("169.254.169.254", false),
+        ("192.168.7.1", false),
+        ("192.169.3.4", true),
+        ("1.10.16.1", true),
+        ("192.0.2.7", true),
+        ("223.254.1.1", true),
+        ("198.51.100.16", true),
+        ("198.51.100.95", true),
+        ("198.51.100.96", false),
+        (CLIENT4_B, true),
+        // The lan feed's /64, not only its address.
+        ("fd00:77:1::abcd", true),
+    ] {
+        assert_eq!(env.blocked(addr), blocked, "{addr}");
+    }
+    assert_eq!(
+        ping(&env.lab.client, Some(CLIENT4), FILTER4, 3),
+        3,
+        "the LAN client passes although firehol_level1 lists 10.0.0.0/8"
+    );
+    assert_eq!(
+        ping(&env.lab.client, Some(CLIENT4_B), FILTER4, 3),
+        0,
+        "the lan feed said allow_reserved: its 10.x address drops"
+    );
+
+    let status = env.agent.run(&["status", "--json"]).json();
+    let st = status["feeds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "firehol_level1")
+        .cloned()
+        .unwrap();
+    assert_eq!(st["reserved"], 9, "{status}");
+    assert_eq!(st["reserved_samples"].as_array().unwrap().len(), 5);
+    let text = env.agent.run(&["sync", "--once"]).stdout;
+    assert!(text.contains("RESERVED"), "{text}");
+    assert!(
+        text.contains("firehol_level1 reserved range: 10.0.0.0/8: refused"),
+        "{text}"
+    );
+
+    // `run` serves the same count on /metrics.
+    let mut child = env
+        .agent
+        .command(&["run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let metrics = || {
+        let url = url.clone();
+        env.lab.filter.enter(move || {
+            reqwest::blocking::get(&url)
+                .and_then(|r| r.text())
+                .unwrap_or_default()
+        })
+    };
+    let mut line = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while line.is_none() && Instant::now() < deadline {
+        line = metrics()
+            .lines()
+            .find(|l| l.starts_with("xdp_blocklist_feed_reserved_entries{feed=\"firehol_level1\"}"))
+            .map(str::to_owned);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = blocklist_tests::agent::terminate(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "run exited with {status}");
+    assert_eq!(
+        line.as_deref().and_then(|l| l.rsplit(' ').next()),
+        Some("9"),
+        "{line:?}"
+    );
 }

@@ -52,7 +52,7 @@ fn one_agent_feeds_another_through_the_export_endpoint() {
     std::fs::write(
         &config,
         format!(
-            "interfaces = [\"{}\"]\n[[feed]]\nname = \"upstream\"\nurl = \"{}\"\n[metrics]\nlisten = \"off\"\n\
+            "interfaces = [\"{}\"]\n[[feed]]\nname = \"upstream\"\nallow_reserved = true\nurl = \"{}\"\n[metrics]\nlisten = \"off\"\n\
              [events]\noutput = \"off\"\n[export]\nlisten = \"127.0.0.1:{port}\"\n",
             lab.filter_if,
             feed.display()

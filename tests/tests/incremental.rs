@@ -46,8 +46,8 @@ fn delta_syncs_end_where_a_full_merge_does() {
         &cfg,
         format!(
             "lock_timeout = \"10s\"\n[allow]\ncidrs = [\"10.99.8.0/24\", \"fd00:99::10/124\"]\n\
-             [[feed]]\nname = \"a\"\nurl = \"{}\"\ninterval = \"1s\"\n\
-             [[feed]]\nname = \"b\"\nurl = \"{}\"\ninterval = \"1s\"\n",
+             [[feed]]\nname = \"a\"\nallow_reserved = true\nurl = \"{}\"\ninterval = \"1s\"\n\
+             [[feed]]\nname = \"b\"\nallow_reserved = true\nurl = \"{}\"\ninterval = \"1s\"\n",
             a.display(),
             b.display()
         ),

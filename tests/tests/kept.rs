@@ -110,7 +110,7 @@ impl Env {
         std::fs::write(
             self.dir.path().join("config.toml"),
             format!(
-                "[guard]\nmax_shrink = 1.0\n[[feed]]\nname = \"f\"\nurl = \"{}\"\n[allow]\ncidrs = [{}]\n",
+                "[guard]\nmax_shrink = 1.0\n[[feed]]\nname = \"f\"\nallow_reserved = true\nurl = \"{}\"\n[allow]\ncidrs = [{}]\n",
                 feed.display(),
                 allow.join(", ")
             ),

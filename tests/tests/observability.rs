@@ -79,7 +79,7 @@ fn start_with(feed_extra: &str, events_extra: &str) -> Daemon {
     std::fs::write(
         &config,
         format!(
-            "interfaces = [\"{}\"]\nsync_interval = \"1h\"\n[[feed]]\nname = \"clients\"\nurl = \"{}\"\n{feed_extra}\
+            "interfaces = [\"{}\"]\nsync_interval = \"1h\"\n[[feed]]\nname = \"clients\"\nallow_reserved = true\nurl = \"{}\"\n{feed_extra}\
              [metrics]\nlisten = \"127.0.0.1:{port}\"\ntop_n = 5\n[events]\n{events_section}",
             lab.filter_if,
             feed.display(),

@@ -63,7 +63,7 @@ impl Env {
     fn config(&self, feed_url: &str, extra: &str) {
         std::fs::write(
             self.dir.path().join("config.toml"),
-            format!("{FAST}\n[[feed]]\nname = \"f\"\nurl = \"{feed_url}\"\n{extra}"),
+            format!("{FAST}\n[[feed]]\nname = \"f\"\nallow_reserved = true\nurl = \"{feed_url}\"\n{extra}"),
         )
         .unwrap();
     }
@@ -75,7 +75,7 @@ impl Env {
             self.dir.path().join("config.toml"),
             format!(
                 "lock_timeout = \"30s\"\n[fetch]\ntimeout = \"300s\"\nattempts = 1\n\
-                 [[feed]]\nname = \"f\"\nurl = \"{feed_url}\"\n{extra}"
+                 [[feed]]\nname = \"f\"\nallow_reserved = true\nurl = \"{feed_url}\"\n{extra}"
             ),
         )
         .unwrap();

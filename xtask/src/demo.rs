@@ -271,9 +271,11 @@ pub fn run(bin: &Path) -> Result<()> {
     let base = format!("http://127.0.0.1:{FEED_PORT}");
     let config = format!(
         "interfaces = [\"{EDGE_IF}\"]\nsync_interval = \"2s\"\n\
-         [[feed]]\nname = \"sample\"\nurl = \"{base}/sample-feed.txt\"\n\
+         # The demo's attackers live in 10.0.0.0/8, a reserved (private)\n\
+         # range: feeds install entries there only when they say so.\n\
+         [[feed]]\nname = \"sample\"\nurl = \"{base}/sample-feed.txt\"\nallow_reserved = true\n\
          [[feed]]\nname = \"spamhaus-drop\"\nurl = \"{base}/spamhaus-drop.txt\"\nformat = \"spamhaus\"\n\
-         [[feed]]\nname = \"stix\"\nurl = \"{base}/stix-bundle.json\"\nformat = \"stix\"\n\
+         [[feed]]\nname = \"stix\"\nurl = \"{base}/stix-bundle.json\"\nformat = \"stix\"\nallow_reserved = true\n\
          # The demo's host is a namespace; on a real host the default\n\
          # \"both\" also hooks connect()/sendmsg() on the cgroup2 root.\n\
          [egress]\nmode = \"tc\"\n\

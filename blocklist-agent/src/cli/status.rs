@@ -135,6 +135,8 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
                 "failures": f.failures,
                 "refusals": f.refusals,
                 "rejected": f.rejected,
+                "reserved": f.reserved,
+                "reserved_samples": f.reserved_samples,
                 "ignored": f.ignored,
                 "upstream_last_modified": f.last_modified,
             })).collect::<Vec<_>>(),

@@ -3,7 +3,7 @@
 //!
 //! `--json` output (stable): the [`Report`] of `blocklist_agent::sync`:
 //! ```json
-//! {"feeds": [{"name": "drop.txt", "status": "updated", "entries": 3, "added": 3, "removed": 0, "rejected": 1}],
+//! {"feeds": [{"name": "drop.txt", "status": "updated", "entries": 3, "added": 3, "removed": 0, "rejected": 1, "reserved": 0}],
 //!  "v4": {"added": 3, "removed": 0, "unchanged": 0}, "v6": {...},
 //!  "allow_added": 2, "allow_removed": 0, "too_broad": 0, "shadowed": 0,
 //!  "dry_run": false, "seconds": 0.01, "apply_seconds": 0.001}
@@ -96,7 +96,9 @@ pub struct KeptLastGood(String);
 
 /// The human form of a report.
 pub fn print_report(r: &Report) {
-    let mut t = table::new(&["feed", "status", "entries", "added", "removed", "rejected"]);
+    let mut t = table::new(&[
+        "feed", "status", "entries", "added", "removed", "rejected", "reserved",
+    ]);
     for f in &r.feeds {
         let status = match &f.status {
             FeedStatus::Updated => "updated".to_owned(),
@@ -113,6 +115,7 @@ pub fn print_report(r: &Report) {
             format!("+{}", f.added),
             format!("-{}", f.removed),
             f.rejected.to_string(),
+            f.reserved.to_string(),
         ]);
     }
     println!("{t}");
@@ -131,6 +134,16 @@ pub fn print_report(r: &Report) {
                 "  {}: {} more rejected",
                 f.name,
                 f.rejected - f.samples.len()
+            );
+        }
+        for s in &f.reserved_samples {
+            println!("  {} reserved range: {s}", f.name);
+        }
+        if f.reserved > f.reserved_samples.len() {
+            println!(
+                "  {}: {} more in reserved ranges (allow_reserved = true on the feed installs them)",
+                f.name,
+                f.reserved - f.reserved_samples.len()
             );
         }
     }

@@ -87,7 +87,7 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, mut st: FeedState, due: bo
         changed = true;
         reloaded = true;
     }
-    let before = widened(session.decisions.entries(), feed.ipv6_prefix);
+    let before = distinct(&guarded(ctx, feed, session.decisions.entries()).entries);
     let now = unix_now();
     let expired = session.decisions.expire(now);
     changed |= expired > 0;
@@ -142,9 +142,15 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, mut st: FeedState, due: bo
             }
         }
     }
-    let mut entries = session.decisions.entries();
-    super::widen_v6(&mut entries, feed.ipv6_prefix);
+    let screened = guarded(ctx, feed, session.decisions.entries());
+    let (reserved, reserved_samples) = (screened.touched(), screened.samples);
+    let entries = screened.entries;
     st.entries = entries.len();
+    if changed && st.reserved_samples != reserved_samples {
+        super::poll::log_reserved(&name, reserved, &reserved_samples);
+    }
+    st.reserved = reserved;
+    st.reserved_samples.clone_from(&reserved_samples);
     if !ctx.dry_run {
         let saved = (|| {
             if changed {
@@ -174,14 +180,29 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, mut st: FeedState, due: bo
         delta: (!session.lost && !reloaded).then_some(delta),
         rejected,
         samples,
+        reserved,
+        reserved_samples,
         uncertain: session.lost,
     }
 }
 
-/// The distinct prefixes of `entries` after `ipv6_prefix` widening.
-fn widened(mut entries: Vec<super::Entry>, len: Option<u8>) -> Vec<crate::prefix::Prefix> {
-    super::widen_v6(&mut entries, len);
-    distinct(&entries)
+/// The decisions' entries as the policy sees them: widened by
+/// `ipv6_prefix`, then through the reserved-range guard (CrowdSec's own
+/// default whitelist keeps private ranges out of decisions for the same
+/// reason).
+fn guarded(
+    ctx: &PollContext<'_>,
+    feed: &FeedConfig,
+    mut entries: Vec<super::Entry>,
+) -> crate::reserved::Screened {
+    super::widen_v6(&mut entries, feed.ipv6_prefix);
+    let mut s = super::poll::screen_reserved(ctx.guard, feed, entries);
+    // Pieces of a split range may repeat across origins' ids: the same
+    // order and uniqueness as `Decisions::entries`.
+    s.entries
+        .sort_by(|a, b| (a.prefix, &a.id).cmp(&(b.prefix, &b.id)));
+    s.entries.dedup();
+    s
 }
 
 fn fetch(ctx: &PollContext<'_>, feed: &FeedConfig, full: bool) -> Result<crowdsec::Stream, String> {

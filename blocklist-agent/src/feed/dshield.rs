@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! #   DShield.org Recommended Block List
-//! Start	End	Netblock	Attacks	Name	Country	email
-//! 192.0.2.0	192.0.2.255	24	11574	EXAMPLE-NET	NL	abuse@example.net
+//! Start<TAB>End<TAB>Netblock<TAB>Attacks<TAB>Name<TAB>Country<TAB>email
+//! 192.0.2.0<TAB>192.0.2.255<TAB>24<TAB>11574<TAB>EXAMPLE-NET<TAB>NL<TAB>abuse@example.net
 //! ```
 //!
 //! The first two columns are the authoritative inclusive range; the

@@ -65,6 +65,11 @@ pub struct FeedOutcome {
     pub rejected: usize,
     /// Examples of rejections.
     pub samples: Vec<Rejection>,
+    /// Entries of the list in use (new, or the last good one kept) that
+    /// the reserved-range guard refused or cut reserved ranges out of.
+    pub reserved: usize,
+    /// Examples of those, one line each.
+    pub reserved_samples: Vec<String>,
     /// The feed's last good list was unreadable and no new list replaced
     /// it: what it contributes is unknown, so nothing may be removed.
     pub uncertain: bool,
@@ -211,6 +216,8 @@ struct Candidate {
     entries: Vec<Entry>,
     rejected: usize,
     samples: Vec<Rejection>,
+    reserved: usize,
+    reserved_samples: Vec<String>,
     etag: Option<String>,
     last_modified: Option<String>,
     sha256: Option<String>,
@@ -220,7 +227,7 @@ struct Candidate {
 
 enum Fetch {
     Unchanged,
-    New(Candidate),
+    New(Box<Candidate>),
 }
 
 /// Syncs one feed. Never fails: every problem becomes a status that keeps
@@ -256,7 +263,7 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
     };
     // Takes the last good list by value: at a million entries a copy is
     // tens of megabytes.
-    let keep = |status, last_good: LastGood| FeedOutcome {
+    let keep = |status, last_good: LastGood, st: &FeedState| FeedOutcome {
         name: name.clone(),
         status,
         entries: last_good.into_entries(),
@@ -265,25 +272,27 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
         removed: 0,
         rejected: 0,
         samples: Vec::new(),
+        reserved: st.reserved,
+        reserved_samples: st.reserved_samples.clone(),
         uncertain: lost,
     };
     if !feed.enabled {
-        return keep(FeedStatus::Disabled, last_good);
+        return keep(FeedStatus::Disabled, last_good, &st);
     }
     if !due && !lost {
-        return keep(FeedStatus::NotDue, last_good);
+        return keep(FeedStatus::NotDue, last_good, &st);
     }
 
     let source_text = feed.url.clone().unwrap_or_default();
     let source = match Source::parse(&source_text) {
         Ok(s) => s,
         Err(e) => {
-            let out = keep(FeedStatus::Failed(e.to_string()), last_good);
+            let out = keep(FeedStatus::Failed(e.to_string()), last_good, &st);
             return record_failure(ctx, &mut st, out);
         }
     };
     let shown = source.to_string();
-    let reading = reading_of(feed);
+    let reading = reading_of(feed, ctx.guard);
     // State from before `reading` was kept has none: adopt it without
     // throwing the validators (and a TAXII cursor) away on an upgrade.
     if st.reading.is_empty() {
@@ -304,15 +313,18 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
 
     let fetched = fetch(ctx, feed, &source, &st);
     let cand = match fetched {
-        Err(e) => return record_failure(ctx, &mut st, keep(FeedStatus::Failed(e), last_good)),
+        Err(e) => {
+            let out = keep(FeedStatus::Failed(e), last_good, &st);
+            return record_failure(ctx, &mut st, out);
+        }
         Ok(Fetch::Unchanged) => {
             st.last_success = Some(now_rfc3339());
             st.last_error = None;
             st.last_refusal = None;
             save(ctx, &name, &st, None, None);
-            return keep(FeedStatus::Unchanged, last_good);
+            return keep(FeedStatus::Unchanged, last_good, &st);
         }
-        Ok(Fetch::New(c)) => c,
+        Ok(Fetch::New(c)) => *c,
     };
 
     let old = last_good.distinct();
@@ -345,7 +357,7 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
         tracing::warn!(feed = %name, %reason, "feed refused by the guard");
         save(ctx, &name, &st, None, None);
         drop((old, new));
-        let mut out = keep(FeedStatus::Refused(reason), last_good);
+        let mut out = keep(FeedStatus::Refused(reason), last_good, &st);
         out.rejected = cand.rejected;
         out.samples = cand.samples;
         return out;
@@ -368,6 +380,9 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
     st.entries = count;
     st.rejected = cand.rejected;
     st.samples = cand.samples.clone();
+    st.reserved = cand.reserved;
+    st.reserved_samples = cand.reserved_samples.clone();
+    log_reserved(&name, cand.reserved, &cand.reserved_samples);
     save(
         ctx,
         &name,
@@ -384,7 +399,35 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
         removed,
         rejected: cand.rejected,
         samples: cand.samples,
+        reserved: cand.reserved,
+        reserved_samples: cand.reserved_samples,
         uncertain: false,
+    }
+}
+
+/// The reserved-range guard ([`crate::reserved`]) on one feed's entries,
+/// unless the feed or `[guard] allow_reserved` allows them.
+pub(crate) fn screen_reserved(
+    guard: &Guard,
+    feed: &FeedConfig,
+    entries: Vec<Entry>,
+) -> crate::reserved::Screened {
+    if !feed.guards_reserved(guard) {
+        return crate::reserved::Screened {
+            entries,
+            ..Default::default()
+        };
+    }
+    crate::reserved::screen(entries, (guard.min_prefix_v4, guard.min_prefix_v6))
+}
+
+/// Says once per new list what the reserved-range guard kept out.
+pub(crate) fn log_reserved(feed: &str, reserved: usize, samples: &[String]) {
+    if reserved > 0 {
+        tracing::warn!(
+            feed, reserved, samples = ?samples,
+            "reserved ranges kept out of the feed (allow_reserved = true on the feed installs them)"
+        );
     }
 }
 
@@ -426,9 +469,9 @@ fn save(
 
 /// How a feed's body is read, as one string: a change means the same
 /// body gives another list.
-fn reading_of(feed: &FeedConfig) -> String {
+fn reading_of(feed: &FeedConfig, guard: &Guard) -> String {
     format!(
-        "{:?} {:?} {:?} {:?} {:?}{}",
+        "{:?} {:?} {:?} {:?} {:?}{}{}",
         feed.format,
         feed.column,
         feed.field,
@@ -437,7 +480,13 @@ fn reading_of(feed: &FeedConfig) -> String {
         // Absent from the string when unset, so the state of feeds from
         // before the option keeps its validators.
         feed.ipv6_prefix
-            .map_or(String::new(), |l| format!(" ipv6_prefix={l}"))
+            .map_or(String::new(), |l| format!(" ipv6_prefix={l}")),
+        // A list stored before the guard existed is read again under it.
+        if feed.guards_reserved(guard) {
+            " reserved-guard"
+        } else {
+            ""
+        }
     )
 }
 
@@ -479,16 +528,19 @@ fn fetch(
     if parsed.rejected > 0 {
         tracing::info!(feed = %feed.name, rejected = parsed.rejected, samples = ?parsed.samples, "feed lines rejected");
     }
-    Ok(Fetch::New(Candidate {
-        entries: dedup(parsed.entries),
+    let screened = screen_reserved(ctx.guard, feed, parsed.entries);
+    Ok(Fetch::New(Box::new(Candidate {
+        reserved: screened.touched(),
+        entries: dedup(screened.entries),
         rejected: parsed.rejected,
         samples: parsed.samples,
+        reserved_samples: screened.samples,
         etag: body.etag,
         last_modified: body.last_modified,
         sha256: Some(sha),
         cursor: None,
         indicators: None,
-    }))
+    })))
 }
 
 /// More events than this in one MISP manifest is refused (the feed keeps
@@ -610,7 +662,9 @@ fn fetch_taxii(
         })
         .collect();
     super::widen_v6(&mut entries, feed.ipv6_prefix);
-    let entries = dedup(entries);
+    let screened = screen_reserved(ctx.guard, feed, entries);
+    let reserved = screened.touched();
+    let entries = dedup(screened.entries);
     // Nothing new and nothing expired: the same list as before.
     if !changed
         && entries.len()
@@ -623,16 +677,18 @@ fn fetch_taxii(
     {
         return Ok(Fetch::Unchanged);
     }
-    Ok(Fetch::New(Candidate {
+    Ok(Fetch::New(Box::new(Candidate {
         entries,
         rejected: poll.rejected,
         samples: poll.samples,
+        reserved,
+        reserved_samples: screened.samples,
         etag: None,
         last_modified: None,
         sha256: None,
         cursor: poll.cursor,
         indicators: Some(stored),
-    }))
+    })))
 }
 
 #[cfg(test)]

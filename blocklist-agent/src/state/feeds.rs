@@ -58,6 +58,13 @@ pub struct FeedState {
     /// Examples of those rejections.
     #[serde(default)]
     pub samples: Vec<Rejection>,
+    /// Entries of the last good list the reserved-range guard refused or
+    /// cut reserved ranges out of.
+    #[serde(default)]
+    pub reserved: usize,
+    /// Examples of those, one line each.
+    #[serde(default)]
+    pub reserved_samples: Vec<String>,
     /// TAXII `added_after` cursor (`X-TAXII-Date-Added-Last`).
     pub taxii_cursor: Option<String>,
     /// CrowdSec: decisions received that cannot block (another type than

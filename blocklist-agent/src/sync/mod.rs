@@ -250,6 +250,12 @@ pub struct FeedReport {
     /// The first few rejections, with line numbers and reasons.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub samples: Vec<crate::feed::Rejection>,
+    /// Entries of the list in use that the reserved-range guard refused
+    /// or cut reserved ranges out of.
+    pub reserved: usize,
+    /// The first few of those, one line each with the range's name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reserved_samples: Vec<String>,
 }
 
 /// How a sync computed its changes.
@@ -324,6 +330,8 @@ fn report_of(o: &FeedOutcome, entries: usize) -> FeedReport {
         removed: o.removed,
         rejected: o.rejected,
         samples: o.samples.clone(),
+        reserved: o.reserved,
+        reserved_samples: o.reserved_samples.clone(),
     }
 }
 

@@ -152,7 +152,7 @@ fn one_run(set: &[blocklist_agent::prefix::Prefix]) -> anyhow::Result<Vec<Phase>
     std::fs::write(
         &config,
         format!(
-            "interfaces = [\"xblf0\"]\nsync_interval = \"1h\"\n[[feed]]\nname = \"bench\"\nurl = \"{}\"\n\
+            "interfaces = [\"xblf0\"]\nsync_interval = \"1h\"\n[[feed]]\nname = \"bench\"\nallow_reserved = true\nurl = \"{}\"\n\
              [metrics]\nlisten = \"off\"\n[events]\noutput = \"off\"\n",
             feed.display()
         ),

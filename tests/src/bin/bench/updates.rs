@@ -140,8 +140,8 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
         &config,
         format!(
             "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n[events]\noutput = \"off\"\n\
-             [[feed]]\nname = \"big\"\nurl = \"{}\"\ninterval = \"5s\"\n\
-             [[feed]]\nname = \"crowdsec\"\nformat = \"crowdsec\"\nurl = \"{}\"\n\
+             [[feed]]\nname = \"big\"\nallow_reserved = true\nurl = \"{}\"\ninterval = \"5s\"\n\
+             [[feed]]\nname = \"crowdsec\"\nallow_reserved = true\nformat = \"crowdsec\"\nurl = \"{}\"\n\
              api_key_file = \"{}\"\ninterval = \"{CROWDSEC_INTERVAL_S}s\"\n",
             server.url("/big"),
             lapi.url(),
