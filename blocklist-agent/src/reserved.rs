@@ -10,7 +10,7 @@
 //! `[guard] allow_reserved`) says otherwise:
 //!
 //! - an entry inside a reserved range is refused;
-//! - an entry that covers one (a /7 around `10.0.0.0/8`) is installed
+//! - an entry that covers one (a /15 around `192.168.0.0/16`) is installed
 //!   without it, as the fewest prefixes around it;
 //! - either way it is counted and reported with the range's name.
 //!
@@ -23,11 +23,11 @@
 //!
 //! ```
 //! use blocklist_agent::{feed::Entry, reserved};
-//! let entries = ["198.51.100.0/24", "10.1.0.0/16", "10.0.0.0/7"]
+//! let entries = ["198.51.100.0/24", "10.1.0.0/16", "192.168.0.0/15"]
 //!     .map(|p| Entry::new(p.parse().unwrap()));
 //! let s = reserved::screen(entries.to_vec(), (8, 16));
 //! let kept: Vec<String> = s.entries.iter().map(|e| e.prefix.to_string()).collect();
-//! assert_eq!(kept, ["198.51.100.0/24", "11.0.0.0/8"]);
+//! assert_eq!(kept, ["198.51.100.0/24", "192.169.0.0/16"]);
 //! assert_eq!(s.refused, 1);
 //! assert_eq!(s.split, 1);
 //! ```
