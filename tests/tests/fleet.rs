@@ -110,13 +110,17 @@ fn one_agent_feeds_another_through_the_export_endpoint() {
     assert_eq!(code, 304);
     assert!(body.is_empty());
 
-    // A second agent of the fleet syncs from the first.
+    // A second agent of the fleet syncs from the first. Its ad-hoc
+    // `--feed`s take the global guard: the lab's client is in 10.0.0.0/8.
     let fs2 = Bpffs::new();
+    let edge_config = dir.path().join("edge.toml");
+    std::fs::write(&edge_config, "[guard]\nallow_reserved = true\n").unwrap();
     let edge = Agent::new(
         lab.filter.name(),
         fs2.pin_dir(),
         dir.path().join("edge-state"),
-    );
+    )
+    .with_config(edge_config);
     let r = edge
         .run(&[
             "sync",
