@@ -290,6 +290,12 @@ pub struct FeedConfig {
     /// address (`64`: the /64 a single host usually holds); shorter IPv6
     /// prefixes and IPv4 are unchanged.
     pub ipv6_prefix: Option<u8>,
+    /// `drop` (default) or `monitor`: a monitor feed's entries are counted
+    /// and reported (`top`, `check`, `/metrics`, events with `"action":
+    /// "monitor"`) but their packets pass, to watch what a new feed would
+    /// hit before enforcing it. An address a drop feed lists too drops.
+    #[serde(default)]
+    pub action: Action,
     /// Overrides `[guard] allow_reserved` for this feed: `true` installs
     /// its entries in private, loopback, link-local and other reserved
     /// ranges (a feed of your own LAN's attackers), `false` guards it even
@@ -340,6 +346,15 @@ pub struct FeedConfig {
 }
 
 impl FeedConfig {
+    /// The entry flag this feed's entries carry ([`blocklist_ebpf::ENTRY_FLAG_MONITOR`]
+    /// for a monitor feed, none for a drop feed).
+    pub fn entry_flags(&self) -> u32 {
+        match self.action {
+            Action::Drop => 0,
+            Action::Monitor => blocklist_ebpf::ENTRY_FLAG_MONITOR,
+        }
+    }
+
     /// True when the reserved-range guard screens this feed.
     pub fn guards_reserved(&self, guard: &Guard) -> bool {
         !self.allow_reserved.unwrap_or(guard.allow_reserved)
@@ -357,6 +372,7 @@ impl FeedConfig {
             min_score: None,
             min_confidence: None,
             ipv6_prefix: None,
+            action: Action::Drop,
             allow_reserved: None,
             collection: None,
             api_key_env: None,

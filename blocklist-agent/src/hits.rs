@@ -9,6 +9,7 @@ use blocklist_ebpf::{EntryCounters, EntryValue};
 use serde::Serialize;
 
 use crate::{
+    config::Action,
     datapath::{
         DatapathError,
         maps::{Maps, ip_of},
@@ -47,6 +48,8 @@ pub struct IpHit {
     /// Last hit, kernel monotonic ns (0: never).
     #[serde(skip)]
     pub last_seen_ns: u64,
+    /// What the entry does: `monitor` when only monitor feeds list it.
+    pub action: Action,
 }
 
 /// One block entry that was hit.
@@ -65,6 +68,8 @@ pub struct PrefixHit {
     /// Last hit, kernel monotonic ns.
     #[serde(skip)]
     pub last_seen_ns: u64,
+    /// What the entry does: `monitor` when only monitor feeds list it.
+    pub action: Action,
 }
 
 /// One feed, summed over its hit entries.
@@ -76,6 +81,8 @@ pub struct FeedHit {
     pub prefixes: u64,
     /// Packets.
     pub packets: u64,
+    /// Of those, packets on entries only monitor feeds list (they passed).
+    pub monitored_packets: u64,
     /// Bytes.
     pub bytes: u64,
     /// Last hit, kernel monotonic ns.
@@ -154,6 +161,7 @@ fn by_ip_of(
                     packets,
                     bytes,
                     last_seen_ns: v.last_seen_ns,
+                    action: action_of(flags),
                 });
             }
         }
@@ -165,7 +173,8 @@ fn by_ip_of(
             continue;
         };
         let prefix = Prefix::new(net);
-        let manual = maps.is_manual(prefix)?;
+        let flags = maps.block_flags(prefix)?;
+        let manual = flags & blocklist_ebpf::ENTRY_FLAG_MANUAL != 0;
         out.push(IpHit {
             ip,
             direction: match key.direction {
@@ -178,6 +187,7 @@ fn by_ip_of(
             packets: c.packets,
             bytes: c.bytes,
             last_seen_ns: c.last_seen_ns,
+            action: action_of(flags),
         });
     }
     out.sort_by(|a, b| {
@@ -187,6 +197,16 @@ fn by_ip_of(
             .then(a.ip.cmp(&b.ip))
     });
     Ok(out)
+}
+
+/// What an entry with `flags` does to its packets (the configured
+/// `action = "monitor"` aside, which applies to every entry).
+pub fn action_of(flags: u32) -> Action {
+    if flags & blocklist_ebpf::ENTRY_FLAG_MONITOR != 0 {
+        Action::Monitor
+    } else {
+        Action::Drop
+    }
 }
 
 /// Every hit block entry, busiest first.
@@ -214,6 +234,7 @@ pub fn by_prefix_from(
             egress_packets,
             bytes: c.bytes,
             last_seen_ns: c.last_seen_ns,
+            action: action_of(v.flags),
         });
     }
     out.sort_by(|a, b| {
@@ -234,11 +255,15 @@ pub fn by_feed(prefixes: &[PrefixHit]) -> Vec<FeedHit> {
                 feed: f.clone(),
                 prefixes: 0,
                 packets: 0,
+                monitored_packets: 0,
                 bytes: 0,
                 last_seen_ns: 0,
             });
             e.prefixes += 1;
             e.packets += p.packets;
+            if p.action == Action::Monitor {
+                e.monitored_packets += p.packets;
+            }
             e.bytes += p.bytes;
             e.last_seen_ns = e.last_seen_ns.max(p.last_seen_ns);
         }

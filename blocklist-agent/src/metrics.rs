@@ -423,15 +423,25 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
     let listing = index.listing_for(&hit_prefixes);
     let by_prefix = hits::by_prefix_from(&hit, &listing);
     let by_feed = Family::<Labels, Counter>::default();
+    let monitored_by_feed = Family::<Labels, Counter>::default();
     for h in hits::by_feed(&by_prefix) {
+        let l = labels(&[("feed", &h.feed)]);
         by_feed
-            .get_or_create(&labels(&[("feed", &h.feed)]))
-            .inc_by(h.packets);
+            .get_or_create(&l)
+            .inc_by(h.packets - h.monitored_packets);
+        monitored_by_feed
+            .get_or_create(&l)
+            .inc_by(h.monitored_packets);
     }
     reg.register(
         "feed_blocked_packets",
-        "Packets that matched an entry listed by each feed",
+        "Packets that matched an entry listed by each feed (entries a drop feed or a hand-made block lists)",
         by_feed,
+    );
+    reg.register(
+        "feed_monitored_packets",
+        "Packets that matched an entry only monitor feeds list (counted, passed), per feed",
+        monitored_by_feed,
     );
     let by_origin = Family::<Labels, Counter>::default();
     let decisions = Family::<Labels, Gauge>::default();
@@ -465,10 +475,15 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
         } else {
             "dst"
         };
+        let action = match h.action {
+            crate::config::Action::Drop => "drop",
+            crate::config::Action::Monitor => "monitor",
+        };
         top.get_or_create(&labels(&[
             ("address", &h.ip.to_string()),
             ("direction", dir),
             ("prefix", &h.prefix.to_string()),
+            ("action", action),
         ]))
         .set(h.packets as i64);
     }

@@ -14,7 +14,7 @@ use std::{
     time::SystemTime,
 };
 
-use blocklist_ebpf::ENTRY_FLAG_MANUAL;
+use blocklist_ebpf::{ENTRY_FLAG_MANUAL, ENTRY_FLAG_MONITOR};
 
 use crate::{config::Config, prefix::Prefix, state::manual::Manual};
 
@@ -152,6 +152,104 @@ pub fn guard(p: &Prefix, min: (u8, u8), allow: &[Prefix]) -> Guarded {
     }
 }
 
+/// The flags of an entry two sources list with flags `a` and `b`: the
+/// other flags add up, but it only monitors when both only monitor (a
+/// drop feed or a hand-made block listing it makes it drop).
+pub fn merge_flags(a: u32, b: u32) -> u32 {
+    ((a | b) & !ENTRY_FLAG_MONITOR) | (a & b & ENTRY_FLAG_MONITOR)
+}
+
+/// The flags of the feed named `name` ([`crate::config::FeedConfig::entry_flags`]);
+/// a feed no longer configured counts as a drop feed.
+pub fn feed_flags(config: &Config, name: &str) -> u32 {
+    config
+        .feeds
+        .iter()
+        .find(|f| f.name == name)
+        .map_or(0, |f| f.entry_flags())
+}
+
+/// True when some source other than a monitor feed (a drop feed or a
+/// hand-made block) lists `prefix`.
+fn drop_listed(
+    prefix: &Prefix,
+    feeds: &[(String, Arc<Vec<Prefix>>)],
+    manual: &Manual,
+    config: &Config,
+    now: SystemTime,
+) -> bool {
+    feeds.iter().any(|(name, list)| {
+        feed_flags(config, name) & ENTRY_FLAG_MONITOR == 0 && list.binary_search(prefix).is_ok()
+    }) || manual.block.get(prefix).is_some_and(|m| !m.expired(now))
+}
+
+/// True when any monitor feed is configured: only then can an entry be
+/// monitor-only, and the coverage rule below cost anything.
+pub fn any_monitor(config: &Config) -> bool {
+    config
+        .feeds
+        .iter()
+        .any(|f| f.entry_flags() & ENTRY_FLAG_MONITOR != 0)
+}
+
+/// The flags `prefix` must carry given every feed's list and the
+/// hand-made entries, or `None` when nothing lists it (the guards aside):
+/// the rule [`build`] applies, for one prefix. An entry only monitor
+/// feeds list still drops when a wider entry a drop source lists holds it
+/// (the longest match would otherwise let an address a drop feed lists
+/// pass).
+pub fn flags_of(
+    prefix: &Prefix,
+    feeds: &[(String, Arc<Vec<Prefix>>)],
+    manual: &Manual,
+    config: &Config,
+    now: SystemTime,
+) -> Option<u32> {
+    let mut out: Option<u32> = None;
+    let mut add = |f: u32| out = Some(out.map_or(f, |o| merge_flags(o, f)));
+    for (name, list) in feeds {
+        if list.binary_search(prefix).is_ok() {
+            add(feed_flags(config, name));
+        }
+    }
+    if manual.block.get(prefix).is_some_and(|m| !m.expired(now)) {
+        add(ENTRY_FLAG_MANUAL);
+    }
+    let (min4, min6) = (config.guard.min_prefix_v4, config.guard.min_prefix_v6);
+    if let Some(f) = &mut out
+        && *f & ENTRY_FLAG_MONITOR != 0
+        && (0..prefix.prefix_len()).any(|len| {
+            let wider = prefix.supernet(len);
+            wider.check_min(min4, min6).is_ok() && drop_listed(&wider, feeds, manual, config, now)
+        })
+    {
+        *f &= !ENTRY_FLAG_MONITOR;
+    }
+    out
+}
+
+/// Clears the monitor flag of every entry a wider drop entry of `block`
+/// holds ([`flags_of`]'s coverage rule, over the whole set).
+fn drop_covers_monitor(block: &mut HashMap<Prefix, u32>) {
+    let covered: Vec<Prefix> = block
+        .iter()
+        .filter(|(_, f)| **f & ENTRY_FLAG_MONITOR != 0)
+        .filter(|(p, _)| {
+            (0..p.prefix_len()).any(|len| {
+                block
+                    .get(&p.supernet(len))
+                    .is_some_and(|f| f & ENTRY_FLAG_MONITOR == 0)
+            })
+        })
+        .map(|(p, _)| *p)
+        .collect();
+    for p in covered {
+        if let Some(f) = block.get_mut(&p) {
+            *f &= !ENTRY_FLAG_MONITOR;
+        }
+    }
+}
+
 /// Builds the desired state from every feed's distinct prefixes, the
 /// hand-made entries and the protected ranges ([`allow_set`]).
 pub fn build(
@@ -167,12 +265,18 @@ pub fn build(
     };
     let (min4, min6) = (config.guard.min_prefix_v4, config.guard.min_prefix_v6);
     let add = |p: Prefix, flags: u32, from: &str, d: &mut Desired| match p.check_min(min4, min6) {
-        Ok(p) => *d.block.entry(p).or_insert(0) |= flags,
+        Ok(p) => {
+            d.block
+                .entry(p)
+                .and_modify(|f| *f = merge_flags(*f, flags))
+                .or_insert(flags);
+        }
         Err(_) => d.too_broad.push((p, from.to_owned())),
     };
     for (name, list) in feeds {
+        let flags = feed_flags(config, name);
         for p in list.iter() {
-            add(*p, 0, name, &mut d);
+            add(*p, flags, name, &mut d);
         }
     }
     for (p, m) in &manual.block {
@@ -186,6 +290,9 @@ pub fn build(
     d.block
         .retain(|p, _| guard(p, (min4, min6), &allow) != Guarded::Shadowed);
     d.shadowed = before - d.block.len();
+    if any_monitor(config) {
+        drop_covers_monitor(&mut d.block);
+    }
     for (p, from) in &d.too_broad {
         tracing::warn!(prefix = %p, feed = %from, "refusing an entry broader than the minimum prefix");
     }
@@ -264,6 +371,69 @@ mod tests {
         // The host address is allowlisted, so the /24 never blocks it.
         assert!(d.allow.contains(&p("198.51.100.1/32")));
         assert!(d.allow.contains(&p("192.0.2.0/28")));
+    }
+
+    #[test]
+    fn drop_wins_over_monitor() {
+        let mut config = Config::default();
+        let mut watch = crate::config::FeedConfig::new("watch", "/w");
+        watch.action = crate::config::Action::Monitor;
+        config.feeds = vec![crate::config::FeedConfig::new("enforce", "/e"), watch];
+        let mut manual = Manual::default();
+        manual
+            .block
+            .insert(p("203.0.113.9/32"), ManualBlock::default());
+        let feeds = [
+            outcome("enforce", &["198.51.100.0/24", "203.0.113.0/24"]),
+            outcome(
+                "watch",
+                &[
+                    "198.51.100.0/24",
+                    "192.0.2.0/24",
+                    "203.0.113.9/32",
+                    "203.0.113.10/32",
+                    "192.0.2.7/32",
+                ],
+            ),
+        ];
+        let allow = BTreeSet::new();
+        let now = SystemTime::now();
+        let d = build(&feeds, &manual, &config, &allow, now);
+        assert_eq!(
+            d.block[&p("198.51.100.0/24")],
+            0,
+            "a drop feed lists it too"
+        );
+        assert_eq!(d.block[&p("192.0.2.0/24")], ENTRY_FLAG_MONITOR);
+        assert_eq!(d.block[&p("203.0.113.9/32")], ENTRY_FLAG_MANUAL);
+        assert_eq!(
+            d.block[&p("192.0.2.7/32")],
+            ENTRY_FLAG_MONITOR,
+            "inside a monitor /24"
+        );
+        assert_eq!(
+            d.block[&p("203.0.113.10/32")],
+            0,
+            "inside a drop /24: the longest match must not let it pass"
+        );
+        for (prefix, flags) in &d.block {
+            assert_eq!(
+                flags_of(prefix, &feeds, &manual, &config, now),
+                Some(*flags)
+            );
+        }
+        assert_eq!(
+            flags_of(&p("192.0.2.1/32"), &feeds, &manual, &config, now),
+            None
+        );
+        assert_eq!(
+            merge_flags(ENTRY_FLAG_MONITOR, ENTRY_FLAG_MONITOR),
+            ENTRY_FLAG_MONITOR
+        );
+        assert_eq!(
+            merge_flags(ENTRY_FLAG_MONITOR, ENTRY_FLAG_MANUAL),
+            ENTRY_FLAG_MANUAL
+        );
     }
 
     #[test]

@@ -133,6 +133,15 @@ impl Prefix {
         }
     }
 
+    /// The prefix of length `len` that holds this one (itself when `len`
+    /// is not shorter).
+    pub fn supernet(self, len: u8) -> Self {
+        if len >= self.prefix_len() {
+            return self;
+        }
+        IpNet::new(self.addr(), len).map_or(self, Self::new)
+    }
+
     /// True when `addr` falls in this prefix (v4-mapped addresses count as
     /// IPv4).
     pub fn contains(&self, addr: IpAddr) -> bool {

@@ -67,8 +67,9 @@
 //! - A result is 0 (no entry), [`RESULT_ALLOWED`] (a block entry covers
 //!   the address and an allow entry overrides it), or [`RESULT_BLOCKED`]
 //!   with the matching block entry's id and prefix length
-//!   ([`blocked_result`]); the program counts in `ENTRY_COUNTERS[id]` and
-//!   never walks a trie or probes a hash.
+//!   ([`blocked_result`]), and [`RESULT_MONITOR`] when that entry only
+//!   monitors; the program counts in `ENTRY_COUNTERS[id]` and never walks
+//!   a trie or probes a hash.
 //! - Updates are copy on write: the agent writes a changed /16's new chunk
 //!   into free records, then switches the slot with one aligned 64-bit
 //!   store, so a packet sees the old or the new chunk, never half of one.
@@ -303,23 +304,33 @@ pub const SLOT_COUNT_MASK: u64 = 0x7fff_ffff;
 /// A `TABLE_V4`/`TABLE_V6` slot flag: the slot points at a chunk.
 pub const SLOT_CHUNK: u64 = 1 << 63;
 /// Result: a block entry matches and no allow entry overrides it. Bits
-/// 0..22 are the entry's id ([`RESULT_ID_MASK`]), bits 22..30 its prefix
-/// length ([`RESULT_LEN_SHIFT`]).
+/// 0..22 are the entry's id ([`RESULT_ID_MASK`]), bits 22..29 its prefix
+/// length ([`RESULT_LEN_SHIFT`]), bit 29 [`RESULT_MONITOR`].
 pub const RESULT_BLOCKED: u32 = 1 << 31;
 /// Result: a block entry matches but an allow entry overrides it.
 pub const RESULT_ALLOWED: u32 = 1 << 30;
 /// Result (IPv6 table only): both flags, "decide with the tries".
 pub const RESULT_DEEP: u32 = RESULT_BLOCKED | RESULT_ALLOWED;
+/// Result flag, with [`RESULT_BLOCKED`]: the entry only monitors
+/// ([`ENTRY_FLAG_MONITOR`]): the hit is counted and reported, the packet
+/// passes. The table carries it so the program learns it from the load it
+/// already does.
+pub const RESULT_MONITOR: u32 = 1 << 29;
 /// The entry id bits of a blocked result (ids stay below [`ENTRIES_MAX`]).
 pub const RESULT_ID_MASK: u32 = (1 << 22) - 1;
-/// Where a blocked result keeps the prefix length (8 bits).
+/// Where a blocked result keeps the prefix length (7 bits: the tables
+/// hold IPv4 entries and IPv6 entries of /64 or wider).
 pub const RESULT_LEN_SHIFT: u32 = 22;
 /// The prefix length bits of a blocked result, after the shift.
-pub const RESULT_LEN_MASK: u32 = 0xff;
+pub const RESULT_LEN_MASK: u32 = 0x7f;
 
-/// The result for an address blocked by the entry `id` of length `len`.
+/// The result for an address blocked by the entry `id` of length `len`
+/// (`len` at most 127). `id` may carry [`RESULT_MONITOR`], which is kept:
+/// the table compiler takes an entry's id and its monitor flag as one word.
 pub const fn blocked_result(id: u32, len: u8) -> u32 {
-    RESULT_BLOCKED | ((len as u32 & RESULT_LEN_MASK) << RESULT_LEN_SHIFT) | (id & RESULT_ID_MASK)
+    RESULT_BLOCKED
+        | ((len as u32 & RESULT_LEN_MASK) << RESULT_LEN_SHIFT)
+        | (id & (RESULT_ID_MASK | RESULT_MONITOR))
 }
 
 /// `Config::lookup`: decide IPv4 with the compiled table (the default).
@@ -442,6 +453,11 @@ pub const HIT_IDS_SEEDED: u8 = 1;
 
 /// The entry was added by hand (`block`/`allow`), not by a feed.
 pub const ENTRY_FLAG_MANUAL: u32 = 1;
+/// Every source listing the entry is a monitor feed (`action =
+/// "monitor"`): its hits are counted, reported (events say `monitor`) and
+/// passed. An entry that any drop feed or a hand-made `block` lists has
+/// no such flag: drop wins.
+pub const ENTRY_FLAG_MONITOR: u32 = 2;
 
 /// Per-prefix counters, as read from a block entry's [`EntryValue`].
 #[repr(C)]
@@ -629,7 +645,9 @@ pub struct DropEvent {
     pub direction: u8,
     /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, ...).
     pub protocol: u8,
-    /// [`ACTION_DROP`] or [`ACTION_MONITOR`] as a byte.
+    /// [`ACTION_DROP`] or [`ACTION_MONITOR`] as a byte: monitor when the
+    /// configured action is, or the entry only monitors
+    /// ([`ENTRY_FLAG_MONITOR`]).
     pub action: u8,
     /// Process id (tgid) from a cgroup hook, else 0. (Records before the
     /// egress hooks end here, at 64 bytes; a reader zero-fills the rest.)

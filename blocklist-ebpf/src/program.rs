@@ -38,15 +38,15 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use blocklist_ebpf::{
-    ACTION_MONITOR, ALLOW_MAX_ENTRIES, BLOCK_V4_MAX_ENTRIES, BLOCK_V6_MAX_ENTRIES,
+    ACTION_DROP, ACTION_MONITOR, ALLOW_MAX_ENTRIES, BLOCK_V4_MAX_ENTRIES, BLOCK_V6_MAX_ENTRIES,
     CHUNK_SEARCH_STEPS, CHUNK_V6_SEARCH_STEPS, Config, DIRECTION_DST, DIRECTION_EGRESS,
-    DIRECTION_SRC, DropEvent, ENTRIES_MAX, EVENT_DEFAULT_INTERVAL_MS, EVENT_INTERVAL_OFF,
-    EVENT_RATE_MAX_ENTRIES, EVENTS_RING_BYTES, EXACT_V4_MAX_ENTRIES, EXACT_V6_MAX_ENTRIES,
-    EntryCounters, EntryValue, FAMILY_V4, FAMILY_V6, GlobalCounters, HIT_IDS_WORDS, HOOK_CGROUP,
-    HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP, HOOKS, IpCounters, IpKey, LOOKUP_TRIE, MATCH_DST,
-    MATCH_SRC, RANGES_V4_RECORDS, RANGES_V6_RECORDS, RESULT_ALLOWED, RESULT_BLOCKED, RESULT_DEEP,
-    RESULT_ID_MASK, RESULT_LEN_MASK, RESULT_LEN_SHIFT, SLOT_CHUNK, TABLE_V4_SLOTS, TABLE_V6_SLOTS,
-    TableMeta, v4_trie_data,
+    DIRECTION_SRC, DropEvent, ENTRIES_MAX, ENTRY_FLAG_MONITOR, EVENT_DEFAULT_INTERVAL_MS,
+    EVENT_INTERVAL_OFF, EVENT_RATE_MAX_ENTRIES, EVENTS_RING_BYTES, EXACT_V4_MAX_ENTRIES,
+    EXACT_V6_MAX_ENTRIES, EntryCounters, EntryValue, FAMILY_V4, FAMILY_V6, GlobalCounters,
+    HIT_IDS_WORDS, HOOK_CGROUP, HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP, HOOKS, IpCounters,
+    IpKey, LOOKUP_TRIE, MATCH_DST, MATCH_SRC, RANGES_V4_RECORDS, RANGES_V6_RECORDS, RESULT_ALLOWED,
+    RESULT_BLOCKED, RESULT_DEEP, RESULT_ID_MASK, RESULT_LEN_MASK, RESULT_LEN_SHIFT, RESULT_MONITOR,
+    SLOT_CHUNK, TABLE_V4_SLOTS, TABLE_V6_SLOTS, TableMeta, v4_trie_data,
 };
 use blocklist_ebpf::{
     ADDR_SLOTS_DEFAULT, ADDR_VOTES_MAX, AddrHits, EVENT_BUDGET_DEFAULT, EventBudget,
@@ -314,6 +314,8 @@ struct Hit {
     interval_ns: u64,
     /// The entry is a single address whose own limiter already decided.
     exact: bool,
+    /// [`ACTION_DROP`] or [`ACTION_MONITOR`]: what happens to the packet.
+    action: u8,
 }
 
 /// The parsed headers. Addresses are 16 bytes each, IPv4 (and the IPv4 of
@@ -516,9 +518,9 @@ fn ports<F: Frame>(ctx: &F, l4: usize, pkt: &mut Packet) {
 pub(crate) enum Lookup {
     Miss,
     Allowed,
-    /// Prefix length, and for a single-address entry whether its own
-    /// limiter says an event is due.
-    Blocked(u32, Exact),
+    /// Prefix length, for a single-address entry whether its own limiter
+    /// says an event is due, and whether the entry only monitors.
+    Blocked(u32, Exact, bool),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -539,6 +541,8 @@ const LOOKUP_BLOCKED: u64 = 2;
 const LOOKUP_EXACT: u64 = 1 << 8;
 /// Flag: ... and its own limiter says an event is due.
 const LOOKUP_EVENT: u64 = 1 << 9;
+/// Flag: the entry only monitors ([`ENTRY_FLAG_MONITOR`]).
+const LOOKUP_MONITOR: u64 = 1 << 10;
 
 /// What a lookup needs to count a hit in the entry it finds, and the time
 /// of that hit, which it hands back so the rest of the drop path need not
@@ -554,6 +558,10 @@ pub(crate) struct Probe {
     pub(crate) direction: u8,
     /// Decide IPv4 with the compiled table.
     pub(crate) table: bool,
+    /// The entry this packet was already counted in (0: none), so that a
+    /// destination in the same monitor-only entry as the source does not
+    /// count the packet twice.
+    pub(crate) counted: u32,
 }
 
 #[inline(always)]
@@ -565,7 +573,7 @@ pub(crate) fn lookup(addr: &[u8; 16], family: u8, probe: &mut Probe) -> Lookup {
         _ => Exact::Event,
     };
     match r & 0xff {
-        LOOKUP_BLOCKED => Lookup::Blocked((r >> 32) as u32, exact),
+        LOOKUP_BLOCKED => Lookup::Blocked((r >> 32) as u32, exact, r & LOOKUP_MONITOR != 0),
         LOOKUP_ALLOWED => Lookup::Allowed,
         _ => Lookup::Miss,
     }
@@ -629,15 +637,23 @@ fn lookup_raw(addr: &[u8; 16], family: u8, probe: &mut Probe) -> u64 {
         }
         // SAFETY: `value` came from a successful map lookup and stays valid
         // for this program run (RCU).
-        unsafe { ((*value).id, (*value).prefix_len) }
+        let (id, flags, len) = unsafe { ((*value).id, (*value).flags, (*value).prefix_len) };
+        // The table's encoding: the monitor flag rides with the id.
+        let monitor = if flags & ENTRY_FLAG_MONITOR != 0 {
+            RESULT_MONITOR
+        } else {
+            0
+        };
+        (id | monitor, len)
     };
     let host = if family == FAMILY_V4 { 32 } else { 128 };
     count_hit(id, prefix_len, host, probe)
 }
 
-/// A table result as a blocked entry's id and prefix length, or the
-/// lookup's answer when nothing is blocked. The table already applied the
-/// allow entries, and names the entry: nothing else to look up.
+/// A table result as a blocked entry's id (with [`RESULT_MONITOR`] when
+/// the entry only monitors) and prefix length, or the lookup's answer when
+/// nothing is blocked. The table already applied the allow entries, and
+/// names the entry: nothing else to look up.
 #[inline(always)]
 fn table_verdict(r: u32) -> Result<(u32, u32), u64> {
     if r & RESULT_BLOCKED == 0 {
@@ -648,7 +664,7 @@ fn table_verdict(r: u32) -> Result<(u32, u32), u64> {
         });
     }
     Ok((
-        r & RESULT_ID_MASK,
+        r & (RESULT_ID_MASK | RESULT_MONITOR),
         (r >> RESULT_LEN_SHIFT) & RESULT_LEN_MASK,
     ))
 }
@@ -667,11 +683,18 @@ fn upper64(addr: &[u8; 16]) -> u64 {
 }
 
 /// Counts a hit on entry `id` (prefix length `prefix_len`, `host` the
-/// family's full length) and returns the lookup's answer.
+/// family's full length; `id` may carry [`RESULT_MONITOR`]) and returns
+/// the lookup's answer.
 #[inline(always)]
-fn count_hit(id: u32, prefix_len: u32, host: u32, probe: &mut Probe) -> u64 {
+fn count_hit(tagged: u32, prefix_len: u32, host: u32, probe: &mut Probe) -> u64 {
     let exact = prefix_len == host;
-    let blocked = LOOKUP_BLOCKED | ((prefix_len as u64) << 32);
+    let id = tagged & RESULT_ID_MASK;
+    let monitor = if tagged & RESULT_MONITOR != 0 {
+        LOOKUP_MONITOR
+    } else {
+        0
+    };
+    let blocked = LOOKUP_BLOCKED | monitor | ((prefix_len as u64) << 32);
     // Id 0, or one past the counters: an entry without counters (a table
     // written by a newer agent, say). Still blocked; nothing to count in,
     // and no event.
@@ -682,6 +705,11 @@ fn count_hit(id: u32, prefix_len: u32, host: u32, probe: &mut Probe) -> u64 {
     }) else {
         return blocked | LOOKUP_EXACT;
     };
+    // Both addresses of a packet in one monitor-only entry: counted once.
+    if id == probe.counted {
+        return blocked | if exact { LOOKUP_EXACT } else { 0 };
+    }
+    probe.counted = id;
     // SAFETY: bpf_ktime_get_coarse_ns has no preconditions; the coarse
     // clock is a memory read, not a clock-source read (kvm-clock in a VM).
     probe.now = unsafe { bpf_ktime_get_coarse_ns() };
@@ -869,13 +897,19 @@ pub(crate) fn decide<O: Origin>(
         now: 0,
         direction: src_direction,
         table: config.lookup != LOOKUP_TRIE,
+        counted: 0,
     };
     let mut allowlisted = false;
-    // (address, prefix_len, exact) of the first blocked address.
+    // (address, prefix_len, exact) of the first address a drop entry
+    // blocks, and of the first a monitor-only entry matches: a monitored
+    // source does not stop the destination from being looked up, since a
+    // drop there must still drop.
     let mut hit = None;
+    let mut watched = None;
     if config.match_mode != MATCH_DST {
         match lookup(&pkt.src, pkt.src_family, &mut probe) {
-            Lookup::Blocked(plen, exact) => hit = Some((DIRECTION_SRC, plen, exact)),
+            Lookup::Blocked(plen, exact, false) => hit = Some((DIRECTION_SRC, plen, exact)),
+            Lookup::Blocked(plen, exact, true) => watched = Some((DIRECTION_SRC, plen, exact)),
             Lookup::Allowed => allowlisted = true,
             Lookup::Miss => {}
         }
@@ -883,17 +917,25 @@ pub(crate) fn decide<O: Origin>(
     if hit.is_none() && config.match_mode != MATCH_SRC {
         probe.direction = dst_direction;
         match lookup(&pkt.dst, pkt.dst_family, &mut probe) {
-            Lookup::Blocked(plen, exact) => hit = Some((DIRECTION_DST, plen, exact)),
+            Lookup::Blocked(plen, exact, false) => hit = Some((DIRECTION_DST, plen, exact)),
+            Lookup::Blocked(plen, exact, true) if watched.is_none() => {
+                watched = Some((DIRECTION_DST, plen, exact))
+            }
             Lookup::Allowed => allowlisted = true,
-            Lookup::Miss => {}
+            Lookup::Blocked(..) | Lookup::Miss => {}
         }
     }
-    let Some((address, prefix_len, exact)) = hit else {
-        if allowlisted {
-            global.allowlisted_packets += 1;
+    let (monitor_entry, (address, prefix_len, exact)) = match (hit, watched) {
+        (Some(h), _) => (false, h),
+        (None, Some(w)) => (true, w),
+        (None, None) => {
+            if allowlisted {
+                global.allowlisted_packets += 1;
+            }
+            return Verdict::Pass;
         }
-        return Verdict::Pass;
     };
+    let monitor = monitor_entry || config.action == ACTION_MONITOR;
 
     let now = probe.now;
     let (addr, family, direction) = if address == DIRECTION_SRC {
@@ -915,6 +957,11 @@ pub(crate) fn decide<O: Origin>(
         now,
         interval_ns,
         exact: exact != Exact::No,
+        action: if monitor {
+            ACTION_MONITOR as u8
+        } else {
+            ACTION_DROP as u8
+        },
     };
     #[cfg(feature = "debug-log")]
     aya_log_ebpf::debug!(
@@ -936,10 +983,10 @@ pub(crate) fn decide<O: Origin>(
         Exact::Event => true,
     };
     if event && within_budget(&hit, config, global) {
-        emit_event(origin, pkt, &hit, config, global);
+        emit_event(origin, pkt, &hit, global);
     }
 
-    if config.action == ACTION_MONITOR {
+    if monitor {
         global.monitored_packets += 1;
         global.monitored_bytes += len;
         Verdict::Pass
@@ -1074,13 +1121,7 @@ fn within_budget(hit: &Hit, config: &Config, global: &mut GlobalCounters) -> boo
 }
 
 #[inline(never)]
-fn emit_event<O: Origin>(
-    origin: &O,
-    pkt: &Packet,
-    hit: &Hit,
-    config: &Config,
-    global: &mut GlobalCounters,
-) {
+fn emit_event<O: Origin>(origin: &O, pkt: &Packet, hit: &Hit, global: &mut GlobalCounters) {
     if !hit.exact {
         // SAFETY: the value is a plain u64; a concurrent writer can only make
         // this check slightly stale, which the rate limit tolerates.
@@ -1111,7 +1152,7 @@ fn emit_event<O: Origin>(
         (*e).family = pkt.family;
         (*e).direction = hit.key.direction;
         (*e).protocol = pkt.protocol;
-        (*e).action = config.action as u8;
+        (*e).action = hit.action;
         (*e).pid = 0;
         (*e).comm = [0; 16];
         (*e).cgroup_id = 0;

@@ -61,14 +61,20 @@ fn start() -> Daemon {
 /// `output` key cannot repeat: pass the whole section in `events_extra`
 /// starting with `output` to replace it).
 fn start_with(feed_extra: &str, events_extra: &str) -> Daemon {
+    start_listing("10.77.1.2/31\n192.0.2.0/24\n", feed_extra, events_extra)
+}
+
+/// [`start_with`], the `clients` feed listing `body`; ready once the
+/// program matches the client address (blocks or monitors it).
+fn start_listing(body: &str, feed_extra: &str, events_extra: &str) -> Daemon {
     require_root();
     let lab = Lab::new();
     let fs = Bpffs::new();
     let dir = tempfile::tempdir().unwrap();
     let port = lab.filter.free_port();
     let feed = dir.path().join("feed.txt");
-    // Both client addresses (.2, .3) and a documentation range.
-    std::fs::write(&feed, "10.77.1.2/31\n192.0.2.0/24\n").unwrap();
+    // By default both client addresses (.2, .3) and a documentation range.
+    std::fs::write(&feed, body).unwrap();
     let events = dir.path().join("events.jsonl");
     let config = dir.path().join("config.toml");
     let events_section = if events_extra.starts_with("output") {
@@ -103,10 +109,8 @@ fn start_with(feed_extra: &str, events_extra: &str) -> Daemon {
         port,
     };
     wait_for("the first sync", || {
-        d.agent
-            .try_run(&["check", CLIENT4, "--json"])
-            .stdout
-            .contains("\"blocked\": true")
+        serde_json::from_str::<Value>(&d.agent.try_run(&["check", CLIENT4, "--json"]).stdout)
+            .is_ok_and(|c| c["blocked"] == true || c["monitored"] == true)
     });
     d.lab.wait_settled();
     d
@@ -654,4 +658,170 @@ fn events_lost_when_the_ring_is_full_are_counted() {
         ),
         Some(g.events_sent as f64)
     );
+}
+
+/// A feed tried with `action = "monitor"` beside a drop feed, through the
+/// daemon with real traffic: an address only the monitor feed lists is
+/// counted and passes (`check`, `top`, `/metrics`, events say
+/// `monitor`); one both feeds list drops, as does one inside a wider
+/// entry of the drop feed; when the drop feed stops listing an address
+/// the delta sync turns its entry into a monitor entry, and back.
+#[test]
+fn a_monitor_feed_counts_and_passes_and_drop_wins() {
+    let extra = tempfile::tempdir().unwrap();
+    let enforce = extra.path().join("enforce.txt");
+    std::fs::write(&enforce, format!("{CLIENT4_B}\n198.51.100.0/24\n")).unwrap();
+    let d = start_listing(
+        &format!("{CLIENT4}\n{CLIENT4_B}\n198.51.100.7\n"),
+        &format!(
+            "action = \"monitor\"\n\
+             [[feed]]\nname = \"enforce\"\nallow_reserved = true\ninterval = \"1s\"\nurl = \"{}\"\n",
+            enforce.display()
+        ),
+        "",
+    );
+    let (n1, n2) = (11u64, 7u64);
+    let send = |src: &str, n: u64| {
+        udp(
+            &d.lab.client,
+            src,
+            &d.lab.filter,
+            FILTER4,
+            n as u32,
+            PAYLOAD,
+        )
+    };
+    assert_eq!(
+        send(CLIENT4, n1),
+        n1 as u32,
+        "only a monitor feed lists it: it passes"
+    );
+    assert_eq!(send(CLIENT4_B, n2), 0, "a drop feed lists it too: it drops");
+
+    let c = d.json(&["check", CLIENT4, "--json"]);
+    assert_eq!(
+        (&c["blocked"], &c["monitored"], &c["block"]["action"]),
+        (
+            &Value::from(false),
+            &Value::from(true),
+            &Value::from("monitor")
+        ),
+        "{c}"
+    );
+    assert_eq!(c["block"]["packets"], n1, "{c}");
+    let c = d.json(&["check", CLIENT4_B, "--json"]);
+    assert_eq!(
+        (&c["blocked"], &c["block"]["action"]),
+        (&Value::from(true), &Value::from("drop")),
+        "{c}"
+    );
+    let c = d.json(&["check", "198.51.100.7", "--json"]);
+    assert_eq!(
+        c["blocked"], true,
+        "inside the drop feed's /24, the monitor /32 drops: {c}"
+    );
+    let human = d.agent.run(&["check", CLIENT4]).stdout;
+    assert!(human.contains("MONITORED"), "{human}");
+
+    let top = d.json(&["top", "--json"]);
+    let row = |ip: &str| {
+        top.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["ip"] == ip)
+            .cloned()
+            .unwrap_or_else(|| panic!("{ip} not in {top}"))
+    };
+    assert_eq!(
+        (&row(CLIENT4)["action"], &row(CLIENT4)["packets"]),
+        (&Value::from("monitor"), &Value::from(n1))
+    );
+    assert_eq!(
+        (&row(CLIENT4_B)["action"], &row(CLIENT4_B)["packets"]),
+        (&Value::from("drop"), &Value::from(n2))
+    );
+    let human = d.agent.run(&["top"]).stdout;
+    assert!(human.contains("[monitor]"), "{human}");
+
+    let (_, text) = d.get("/metrics");
+    let samples = parse_metrics(&text);
+    assert_eq!(
+        sample(
+            &samples,
+            "xdp_blocklist_feed_monitored_packets_total",
+            &[("feed", "clients")]
+        ),
+        Some(n1 as f64),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "xdp_blocklist_feed_blocked_packets_total",
+            &[("feed", "enforce")]
+        ),
+        Some(n2 as f64),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "xdp_blocklist_packets_total",
+            &[("action", "monitored")]
+        ),
+        Some(n1 as f64),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "xdp_blocklist_packets_total",
+            &[("action", "dropped"), ("family", "ipv4")]
+        ),
+        Some(n2 as f64),
+        "{text}"
+    );
+
+    wait_for("events for both clients", || {
+        let ev = d.events();
+        [CLIENT4, CLIENT4_B]
+            .iter()
+            .all(|ip| ev.iter().any(|e| e["src"] == *ip))
+    });
+    let ev = d.events();
+    let action_of = |ip: &str| ev.iter().find(|e| e["src"] == ip).unwrap()["action"].clone();
+    assert_eq!(action_of(CLIENT4), "monitor");
+    assert_eq!(action_of(CLIENT4_B), "drop");
+
+    let status = d.json(&["status", "--json"]);
+    let feed = |name: &str| {
+        status["feeds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(feed("clients")["action"], "monitor", "{status}");
+    assert_eq!(feed("enforce")["action"], "drop", "{status}");
+
+    // The drop feed lets go of CLIENT4_B: the next (delta) sync rewrites
+    // its entry to monitor, and it passes; listed again, it drops again.
+    let monitored = |ip: &str| d.json(&["check", ip, "--json"])["monitored"] == true;
+    std::fs::write(&enforce, "198.51.100.0/24\n").unwrap();
+    wait_for("the entry to turn into a monitor entry", || {
+        monitored(CLIENT4_B)
+    });
+    assert_eq!(send(CLIENT4_B, 3), 3);
+    std::fs::write(&enforce, format!("{CLIENT4_B}\n198.51.100.0/24\n")).unwrap();
+    wait_for("the entry to drop again", || {
+        d.json(&["check", CLIENT4_B, "--json"])["blocked"] == true
+    });
+    assert_eq!(send(CLIENT4_B, 3), 0);
+    // The /24 goes: the monitor /32 inside it monitors again.
+    std::fs::write(&enforce, format!("{CLIENT4_B}\n")).unwrap();
+    wait_for("the /32 under the removed /24 to monitor", || {
+        monitored("198.51.100.7")
+    });
 }

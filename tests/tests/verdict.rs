@@ -6,7 +6,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use blocklist_agent::datapath::test_run::{XDP_DROP, XDP_PASS};
 use blocklist_agent::{config::Lookup, datapath::maps::TrieKind, prefix::Prefix};
-use blocklist_ebpf::{ACTION_DROP, ACTION_MONITOR, MATCH_BOTH, MATCH_DST, MATCH_SRC};
+use blocklist_ebpf::{
+    ACTION_DROP, ACTION_MONITOR, ENTRY_FLAG_MONITOR, MATCH_BOTH, MATCH_DST, MATCH_SRC,
+};
 use blocklist_tests::{
     frames::{self, TPID_8021AD, TPID_8021Q},
     kernel::Kernel,
@@ -314,19 +316,36 @@ fn longest(block: &[Prefix], allow: &[Prefix], a: IpAddr) -> Option<Prefix> {
     (!allow.iter().any(|p| p.contains(a))).then_some(hit)
 }
 
-/// The reference verdict and the entry that must be counted: the source's
-/// longest blocked match, else the destination's; a packet drops when
-/// either address is blocked.
+/// The reference verdict and the entries that must be counted: the
+/// source's longest blocked match, and unless that one drops, the
+/// destination's too; a packet drops when a matching entry that is not
+/// monitor-only (`monitor` holds those) does.
 fn reference(
     block: &[Prefix],
+    monitor: &std::collections::HashSet<Prefix>,
     allow: &[Prefix],
     src: IpAddr,
     dst: IpAddr,
-) -> (u32, Option<Prefix>) {
-    match longest(block, allow, src).or_else(|| longest(block, allow, dst)) {
-        Some(p) => (XDP_DROP, Some(p)),
-        None => (XDP_PASS, None),
+) -> (u32, Vec<Prefix>) {
+    let mut counted = Vec::new();
+    let drops = |p: &Prefix| !monitor.contains(p);
+    if let Some(p) = longest(block, allow, src) {
+        counted.push(p);
+        if drops(&p) {
+            return (XDP_DROP, counted);
+        }
     }
+    if let Some(p) = longest(block, allow, dst) {
+        if !counted.contains(&p) {
+            counted.push(p);
+        }
+        if drops(&p) {
+            counted.sort();
+            return (XDP_DROP, counted);
+        }
+    }
+    counted.sort();
+    (XDP_PASS, counted)
 }
 
 /// Packets counted per entry, for every entry.
@@ -376,16 +395,27 @@ fn verdicts_match_a_reference_lpm() {
         ..ProptestConfig::default()
     };
     proptest!(config, |(
-        block in proptest::collection::vec(arb_prefix(), 1..40),
+        entries in proptest::collection::vec((arb_prefix(), proptest::bool::weighted(0.3)), 1..40),
         allow in proptest::collection::vec(arb_prefix(), 0..6),
         pairs in proptest::collection::vec(arb_pair(), 1..40),
     )| {
         let mut k = k.borrow_mut();
         k.clear(TrieKind::Block);
         k.clear(TrieKind::Allow);
-        for p in &block {
-            k.maps.insert(TrieKind::Block, *p, 0).unwrap();
+        // Some entries only monitor (a monitor feed's): they count and
+        // pass, and the destination is still looked up.
+        let mut monitor = std::collections::HashSet::new();
+        for (p, watch) in &entries {
+            let flags = if *watch { ENTRY_FLAG_MONITOR } else { 0 };
+            k.maps.insert(TrieKind::Block, *p, flags).unwrap();
+            // The last write of a prefix wins, as in the kernel.
+            if *watch {
+                monitor.insert(*p);
+            } else {
+                monitor.remove(p);
+            }
         }
+        let block: Vec<Prefix> = entries.iter().map(|(p, _)| *p).collect();
         for p in &allow {
             k.maps.insert(TrieKind::Allow, *p, 0).unwrap();
         }
@@ -400,20 +430,21 @@ fn verdicts_match_a_reference_lpm() {
         // must agree with the reference, and so with each other.
         for ((src, dst), lookup) in probes.into_iter().flat_map(|p| [(p, Lookup::Table), (p, Lookup::Trie)]) {
             k.set_lookup(lookup);
-            let (want, entry) = reference(&block, &allow, src, dst);
+            let (want, counted) = reference(&block, &monitor, &allow, src, dst);
             let before = packets_by_entry(&k);
             let got = k.verdict(&frames::ip(src, dst));
             prop_assert_eq!(got, want, "{:?}: src {} dst {} block {:?} allow {:?}", lookup, src, dst, block, allow);
-            // Exactly the longest matching entry counted the packet.
+            // Exactly the longest matching entries counted the packet.
             let after = packets_by_entry(&k);
-            let grew: Vec<Prefix> = after
+            let mut grew: Vec<Prefix> = after
                 .iter()
                 .filter(|(p, n)| before.get(*p).copied().unwrap_or(0) != **n)
                 .map(|(p, _)| *p)
                 .collect();
-            prop_assert_eq!(grew, entry.into_iter().collect::<Vec<_>>(), "{:?}: counted entry for src {} dst {} block {:?} allow {:?}", lookup, src, dst, block, allow);
-            if let Some(e) = entry {
-                prop_assert_eq!(after[&e], before.get(&e).copied().unwrap_or(0) + 1);
+            grew.sort();
+            prop_assert_eq!(&grew, &counted, "{:?}: counted entries for src {} dst {} block {:?} monitor {:?} allow {:?}", lookup, src, dst, block, monitor, allow);
+            for e in &counted {
+                prop_assert_eq!(after[e], before.get(e).copied().unwrap_or(0) + 1);
             }
         }
     });

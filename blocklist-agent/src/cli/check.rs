@@ -3,14 +3,16 @@
 //!
 //! `--json` output (stable):
 //! ```json
-//! {"ip": "10.0.0.1", "blocked": true, "pending": false,
-//!  "block": {"prefix": "10.0.0.0/24", "manual": true,
+//! {"ip": "10.0.0.1", "blocked": true, "monitored": false, "pending": false,
+//!  "block": {"prefix": "10.0.0.0/24", "manual": true, "action": "drop",
 //!            "feeds": [{"feed": "partner-taxii", "id": "indicator--..."}],
 //!            "packets": 3, "bytes": 294, "first_seen": "...", "last_seen": "..."},
 //!  "allow": null}
 //! ```
 //!
-//! `blocked` is what the program does with the address now. For IPv4 in
+//! `blocked` is what the program does with the address now; `monitored`
+//! says it matches an entry only monitor feeds (`action = "monitor"`)
+//! list, whose packets are counted and pass. For IPv4 in
 //! table mode that is the compiled table's answer; `pending` is true when
 //! it still differs from the installed entries (a sync is writing the
 //! table, or one was interrupted and the next recompiles it).
@@ -24,7 +26,10 @@ use blocklist_agent::{
     datapath::maps::{Maps, TrieKind},
     prefix::canonical_addr,
 };
-use blocklist_ebpf::{ENTRY_FLAG_MANUAL, RESULT_BLOCKED, RESULT_DEEP};
+use blocklist_ebpf::{
+    ENTRY_FLAG_MANUAL, ENTRY_FLAG_MONITOR, RESULT_ALLOWED, RESULT_BLOCKED, RESULT_DEEP,
+    RESULT_MONITOR,
+};
 use clap::Args;
 use serde_json::json;
 
@@ -56,15 +61,26 @@ pub fn run(ctx: &Context, args: CheckArgs) -> anyhow::Result<()> {
     // except for IPv6 single addresses (probed in `EXACT_V6` first) and the
     // /64s the IPv6 table leaves to the tries.
     let exact_v6 = ip.is_ipv6() && block.as_ref().is_some_and(|m| m.prefix.prefix_len() == 128);
-    let blocked = if Lookup::from_abi(config.lookup) == Lookup::Table && !exact_v6 {
+    let entry_monitor = listed
+        && block
+            .as_ref()
+            .is_some_and(|m| m.value.flags & ENTRY_FLAG_MONITOR != 0);
+    // (matches, only monitors) as the program sees it.
+    let (matched, monitor) = if Lookup::from_abi(config.lookup) == Lookup::Table && !exact_v6 {
         match maps.table_result(ip)? {
-            RESULT_DEEP => listed,
-            r => r & RESULT_BLOCKED != 0,
+            RESULT_DEEP => (listed, entry_monitor),
+            r if r & RESULT_BLOCKED != 0 && r & RESULT_ALLOWED == 0 => {
+                (true, r & RESULT_MONITOR != 0)
+            }
+            _ => (false, false),
         }
     } else {
-        listed
+        (listed, entry_monitor)
     };
-    let pending = blocked != listed;
+    let pending = matched != listed || monitor != entry_monitor;
+    // A monitored address passes: it is counted, not blocked.
+    let blocked = matched && !monitor;
+    let monitored = matched && monitor;
     let counters = match &block {
         Some(m) => Some(maps.prefix_counters(m.prefix)?),
         None => None,
@@ -82,12 +98,14 @@ pub fn run(ctx: &Context, args: CheckArgs) -> anyhow::Result<()> {
         let doc = json!({
             "ip": ip,
             "blocked": blocked,
+            "monitored": monitored,
             "pending": pending,
             "block": block.map(|m| {
                 let c = counters.unwrap_or_default();
                 json!({
                     "prefix": m.prefix,
                     "manual": m.value.flags & ENTRY_FLAG_MANUAL != 0,
+                    "action": if m.value.flags & ENTRY_FLAG_MONITOR != 0 { "monitor" } else { "drop" },
                     "feeds": listed_by,
                     "packets": c.packets,
                     "bytes": c.bytes,
@@ -104,6 +122,9 @@ pub fn run(ctx: &Context, args: CheckArgs) -> anyhow::Result<()> {
     let verdict = match (&block, &allow, pending) {
         (_, _, true) if blocked => "BLOCKED (no longer listed; the table is being updated)",
         (_, _, true) => "not blocked yet (listed; the table is being updated)",
+        (Some(_), None, _) if monitored => {
+            "MONITORED (only monitor feeds list it: its packets are counted and pass)"
+        }
         (Some(_), None, _) => "BLOCKED",
         (Some(_), Some(_), _) => "allowed (an allow entry overrides the block entry)",
         (None, _, _) => "not blocked",

@@ -127,6 +127,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
             "counters": counters,
             "feeds": feeds.iter().map(|(n, f)| json!({
                 "name": n,
+                "action": feed_action(ctx, n),
                 "entries": f.entries,
                 "last_attempt": f.last_attempt,
                 "last_success": f.last_success,
@@ -241,16 +242,26 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
     println!("{t}");
     if !feeds.is_empty() {
         println!();
-        let mut t = table::new(&["feed", "entries", "last success", "problem"]);
+        let mut t = table::new(&["feed", "action", "entries", "last success", "problem"]);
         for (n, f) in &feeds {
-            let problem = f
+            let mut problem = f
                 .last_error
                 .clone()
                 .map(|e| format!("failing: {e}"))
                 .or_else(|| f.last_refusal.clone().map(|r| format!("refused: {r}")))
                 .unwrap_or_default();
+            if f.reserved > 0 {
+                if !problem.is_empty() {
+                    problem.push_str("; ");
+                }
+                problem.push_str(&format!(
+                    "{} entries in reserved ranges kept out (allow_reserved = true installs them)",
+                    f.reserved
+                ));
+            }
             t.add_row(vec![
                 n.clone(),
+                feed_action(ctx, n).to_owned(),
                 f.entries.to_string(),
                 f.last_success.clone().unwrap_or_else(|| "never".into()),
                 problem,
@@ -259,4 +270,18 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         println!("{t}");
     }
     Ok(())
+}
+
+/// `drop` or `monitor`, as the configuration says for the feed `name`.
+fn feed_action(ctx: &Context, name: &str) -> &'static str {
+    match ctx
+        .config
+        .feeds
+        .iter()
+        .find(|f| f.name == name)
+        .map(|f| f.action)
+    {
+        Some(blocklist_agent::config::Action::Monitor) => "monitor",
+        _ => "drop",
+    }
 }

@@ -2,8 +2,11 @@
 //!
 //! `--json` output (stable), an array, busiest first:
 //! - `--by ip`: `{"ip", "direction": "src"|"dst", "prefix", "feeds": [..],
-//!   "packets", "bytes", "last_seen": RFC 3339, "rate_pps": only with --watch}`
-//! - `--by prefix`: `{"prefix", "feeds", "packets", "bytes", "last_seen"}`
+//!   "packets", "bytes", "last_seen": RFC 3339, "action": "drop"|"monitor",
+//!   "rate_pps": only with --watch}`
+//! - `--by prefix`: `{"prefix", "feeds", "packets", "egress_packets",
+//!   "bytes", "last_seen", "action"}` (`monitor`: only monitor feeds list
+//!   the entry, its packets passed)
 //! - `--by feed`: `{"feed", "prefixes", "packets", "bytes", "last_seen"}`
 //! - `--by hook`: `{"hook": "xdp"|"tc_ingress"|"tc_egress"|"cgroup",
 //!   "packets" (dropped + monitored), "dropped_packets", "dropped_bytes",
@@ -51,6 +54,15 @@ pub struct TopArgs {
     pub watch: Option<u64>,
 }
 
+/// " [monitor]" after an entry that only monitor feeds list (its packets
+/// passed), nothing after one that drops.
+fn monitor_mark(action: blocklist_agent::config::Action) -> &'static str {
+    match action {
+        blocklist_agent::config::Action::Monitor => " [monitor]",
+        blocklist_agent::config::Action::Drop => "",
+    }
+}
+
 /// "3s ago", "5m ago", "2h ago", "4d ago", or "never".
 pub fn ago(ktime_ns: u64) -> String {
     let Some(t) = ktime_to_system(ktime_ns) else {
@@ -84,15 +96,17 @@ fn snapshot(ctx: &Context, maps: &Maps, by: By) -> anyhow::Result<Vec<Row>> {
                 json: json!({
                     "ip": h.ip, "direction": h.direction, "prefix": h.prefix, "feeds": h.feeds,
                     "packets": h.packets, "bytes": h.bytes, "last_seen": ktime_rfc3339(h.last_seen_ns),
+                    "action": h.action,
                 }),
                 // Address over its entry and feeds: an IPv6 address, its
                 // prefix and two feed names do not fit one 80-column line.
                 cells: vec![
                     format!(
-                        "{} ({})\n  {} {}",
+                        "{} ({})\n  {}{} {}",
                         h.ip,
                         format!("{:?}", h.direction).to_lowercase(),
                         h.prefix,
+                        monitor_mark(h.action),
                         h.feeds.join(", ")
                     ),
                     table::count(h.packets),
@@ -109,10 +123,10 @@ fn snapshot(ctx: &Context, maps: &Maps, by: By) -> anyhow::Result<Vec<Row>> {
                 json: json!({
                     "prefix": h.prefix, "feeds": h.feeds, "packets": h.packets,
                     "egress_packets": h.egress_packets, "bytes": h.bytes,
-                    "last_seen": ktime_rfc3339(h.last_seen_ns),
+                    "last_seen": ktime_rfc3339(h.last_seen_ns), "action": h.action,
                 }),
                 cells: vec![
-                    format!("{}\n  {}", h.prefix, h.feeds.join(", ")),
+                    format!("{}{}\n  {}", h.prefix, monitor_mark(h.action), h.feeds.join(", ")),
                     table::count(h.packets),
                     table::bytes(h.bytes),
                     ago(h.last_seen_ns),

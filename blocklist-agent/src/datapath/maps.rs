@@ -94,7 +94,7 @@ fn v4_entries(
         .blocks()
         .iter()
         .filter(|(p, _)| p.is_v4())
-        .map(|(p, v)| v4_entry(*p, v.id))
+        .map(|(p, v)| v4_entry(*p, table_id(v)))
         .collect();
     let allow = m
         .allows()
@@ -116,7 +116,7 @@ fn v6_entries(
         .blocks()
         .iter()
         .filter(|(p, _)| !p.is_v4())
-        .map(|(p, v)| v6_entry(*p, v.id))
+        .map(|(p, v)| v6_entry(*p, table_id(v)))
         .collect();
     let allow = m
         .allows()
@@ -180,7 +180,7 @@ fn partial_inputs(
             blocks.partition_point(|(p, _)| in_slot(p)),
             blocks.partition_point(|(p, _)| below(p)),
         );
-        block.extend(blocks[a..b].iter().map(|(p, v)| v4_entry(*p, v.id)));
+        block.extend(blocks[a..b].iter().map(|(p, v)| v4_entry(*p, table_id(v))));
         let (a, b) = (
             allows.partition_point(|p| in_slot(p)),
             allows.partition_point(|p| below(p)),
@@ -192,7 +192,7 @@ fn partial_inputs(
                 continue;
             };
             if let Some(v) = m.block(&cover) {
-                block.push(v4_entry(cover, v.id));
+                block.push(v4_entry(cover, table_id(&v)));
             }
             if allows.binary_search(&cover).is_ok() {
                 allow.push(v4_entry(cover, 0));
@@ -204,6 +204,17 @@ fn partial_inputs(
     allow.sort_unstable_by_key(|e| (e.addr, e.len));
     allow.dedup_by_key(|e| (e.addr, e.len));
     Some((block, allow, only, v6))
+}
+
+/// A block entry's id as the table compiler takes it: with
+/// [`blocklist_ebpf::RESULT_MONITOR`] when the entry only monitors, so the
+/// table's result tells the program without another load.
+fn table_id(v: &Installed) -> u32 {
+    if v.flags & blocklist_ebpf::ENTRY_FLAG_MONITOR != 0 {
+        v.id | blocklist_ebpf::RESULT_MONITOR
+    } else {
+        v.id
+    }
 }
 
 fn v4_entry(p: Prefix, id: u32) -> super::table::compile::Entry {
@@ -1492,9 +1503,15 @@ impl Maps {
 
     /// True when `prefix` is installed as a hand-made block entry.
     pub fn is_manual(&self, prefix: Prefix) -> Result<bool, DatapathError> {
+        Ok(self.block_flags(prefix)? & ENTRY_FLAG_MANUAL != 0)
+    }
+
+    /// The `ENTRY_FLAG_*` bits of the block entry `prefix` (0 when it is
+    /// not installed).
+    pub fn block_flags(&self, prefix: Prefix) -> Result<u32, DatapathError> {
         Ok(self
             .get_exact(TrieKind::Block, prefix)?
-            .is_some_and(|v| v.flags & ENTRY_FLAG_MANUAL != 0))
+            .map_or(0, |v| v.flags))
     }
 
     /// Every per-address counter, summed over CPUs (an address may hold a

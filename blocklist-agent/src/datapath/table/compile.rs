@@ -27,7 +27,9 @@ pub struct Entry {
     pub addr: u32,
     /// Prefix length (above 32 is read as 32).
     pub len: u8,
-    /// The entry's id (0 for allow entries).
+    /// The entry's id (0 for allow entries), with
+    /// [`blocklist_ebpf::RESULT_MONITOR`] set when the entry only monitors:
+    /// the result carries both.
     pub id: u32,
 }
 
@@ -38,7 +40,8 @@ pub struct Entry6 {
     pub addr: u128,
     /// Prefix length (above 128 is read as 128).
     pub len: u8,
-    /// The entry's id (0 for allow entries).
+    /// The entry's id (0 for allow entries), with the monitor flag as in
+    /// [`Entry`].
     pub id: u32,
 }
 
