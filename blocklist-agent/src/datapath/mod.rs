@@ -12,6 +12,7 @@ pub mod loader;
 pub mod maps;
 pub mod mirror;
 pub mod mmap;
+pub mod mode;
 pub mod pin;
 pub mod table;
 pub mod tc;

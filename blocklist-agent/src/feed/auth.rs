@@ -10,8 +10,8 @@
 
 use base64::Engine as _;
 
+use super::config::FeedConfig;
 use super::fetch::{FetchError, Request, Secret};
-use crate::config::FeedConfig;
 
 fn env(feed: &str, var: &str) -> Result<Secret, FetchError> {
     std::env::var(var).map(Secret::new).map_err(|_| {

@@ -16,12 +16,13 @@ use std::{
     time::{Instant, SystemTime},
 };
 
+use super::config::FeedConfig;
 use super::{
     crowdsec::{self, Decisions, Query},
     fetch::{Fetched, Source},
     poll::{Delta, FeedOutcome, FeedStatus, PollContext, distinct, now_rfc3339, unix_now},
 };
-use crate::{config::FeedConfig, state::feeds::FeedState};
+use crate::state::feeds::FeedState;
 
 /// What a running agent keeps about one CrowdSec feed between polls.
 #[derive(Debug, Default)]

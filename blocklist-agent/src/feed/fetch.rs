@@ -21,7 +21,7 @@ use reqwest::{
     header::{self, HeaderMap, HeaderName, HeaderValue},
 };
 
-use crate::config::Fetch;
+use super::config::Fetch;
 
 /// A credential. Prints as `***`.
 #[derive(Clone, PartialEq, Eq)]

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod bouncer;
+pub mod config;
 pub mod crowdsec;
 pub mod csv;
 pub mod detect;

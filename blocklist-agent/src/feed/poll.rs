@@ -12,11 +12,11 @@ use sha2::{Digest as _, Sha256};
 
 use super::{
     Entry, Format, FormatOptions, Rejection, auth,
+    config::{FeedConfig, Guard},
     fetch::{Fetched, Fetcher, Source, redact},
     parse, taxii,
 };
 use crate::{
-    config::{FeedConfig, Guard},
     prefix::Prefix,
     state::{
         StateDir,
