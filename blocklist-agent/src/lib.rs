@@ -1,31 +1,53 @@
 //! # xdp-blocklist agent
 //!
 //! The userspace half of xdp-blocklist. The XDP program (crate
-//! `blocklist-ebpf`) drops packets whose source or destination falls in an
-//! LPM trie; this crate loads and attaches that program, keeps its maps
-//! pinned under bpffs so protection outlives the agent, edits the tries and
-//! reads the counters.
+//! `blocklist-ebpf`) drops packets whose source or destination is listed;
+//! this crate loads and attaches that program, keeps its maps pinned under
+//! bpffs so protection outlives the agent, keeps the lists in sync with
+//! threat feeds and reads the counters.
 //!
 //! Design in one paragraph: the kernel holds the truth. Every command opens
 //! the pinned maps ([`datapath::maps::Maps`]) rather than keeping its own
 //! copy, so the CLI works from any shell while the program runs, and a
 //! restarted agent starts from what is installed. Prefixes are normalised
-//! once, in [`prefix::Prefix`], before anything reaches a trie. The state
-//! directory ([`state`]) keeps only what the kernel cannot: which mode each
-//! interface got, and (later) feed history.
+//! once, in [`prefix::Prefix`], before anything reaches a trie. Feeds are
+//! polled one by one ([`feed::poll`]), guarded ([`reserved`], the shrink
+//! guard), merged with the hand-made entries into a desired set
+//! ([`policy`]) and written in the order that never unblocks a kept
+//! address ([`sync`]). The state directory ([`state`]) keeps only what the
+//! kernel cannot: each feed's last good list and validators, the
+//! hand-made entries, the attachments.
 //!
-//! Modules:
-//! - [`prefix`]: parsing, canonical form and the min-prefix guard.
+//! Modules, write side first:
+//! - [`agent`]: the operations the binary's verbs call (load, open the
+//!   maps, record attachments, hand-made entries, command-line sources).
+//! - [`config`]: the TOML configuration.
+//! - [`feed`]: fetching, one parser per format, detection, polling.
 //! - [`reserved`]: the reserved-range guard (RFC 6890 special-purpose
 //!   ranges refused or cut out of every feed).
-//! - [`datapath`]: load, attach, pin, typed map access, test runs.
+//! - [`prefix`]: parsing, canonical form and the min-prefix guard.
+//! - [`policy`]: feeds, hand-made entries and protected ranges into the
+//!   desired set (drop wins over monitor).
+//! - [`sync`]: plan, apply, the delta path, the memo between syncs.
+//! - [`datapath`]: load, attach, pin, typed map access, the compiled
+//!   table, test runs.
 //! - [`hooks`]: every hook as one set (XDP or TC ingress, TC egress, the
 //!   cgroup socket hooks): status, the egress plan, upgrade, detach.
-//! - [`counters`]: summing per-CPU counters, kernel time to wall time.
-//! - [`config`]: the TOML configuration.
 //! - [`state`]: the persisted state directory.
+//! - [`access`]: sharing pins and state with an operator group.
+//!
+//! The read side:
+//! - [`counters`]: summing per-CPU counters, kernel time to wall time.
+//! - [`hits`]: per-address, per-prefix and per-feed rankings.
+//! - [`metrics`]: the Prometheus endpoint's families.
+//! - [`events`]: drop events from the ring buffer as JSON lines or syslog.
+//! - [`export`]: the installed set served to other agents and devices.
+//! - [`http`]: the HTTP server behind `/metrics`, `/healthz` and the export.
+
+#![warn(missing_docs)]
 
 pub mod access;
+pub mod agent;
 pub mod config;
 pub mod counters;
 pub mod datapath;

@@ -260,3 +260,62 @@ fn hit_entries_through_hit_ids_equal_the_walk() {
     assert!(k.maps.hit_block_entries_known(&snap).unwrap().is_none());
     check(&mut k);
 }
+
+/// `list | head` and `top --json | head`: a reader that stops early ends
+/// the command quietly (SIGPIPE, as for `ls`), with no panic on stderr.
+#[test]
+fn list_and_top_end_quietly_when_the_reader_stops() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+    require_root();
+    let mut k = Kernel::load();
+    let entries: Vec<(Prefix, u32)> = (0..20_000u32)
+        .map(|i| {
+            (
+                Prefix::host(std::net::Ipv4Addr::from(0xc633_0000 | i).into()),
+                0,
+            )
+        })
+        .collect();
+    k.maps.insert_many(TrieKind::Block, &entries).unwrap();
+    // Hits, so that `top` has rows too.
+    for i in 0..50u32 {
+        let src = std::net::Ipv4Addr::from(0xc633_0000 | i);
+        k.verdict(&frames::ipv4(src, "10.0.0.1".parse().unwrap()));
+    }
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(state.path().join("none.toml"), "").unwrap();
+    for args in [
+        &["list"][..],
+        &["list", "--json"],
+        &["top", "--json", "--limit", "50"],
+    ] {
+        let mut child = Command::new(blocklist_tests::agent::binary())
+            .arg("--pin-dir")
+            .arg(k.pin_dir())
+            .arg("--state-dir")
+            .arg(state.path())
+            .arg("--config")
+            .arg(state.path().join("none.toml"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(!first.is_empty(), "{args:?} printed nothing");
+        // The reader is gone: the next write fails.
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            out.status.success()
+                || std::os::unix::process::ExitStatusExt::signal(&out.status) == Some(13),
+            "{args:?} ended with {}: {stderr}",
+            out.status
+        );
+    }
+}

@@ -1,15 +1,13 @@
 //! `attach`: load the program, pin its maps, attach to interfaces.
 
-use anyhow::Context as _;
 use blocklist_agent::{
+    agent,
     datapath::{
         attach::{self, RequestedMode},
-        loader::{self, LoadOptions, Loaded},
-        maps::Maps,
+        loader::Loaded,
         tc,
     },
     hooks,
-    state::Attachment,
 };
 use clap::Args;
 
@@ -55,51 +53,6 @@ impl From<RequestedModeArg> for RequestedMode {
     }
 }
 
-/// Loads the program with the maps pinned under the context's pin dir. When
-/// the maps did not exist yet, writes the configured action and match mode
-/// into the fresh `CONFIG`.
-pub fn load(ctx: &Context) -> anyhow::Result<Loaded> {
-    let fresh = !ctx.pin.has_maps();
-    let opts = LoadOptions {
-        addr_slots: ctx
-            .config
-            .ip_counters_max
-            .unwrap_or(blocklist_ebpf::ADDR_SLOTS_DEFAULT),
-    };
-    let loaded = loader::load(&ctx.pin, &opts)?;
-    if fresh {
-        let mut maps = Maps::open(&ctx.pin)?;
-        let mut c = maps.config()?;
-        c.action = ctx.config.action.abi();
-        c.match_mode = ctx.config.match_mode.abi();
-        c.lookup = ctx.config.datapath.lookup.abi();
-        maps.set_config(c)?;
-    }
-    // Maps pinned by an older version may come with an empty or
-    // differently encoded table (before the IPv6 table, an empty one):
-    // compile it before the program can decide with it.
-    Maps::open(&ctx.pin)?
-        .rebuild_table()
-        .context("compiling the lookup tables from the installed entries")?;
-    Ok(loaded)
-}
-
-/// Records an attachment in the state directory (for `status`).
-pub fn record(ctx: &Context, iface: &str, mode: attach::AttachedMode) -> anyhow::Result<()> {
-    let mut recorded = ctx.state.attachments().unwrap_or_default();
-    recorded.insert(
-        iface.to_owned(),
-        Attachment {
-            mode,
-            ifindex: attach::if_index(iface)?,
-            since: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        },
-    );
-    ctx.state
-        .set_attachments(&recorded)
-        .with_context(|| format!("recording the attachment in {}", ctx.state.root().display()))
-}
-
 pub fn run(ctx: &Context, args: AttachArgs) -> anyhow::Result<()> {
     let mode = args
         .mode
@@ -110,7 +63,7 @@ pub fn run(ctx: &Context, args: AttachArgs) -> anyhow::Result<()> {
     for iface in &args.ifaces {
         attach::if_index(iface)?;
     }
-    let mut loaded = load(ctx)?;
+    let mut loaded = agent::load(&ctx.pin, &ctx.config)?;
     for iface in &args.ifaces {
         if args.replace {
             attach::replace(&mut loaded, &ctx.pin, iface)?;
@@ -118,7 +71,7 @@ pub fn run(ctx: &Context, args: AttachArgs) -> anyhow::Result<()> {
             continue;
         }
         let got = attach::attach(&mut loaded, &ctx.pin, iface, mode)?;
-        record(ctx, iface, got)?;
+        agent::record_attachment(&ctx.state, iface, got)?;
         let note = match (mode, got) {
             (RequestedMode::Auto, attach::AttachedMode::Skb) => {
                 " (native XDP not supported by the driver; fell back)".to_owned()

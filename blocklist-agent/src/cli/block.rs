@@ -1,18 +1,29 @@
 //! `block` and `unblock`: hand-made block entries.
 
-use blocklist_agent::datapath::maps::TrieKind;
+use std::time::Duration;
 
-use super::{
-    Context,
-    entries::{BlockArgs, EntriesArgs, edit, parse_all},
-};
+use blocklist_agent::{agent::manual, datapath::maps::TrieKind, reserved};
+use clap::Args;
+
+use super::{Context, EntriesArgs};
+
+/// `block` arguments.
+#[derive(Debug, Args)]
+pub struct BlockArgs {
+    #[command(flatten)]
+    pub entries: EntriesArgs,
+    /// Unblock automatically after this long (e.g. 30m, 12h, 7d); needs
+    /// `run` to be running to take effect on time.
+    #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+}
 
 /// `block CIDR... [--for DURATION]`
 pub fn block(ctx: &Context, args: BlockArgs) -> anyhow::Result<()> {
-    let prefixes = parse_all(ctx, &args.entries, true)?;
+    let prefixes = manual::parse(&ctx.config, &args.entries.cidrs, true)?;
     for p in &prefixes {
         // Installed anyway: the operator named it. Feeds are guarded.
-        if let Some((r, why)) = blocklist_agent::reserved::touching(p) {
+        if let Some((r, why)) = reserved::touching(p) {
             eprintln!(
                 "warning: {p} is in the reserved range {r} ({why}); blocking it can cut this host \
                  off from its LAN, resolver or metadata service"
@@ -20,11 +31,39 @@ pub fn block(ctx: &Context, args: BlockArgs) -> anyhow::Result<()> {
         }
     }
     let expires = args.duration.map(|d| std::time::SystemTime::now() + d);
-    edit(ctx, TrieKind::Block, &prefixes, true, expires)
+    let done = manual::edit(
+        &ctx.pin,
+        &ctx.state,
+        &ctx.config,
+        TrieKind::Block,
+        &prefixes,
+        true,
+        expires,
+    )?;
+    let until = expires
+        .map(|t| format!(" until {}", humantime::format_rfc3339_seconds(t)))
+        .unwrap_or_default();
+    for (p, what) in done {
+        println!("block {p}: {}{until}", what.as_str());
+    }
+    ctx.share()
 }
 
 /// `unblock CIDR...`
 pub fn unblock(ctx: &Context, args: EntriesArgs) -> anyhow::Result<()> {
-    let prefixes = parse_all(ctx, &args, false)?;
-    edit(ctx, TrieKind::Block, &prefixes, false, None)
+    let prefixes = manual::parse(&ctx.config, &args.cidrs, false)?;
+    let done = manual::edit(
+        &ctx.pin,
+        &ctx.state,
+        &ctx.config,
+        TrieKind::Block,
+        &prefixes,
+        false,
+        None,
+    )?;
+    for (p, what) in done {
+        println!("block {p}: {}", what.as_str());
+    }
+    println!("(a feed that lists one of these will block it again at its next sync)");
+    ctx.share()
 }

@@ -88,7 +88,7 @@ pub fn run(ctx: &Context, args: CheckArgs) -> anyhow::Result<()> {
     let listed_by = match &block {
         Some(m) => ctx
             .state
-            .listing(&super::list::configured_feeds(ctx))?
+            .listing(&ctx.config.feed_names())?
             .remove(&m.prefix)
             .unwrap_or_default(),
         None => Vec::new(),

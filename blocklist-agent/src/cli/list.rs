@@ -23,13 +23,9 @@ pub struct ListArgs {
 }
 
 /// Names of the configured feeds (to ignore state of removed ones).
-pub fn configured_feeds(ctx: &Context) -> Vec<String> {
-    ctx.config.feeds.iter().map(|f| f.name.clone()).collect()
-}
-
 pub fn run(ctx: &Context, args: ListArgs) -> anyhow::Result<()> {
     let maps = Maps::open_read_only(&ctx.pin)?;
-    let listing = ctx.state.listing(&configured_feeds(ctx))?;
+    let listing = ctx.state.listing(&ctx.config.feed_names())?;
     let mut rows = Vec::new();
     for v4 in [true, false] {
         let mut entries = maps.entries(TrieKind::Block, v4)?;

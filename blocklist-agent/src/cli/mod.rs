@@ -6,12 +6,10 @@ mod attach;
 mod block;
 mod check;
 mod detach;
-mod entries;
 mod generate;
 mod list;
 mod mode;
 mod run;
-mod sources;
 mod status;
 mod sync;
 mod table;
@@ -23,6 +21,7 @@ use anyhow::Context as _;
 use blocklist_agent::{
     config::{Config, DEFAULT_CONFIG},
     datapath::pin::{DEFAULT_PIN_DIR, PinDir},
+    prefix::Prefix,
     state::{DEFAULT_STATE_DIR, StateDir},
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -99,13 +98,13 @@ pub enum Command {
     /// Change the action or the addresses matched, live.
     Mode(mode::ModeArgs),
     /// Block prefixes by hand (kept across syncs; `--for` makes them expire).
-    Block(entries::BlockArgs),
+    Block(block::BlockArgs),
     /// Remove hand-made block entries.
-    Unblock(entries::EntriesArgs),
+    Unblock(EntriesArgs),
     /// Never block these prefixes (allow entries win over block entries).
-    Allow(entries::EntriesArgs),
+    Allow(EntriesArgs),
     /// Remove allow entries.
-    Unallow(entries::EntriesArgs),
+    Unallow(EntriesArgs),
     /// Attachment, entries, fill and global counters.
     Status(status::StatusArgs),
     /// Is this address blocked, by which prefix, with what hits?
@@ -115,6 +114,31 @@ pub enum Command {
     /// Write the man page and shell completions (used for packaging).
     #[command(hide = true)]
     Generate(generate::GenerateArgs),
+}
+
+/// Prefixes to add or remove (`block`, `unblock`, `allow`, `unallow`).
+#[derive(Debug, Args)]
+pub struct EntriesArgs {
+    /// Addresses or CIDRs (host bits are cleared: 10.1.2.3/24 is 10.1.2.0/24).
+    #[arg(required = true, value_name = "CIDR")]
+    pub cidrs: Vec<String>,
+}
+
+/// Command-line overrides shared by `run` and `sync`: extra feeds and
+/// allow ranges on top of the config file
+/// ([`blocklist_agent::agent::sources`]).
+#[derive(Debug, Args, Default)]
+pub struct SourceArgs {
+    /// A feed URL or file path, in addition to the config's feeds
+    /// (repeatable; format detected automatically).
+    #[arg(long = "feed", value_name = "URL|PATH")]
+    pub feeds: Vec<String>,
+    /// A range that is never blocked (repeatable).
+    #[arg(long = "allow", value_name = "CIDR")]
+    pub allow: Vec<Prefix>,
+    /// Accept feed lists the shrink guard would refuse, this once.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// What every subcommand needs: the resolved directories and config.
@@ -187,6 +211,13 @@ pub fn init_logging(g: &Global) {
 }
 
 pub use sync::{KEPT_LAST_GOOD, KeptLastGood};
+
+impl Cli {
+    /// True for `run`, the long-running agent.
+    pub fn is_daemon(&self) -> bool {
+        matches!(self.command, Command::Run(_))
+    }
+}
 
 /// Runs one subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<()> {

@@ -13,6 +13,7 @@ use std::{
 
 use anyhow::Context as _;
 use blocklist_agent::{
+    agent,
     config::Config,
     datapath::{
         attach::{self, RequestedMode},
@@ -28,7 +29,7 @@ use blocklist_agent::{
 };
 use clap::Args;
 
-use super::{Context, entries::open_maps, sources::SourceArgs};
+use super::{Context, SourceArgs};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -47,7 +48,7 @@ const TICK: Duration = Duration::from_millis(500);
 
 fn effective(ctx_config: &Config, args: &RunArgs) -> Config {
     let mut c = ctx_config.clone();
-    args.sources.apply(&mut c);
+    agent::sources::apply(&mut c, &args.sources.feeds, &args.sources.allow);
     for i in &args.ifaces {
         if !c.interfaces.contains(i) {
             c.interfaces.push(i.clone());
@@ -81,7 +82,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
     // working while `run` runs, and `sync --once` waits for a pass to end.
     let maps = {
         let _lock = lock::acquire(ctx.state.root(), config.lock_timeout)?;
-        let mut maps = open_maps(ctx, true)?;
+        let mut maps = agent::open_maps(&ctx.pin, &ctx.config, true)?;
         attach_missing(ctx, &config)?;
         apply_live_config(&mut maps, &config)?;
         ctx.share()?;
@@ -199,7 +200,9 @@ fn serve(ctx: &Context, args: &RunArgs, mut config: Config, mut maps: Maps) -> a
         }
         let now = Instant::now();
         let due = schedule.due(&config, now);
-        let expiry = now >= next_expiry_check && (manual_expired(ctx) || decision_expired(&memo));
+        let expiry = now >= next_expiry_check
+            && (agent::manual::any_expired(&ctx.state, SystemTime::now())
+                || decision_expired(&memo));
         if now >= next_expiry_check {
             next_expiry_check = now + Duration::from_secs(1);
         }
@@ -305,14 +308,6 @@ fn reload(ctx: &Context, args: &RunArgs) -> anyhow::Result<(Config, Fetcher)> {
     Ok((c, f))
 }
 
-fn manual_expired(ctx: &Context) -> bool {
-    let now = SystemTime::now();
-    ctx.state
-        .manual()
-        .map(|m| m.block.values().any(|b| b.expired(now)))
-        .unwrap_or(false)
-}
-
 /// A CrowdSec decision has run out: it is removed now, not at the next poll.
 fn decision_expired(memo: &SyncMemo) -> bool {
     let now = SystemTime::now()
@@ -334,10 +329,10 @@ fn attach_missing(ctx: &Context, config: &Config) -> anyhow::Result<()> {
     let mut loaded = None;
     if !todo.is_empty() {
         let mode = config.xdp_mode.unwrap_or(RequestedMode::Auto);
-        let l = loaded.insert(super::attach::load(ctx)?);
+        let l = loaded.insert(agent::load(&ctx.pin, &ctx.config)?);
         for iface in todo {
             let got = attach::attach(l, &ctx.pin, &iface, mode)?;
-            super::attach::record(ctx, &iface, got)?;
+            agent::record_attachment(&ctx.state, &iface, got)?;
             tracing::info!(%iface, mode = %got, "attached");
         }
     }
@@ -361,7 +356,7 @@ fn egress_hooks(ctx: &Context, config: &Config, loaded: Option<Loaded>) -> anyho
     }
     let mut l = match loaded {
         Some(l) => l,
-        None => super::attach::load(ctx)?,
+        None => agent::load(&ctx.pin, &ctx.config)?,
     };
     for line in plan.apply(&mut l, &ctx.pin, &ctx.state)? {
         tracing::info!("{line}");

@@ -80,7 +80,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         "events_suppressed": g.events_suppressed,
     });
     let feed_names = {
-        let configured = super::list::configured_feeds(ctx);
+        let configured = ctx.config.feed_names();
         if configured.is_empty() {
             ctx.state.feed_names()
         } else {

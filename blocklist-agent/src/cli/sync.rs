@@ -20,13 +20,14 @@
 
 use anyhow::{Context as _, bail};
 use blocklist_agent::{
+    agent,
     feed::{fetch::Fetcher, poll::FeedStatus},
     state::lock,
     sync::{Report, SyncOptions, sync_once},
 };
 use clap::Args;
 
-use super::{Context, entries::open_maps, sources::SourceArgs, table};
+use super::{Context, SourceArgs, table};
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
@@ -49,9 +50,9 @@ pub fn run(ctx: &Context, args: SyncArgs) -> anyhow::Result<()> {
     }
     ctx.refuse_unsafe_paths()?;
     let mut config = ctx.config.clone();
-    args.sources.apply(&mut config);
+    agent::sources::apply(&mut config, &args.sources.feeds, &args.sources.allow);
     let _lock = lock::acquire(ctx.state.root(), config.lock_timeout)?;
-    let mut maps = open_maps(ctx, !args.dry_run)?;
+    let mut maps = agent::open_maps(&ctx.pin, &ctx.config, !args.dry_run)?;
     let fetcher = Fetcher::new(&config.fetch).context("setting up the HTTP client")?;
     let opts = SyncOptions {
         dry_run: args.dry_run,

@@ -24,7 +24,7 @@ use blocklist_agent::{
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
-use super::{Context, list::configured_feeds, table};
+use super::{Context, table};
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum By {
@@ -86,7 +86,7 @@ struct Row {
 }
 
 fn snapshot(ctx: &Context, maps: &Maps, by: By) -> anyhow::Result<Vec<Row>> {
-    let listing = ctx.state.listing(&configured_feeds(ctx))?;
+    let listing = ctx.state.listing(&ctx.config.feed_names())?;
     Ok(match by {
         By::Ip => hits::by_ip(maps, &listing)?
             .into_iter()

@@ -191,35 +191,6 @@ pub fn apply(maps: &mut impl Writer, plan: &Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The hand-made entries; a corrupt `manual.json` (power cut) is moved
-/// aside and rebuilt from the pinned tries (entries flagged manual), so a
-/// sync never drops them. Expiry times cannot be recovered.
-pub fn load_manual(state: &StateDir, maps: &Maps) -> anyhow::Result<crate::state::manual::Manual> {
-    match state.manual() {
-        Ok(m) => Ok(m),
-        Err(e) => {
-            let path = state.root().join("manual.json");
-            let aside = state.root().join("manual.json.corrupt");
-            tracing::warn!(
-                error = %format!("{e:#}"),
-                moved_to = %aside.display(),
-                "hand-made entries unreadable; rebuilding them from the pinned maps (expiry times are lost)"
-            );
-            let _ = std::fs::rename(&path, &aside);
-            let mut m = crate::state::manual::Manual::default();
-            for v4 in [true, false] {
-                maps.visit(TrieKind::Block, v4, |p, v| {
-                    if v.flags & blocklist_ebpf::ENTRY_FLAG_MANUAL != 0 {
-                        m.block.insert(p, Default::default());
-                    }
-                })?;
-            }
-            state.set_manual(&m).context("rewriting manual.json")?;
-            Ok(m)
-        }
-    }
-}
-
 /// How `sync_once` behaves.
 #[derive(Clone, Debug, Default)]
 pub struct SyncOptions {
@@ -442,15 +413,9 @@ pub fn sync_with(
         })
         .collect();
     let poll_seconds = started.elapsed().as_secs_f64();
-    let mut manual = load_manual(state, maps)?;
+    let mut manual = crate::agent::manual::load(state, maps)?;
     let now = SystemTime::now();
-    let before = manual.block.len();
-    manual.block.retain(|_, m| !m.expired(now));
-    if manual.block.len() != before && !opts.dry_run {
-        state
-            .set_manual(&manual)
-            .context("pruning expired hand-made entries")?;
-    }
+    crate::agent::manual::prune_expired(state, &mut manual, now, opts.dry_run)?;
     let allow = policy::allow_set(config, &manual, &policy::host_protected());
     // The memo's base is taken out: a sync that fails or leaves the kernel
     // other than desired leaves none, so the next one takes the full path.

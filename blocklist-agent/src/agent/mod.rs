@@ -1,0 +1,89 @@
+//! The agent's operations, as the verbs of the binary use them: load the
+//! program, open or create the pinned maps, record attachments, edit the
+//! hand-made entries ([`manual`]), add command-line sources to a
+//! configuration ([`sources`]).
+//!
+//! Each verb of `blocklist-agent` parses its arguments, calls one of
+//! these, and renders what it returns; the operations print nothing.
+//!
+//! ```no_run
+//! use blocklist_agent::{agent, config::Config, datapath::pin::PinDir};
+//! let pin = PinDir::new(std::path::PathBuf::from("/sys/fs/bpf/xdp-blocklist"));
+//! // Creates the pinned maps (loading the program unattached) if none exist.
+//! let maps = agent::open_maps(&pin, &Config::default(), true)?;
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+
+pub mod manual;
+pub mod sources;
+
+use anyhow::Context as _;
+
+use crate::{
+    config::Config,
+    datapath::{
+        attach,
+        loader::{self, LoadOptions, Loaded},
+        maps::Maps,
+        pin::PinDir,
+    },
+    state::{Attachment, StateDir},
+};
+
+/// Loads the program with the maps pinned under `pin`. When the maps did
+/// not exist yet, writes the configured action, match mode and lookup
+/// into the fresh `CONFIG`.
+pub fn load(pin: &PinDir, config: &Config) -> anyhow::Result<Loaded> {
+    let fresh = !pin.has_maps();
+    let opts = LoadOptions {
+        addr_slots: config
+            .ip_counters_max
+            .unwrap_or(blocklist_ebpf::ADDR_SLOTS_DEFAULT),
+    };
+    let loaded = loader::load(pin, &opts)?;
+    if fresh {
+        let mut maps = Maps::open(pin)?;
+        let mut c = maps.config()?;
+        c.action = config.action.abi();
+        c.match_mode = config.match_mode.abi();
+        c.lookup = config.datapath.lookup.abi();
+        maps.set_config(c)?;
+    }
+    // Maps pinned by an older version may come with an empty or
+    // differently encoded table (before the IPv6 table, an empty one):
+    // compile it before the program can decide with it.
+    Maps::open(pin)?
+        .rebuild_table()
+        .context("compiling the lookup tables from the installed entries")?;
+    Ok(loaded)
+}
+
+/// Records an attachment in the state directory (for `status`).
+pub fn record_attachment(
+    state: &StateDir,
+    iface: &str,
+    mode: attach::AttachedMode,
+) -> anyhow::Result<()> {
+    let mut recorded = state.attachments().unwrap_or_default();
+    recorded.insert(
+        iface.to_owned(),
+        Attachment {
+            mode,
+            ifindex: attach::if_index(iface)?,
+            since: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        },
+    );
+    state
+        .set_attachments(&recorded)
+        .with_context(|| format!("recording the attachment in {}", state.root().display()))
+}
+
+/// Opens the pinned maps, creating them (by loading the program without
+/// attaching it) when `create` is set and none exist yet, so entries can be
+/// staged before the first attach.
+pub fn open_maps(pin: &PinDir, config: &Config, create: bool) -> anyhow::Result<Maps> {
+    if create && !pin.has_maps() {
+        load(pin, config).context("creating the maps")?;
+    }
+    Maps::open(pin).map_err(Into::into)
+}
