@@ -31,39 +31,13 @@ pub fn block(ctx: &Context, args: BlockArgs) -> anyhow::Result<()> {
         }
     }
     let expires = args.duration.map(|d| std::time::SystemTime::now() + d);
-    let done = manual::edit(
-        &ctx.pin,
-        &ctx.state,
-        &ctx.config,
-        TrieKind::Block,
-        &prefixes,
-        true,
-        expires,
-    )?;
-    let until = expires
-        .map(|t| format!(" until {}", humantime::format_rfc3339_seconds(t)))
-        .unwrap_or_default();
-    for (p, what) in done {
-        println!("block {p}: {}{until}", what.as_str());
-    }
-    ctx.share()
+    ctx.edit_manual(TrieKind::Block, &prefixes, true, expires)
 }
 
 /// `unblock CIDR...`
 pub fn unblock(ctx: &Context, args: EntriesArgs) -> anyhow::Result<()> {
     let prefixes = manual::parse(&ctx.config, &args.cidrs, false)?;
-    let done = manual::edit(
-        &ctx.pin,
-        &ctx.state,
-        &ctx.config,
-        TrieKind::Block,
-        &prefixes,
-        false,
-        None,
-    )?;
-    for (p, what) in done {
-        println!("block {p}: {}", what.as_str());
-    }
+    ctx.edit_manual(TrieKind::Block, &prefixes, false, None)?;
     println!("(a feed that lists one of these will block it again at its next sync)");
-    ctx.share()
+    Ok(())
 }

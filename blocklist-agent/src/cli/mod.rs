@@ -20,7 +20,10 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use blocklist_agent::{
     config::{Config, DEFAULT_CONFIG},
-    datapath::pin::{DEFAULT_PIN_DIR, PinDir},
+    datapath::{
+        maps::TrieKind,
+        pin::{DEFAULT_PIN_DIR, PinDir},
+    },
     prefix::Prefix,
     state::{DEFAULT_STATE_DIR, StateDir},
 };
@@ -173,6 +176,41 @@ impl Context {
             config,
             config_path,
         })
+    }
+
+    /// Adds or removes hand-made entries
+    /// ([`blocklist_agent::agent::manual::edit`]), prints one line for each
+    /// (`block 192.0.2.1/32: added until ...`), and shares what it created.
+    pub fn edit_manual(
+        &self,
+        kind: TrieKind,
+        prefixes: &[Prefix],
+        add: bool,
+        expires: Option<std::time::SystemTime>,
+    ) -> anyhow::Result<()> {
+        let done = blocklist_agent::agent::manual::edit(
+            &self.pin,
+            &self.state,
+            &self.config,
+            kind,
+            prefixes,
+            add,
+            expires,
+        )?;
+        let noun = match kind {
+            TrieKind::Block => "block",
+            TrieKind::Allow => "allow",
+        };
+        let until = match expires {
+            Some(t) if add && kind == TrieKind::Block => {
+                format!(" until {}", humantime::format_rfc3339_seconds(t))
+            }
+            _ => String::new(),
+        };
+        for (p, what) in done {
+            println!("{noun} {p}: {}{until}", what.as_str());
+        }
+        self.share()
     }
 
     /// Shares what writers created with `[access] group` (no-op without it).
