@@ -174,6 +174,108 @@ impl FeedConfig {
         !self.allow_reserved.unwrap_or(guard.allow_reserved)
     }
 
+    /// Checks what serde cannot for one feed, filling in its preset's
+    /// URL and format; `at` names the line of its `name` in errors
+    /// (" (line 12)", or nothing).
+    pub(crate) fn validate(&mut self, at: &str, guard: &Guard) -> Result<(), String> {
+        if let Some(p) = self.preset {
+            let (url, format) = p.defaults();
+            if self.url.is_none() {
+                self.url = Some(url.to_owned());
+            }
+            if self.format == Format::Auto {
+                self.format = format;
+            }
+        }
+        if self.url.as_deref().is_none_or(str::is_empty) {
+            return Err(format!(
+                "feed `{}`{at} needs `url` (or a `preset`)",
+                self.name
+            ));
+        }
+        if self.format == Format::Taxii && !self.url.as_deref().unwrap_or("").starts_with("http") {
+            return Err(format!(
+                "feed `{}`{at}: format taxii needs an http(s) url",
+                self.name
+            ));
+        }
+        if self.format == Format::Crowdsec {
+            if !self.url.as_deref().unwrap_or("").starts_with("http") {
+                return Err(format!(
+                    "feed `{}`{at}: format crowdsec needs the Local API's http(s) url (e.g. http://127.0.0.1:8080/)",
+                    self.name
+                ));
+            }
+            if self.api_key_env.is_none() && self.api_key_file.is_none() {
+                return Err(format!(
+                    "feed `{}`{at}: format crowdsec needs the bouncer key in `api_key_env` or `api_key_file` \
+                     (create one with `cscli bouncers add xdp-blocklist`)",
+                    self.name
+                ));
+            }
+            if let Some(bad) = self.scopes.iter().flatten().find(|s| {
+                !crate::feed::crowdsec::DEFAULT_SCOPES.contains(&s.to_ascii_lowercase().as_str())
+            }) {
+                return Err(format!(
+                    "feed `{}`{at}: scope `{bad}` cannot be blocked by address; use \"ip\" and/or \"range\"",
+                    self.name
+                ));
+            }
+            if self.resync.is_some_and(|d| d < Duration::from_secs(60)) {
+                return Err(format!(
+                    "feed `{}`{at}: resync must be at least 1m",
+                    self.name
+                ));
+            }
+        } else if self.scopes.is_some()
+            || !self.origins.is_empty()
+            || !self.scenarios_containing.is_empty()
+            || !self.scenarios_not_containing.is_empty()
+            || self.resync.is_some()
+        {
+            return Err(format!(
+                "feed `{}`{at}: scopes, origins, scenarios_containing, scenarios_not_containing and resync \
+                 are CrowdSec options; set format = \"crowdsec\" or remove them",
+                self.name
+            ));
+        }
+        if self.min_score.is_some() && self.format != Format::Scored {
+            return Err(format!(
+                "feed `{}`{at}: min_score is for scored lists; set format = \"scored\" or remove it",
+                self.name
+            ));
+        }
+        if self.min_confidence.is_some() && self.format != Format::Threatfox {
+            return Err(format!(
+                "feed `{}`{at}: min_confidence is for ThreatFox CSV; set format = \"threatfox\" or remove it",
+                self.name
+            ));
+        }
+        if self.min_confidence.is_some_and(|c| c > 100) {
+            return Err(format!(
+                "feed `{}`{at}: min_confidence is a percentage, 0 to 100",
+                self.name
+            ));
+        }
+        if let Some(len) = self.ipv6_prefix
+            && !(guard.min_prefix_v6.max(1)..=128).contains(&len)
+        {
+            return Err(format!(
+                "feed `{}`{at}: ipv6_prefix = {len} must be between guard.min_prefix_v6 ({}) and 128; \
+                 64 blocks the /64 of each listed address",
+                self.name,
+                guard.min_prefix_v6.max(1)
+            ));
+        }
+        if self.interval.is_some_and(|d| d < Duration::from_secs(1)) {
+            return Err(format!(
+                "feed `{}`{at}: interval must be at least 1s",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+
     /// A feed with only a name and a source; everything else default.
     pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
         Self {

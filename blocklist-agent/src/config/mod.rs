@@ -3,6 +3,11 @@
 //!
 //! Unknown keys are errors: a typo in a guard must not silently fall back
 //! to a default. Every value here can be overridden on the command line.
+//!
+//! This module holds the file as a whole (top-level keys, loading,
+//! the checks serde cannot make); the feed layer owns `[[feed]]`,
+//! `[fetch]` and `[guard]` ([`crate::feed::config`]), the datapath the
+//! live settings ([`crate::datapath::mode`]), and [`sections`] the rest.
 
 use std::{
     collections::BTreeSet,
@@ -14,12 +19,13 @@ use serde::Deserialize;
 
 use crate::{
     datapath::attach::RequestedMode,
-    feed::{
-        Format,
-        config::{duration, yes},
-    },
-    prefix::Prefix,
+    feed::{Format, config::duration},
 };
+
+pub mod sections;
+
+pub use sections::{Allow, Datapath, Egress, EgressMode, Events, Export, LOOKUP_ENV, Metrics};
+
 pub use crate::{
     datapath::mode::{Action, Lookup, MatchMode},
     feed::config::{FeedConfig, Fetch, Guard, Preset},
@@ -27,152 +33,6 @@ pub use crate::{
 
 /// Default config file location.
 pub const DEFAULT_CONFIG: &str = "/etc/xdp-blocklist/config.toml";
-
-/// The `[datapath]` table.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Datapath {
-    /// `lookup = "table"` (default) or `"trie"`; the environment variable
-    /// `XDP_BLOCKLIST_LOOKUP` overrides it.
-    pub lookup: Lookup,
-}
-
-/// Which egress hooks `attach` and `run` put in place (`[egress] mode`).
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum EgressMode {
-    /// The cgroup socket hooks and the TC egress classifier on every
-    /// attached interface: the `OUTPUT` (and outgoing `FORWARD`) chain of
-    /// the job this replaces.
-    #[default]
-    Both,
-    /// Only the cgroup socket hooks (refuse `connect`/`sendmsg`, name the
-    /// process).
-    Cgroup,
-    /// Only the TC egress classifier (every frame leaving an interface).
-    Tc,
-    /// No egress blocking.
-    Off,
-}
-
-impl EgressMode {
-    /// The cgroup socket hooks are wanted.
-    pub fn cgroup(self) -> bool {
-        matches!(self, Self::Both | Self::Cgroup)
-    }
-
-    /// The TC egress classifier is wanted.
-    pub fn tc(self) -> bool {
-        matches!(self, Self::Both | Self::Tc)
-    }
-}
-
-/// The `[egress]` table.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Egress {
-    /// `both` (default), `cgroup`, `tc` or `off`.
-    pub mode: EgressMode,
-    /// The cgroup v2 directory the socket hooks attach to (they apply to
-    /// it and every cgroup below it); default the root of the cgroup2
-    /// hierarchy, found in `/proc/self/mountinfo`.
-    pub cgroup: Option<PathBuf>,
-}
-
-/// The environment variable that overrides `[datapath] lookup`.
-pub const LOOKUP_ENV: &str = "XDP_BLOCKLIST_LOOKUP";
-
-/// `[allow]`: ranges that are never blocked.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Allow {
-    /// Allowed prefixes (go to the allow tries).
-    pub cidrs: Vec<Prefix>,
-    /// Also protect the host's own addresses, default gateways and DNS
-    /// resolvers (from resolv.conf; default true).
-    #[serde(default = "yes")]
-    pub protect_host: bool,
-}
-
-impl Default for Allow {
-    fn default() -> Self {
-        Self {
-            cidrs: Vec::new(),
-            protect_host: true,
-        }
-    }
-}
-
-/// `[metrics]`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Metrics {
-    /// `host:port`, or `off`.
-    pub listen: String,
-    /// Busiest addresses exported as a labelled gauge (at most 100).
-    pub top_n: usize,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:9977".into(),
-            top_n: 20,
-        }
-    }
-}
-
-/// `[export]`: serve the vetted list onward.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Export {
-    /// `host:port`, or `off` (the default).
-    pub listen: String,
-}
-
-impl Default for Export {
-    fn default() -> Self {
-        Self {
-            listen: "off".into(),
-        }
-    }
-}
-
-/// `[events]`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Events {
-    /// `stdout`, a file path, `syslog` or `off`.
-    pub output: String,
-    /// At most one event per address per this interval (kernel-side rate
-    /// limit); `0s` disables events.
-    #[serde(deserialize_with = "duration")]
-    pub per_address_interval: Duration,
-    /// The socket `output = "syslog"` writes to.
-    pub syslog_socket: PathBuf,
-}
-
-impl Default for Events {
-    fn default() -> Self {
-        Self {
-            output: "stdout".into(),
-            per_address_interval: Duration::from_secs(1),
-            syslog_socket: PathBuf::from("/dev/log"),
-        }
-    }
-}
-
-impl Events {
-    /// The `CONFIG.event_interval_ms` value.
-    pub fn abi_interval_ms(&self) -> u32 {
-        let ms = self.per_address_interval.as_millis();
-        if self.output == "off" || ms == 0 {
-            blocklist_ebpf::EVENT_INTERVAL_OFF
-        } else {
-            ms.min(u32::MAX as u128 - 1) as u32
-        }
-    }
-}
 
 /// The configuration file.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -320,96 +180,7 @@ impl Config {
             if !seen.insert(f.name.clone()) {
                 return Err(format!("feed name `{}`{at} is used twice", f.name));
             }
-            if let Some(p) = f.preset {
-                let (url, format) = p.defaults();
-                if f.url.is_none() {
-                    f.url = Some(url.to_owned());
-                }
-                if f.format == Format::Auto {
-                    f.format = format;
-                }
-            }
-            if f.url.as_deref().is_none_or(str::is_empty) {
-                return Err(format!("feed `{}`{at} needs `url` (or a `preset`)", f.name));
-            }
-            if f.format == Format::Taxii && !f.url.as_deref().unwrap_or("").starts_with("http") {
-                return Err(format!(
-                    "feed `{}`{at}: format taxii needs an http(s) url",
-                    f.name
-                ));
-            }
-            if f.format == Format::Crowdsec {
-                if !f.url.as_deref().unwrap_or("").starts_with("http") {
-                    return Err(format!(
-                        "feed `{}`{at}: format crowdsec needs the Local API's http(s) url (e.g. http://127.0.0.1:8080/)",
-                        f.name
-                    ));
-                }
-                if f.api_key_env.is_none() && f.api_key_file.is_none() {
-                    return Err(format!(
-                        "feed `{}`{at}: format crowdsec needs the bouncer key in `api_key_env` or `api_key_file` \
-                         (create one with `cscli bouncers add xdp-blocklist`)",
-                        f.name
-                    ));
-                }
-                if let Some(bad) = f.scopes.iter().flatten().find(|s| {
-                    !crate::feed::crowdsec::DEFAULT_SCOPES
-                        .contains(&s.to_ascii_lowercase().as_str())
-                }) {
-                    return Err(format!(
-                        "feed `{}`{at}: scope `{bad}` cannot be blocked by address; use \"ip\" and/or \"range\"",
-                        f.name
-                    ));
-                }
-                if f.resync.is_some_and(|d| d < Duration::from_secs(60)) {
-                    return Err(format!("feed `{}`{at}: resync must be at least 1m", f.name));
-                }
-            } else if f.scopes.is_some()
-                || !f.origins.is_empty()
-                || !f.scenarios_containing.is_empty()
-                || !f.scenarios_not_containing.is_empty()
-                || f.resync.is_some()
-            {
-                return Err(format!(
-                    "feed `{}`{at}: scopes, origins, scenarios_containing, scenarios_not_containing and resync \
-                     are CrowdSec options; set format = \"crowdsec\" or remove them",
-                    f.name
-                ));
-            }
-            if f.min_score.is_some() && f.format != Format::Scored {
-                return Err(format!(
-                    "feed `{}`{at}: min_score is for scored lists; set format = \"scored\" or remove it",
-                    f.name
-                ));
-            }
-            if f.min_confidence.is_some() && f.format != Format::Threatfox {
-                return Err(format!(
-                    "feed `{}`{at}: min_confidence is for ThreatFox CSV; set format = \"threatfox\" or remove it",
-                    f.name
-                ));
-            }
-            if f.min_confidence.is_some_and(|c| c > 100) {
-                return Err(format!(
-                    "feed `{}`{at}: min_confidence is a percentage, 0 to 100",
-                    f.name
-                ));
-            }
-            if let Some(len) = f.ipv6_prefix
-                && !(self.guard.min_prefix_v6.max(1)..=128).contains(&len)
-            {
-                return Err(format!(
-                    "feed `{}`{at}: ipv6_prefix = {len} must be between guard.min_prefix_v6 ({}) and 128; \
-                     64 blocks the /64 of each listed address",
-                    f.name,
-                    self.guard.min_prefix_v6.max(1)
-                ));
-            }
-            if f.interval.is_some_and(|d| d < Duration::from_secs(1)) {
-                return Err(format!(
-                    "feed `{}`{at}: interval must be at least 1s",
-                    f.name
-                ));
-            }
+            f.validate(&at, &self.guard)?;
         }
         if self.sync_interval < Duration::from_secs(1) {
             return Err("sync_interval must be at least 1s".into());
@@ -468,6 +239,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prefix::Prefix;
 
     #[test]
     fn defaults_match_the_design() {
@@ -545,7 +317,7 @@ output = "stdout"
 
     #[test]
     fn the_shipped_example_parses() {
-        let text = include_str!("../../deploy/examples/config.toml");
+        let text = include_str!("../../../deploy/examples/config.toml");
         let c = Config::parse(text, Path::new("config.toml")).unwrap();
         assert_eq!(c.feeds.len(), 5);
         assert!(c.feeds[0].guards_reserved(&c.guard));
