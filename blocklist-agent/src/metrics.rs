@@ -475,15 +475,11 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
         } else {
             "dst"
         };
-        let action = match h.action {
-            crate::config::Action::Drop => "drop",
-            crate::config::Action::Monitor => "monitor",
-        };
         top.get_or_create(&labels(&[
             ("address", &h.ip.to_string()),
             ("direction", dir),
             ("prefix", &h.prefix.to_string()),
-            ("action", action),
+            ("action", h.action.name()),
         ]))
         .set(h.packets as i64);
     }

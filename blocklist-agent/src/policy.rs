@@ -145,7 +145,7 @@ pub enum Guarded {
 pub fn guard(p: &Prefix, min: (u8, u8), allow: &[Prefix]) -> Guarded {
     if p.check_min(min.0, min.1).is_err() {
         Guarded::TooBroad
-    } else if allow.iter().any(|a| covers(a, p)) {
+    } else if allow.iter().any(|a| a.covers(p)) {
         Guarded::Shadowed
     } else {
         Guarded::Block
@@ -162,11 +162,7 @@ pub fn merge_flags(a: u32, b: u32) -> u32 {
 /// The flags of the feed named `name` ([`crate::config::FeedConfig::entry_flags`]);
 /// a feed no longer configured counts as a drop feed.
 pub fn feed_flags(config: &Config, name: &str) -> u32 {
-    config
-        .feeds
-        .iter()
-        .find(|f| f.name == name)
-        .map_or(0, |f| f.entry_flags())
+    config.feed(name).map_or(0, |f| f.entry_flags())
 }
 
 /// True when some source other than a monitor feed (a drop feed or a
@@ -297,13 +293,6 @@ pub fn build(
         tracing::warn!(prefix = %p, feed = %from, "refusing an entry broader than the minimum prefix");
     }
     d
-}
-
-/// True when `outer` contains all of `inner`.
-fn covers(outer: &Prefix, inner: &Prefix) -> bool {
-    outer.is_v4() == inner.is_v4()
-        && outer.prefix_len() <= inner.prefix_len()
-        && outer.contains(inner.addr())
 }
 
 #[cfg(test)]

@@ -125,11 +125,10 @@ impl Prefix {
     /// assert_eq!(v4.widen_v6(64), v4);
     /// ```
     pub fn widen_v6(self, len: u8) -> Self {
-        match self.0 {
-            IpNet::V6(n) if n.prefix_len() > len => {
-                Ipv6Net::new(n.addr(), len).map_or(self, |w| Self::new(w.into()))
-            }
-            _ => self,
+        if self.is_v4() {
+            self
+        } else {
+            self.supernet(len)
         }
     }
 
@@ -140,6 +139,19 @@ impl Prefix {
             return self;
         }
         IpNet::new(self.addr(), len).map_or(self, Self::new)
+    }
+
+    /// True when this prefix holds all of `inner` (same family, no longer
+    /// than it, and its address inside).
+    ///
+    /// ```
+    /// # use blocklist_agent::prefix::Prefix;
+    /// let p = |s: &str| s.parse::<Prefix>().unwrap();
+    /// assert!(p("10.0.0.0/8").covers(&p("10.1.0.0/16")));
+    /// assert!(!p("10.1.0.0/16").covers(&p("10.0.0.0/8")));
+    /// ```
+    pub fn covers(&self, inner: &Prefix) -> bool {
+        self.0.contains(&inner.0)
     }
 
     /// True when `addr` falls in this prefix (v4-mapped addresses count as

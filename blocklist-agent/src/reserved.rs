@@ -68,7 +68,7 @@ pub fn ranges() -> impl Iterator<Item = (Prefix, &'static str)> {
 
 /// The reserved range `p` lies inside, if any.
 pub fn inside(p: &Prefix) -> Option<(Prefix, &'static str)> {
-    ranges().find(|(r, _)| covers(r, p))
+    ranges().find(|(r, _)| r.covers(p))
 }
 
 /// A reserved range `p` lies inside or covers, if any (for warnings on
@@ -118,7 +118,7 @@ pub fn screen(entries: Vec<Entry>, min: (u8, u8)) -> Screened {
             out.entries.push(e);
             continue;
         }
-        if let Some((r, why)) = ranges.iter().find(|(r, _)| covers(r, &p)) {
+        if let Some((r, why)) = ranges.iter().find(|(r, _)| r.covers(&p)) {
             out.refused += 1;
             out.note(format!("{p}: refused, inside {r} ({why})"));
             continue;
@@ -127,7 +127,7 @@ pub fn screen(entries: Vec<Entry>, min: (u8, u8)) -> Screened {
         subtract(p, &ranges, &mut pieces);
         let around: Vec<String> = ranges
             .iter()
-            .filter(|(r, _)| covers(&p, r))
+            .filter(|(r, _)| p.covers(r))
             .map(|(r, why)| format!("{r} ({why})"))
             .collect();
         out.split += 1;
@@ -148,53 +148,23 @@ pub fn screen(entries: Vec<Entry>, min: (u8, u8)) -> Screened {
 /// until each half is clear of or inside the ranges (at most one level
 /// per bit, so at most 128 pieces per range).
 fn subtract(p: Prefix, ranges: &[(Prefix, &str)], out: &mut Vec<Prefix>) {
-    if ranges.iter().any(|(r, _)| covers(r, &p)) {
+    if ranges.iter().any(|(r, _)| r.covers(&p)) {
         return;
     }
     if !ranges.iter().any(|(r, _)| overlaps(r, &p)) {
         out.push(p);
         return;
     }
-    let (lo, hi) = halves(p);
-    subtract(lo, ranges, out);
-    subtract(hi, ranges, out);
-}
-
-/// The two halves of a prefix that is not a single address (one that
-/// overlaps a range without lying inside it never is).
-fn halves(p: Prefix) -> (Prefix, Prefix) {
-    let len = p.prefix_len() + 1;
-    match (p.v4_bytes(), p.v6_bytes()) {
-        (Some(b), _) => {
-            let lo = u32::from_be_bytes(b);
-            let hi = lo | (1u32 << (32 - u32::from(len)));
-            (
-                Prefix::from_v4(lo.to_be_bytes(), len).expect("len <= 32"),
-                Prefix::from_v4(hi.to_be_bytes(), len).expect("len <= 32"),
-            )
-        }
-        (_, Some(b)) => {
-            let lo = u128::from_be_bytes(b);
-            let hi = lo | (1u128 << (128 - u32::from(len)));
-            (
-                Prefix::from_v6(lo.to_be_bytes(), len).expect("len <= 128"),
-                Prefix::from_v6(hi.to_be_bytes(), len).expect("len <= 128"),
-            )
-        }
-        _ => unreachable!("a prefix is IPv4 or IPv6"),
+    // Never a single address here: one that overlaps a range lies in it.
+    let halves = p.net().subnets(p.prefix_len() + 1).into_iter().flatten();
+    for half in halves {
+        subtract(Prefix::new(half), ranges, out);
     }
-}
-
-/// True when `outer` contains all of `inner`.
-fn covers(outer: &Prefix, inner: &Prefix) -> bool {
-    outer.is_v4() == inner.is_v4()
-        && outer.prefix_len() <= inner.prefix_len()
-        && outer.contains(inner.addr())
 }
 
 /// True when the two share any address (for prefixes: one covers the other).
 fn overlaps(a: &Prefix, b: &Prefix) -> bool {
-    covers(a, b) || covers(b, a)
+    a.covers(b) || b.covers(a)
 }
 
 #[cfg(test)]

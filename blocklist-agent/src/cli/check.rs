@@ -24,6 +24,7 @@ use blocklist_agent::config::Lookup;
 use blocklist_agent::{
     counters::ktime_rfc3339,
     datapath::maps::{Maps, TrieKind},
+    hits,
     prefix::canonical_addr,
 };
 use blocklist_ebpf::{
@@ -105,7 +106,7 @@ pub fn run(ctx: &Context, args: CheckArgs) -> anyhow::Result<()> {
                 json!({
                     "prefix": m.prefix,
                     "manual": m.value.flags & ENTRY_FLAG_MANUAL != 0,
-                    "action": if m.value.flags & ENTRY_FLAG_MONITOR != 0 { "monitor" } else { "drop" },
+                    "action": hits::action_of(m.value.flags).name(),
                     "feeds": listed_by,
                     "packets": c.packets,
                     "bytes": c.bytes,

@@ -274,14 +274,5 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
 
 /// `drop` or `monitor`, as the configuration says for the feed `name`.
 fn feed_action(ctx: &Context, name: &str) -> &'static str {
-    match ctx
-        .config
-        .feeds
-        .iter()
-        .find(|f| f.name == name)
-        .map(|f| f.action)
-    {
-        Some(blocklist_agent::config::Action::Monitor) => "monitor",
-        _ => "drop",
-    }
+    ctx.config.feed(name).map_or("drop", |f| f.action.name())
 }

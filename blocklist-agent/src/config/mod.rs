@@ -188,6 +188,11 @@ impl Config {
         Ok(())
     }
 
+    /// The configured feed named `name`.
+    pub fn feed(&self, name: &str) -> Option<&FeedConfig> {
+        self.feeds.iter().find(|f| f.name == name)
+    }
+
     /// The configured feeds' names, in order.
     pub fn feed_names(&self) -> Vec<String> {
         self.feeds.iter().map(|f| f.name.clone()).collect()

@@ -88,7 +88,8 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, mut st: FeedState, due: bo
         changed = true;
         reloaded = true;
     }
-    let before = distinct(&guarded(ctx, feed, session.decisions.entries()).entries);
+    let before =
+        distinct(&super::poll::screen(ctx.guard, feed, session.decisions.entries()).entries);
     let now = unix_now();
     let expired = session.decisions.expire(now);
     changed |= expired > 0;
@@ -143,7 +144,7 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, mut st: FeedState, due: bo
             }
         }
     }
-    let screened = guarded(ctx, feed, session.decisions.entries());
+    let screened = super::poll::screen(ctx.guard, feed, session.decisions.entries());
     let (reserved, reserved_samples) = (screened.touched(), screened.samples);
     let entries = screened.entries;
     st.entries = entries.len();
@@ -185,25 +186,6 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, mut st: FeedState, due: bo
         reserved_samples,
         uncertain: session.lost,
     }
-}
-
-/// The decisions' entries as the policy sees them: widened by
-/// `ipv6_prefix`, then through the reserved-range guard (CrowdSec's own
-/// default whitelist keeps private ranges out of decisions for the same
-/// reason).
-fn guarded(
-    ctx: &PollContext<'_>,
-    feed: &FeedConfig,
-    mut entries: Vec<super::Entry>,
-) -> crate::reserved::Screened {
-    super::widen_v6(&mut entries, feed.ipv6_prefix);
-    let mut s = super::poll::screen_reserved(ctx.guard, feed, entries);
-    // Pieces of a split range may repeat across origins' ids: the same
-    // order and uniqueness as `Decisions::entries`.
-    s.entries
-        .sort_by(|a, b| (a.prefix, &a.id).cmp(&(b.prefix, &b.id)));
-    s.entries.dedup();
-    s
 }
 
 fn fetch(ctx: &PollContext<'_>, feed: &FeedConfig, full: bool) -> Result<crowdsec::Stream, String> {

@@ -405,20 +405,27 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
     }
 }
 
-/// The reserved-range guard ([`crate::reserved`]) on one feed's entries,
-/// unless the feed or `[guard] allow_reserved` allows them.
-pub(crate) fn screen_reserved(
+/// A feed's entries as the policy takes them: widened by `ipv6_prefix`,
+/// through the reserved-range guard ([`crate::reserved`], unless the feed
+/// or `[guard] allow_reserved` allows them), and de-duplicated (sorted by
+/// prefix and id). Every kind of feed goes through here.
+pub(crate) fn screen(
     guard: &Guard,
     feed: &FeedConfig,
-    entries: Vec<Entry>,
+    mut entries: Vec<Entry>,
 ) -> crate::reserved::Screened {
-    if !feed.guards_reserved(guard) {
-        return crate::reserved::Screened {
+    super::widen_v6(&mut entries, feed.ipv6_prefix);
+    let mut s = if feed.guards_reserved(guard) {
+        crate::reserved::screen(entries, (guard.min_prefix_v4, guard.min_prefix_v6))
+    } else {
+        crate::reserved::Screened {
             entries,
             ..Default::default()
-        };
-    }
-    crate::reserved::screen(entries, (guard.min_prefix_v4, guard.min_prefix_v6))
+        }
+    };
+    // Widening and splitting can repeat an entry.
+    s.entries = dedup(std::mem::take(&mut s.entries));
+    s
 }
 
 /// Says once per new list what the reserved-range guard kept out.
@@ -519,19 +526,18 @@ fn fetch(
         min_score: feed.min_score,
         min_confidence: feed.min_confidence,
     };
-    let mut parsed = if feed.format == Format::Misp && source.ends_with("manifest.json") {
+    let parsed = if feed.format == Format::Misp && source.ends_with("manifest.json") {
         misp_feed(ctx, source, &req, &body.bytes)?
     } else {
         parse(&body.bytes, &feed.format, &opts, unix_now())
     };
-    super::widen_v6(&mut parsed.entries, feed.ipv6_prefix);
     if parsed.rejected > 0 {
         tracing::info!(feed = %feed.name, rejected = parsed.rejected, samples = ?parsed.samples, "feed lines rejected");
     }
-    let screened = screen_reserved(ctx.guard, feed, parsed.entries);
+    let screened = screen(ctx.guard, feed, parsed.entries);
     Ok(Fetch::New(Box::new(Candidate {
         reserved: screened.touched(),
-        entries: dedup(screened.entries),
+        entries: screened.entries,
         rejected: parsed.rejected,
         samples: parsed.samples,
         reserved_samples: screened.samples,
@@ -651,7 +657,7 @@ fn fetch_taxii(
             },
         );
     }
-    let mut entries: Vec<Entry> = stored
+    let entries: Vec<Entry> = stored
         .iter()
         .filter(|(_, s)| !s.revoked && s.valid_until.is_none_or(|v| v > now))
         .flat_map(|(id, s)| {
@@ -661,10 +667,9 @@ fn fetch_taxii(
             })
         })
         .collect();
-    super::widen_v6(&mut entries, feed.ipv6_prefix);
-    let screened = screen_reserved(ctx.guard, feed, entries);
+    let screened = screen(ctx.guard, feed, entries);
     let reserved = screened.touched();
-    let entries = dedup(screened.entries);
+    let entries = screened.entries;
     // Nothing new and nothing expired: the same list as before.
     if !changed
         && entries.len()

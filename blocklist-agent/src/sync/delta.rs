@@ -7,9 +7,11 @@
 //! build's rule is evaluated directly: it is blocked when some list
 //! (a feed's, or the hand-made entries') holds it and it passes the
 //! guards ([`policy::guard`]), with the flags [`policy::flags_of`] gives
-//! (so a drop feed joining a monitor feed's entry rewrites it to drop). Hand-made entries and protected ranges are
-//! the base's (any change to them takes the full path), so no other
-//! prefix can change its verdict. The writes go through the same
+//! (so a drop feed joining a monitor feed's entry rewrites it to drop;
+//! with a monitor feed configured, the entries under a changed prefix
+//! are looked at too). Hand-made entries and protected ranges are the
+//! base's (any change to them takes the full path), so no other prefix
+//! can change its verdict. The writes go through the same
 //! [`super::apply`] in the same order as a full sync, so the promise that
 //! a kept address is never unblocked holds here too.
 
@@ -113,43 +115,44 @@ pub fn sync(
         };
         too_broad += broad(&d.added) as i64 - broad(&d.removed) as i64;
     }
-    if policy::any_monitor(config) {
-        // A drop entry that comes or goes changes the flags of the
-        // monitor entries it holds (see `policy::flags_of`): they are
-        // candidates too.
-        let (installed, _) = maps.installed()?;
-        let mut inside = Vec::new();
-        for q in candidates
-            .iter()
-            .filter(|q| q.prefix_len() < if q.is_v4() { 32 } else { 128 })
-        {
-            // Installed entries sort by family, then address: the ones
-            // inside `q` are one run.
-            let at = |p: &Prefix| (!p.is_v4(), p.addr());
-            let (first, last) = (
-                (!q.is_v4(), q.net().network()),
-                (!q.is_v4(), q.net().broadcast()),
-            );
-            let from = installed.partition_point(|(p, _)| at(p) < first);
-            inside.extend(
-                installed[from..]
-                    .iter()
-                    .take_while(|(p, _)| at(p) <= last)
-                    .map(|(p, _)| *p),
-            );
-        }
-        candidates.extend(inside);
-        candidates.sort_unstable();
-        candidates.dedup();
-    }
     let mut shadowed = base.shadowed as i64;
     let mut plan = Plan::default();
-    // Installed entries whose flags change (a drop feed joins or leaves a
-    // monitor feed's entry): rewritten, so not unchanged.
-    let mut reflagged = Plan::default();
     let now = std::time::SystemTime::now();
     {
         let (installed, _) = maps.installed()?;
+        if policy::any_monitor(config) {
+            // A drop entry that comes or goes changes the flags of the
+            // monitor entries it holds (see `policy::flags_of`): they are
+            // candidates too.
+            let mut inside = Vec::new();
+            for q in candidates
+                .iter()
+                .filter(|q| q.prefix_len() < if q.is_v4() { 32 } else { 128 })
+            {
+                // Installed entries sort by family, then address: the ones
+                // inside `q` are one run.
+                let at = |p: &Prefix| (!p.is_v4(), p.addr());
+                let (first, last) = (
+                    (!q.is_v4(), q.net().network()),
+                    (!q.is_v4(), q.net().broadcast()),
+                );
+                let from = installed.partition_point(|(p, _)| at(p) < first);
+                inside.extend(
+                    installed[from..]
+                        .iter()
+                        .take_while(|(p, _)| at(p) <= last)
+                        .map(|(p, _)| *p),
+                );
+            }
+            candidates.extend(inside);
+            candidates.sort_unstable();
+            candidates.dedup();
+        }
+        // Every installed entry is unchanged unless a candidate below
+        // removes or rewrites it.
+        for (p, _) in installed {
+            plan.family(p).unchanged += 1;
+        }
         let flags_of = |p: &Prefix| {
             installed
                 .binary_search_by_key(p, |(q, _)| *q)
@@ -173,26 +176,23 @@ pub fn sync(
             match (want, flags_of(&p)) {
                 (Some(w), Some(f)) if w == f => {}
                 (Some(w), old) => {
-                    plan.family(&p).added += 1;
-                    if old.is_some() {
-                        // Counted below as installed; it is rewritten.
-                        reflagged.family(&p).unchanged += 1;
-                    }
                     plan.block_add.push((p, w));
+                    let fam = plan.family(&p);
+                    fam.added += 1;
+                    if old.is_some() {
+                        fam.unchanged -= 1;
+                    }
                 }
                 (None, Some(_)) => {
-                    plan.family(&p).removed += 1;
                     plan.block_del.push(p);
+                    let fam = plan.family(&p);
+                    fam.removed += 1;
+                    fam.unchanged -= 1;
                 }
                 (None, None) => {}
             }
         }
-        for (p, _) in installed {
-            plan.family(p).unchanged += 1;
-        }
     }
-    plan.v4.unchanged -= plan.v4.removed + reflagged.v4.unchanged;
-    plan.v6.unchanged -= plan.v6.removed + reflagged.v6.unchanged;
 
     let mut table = None;
     let mut apply_seconds = 0.0;
