@@ -19,8 +19,10 @@
 //! hand-made entries, the attachments.
 //!
 //! Modules, write side first:
-//! - [`agent`]: the operations the binary's verbs call (load, open the
-//!   maps, record attachments, hand-made entries, command-line sources).
+//! - [`agent`]: the operations the binary's verbs call: the long-running
+//!   agent (`agent::daemon::Agent`, one `tick()` per pass, and
+//!   `agent::serve`, the process around it), load, open the maps, record
+//!   attachments, hand-made entries, command-line sources.
 //! - [`config`]: the TOML configuration.
 //! - [`feed`]: fetching, one parser per format, detection, polling.
 //! - [`reserved`]: the reserved-range guard (RFC 6890 special-purpose

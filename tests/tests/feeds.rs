@@ -1332,3 +1332,101 @@ fn reserved_ranges_are_kept_out_of_feeds_unless_they_say_so() {
         "{line:?}"
     );
 }
+
+/// The loop `run` repeats, driven one tick at a time through the library:
+/// a tick syncs what is due and nothing else, intervals run on the
+/// caller's clock, an expired hand-made entry is removed at the next tick,
+/// and a reload polls every feed of the new configuration at once.
+#[test]
+fn the_agent_syncs_what_is_due_one_tick_at_a_time() {
+    use blocklist_agent::{
+        agent::{
+            self,
+            daemon::{Agent, Tick},
+        },
+        config::Config,
+        datapath::maps::TrieKind,
+        feed::config::FeedConfig,
+        prefix::Prefix,
+        state::StateDir,
+    };
+    require_root();
+    let fs = Bpffs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::new(dir.path().join("state"));
+    let (first, second) = (dir.path().join("a.txt"), dir.path().join("b.txt"));
+    std::fs::write(&first, "192.0.2.1\n198.51.100.0/24\n").unwrap();
+    std::fs::write(&second, "203.0.113.9\n").unwrap();
+    let feed = |name: &str, path: &PathBuf| {
+        let mut f = FeedConfig::new(name, path.display().to_string());
+        f.interval = Some(Duration::from_secs(60));
+        f
+    };
+    let mut config = Config::default();
+    config.guard.allow_reserved = true;
+    // This host's own addresses and gateway are not what is tested here.
+    config.allow.protect_host = false;
+    config.feeds = vec![feed("a", &first)];
+    let p = |s: &str| s.parse::<Prefix>().unwrap();
+
+    let mut agent = Agent::start(fs.pin(), state.clone(), config.clone()).unwrap();
+    let blocked = |agent: &mut Agent, s: &str| {
+        agent
+            .maps()
+            .get_exact(TrieKind::Block, p(s))
+            .unwrap()
+            .is_some()
+    };
+    let t0 = Instant::now();
+    let synced = |tick: Tick| match tick {
+        Tick::Synced(r) => r,
+        other => panic!("expected a sync pass, got {other:?}"),
+    };
+    let r = synced(agent.tick(t0));
+    assert_eq!((r.v4.added, r.v4.removed), (2, 0), "{r:?}");
+    assert!(blocked(&mut agent, "192.0.2.1/32"));
+    // Nothing is due again until the feed's interval has passed, even when
+    // its list changed.
+    std::fs::write(&first, "192.0.2.1\n198.51.100.0/24\n192.0.2.7\n").unwrap();
+    assert!(matches!(agent.tick(t0), Tick::Idle));
+    assert!(matches!(
+        agent.tick(t0 + Duration::from_secs(30)),
+        Tick::Idle
+    ));
+    assert!(!blocked(&mut agent, "192.0.2.7/32"));
+    let r = synced(agent.tick(t0 + Duration::from_secs(61)));
+    assert_eq!((r.v4.added, r.v4.removed), (1, 0));
+    assert!(blocked(&mut agent, "192.0.2.7/32"));
+    assert_eq!(agent.passes(), 2);
+
+    // A hand-made entry that runs out goes at the next tick that looks
+    // (once a second), not at the feed's next interval.
+    agent::manual::edit(
+        &fs.pin(),
+        &state,
+        &config,
+        TrieKind::Block,
+        &[p("192.0.2.200/32")],
+        true,
+        Some(std::time::SystemTime::now() + Duration::from_millis(500)),
+    )
+    .unwrap();
+    assert!(blocked(&mut agent, "192.0.2.200/32"));
+    std::thread::sleep(Duration::from_millis(700));
+    let r = synced(agent.tick(t0 + Duration::from_secs(63)));
+    assert_eq!((r.v4.added, r.v4.removed), (0, 1));
+    assert!(!blocked(&mut agent, "192.0.2.200/32"));
+    assert!(blocked(&mut agent, "192.0.2.1/32"));
+
+    // A reload polls every feed of the new configuration at the next tick.
+    config.feeds.push(feed("b", &second));
+    agent.reload(config).unwrap();
+    let r = synced(agent.tick(t0 + Duration::from_secs(64)));
+    assert_eq!(r.feeds.len(), 2, "{:?}", r.feeds);
+    assert_eq!((r.v4.added, r.v4.removed), (1, 0));
+    assert!(blocked(&mut agent, "203.0.113.9/32"));
+    assert!(matches!(
+        agent.tick(t0 + Duration::from_secs(65)),
+        Tick::Idle
+    ));
+}

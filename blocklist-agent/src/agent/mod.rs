@@ -1,7 +1,8 @@
-//! The agent's operations, as the verbs of the binary use them: load the
-//! program, open or create the pinned maps, record attachments, edit the
-//! hand-made entries ([`manual`]), add command-line sources to a
-//! configuration ([`sources`]).
+//! The agent's operations, as the verbs of the binary use them: the
+//! long-running agent ([`daemon::Agent`], one [`daemon::Agent::tick`] at a
+//! time, and [`serve`], the process around it), load the program, open or
+//! create the pinned maps, record attachments, edit the hand-made entries
+//! ([`manual`]), add command-line sources to a configuration ([`sources`]).
 //!
 //! Each verb of `blocklist-agent` parses its arguments, calls one of
 //! these, and renders what it returns; the operations print nothing.
@@ -14,8 +15,12 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+pub mod daemon;
 pub mod manual;
+mod serve;
 pub mod sources;
+
+pub use serve::serve;
 
 use anyhow::Context as _;
 
