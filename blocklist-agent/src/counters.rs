@@ -7,24 +7,52 @@ use blocklist_ebpf::{GlobalCounters, IpCounters};
 /// Sums the per-CPU copies of the global counters.
 pub fn sum_global<'a>(per_cpu: impl Iterator<Item = &'a GlobalCounters>) -> GlobalCounters {
     per_cpu.fold(GlobalCounters::default(), |mut a, c| {
-        a.seen_packets += c.seen_packets;
-        a.seen_bytes += c.seen_bytes;
-        a.passed_packets += c.passed_packets;
-        a.passed_bytes += c.passed_bytes;
-        a.dropped_v4_packets += c.dropped_v4_packets;
-        a.dropped_v4_bytes += c.dropped_v4_bytes;
-        a.dropped_v6_packets += c.dropped_v6_packets;
-        a.dropped_v6_bytes += c.dropped_v6_bytes;
-        a.monitored_packets += c.monitored_packets;
-        a.monitored_bytes += c.monitored_bytes;
-        a.allowlisted_packets += c.allowlisted_packets;
-        a.not_ip_packets += c.not_ip_packets;
-        a.malformed_packets += c.malformed_packets;
-        a.events_sent += c.events_sent;
-        a.events_lost += c.events_lost;
-        a.events_suppressed += c.events_suppressed;
+        for ((_, sum), (_, v)) in a.named_mut().into_iter().zip(c.named()) {
+            *sum += v;
+        }
         a
     })
+}
+
+/// One outcome's frames, as `/metrics` and the status table show them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Traffic {
+    /// `seen`, `passed`, `dropped`, `monitored`, `allowlisted`, `not_ip`,
+    /// `malformed`.
+    pub outcome: &'static str,
+    /// `ipv4` or `ipv6` where the outcome is counted per family, else `any`.
+    pub family: &'static str,
+    /// Frames.
+    pub packets: u64,
+    /// Their bytes, where the program counts them.
+    pub bytes: Option<u64>,
+}
+
+/// The frame counters of `g` (every `<outcome>_packets` of
+/// [`GlobalCounters::named`], with its `<outcome>_bytes`), in field order.
+pub fn traffic(g: &GlobalCounters) -> Vec<Traffic> {
+    let named = g.named();
+    named
+        .iter()
+        .filter_map(|&(name, packets)| {
+            let stem = name.strip_suffix("_packets")?;
+            let bytes = named
+                .iter()
+                .find(|(n, _)| n.strip_suffix("_bytes") == Some(stem))
+                .map(|&(_, b)| b);
+            let (outcome, family) = match (stem.strip_suffix("_v4"), stem.strip_suffix("_v6")) {
+                (Some(o), _) => (o, "ipv4"),
+                (_, Some(o)) => (o, "ipv6"),
+                _ => (stem, "any"),
+            };
+            Some(Traffic {
+                outcome,
+                family,
+                packets,
+                bytes,
+            })
+        })
+        .collect()
 }
 
 /// Sums per-CPU per-address counters.
@@ -79,6 +107,49 @@ pub fn ktime_rfc3339(ktime_ns: u64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn traffic_pairs_packets_with_bytes_per_outcome_and_family() {
+        let g = GlobalCounters {
+            seen_packets: 10,
+            seen_bytes: 1000,
+            dropped_v6_packets: 2,
+            dropped_v6_bytes: 200,
+            not_ip_packets: 3,
+            events_sent: 7,
+            ..Default::default()
+        };
+        let rows = traffic(&g);
+        let names: Vec<_> = rows.iter().map(|t| (t.outcome, t.family)).collect();
+        assert_eq!(
+            names,
+            [
+                ("seen", "any"),
+                ("passed", "any"),
+                ("dropped", "ipv4"),
+                ("dropped", "ipv6"),
+                ("monitored", "any"),
+                ("allowlisted", "any"),
+                ("not_ip", "any"),
+                ("malformed", "any"),
+            ]
+        );
+        assert_eq!((rows[0].packets, rows[0].bytes), (10, Some(1000)));
+        assert_eq!((rows[3].packets, rows[3].bytes), (2, Some(200)));
+        assert_eq!((rows[6].packets, rows[6].bytes), (3, None));
+    }
+
+    #[test]
+    fn sums_every_counter() {
+        let mut a = GlobalCounters::default();
+        for (i, (_, v)) in a.named_mut().into_iter().enumerate() {
+            *v = i as u64;
+        }
+        let sum = sum_global([a, a].iter());
+        for ((name, s), (_, v)) in sum.named().into_iter().zip(a.named()) {
+            assert_eq!(s, 2 * v, "{name}");
+        }
+    }
 
     #[test]
     fn never_seen_has_no_time() {

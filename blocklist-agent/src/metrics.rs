@@ -227,34 +227,10 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
     let g = maps.global()?;
     let packets = Family::<Labels, Counter>::default();
     let bytes = Family::<Labels, Counter>::default();
-    for (action, family, p, b) in [
-        ("seen", "any", g.seen_packets, Some(g.seen_bytes)),
-        ("passed", "any", g.passed_packets, Some(g.passed_bytes)),
-        (
-            "dropped",
-            "ipv4",
-            g.dropped_v4_packets,
-            Some(g.dropped_v4_bytes),
-        ),
-        (
-            "dropped",
-            "ipv6",
-            g.dropped_v6_packets,
-            Some(g.dropped_v6_bytes),
-        ),
-        (
-            "monitored",
-            "any",
-            g.monitored_packets,
-            Some(g.monitored_bytes),
-        ),
-        ("allowlisted", "any", g.allowlisted_packets, None),
-        ("not_ip", "any", g.not_ip_packets, None),
-        ("malformed", "any", g.malformed_packets, None),
-    ] {
-        let l = labels(&[("action", action), ("family", family)]);
-        packets.get_or_create(&l).inc_by(p);
-        if let Some(b) = b {
+    for t in crate::counters::traffic(&g) {
+        let l = labels(&[("action", t.outcome), ("family", t.family)]);
+        packets.get_or_create(&l).inc_by(t.packets);
+        if let Some(b) = t.bytes {
             bytes.get_or_create(&l).inc_by(b);
         }
     }

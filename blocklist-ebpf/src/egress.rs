@@ -123,12 +123,11 @@ fn finish(ctx: &SockAddrContext, pkt: &mut Packet, port: u32, protocol: u32) -> 
     // SAFETY: a per-CPU slot; a cgroup program runs with migration
     // disabled, so only this CPU touches it meanwhile.
     let global = unsafe { &mut *global };
-    global.seen_packets += 1;
     // Only the destination is the host's choice; the source is its own.
     let mut config = CONFIG.get(0).copied().unwrap_or_default();
     config.match_mode = MATCH_DST;
-    let verdict = decide(ctx, pkt, 0, global, &config, HOOK_CGROUP);
-    if account(global, verdict, 0) {
+    let outcome = decide(ctx, pkt, 0, global, &config, HOOK_CGROUP);
+    if account(global, outcome, 0) {
         REFUSE
     } else {
         ALLOW

@@ -562,6 +562,50 @@ pub struct GlobalCounters {
     pub events_suppressed: u64,
 }
 
+/// Lists every field of [`GlobalCounters`] once, for [`GlobalCounters::named`]
+/// and [`GlobalCounters::named_mut`].
+macro_rules! global_counter_names {
+    ($($field:ident),* $(,)?) => {
+        impl GlobalCounters {
+            /// Number of counters.
+            pub const COUNT: usize = [$(stringify!($field)),*].len();
+
+            /// Every counter with its field name, in field order: the keys
+            /// of `status --json`, what `/metrics` and the status table
+            /// group by outcome (`<outcome>_packets` with
+            /// `<outcome>_bytes`).
+            pub fn named(&self) -> [(&'static str, u64); Self::COUNT] {
+                [$((stringify!($field), self.$field)),*]
+            }
+
+            /// [`named`](Self::named) with each counter writable, for
+            /// summing the per-CPU copies.
+            pub fn named_mut(&mut self) -> [(&'static str, &mut u64); Self::COUNT] {
+                [$((stringify!($field), &mut self.$field)),*]
+            }
+        }
+    };
+}
+
+global_counter_names!(
+    seen_packets,
+    seen_bytes,
+    passed_packets,
+    passed_bytes,
+    dropped_v4_packets,
+    dropped_v4_bytes,
+    dropped_v6_packets,
+    dropped_v6_bytes,
+    monitored_packets,
+    monitored_bytes,
+    allowlisted_packets,
+    not_ip_packets,
+    malformed_packets,
+    events_sent,
+    events_lost,
+    events_suppressed,
+);
+
 /// Action on a blocked packet: drop it.
 pub const ACTION_DROP: u32 = 0;
 /// Action on a blocked packet: count it and let it pass.
@@ -702,6 +746,24 @@ mod tests {
         assert_eq!(size_of::<EventBudget>(), 16);
         assert_eq!(size_of::<AddrHits>(), 72);
         assert_eq!(size_of::<DropEvent>(), 96);
+    }
+
+    #[test]
+    fn every_global_counter_is_named_once() {
+        // A field left out of the list would make the struct bigger than
+        // the names account for.
+        assert_eq!(GlobalCounters::COUNT * 8, size_of::<GlobalCounters>());
+        let mut g = GlobalCounters::default();
+        for (i, (_, v)) in g.named_mut().into_iter().enumerate() {
+            *v = i as u64 + 1;
+        }
+        let named = g.named();
+        for (i, (name, v)) in named.iter().enumerate() {
+            assert_eq!(*v, i as u64 + 1, "{name}");
+            assert!(named[..i].iter().all(|(n, _)| n != name), "{name} twice");
+        }
+        assert_eq!(named[0], ("seen_packets", 1));
+        assert_eq!(g.events_suppressed, GlobalCounters::COUNT as u64);
     }
 
     #[test]

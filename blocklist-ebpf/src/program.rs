@@ -232,38 +232,27 @@ impl Frame for TcContext {
 #[inline(always)]
 fn filter<F: Frame>(ctx: &F, global: &mut GlobalCounters, hook: u8) -> bool {
     let len = (ctx.data_end() - ctx.data()) as u64;
-    global.seen_packets += 1;
-    global.seen_bytes += len;
-
     let mut slot = core::mem::MaybeUninit::<Packet>::uninit();
     let pkt = Packet::zeroed_in(&mut slot);
-    let verdict = match parse(ctx, pkt) {
+    let outcome = match parse(ctx, pkt) {
         PARSED_IP => {
             let config = CONFIG.get(0).copied().unwrap_or_default();
             decide(ctx, pkt, len, global, &config, hook)
         }
-        PARSED_NOT_IP => {
-            global.not_ip_packets += 1;
-            Verdict::Pass
-        }
-        _ => {
-            global.malformed_packets += 1;
-            Verdict::Pass
-        }
+        PARSED_NOT_IP => Outcome::NotIp,
+        _ => Outcome::Malformed,
     };
-    account(global, verdict, len)
+    account(global, outcome, len)
 }
 
-/// Adds a verdict to the hook's counters; true: drop.
+/// Adds a frame's outcome to its hook's counters, the one place they are
+/// counted (`seen` and `passed` included); true: drop.
 #[inline(always)]
-pub(crate) fn account(global: &mut GlobalCounters, verdict: Verdict, len: u64) -> bool {
-    match verdict {
-        Verdict::Pass => {
-            global.passed_packets += 1;
-            global.passed_bytes += len;
-            false
-        }
-        Verdict::Drop(family) => {
+pub(crate) fn account(global: &mut GlobalCounters, outcome: Outcome, len: u64) -> bool {
+    global.seen_packets += 1;
+    global.seen_bytes += len;
+    match outcome {
+        Outcome::Dropped(family) => {
             if family == FAMILY_V4 {
                 global.dropped_v4_packets += 1;
                 global.dropped_v4_bytes += len;
@@ -271,9 +260,20 @@ pub(crate) fn account(global: &mut GlobalCounters, verdict: Verdict, len: u64) -
                 global.dropped_v6_packets += 1;
                 global.dropped_v6_bytes += len;
             }
-            true
+            return true;
         }
+        Outcome::Monitored => {
+            global.monitored_packets += 1;
+            global.monitored_bytes += len;
+        }
+        Outcome::Allowlisted => global.allowlisted_packets += 1,
+        Outcome::NotIp => global.not_ip_packets += 1,
+        Outcome::Malformed => global.malformed_packets += 1,
+        Outcome::Passed => {}
     }
+    global.passed_packets += 1;
+    global.passed_bytes += len;
+    false
 }
 
 /// The cost floor for benchmarks: passes everything, touches nothing.
@@ -295,9 +295,20 @@ pub fn xdp_drop_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
 
-pub(crate) enum Verdict {
-    Pass,
-    Drop(u8),
+/// What became of a frame; every outcome but `Dropped` passes it.
+pub(crate) enum Outcome {
+    /// Nothing listed matched.
+    Passed,
+    /// Neither IPv4 nor IPv6.
+    NotIp,
+    /// Too short for the headers it announces.
+    Malformed,
+    /// A block entry matched, an allow entry overrode it.
+    Allowlisted,
+    /// A monitor-only entry matched, or the action is `monitor`.
+    Monitored,
+    /// Dropped; the family of the blocked address.
+    Dropped(u8),
 }
 
 /// A blocked address and what the counters need to know about it.
@@ -869,7 +880,7 @@ fn mark_hit(id: u32) {
 }
 
 /// Looks the packet's addresses up (as `config.match_mode` says), counts
-/// and reports a hit, and returns the verdict. On an egress hook every hit
+/// and reports a hit, and returns the outcome. On an egress hook every hit
 /// counts as [`DIRECTION_EGRESS`].
 #[inline(always)]
 pub(crate) fn decide<O: Origin>(
@@ -879,7 +890,7 @@ pub(crate) fn decide<O: Origin>(
     global: &mut GlobalCounters,
     config: &Config,
     hook: u8,
-) -> Verdict {
+) -> Outcome {
     let interval_ns = match config.event_interval_ms {
         EVENT_INTERVAL_OFF => 0,
         0 => EVENT_DEFAULT_INTERVAL_MS as u64 * 1_000_000,
@@ -928,12 +939,8 @@ pub(crate) fn decide<O: Origin>(
     let (monitor_entry, (address, prefix_len, exact)) = match (hit, watched) {
         (Some(h), _) => (false, h),
         (None, Some(w)) => (true, w),
-        (None, None) => {
-            if allowlisted {
-                global.allowlisted_packets += 1;
-            }
-            return Verdict::Pass;
-        }
+        (None, None) if allowlisted => return Outcome::Allowlisted,
+        (None, None) => return Outcome::Passed,
     };
     let monitor = monitor_entry || config.action == ACTION_MONITOR;
 
@@ -987,11 +994,9 @@ pub(crate) fn decide<O: Origin>(
     }
 
     if monitor {
-        global.monitored_packets += 1;
-        global.monitored_bytes += len;
-        Verdict::Pass
+        Outcome::Monitored
     } else {
-        Verdict::Drop(family)
+        Outcome::Dropped(family)
     }
 }
 

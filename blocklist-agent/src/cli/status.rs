@@ -15,6 +15,7 @@
 
 use blocklist_agent::{
     config::{Action, Lookup, MatchMode},
+    counters,
     datapath::maps::{Maps, TrieKind},
     hooks,
     state::feeds::FeedState,
@@ -68,17 +69,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
     let g = maps.global()?;
     let by_hook = maps.hook_counters()?;
     let hooks = hooks::attached(&ctx.pin, &ctx.state);
-    let counters = json!({
-        "seen_packets": g.seen_packets, "seen_bytes": g.seen_bytes,
-        "passed_packets": g.passed_packets, "passed_bytes": g.passed_bytes,
-        "dropped_v4_packets": g.dropped_v4_packets, "dropped_v4_bytes": g.dropped_v4_bytes,
-        "dropped_v6_packets": g.dropped_v6_packets, "dropped_v6_bytes": g.dropped_v6_bytes,
-        "monitored_packets": g.monitored_packets, "monitored_bytes": g.monitored_bytes,
-        "allowlisted_packets": g.allowlisted_packets,
-        "not_ip_packets": g.not_ip_packets, "malformed_packets": g.malformed_packets,
-        "events_sent": g.events_sent, "events_lost": g.events_lost,
-        "events_suppressed": g.events_suppressed,
-    });
+    let counters: std::collections::BTreeMap<_, _> = g.named().into_iter().collect();
     let feed_names = {
         let configured = ctx.config.feed_names();
         if configured.is_empty() {
@@ -223,20 +214,16 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
     println!("{t}");
     println!();
     let mut t = table::new(&["counter", "packets", "bytes"]);
-    for (name, p, b) in [
-        ("seen", g.seen_packets, Some(g.seen_bytes)),
-        ("passed", g.passed_packets, Some(g.passed_bytes)),
-        ("dropped v4", g.dropped_v4_packets, Some(g.dropped_v4_bytes)),
-        ("dropped v6", g.dropped_v6_packets, Some(g.dropped_v6_bytes)),
-        ("monitored", g.monitored_packets, Some(g.monitored_bytes)),
-        ("allowlisted", g.allowlisted_packets, None),
-        ("not IP", g.not_ip_packets, None),
-        ("malformed", g.malformed_packets, None),
-    ] {
+    for c in counters::traffic(&g) {
+        let name = match (c.outcome, c.family) {
+            ("not_ip", _) => "not IP".to_owned(),
+            (o, "any") => o.to_owned(),
+            (o, f) => format!("{o} v{}", &f[3..]),
+        };
         t.add_row(vec![
-            name.to_owned(),
-            p.to_string(),
-            b.map_or_else(|| "-".to_owned(), table::bytes),
+            name,
+            c.packets.to_string(),
+            c.bytes.map_or_else(|| "-".to_owned(), table::bytes),
         ]);
     }
     println!("{t}");

@@ -111,7 +111,7 @@ pub fn write(
     write_slots(slots, ranges, table, None)
 }
 
-/// [`write`] for the slots `only` marks (all when `None`): `table` need
+/// [`write()`] for the slots `only` marks (all when `None`): `table` need
 /// only be right for those (a partial compile).
 pub fn write_slots(
     slots: &MappedU64,
