@@ -17,7 +17,7 @@
 //! so that nothing is ever attached to the host's root cgroup by
 //! accident).
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::SystemTime};
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -55,7 +55,8 @@ pub struct Hook {
     /// `native`/`skb` for XDP, `tcx` for TC, the socket hooks for a cgroup.
     pub mode: String,
     /// When it was attached, where recorded.
-    pub since: Option<String>,
+    #[serde(with = "crate::timestamp::option")]
+    pub since: Option<SystemTime>,
 }
 
 /// Every hook pinned under `pin`.
@@ -72,7 +73,7 @@ pub fn attached(pin: &PinDir, state: &StateDir) -> Vec<Hook> {
                 (false, Some(r)) => r.mode.to_string(),
                 (false, None) => "unknown".to_owned(),
             },
-            since: rec.map(|r| r.since.clone()),
+            since: rec.map(|r| r.since),
             target: iface,
         });
     }
@@ -182,8 +183,7 @@ impl EgressPlan {
             state
                 .set_egress(Some(&EgressRecord {
                     cgroup: path.clone(),
-                    since: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-                        .to_string(),
+                    since: SystemTime::now(),
                 }))
                 .with_context(|| {
                     format!("recording the egress hooks in {}", state.root().display())

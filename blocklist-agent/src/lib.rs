@@ -65,3 +65,4 @@ pub mod prefix;
 pub mod reserved;
 pub mod state;
 pub mod sync;
+pub mod timestamp;

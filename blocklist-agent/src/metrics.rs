@@ -204,9 +204,12 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
-fn rfc3339_secs(s: &Option<String>) -> Option<f64> {
-    let t = humantime::parse_rfc3339_weak(s.as_deref()?).ok()?;
-    Some(t.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs_f64())
+fn unix_secs(t: Option<SystemTime>) -> Option<f64> {
+    Some(
+        t?.duration_since(SystemTime::UNIX_EPOCH)
+            .ok()?
+            .as_secs_f64(),
+    )
 }
 
 /// Renders every metric in the OpenMetrics text format.
@@ -339,7 +342,7 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
     for f in &config.feeds {
         let st = shared.state.feed(&f.name).unwrap_or_default();
         let l = labels(&[("feed", &f.name)]);
-        if let Some(t) = rfc3339_secs(&st.last_success) {
+        if let Some(t) = unix_secs(st.last_success) {
             last_success.get_or_create(&l).set(t);
         }
         failures.get_or_create(&l).inc_by(st.failures);
@@ -525,8 +528,6 @@ pub fn health(shared: &Shared) -> Result<(), String> {
         let limit = config.interval_of(f) * 3;
         let fresh = st
             .last_success
-            .as_deref()
-            .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
             .is_some_and(|t| now.duration_since(t).unwrap_or(Duration::ZERO) <= limit);
         if !fresh {
             return Err(format!(

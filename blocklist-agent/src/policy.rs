@@ -323,10 +323,7 @@ mod tests {
         manual.block.insert(
             p("203.0.113.10/32"),
             ManualBlock {
-                expires: Some(
-                    humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(1))
-                        .to_string(),
-                ),
+                expires: Some(SystemTime::now() - Duration::from_secs(1)),
             },
         );
         let feeds = [

@@ -196,6 +196,11 @@ fn block_and_unblock_all_protocols(mode: &str) {
     };
     assert_eq!(st["interfaces"][0]["mode"], mode);
     assert_eq!(st["hooks"][0]["hook"], hook, "{}", st["hooks"]);
+    // Timestamps are RFC 3339 text, to the second.
+    for since in [&st["interfaces"][0]["since"], &st["hooks"][0]["since"]] {
+        let text = since.as_str().unwrap_or_else(|| panic!("since: {since}"));
+        assert!(text.len() == 20 && text.ends_with('Z'), "{text}");
+    }
     let by_hook = st["hook_counters"][hook]["dropped_packets"]
         .as_u64()
         .unwrap();

@@ -367,6 +367,9 @@ fn counts_top_check_metrics_and_events_agree() {
     let st = d.json(&["status", "--json"]);
     assert_eq!(st["agent"]["running"], true);
     assert_eq!(st["feeds"][0]["name"], "clients");
+    for t in [&st["agent"]["since"], &st["feeds"][0]["last_success"]] {
+        assert!(t.as_str().is_some_and(|t| t.ends_with('Z')), "{t}");
+    }
     assert_eq!(st["counters"]["events_sent"], 2);
     let samples = parse_metrics(&d.get("/metrics").1);
     assert_eq!(

@@ -12,8 +12,8 @@
 //! use std::time::Instant;
 //! use blocklist_agent::{agent::daemon::{Agent, Tick}, config::Config,
 //!     datapath::pin::PinDir, state::StateDir};
-//! let pin = PinDir::new("/sys/fs/bpf/xdp-blocklist".into());
-//! let state = StateDir::new("/var/lib/xdp-blocklist".into());
+//! let pin = PinDir::new("/sys/fs/bpf/xdp-blocklist");
+//! let state = StateDir::new("/var/lib/xdp-blocklist");
 //! let mut agent = Agent::start(pin, state, Config::default())?;
 //! loop {
 //!     if let Tick::Synced(report) = agent.tick(Instant::now()) {

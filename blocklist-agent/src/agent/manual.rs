@@ -139,15 +139,7 @@ fn record(
     expires: Option<SystemTime>,
 ) -> bool {
     match (kind, add) {
-        (TrieKind::Block, true) => manual
-            .block
-            .insert(
-                p,
-                ManualBlock {
-                    expires: expires.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
-                },
-            )
-            .is_none(),
+        (TrieKind::Block, true) => manual.block.insert(p, ManualBlock { expires }).is_none(),
         (TrieKind::Block, false) => manual.block.remove(&p).is_some(),
         (TrieKind::Allow, true) => {
             let new = !manual.allow.contains(&p);

@@ -75,7 +75,7 @@ pub fn record_attachment(
         Attachment {
             mode,
             ifindex: attach::if_index(iface)?,
-            since: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            since: std::time::SystemTime::now(),
         },
     );
     state

@@ -5,8 +5,8 @@
 //! ```no_run
 //! use blocklist_agent::{agent::{self, daemon::Agent}, config::Config,
 //!     datapath::pin::PinDir, state::StateDir};
-//! let pin = PinDir::new("/sys/fs/bpf/xdp-blocklist".into());
-//! let state = StateDir::new("/var/lib/xdp-blocklist".into());
+//! let pin = PinDir::new("/sys/fs/bpf/xdp-blocklist");
+//! let state = StateDir::new("/var/lib/xdp-blocklist");
 //! let agent = Agent::start(pin, state, Config::default())?;
 //! // Until SIGTERM; SIGHUP calls the closure for the new configuration.
 //! agent::serve(agent, || Ok(Config::default()))?;
@@ -73,7 +73,7 @@ pub fn serve(
     let state = agent.metrics().state.clone();
     state.set_agent(Some(&AgentRecord {
         pid: std::process::id(),
-        since: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        since: SystemTime::now(),
     }))?;
     tracing::info!(feeds = config.feeds.len(), "agent running");
     // systemd (Type=notify): READY after the first sync pass, which always

@@ -13,16 +13,19 @@
 //!  "counters": {"seen_packets": 0, ...}}
 //! ```
 
+use std::{collections::BTreeMap, path::Path, time::SystemTime};
+
 use blocklist_agent::{
     config::{Action, Lookup, MatchMode},
     counters,
     datapath::maps::{Maps, TrieKind},
-    hooks,
+    hooks::{self, Hook},
     state::feeds::FeedState,
+    timestamp,
 };
 use blocklist_ebpf::HOOK_NAMES;
 use clap::Args;
-use serde_json::json;
+use serde::Serialize;
 
 use super::{Context, table};
 
@@ -34,6 +37,84 @@ pub struct StatusArgs {
 }
 
 const FILL_WARNING: f64 = 0.8;
+
+/// `status --json`.
+#[derive(Serialize)]
+struct Doc<'a> {
+    pin_dir: &'a Path,
+    agent: AgentDoc,
+    action: &'static str,
+    #[serde(rename = "match")]
+    match_mode: &'static str,
+    lookup: &'static str,
+    table: TableDoc,
+    interfaces: Vec<Interface<'a>>,
+    hooks: &'a [Hook],
+    hook_counters: BTreeMap<&'static str, HookCounters>,
+    tries: Vec<Trie>,
+    counters: BTreeMap<&'static str, u64>,
+    feeds: Vec<FeedDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct AgentDoc {
+    running: bool,
+    pid: Option<u32>,
+    #[serde(with = "timestamp::option")]
+    since: Option<SystemTime>,
+}
+
+#[derive(Serialize)]
+struct TableDoc {
+    generation: u64,
+    dirty: bool,
+}
+
+#[derive(Serialize)]
+struct Interface<'a> {
+    name: &'a str,
+    mode: Option<String>,
+    #[serde(with = "timestamp::option")]
+    since: Option<SystemTime>,
+    link_pinned: bool,
+}
+
+#[derive(Serialize)]
+struct HookCounters {
+    seen_packets: u64,
+    dropped_packets: u64,
+    dropped_bytes: u64,
+    monitored_packets: u64,
+    allowlisted_packets: u64,
+}
+
+#[derive(Serialize)]
+struct Trie {
+    name: &'static str,
+    entries: u64,
+    max_entries: u32,
+    fill: f64,
+}
+
+#[derive(Serialize)]
+struct FeedDoc<'a> {
+    name: &'a str,
+    action: &'static str,
+    entries: usize,
+    #[serde(with = "timestamp::option")]
+    last_attempt: Option<SystemTime>,
+    #[serde(with = "timestamp::option")]
+    last_success: Option<SystemTime>,
+    last_error: &'a Option<String>,
+    last_refusal: &'a Option<String>,
+    failures: u64,
+    refusals: u64,
+    rejected: usize,
+    reserved: usize,
+    reserved_samples: &'a [String],
+    ignored: u64,
+    upstream_last_modified: &'a Option<String>,
+}
 
 pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
     let maps = Maps::open_read_only(&ctx.pin)?;
@@ -51,12 +132,12 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         .iter()
         .map(|n| {
             let rec = recorded.get(n);
-            json!({
-                "name": n,
-                "mode": rec.map(|r| r.mode.to_string()),
-                "since": rec.map(|r| r.since.clone()),
-                "link_pinned": linked.contains(n),
-            })
+            Interface {
+                name: n,
+                mode: rec.map(|r| r.mode.to_string()),
+                since: rec.map(|r| r.since),
+                link_pinned: linked.contains(n),
+            }
         })
         .collect();
     let mut tries = Vec::new();
@@ -69,7 +150,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
     let g = maps.global()?;
     let by_hook = maps.hook_counters()?;
     let hooks = hooks::attached(&ctx.pin, &ctx.state);
-    let counters: std::collections::BTreeMap<_, _> = g.named().into_iter().collect();
+    let counters: BTreeMap<_, _> = g.named().into_iter().collect();
     let feed_names = {
         let configured = ctx.config.feed_names();
         if configured.is_empty() {
@@ -92,47 +173,66 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
     let meta = maps.table_meta()?;
 
     if args.json {
-        let doc = json!({
-            "pin_dir": ctx.pin.root(),
-            "agent": {
-                "running": agent.is_some(),
-                "pid": agent.as_ref().map(|a| a.pid),
-                "since": agent.as_ref().map(|a| a.since.clone()),
+        let doc = Doc {
+            pin_dir: ctx.pin.root(),
+            agent: AgentDoc {
+                running: agent.is_some(),
+                pid: agent.as_ref().map(|a| a.pid),
+                since: agent.as_ref().map(|a| a.since),
             },
-            "action": action,
-            "match": match_mode,
-            "lookup": lookup,
-            "table": {"generation": meta.generation, "dirty": meta.dirty != 0},
-            "interfaces": interfaces,
-            "hooks": hooks,
-            "hook_counters": HOOK_NAMES.iter().zip(&by_hook).map(|(name, c)| (name.to_string(), json!({
-                "seen_packets": c.seen_packets,
-                "dropped_packets": c.dropped_v4_packets + c.dropped_v6_packets,
-                "dropped_bytes": c.dropped_v4_bytes + c.dropped_v6_bytes,
-                "monitored_packets": c.monitored_packets,
-                "allowlisted_packets": c.allowlisted_packets,
-            }))).collect::<serde_json::Map<_, _>>(),
-            "tries": tries.iter().map(|(n, f)| json!({
-                "name": n, "entries": f.entries, "max_entries": f.max_entries, "fill": f.ratio(),
-            })).collect::<Vec<_>>(),
-            "counters": counters,
-            "feeds": feeds.iter().map(|(n, f)| json!({
-                "name": n,
-                "action": feed_action(ctx, n),
-                "entries": f.entries,
-                "last_attempt": f.last_attempt,
-                "last_success": f.last_success,
-                "last_error": f.last_error,
-                "last_refusal": f.last_refusal,
-                "failures": f.failures,
-                "refusals": f.refusals,
-                "rejected": f.rejected,
-                "reserved": f.reserved,
-                "reserved_samples": f.reserved_samples,
-                "ignored": f.ignored,
-                "upstream_last_modified": f.last_modified,
-            })).collect::<Vec<_>>(),
-        });
+            action,
+            match_mode,
+            lookup,
+            table: TableDoc {
+                generation: meta.generation,
+                dirty: meta.dirty != 0,
+            },
+            interfaces,
+            hooks: &hooks,
+            hook_counters: HOOK_NAMES
+                .iter()
+                .zip(&by_hook)
+                .map(|(name, c)| {
+                    let counters = HookCounters {
+                        seen_packets: c.seen_packets,
+                        dropped_packets: c.dropped_v4_packets + c.dropped_v6_packets,
+                        dropped_bytes: c.dropped_v4_bytes + c.dropped_v6_bytes,
+                        monitored_packets: c.monitored_packets,
+                        allowlisted_packets: c.allowlisted_packets,
+                    };
+                    (*name, counters)
+                })
+                .collect(),
+            tries: tries
+                .iter()
+                .map(|(n, f)| Trie {
+                    name: n,
+                    entries: f.entries,
+                    max_entries: f.max_entries,
+                    fill: f.ratio(),
+                })
+                .collect(),
+            counters,
+            feeds: feeds
+                .iter()
+                .map(|(n, f)| FeedDoc {
+                    name: n,
+                    action: feed_action(ctx, n),
+                    entries: f.entries,
+                    last_attempt: f.last_attempt,
+                    last_success: f.last_success,
+                    last_error: &f.last_error,
+                    last_refusal: &f.last_refusal,
+                    failures: f.failures,
+                    refusals: f.refusals,
+                    rejected: f.rejected,
+                    reserved: f.reserved,
+                    reserved_samples: &f.reserved_samples,
+                    ignored: f.ignored,
+                    upstream_last_modified: &f.last_modified,
+                })
+                .collect(),
+        };
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
@@ -148,7 +248,11 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         );
     }
     match &agent {
-        Some(a) => println!("agent: running since {} (pid {})", a.since, a.pid),
+        Some(a) => println!(
+            "agent: running since {} (pid {})",
+            timestamp::format(a.since),
+            a.pid
+        ),
         None => println!(
             "agent: not running (the pinned program keeps protecting with the installed entries)"
         ),
@@ -160,7 +264,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         t.add_row(vec![
             n.clone(),
             rec.map_or("?".into(), |r| r.mode.to_string()),
-            rec.map_or("?".into(), |r| r.since.clone()),
+            rec.map_or("?".into(), |r| timestamp::format(r.since)),
             if linked.contains(n) {
                 "pinned".into()
             } else {
@@ -250,7 +354,8 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
                 n.clone(),
                 feed_action(ctx, n).to_owned(),
                 f.entries.to_string(),
-                f.last_success.clone().unwrap_or_else(|| "never".into()),
+                f.last_success
+                    .map_or_else(|| "never".into(), timestamp::format),
                 problem,
             ]);
         }

@@ -20,7 +20,7 @@ use super::config::FeedConfig;
 use super::{
     crowdsec::{self, Decisions, Query},
     fetch::{Fetched, Source},
-    poll::{Delta, FeedOutcome, FeedStatus, PollContext, distinct, now_rfc3339, unix_now},
+    poll::{Delta, FeedOutcome, FeedStatus, PollContext, distinct, unix_now},
 };
 use crate::state::feeds::FeedState;
 
@@ -106,7 +106,7 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, mut st: FeedState, due: bo
     };
     let (mut rejected, mut samples) = (0, Vec::new());
     if feed.enabled && due {
-        st.last_attempt = Some(now_rfc3339());
+        st.last_attempt = Some(SystemTime::now());
         let resync = feed.resync.unwrap_or(crowdsec::DEFAULT_RESYNC);
         let full = session.last_full.is_none_or(|t| t.elapsed() >= resync);
         match fetch(ctx, feed, full) {
@@ -133,7 +133,7 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, mut st: FeedState, due: bo
                     changed |= session.decisions.apply(stream);
                 }
                 changed |= session.decisions.expire(unix_now()) > 0;
-                st.last_success = Some(now_rfc3339());
+                st.last_success = Some(SystemTime::now());
                 st.last_error = None;
                 st.last_refusal = None;
                 st.rejected = rejected;

@@ -156,10 +156,6 @@ pub struct PollContext<'a> {
     pub memo: &'a crate::sync::memo::SyncMemo,
 }
 
-pub(crate) fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
-}
-
 pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -309,7 +305,7 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
         st.content_sha256 = None;
         st.taxii_cursor = None;
     }
-    st.last_attempt = Some(now_rfc3339());
+    st.last_attempt = Some(SystemTime::now());
 
     let fetched = fetch(ctx, feed, &source, &st);
     let cand = match fetched {
@@ -318,7 +314,7 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
             return record_failure(ctx, &mut st, out);
         }
         Ok(Fetch::Unchanged) => {
-            st.last_success = Some(now_rfc3339());
+            st.last_success = Some(SystemTime::now());
             st.last_error = None;
             st.last_refusal = None;
             save(ctx, &name, &st, None, None);
@@ -351,7 +347,10 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
         && !ctx.force
     {
         st.refusals += 1;
-        st.last_refusal = Some(format!("{}: {reason}", now_rfc3339()));
+        st.last_refusal = Some(format!(
+            "{}: {reason}",
+            crate::timestamp::format(SystemTime::now())
+        ));
         // The fetch itself worked.
         st.last_error = None;
         tracing::warn!(feed = %name, %reason, "feed refused by the guard");
@@ -374,7 +373,7 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
     if cand.cursor.is_some() {
         st.taxii_cursor = cand.cursor;
     }
-    st.last_success = Some(now_rfc3339());
+    st.last_success = Some(SystemTime::now());
     st.last_error = None;
     st.last_refusal = None;
     st.entries = count;

@@ -6,6 +6,7 @@ use std::{
     fs,
     io::{BufRead as _, BufReader},
     path::PathBuf,
+    time::SystemTime,
 };
 
 use anyhow::Context as _;
@@ -35,10 +36,12 @@ pub struct FeedState {
     pub last_modified: Option<String>,
     /// SHA-256 of the last good body: an identical body is not parsed again.
     pub content_sha256: Option<String>,
-    /// Last fetch attempt (RFC 3339).
-    pub last_attempt: Option<String>,
-    /// Last attempt that produced accepted entries (RFC 3339).
-    pub last_success: Option<String>,
+    /// Last fetch attempt.
+    #[serde(with = "crate::timestamp::option", default)]
+    pub last_attempt: Option<SystemTime>,
+    /// Last attempt that produced accepted entries.
+    #[serde(with = "crate::timestamp::option", default)]
+    pub last_success: Option<SystemTime>,
     /// Why the last attempt failed, if it did.
     pub last_error: Option<String>,
     /// Why the guard last refused the feed, if it did.

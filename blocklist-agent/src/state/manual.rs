@@ -13,17 +13,15 @@ const FILE: &str = "manual.json";
 /// One hand-made block entry.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ManualBlock {
-    /// When it stops being blocked (RFC 3339), or never.
-    pub expires: Option<String>,
+    /// When it stops being blocked, or never.
+    #[serde(with = "crate::timestamp::option", default)]
+    pub expires: Option<SystemTime>,
 }
 
 impl ManualBlock {
     /// True once the expiry has passed.
     pub fn expired(&self, now: SystemTime) -> bool {
-        self.expires
-            .as_deref()
-            .and_then(|e| humantime::parse_rfc3339_weak(e).ok())
-            .is_some_and(|t| t <= now)
+        self.expires.is_some_and(|t| t <= now)
     }
 }
 
@@ -58,8 +56,8 @@ mod tests {
     #[test]
     fn expiry_is_honoured() {
         let now = SystemTime::now();
-        let later = humantime::format_rfc3339_seconds(now + Duration::from_secs(60)).to_string();
-        let earlier = humantime::format_rfc3339_seconds(now - Duration::from_secs(60)).to_string();
+        let later = now + Duration::from_secs(60);
+        let earlier = now - Duration::from_secs(60);
         assert!(
             !ManualBlock {
                 expires: Some(later)

@@ -24,6 +24,7 @@ use std::{
     fs,
     io::Write,
     path::{Path, PathBuf},
+    time::SystemTime,
 };
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -40,17 +41,19 @@ pub struct Attachment {
     pub mode: AttachedMode,
     /// Kernel interface index at attach time.
     pub ifindex: u32,
-    /// When it was attached (RFC 3339).
-    pub since: String,
+    /// When it was attached.
+    #[serde(with = "crate::timestamp")]
+    pub since: SystemTime,
 }
 
 /// Where the cgroup egress hooks are attached.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EgressRecord {
     /// The cgroup v2 directory.
     pub cgroup: PathBuf,
-    /// When the hooks were attached (RFC 3339).
-    pub since: String,
+    /// When the hooks were attached.
+    #[serde(with = "crate::timestamp")]
+    pub since: SystemTime,
 }
 
 /// The state directory.
@@ -64,12 +67,13 @@ const AGENT: &str = "agent.json";
 const EGRESS: &str = "egress.json";
 
 /// The running agent, as `run` records it.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct AgentRecord {
     /// Its process id.
     pub pid: u32,
-    /// When it started (RFC 3339).
-    pub since: String,
+    /// When it started.
+    #[serde(with = "crate::timestamp")]
+    pub since: SystemTime,
 }
 
 impl StateDir {
@@ -124,7 +128,7 @@ impl StateDir {
 
     /// The running agent, if its process is still alive.
     pub fn agent(&self) -> Option<AgentRecord> {
-        let a: AgentRecord = self.read_json(AGENT).ok()?;
+        let a: AgentRecord = self.read_json::<Option<_>>(AGENT).ok()??;
         (a.pid != 0 && Path::new(&format!("/proc/{}", a.pid)).exists()).then_some(a)
     }
 
@@ -209,11 +213,17 @@ mod tests {
             Attachment {
                 mode: AttachedMode::Skb,
                 ifindex: 2,
-                since: "2026-01-01T00:00:00Z".into(),
+                since: crate::timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
             },
         );
         s.set_attachments(&m).unwrap();
         assert_eq!(s.attachments().unwrap(), m);
+        // The file keeps the text form the earlier versions wrote.
+        let text = fs::read_to_string(dir.path().join(ATTACHMENTS)).unwrap();
+        assert!(
+            text.contains("\"since\": \"2026-01-01T00:00:00Z\""),
+            "{text}"
+        );
         fs::write(dir.path().join(ATTACHMENTS), b"{trunc").unwrap();
         let e = format!("{:#}", s.attachments().unwrap_err());
         assert!(e.contains("corrupt"), "{e}");
