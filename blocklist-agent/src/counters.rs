@@ -99,6 +99,12 @@ pub fn ktime_to_system(ktime_ns: u64) -> Option<SystemTime> {
     Some(SystemTime::now() - ago)
 }
 
+/// Serializes a kernel timestamp as RFC 3339 wall time (`null` for never),
+/// for `#[serde(serialize_with)]`.
+pub fn serialize_ktime<S: serde::Serializer>(ktime_ns: &u64, s: S) -> Result<S::Ok, S::Error> {
+    crate::timestamp::option::serialize(&ktime_to_system(*ktime_ns), s)
+}
+
 /// RFC 3339 rendering of a kernel timestamp, or `None` for never.
 pub fn ktime_rfc3339(ktime_ns: u64) -> Option<String> {
     ktime_to_system(ktime_ns).map(|t| humantime::format_rfc3339_seconds(t).to_string())

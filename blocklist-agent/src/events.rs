@@ -26,7 +26,7 @@ use std::{
         Arc, RwLock,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::Context as _;
@@ -35,7 +35,7 @@ use blocklist_ebpf::{
     ACTION_MONITOR, DIRECTION_DST, DIRECTION_EGRESS, DROP_EVENT_V1_BYTES, DropEvent, FAMILY_V4,
     HOOK_CGROUP, HOOK_NAMES, map_names,
 };
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::{counters::ktime_to_system, datapath::pin::PinDir, metrics::FeedIndex, prefix::Prefix};
 
@@ -73,14 +73,74 @@ fn address(bytes: &[u8; 16], family: u8) -> IpAddr {
     }
 }
 
-fn protocol(p: u8) -> Value {
+/// A protocol by name where it has a common one, else its number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Protocol {
+    /// `icmp`, `tcp`, `udp`, `icmpv6`, `sctp`.
+    Named(&'static str),
+    /// Any other IP protocol number.
+    Number(u8),
+}
+
+fn protocol(p: u8) -> Protocol {
     match p {
-        1 => json!("icmp"),
-        6 => json!("tcp"),
-        17 => json!("udp"),
-        58 => json!("icmpv6"),
-        132 => json!("sctp"),
-        n => json!(n),
+        1 => Protocol::Named("icmp"),
+        6 => Protocol::Named("tcp"),
+        17 => Protocol::Named("udp"),
+        58 => Protocol::Named("icmpv6"),
+        132 => Protocol::Named("sctp"),
+        n => Protocol::Number(n),
+    }
+}
+
+/// One drop event as a SIEM reads it (one JSON line).
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    /// When the kernel recorded it, RFC 3339 to the millisecond.
+    #[serde(serialize_with = "millis")]
+    pub timestamp: Option<SystemTime>,
+    /// The interface, `null` for a cgroup hook (a call, not a frame).
+    pub interface: Option<String>,
+    /// `src`, `dst` or `egress`: which way the matched address faced.
+    pub direction: &'static str,
+    /// `xdp`, `tc_ingress`, `tc_egress` or `cgroup`.
+    pub hook: &'static str,
+    /// The source, `null` for a cgroup hook (not chosen yet).
+    pub src: Option<IpAddr>,
+    /// The destination.
+    pub dst: IpAddr,
+    /// The IP protocol.
+    pub protocol: Protocol,
+    /// TCP and UDP only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_port: Option<u16>,
+    /// TCP and UDP only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst_port: Option<u16>,
+    /// The entry that matched.
+    pub prefix: Option<Prefix>,
+    /// Feeds listing it.
+    pub feeds: Vec<String>,
+    /// `drop` or `monitor`.
+    pub action: &'static str,
+    /// Frame length, `null` for a cgroup hook.
+    pub bytes: Option<u32>,
+    /// The calling process (cgroup hooks only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Its command name (cgroup hooks only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    /// Its cgroup (cgroup hooks only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_id: Option<u64>,
+}
+
+fn millis<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
+        None => s.serialize_none(),
     }
 }
 
@@ -97,8 +157,8 @@ fn ifname(ifindex: u32) -> String {
         .into_owned()
 }
 
-/// The JSON line of one event.
-pub fn to_json(e: &DropEvent, index: &FeedIndex) -> Value {
+/// The record of one event, with the feeds listing its entry.
+pub fn event(e: &DropEvent, index: &FeedIndex) -> Event {
     let src = address(&e.src, e.family);
     let dst = address(&e.dst, e.family);
     // `address` says which address matched; records from before the
@@ -117,40 +177,42 @@ pub fn to_json(e: &DropEvent, index: &FeedIndex) -> Value {
     let feeds: Vec<String> = prefix
         .map(|p| index.feeds_of(&p).into_iter().map(|l| l.feed).collect())
         .unwrap_or_default();
-    let ts = ktime_to_system(e.ktime_ns).map(|t| humantime::format_rfc3339_millis(t).to_string());
-    let mut v = json!({
-        "timestamp": ts,
-        "interface": ifname(e.ifindex),
-        "direction": match e.direction {
+    let ports = matches!(e.protocol, 6 | 17);
+    // The cgroup hooks see a call, not a frame: no interface, no source
+    // address chosen yet, but the process is known.
+    let call = e.hook == HOOK_CGROUP;
+    let end = e.comm.iter().position(|b| *b == 0).unwrap_or(e.comm.len());
+    Event {
+        timestamp: ktime_to_system(e.ktime_ns),
+        interface: (!call).then(|| ifname(e.ifindex)),
+        direction: match e.direction {
             DIRECTION_EGRESS => "egress",
             DIRECTION_DST => "dst",
             _ => "src",
         },
-        "hook": HOOK_NAMES.get(e.hook as usize).copied().unwrap_or("xdp"),
-        "src": src,
-        "dst": dst,
-        "protocol": protocol(e.protocol),
-        "prefix": prefix,
-        "feeds": feeds,
-        "action": if e.action as u32 == ACTION_MONITOR { "monitor" } else { "drop" },
-        "bytes": e.bytes,
-    });
-    if matches!(e.protocol, 6 | 17) {
-        v["src_port"] = json!(e.src_port);
-        v["dst_port"] = json!(e.dst_port);
+        hook: HOOK_NAMES.get(e.hook as usize).copied().unwrap_or("xdp"),
+        src: (!call).then_some(src),
+        dst,
+        protocol: protocol(e.protocol),
+        src_port: ports.then_some(e.src_port),
+        dst_port: ports.then_some(e.dst_port),
+        prefix,
+        feeds,
+        action: if e.action as u32 == ACTION_MONITOR {
+            "monitor"
+        } else {
+            "drop"
+        },
+        bytes: (!call).then_some(e.bytes),
+        pid: call.then_some(e.pid),
+        comm: call.then(|| String::from_utf8_lossy(&e.comm[..end]).into_owned()),
+        cgroup_id: call.then_some(e.cgroup_id),
     }
-    if e.hook == HOOK_CGROUP {
-        // The cgroup hooks see a call, not a frame: no interface, no
-        // source address chosen yet, but the process is known.
-        v["interface"] = Value::Null;
-        v["src"] = Value::Null;
-        v["bytes"] = Value::Null;
-        v["pid"] = json!(e.pid);
-        let end = e.comm.iter().position(|b| *b == 0).unwrap_or(e.comm.len());
-        v["comm"] = json!(String::from_utf8_lossy(&e.comm[..end]));
-        v["cgroup_id"] = json!(e.cgroup_id);
-    }
-    v
+}
+
+/// The JSON line of one event ([`event`]).
+pub fn to_json(e: &DropEvent, index: &FeedIndex) -> serde_json::Value {
+    serde_json::to_value(event(e, index)).unwrap_or_default()
 }
 
 /// A ring record as a [`DropEvent`]: records shorter than the current
@@ -284,7 +346,10 @@ pub fn spawn(
                 let Some(e) = decode(&item) else {
                     continue;
                 };
-                sink.write(&to_json(&e, &idx).to_string());
+                match serde_json::to_string(&event(&e, &idx)) {
+                                Ok(line) => sink.write(&line),
+                                Err(err) => tracing::warn!(error = %err, "an event did not serialize"),
+                            }
             }
             if !any {
                 std::thread::sleep(Duration::from_millis(50));
@@ -296,6 +361,8 @@ pub fn spawn(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
 
     #[test]

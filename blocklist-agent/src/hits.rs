@@ -46,7 +46,10 @@ pub struct IpHit {
     /// Bytes.
     pub bytes: u64,
     /// Last hit, kernel monotonic ns (0: never).
-    #[serde(skip)]
+    #[serde(
+        rename = "last_seen",
+        serialize_with = "crate::counters::serialize_ktime"
+    )]
     pub last_seen_ns: u64,
     /// What the entry does: `monitor` when only monitor feeds list it.
     pub action: Action,
@@ -66,7 +69,10 @@ pub struct PrefixHit {
     /// Bytes (ingress and TC egress; a cgroup hook counts none).
     pub bytes: u64,
     /// Last hit, kernel monotonic ns.
-    #[serde(skip)]
+    #[serde(
+        rename = "last_seen",
+        serialize_with = "crate::counters::serialize_ktime"
+    )]
     pub last_seen_ns: u64,
     /// What the entry does: `monitor` when only monitor feeds list it.
     pub action: Action,
@@ -82,11 +88,15 @@ pub struct FeedHit {
     /// Packets.
     pub packets: u64,
     /// Of those, packets on entries only monitor feeds list (they passed).
+    #[serde(skip)]
     pub monitored_packets: u64,
     /// Bytes.
     pub bytes: u64,
     /// Last hit, kernel monotonic ns.
-    #[serde(skip)]
+    #[serde(
+        rename = "last_seen",
+        serialize_with = "crate::counters::serialize_ktime"
+    )]
     pub last_seen_ns: u64,
 }
 

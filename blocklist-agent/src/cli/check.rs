@@ -17,22 +17,24 @@
 //! it still differs from the installed entries (a sync is writing the
 //! table, or one was interrupted and the next recompiles it).
 
-use std::net::IpAddr;
+use std::{net::IpAddr, time::SystemTime};
 
 use anyhow::Context as _;
 use blocklist_agent::config::Lookup;
 use blocklist_agent::{
-    counters::ktime_rfc3339,
+    counters::{ktime_rfc3339, ktime_to_system},
     datapath::maps::{Maps, TrieKind},
     hits,
-    prefix::canonical_addr,
+    prefix::{Prefix, canonical_addr},
+    state::feeds::Listing,
+    timestamp,
 };
 use blocklist_ebpf::{
     ENTRY_FLAG_MANUAL, ENTRY_FLAG_MONITOR, RESULT_ALLOWED, RESULT_BLOCKED, RESULT_DEEP,
     RESULT_MONITOR,
 };
 use clap::Args;
-use serde_json::json;
+use serde::Serialize;
 
 use super::{Context, table};
 
@@ -43,6 +45,38 @@ pub struct CheckArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `check --json`.
+#[derive(Serialize)]
+struct Doc {
+    ip: IpAddr,
+    blocked: bool,
+    monitored: bool,
+    pending: bool,
+    block: Option<Block>,
+    allow: Option<Allow>,
+}
+
+/// The block entry that matches, with its hits.
+#[derive(Serialize)]
+struct Block {
+    prefix: Prefix,
+    manual: bool,
+    action: &'static str,
+    feeds: Vec<Listing>,
+    packets: u64,
+    bytes: u64,
+    #[serde(with = "timestamp::option")]
+    first_seen: Option<SystemTime>,
+    #[serde(with = "timestamp::option")]
+    last_seen: Option<SystemTime>,
+}
+
+/// The allow entry that overrides it.
+#[derive(Serialize)]
+struct Allow {
+    prefix: Prefix,
 }
 
 pub fn run(ctx: &Context, args: CheckArgs) -> anyhow::Result<()> {
@@ -96,26 +130,26 @@ pub fn run(ctx: &Context, args: CheckArgs) -> anyhow::Result<()> {
     };
 
     if args.json {
-        let doc = json!({
-            "ip": ip,
-            "blocked": blocked,
-            "monitored": monitored,
-            "pending": pending,
-            "block": block.map(|m| {
+        let doc = Doc {
+            ip,
+            blocked,
+            monitored,
+            pending,
+            block: block.as_ref().map(|m| {
                 let c = counters.unwrap_or_default();
-                json!({
-                    "prefix": m.prefix,
-                    "manual": m.value.flags & ENTRY_FLAG_MANUAL != 0,
-                    "action": hits::action_of(m.value.flags).name(),
-                    "feeds": listed_by,
-                    "packets": c.packets,
-                    "bytes": c.bytes,
-                    "first_seen": ktime_rfc3339(c.first_seen_ns),
-                    "last_seen": ktime_rfc3339(c.last_seen_ns),
-                })
+                Block {
+                    prefix: m.prefix,
+                    manual: m.value.flags & ENTRY_FLAG_MANUAL != 0,
+                    action: hits::action_of(m.value.flags).name(),
+                    feeds: listed_by.clone(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                    first_seen: ktime_to_system(c.first_seen_ns),
+                    last_seen: ktime_to_system(c.last_seen_ns),
+                }
             }),
-            "allow": allow.map(|m| json!({ "prefix": m.prefix })),
-        });
+            allow: allow.as_ref().map(|m| Allow { prefix: m.prefix }),
+        };
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }

@@ -5,10 +5,14 @@
 //! `{"prefix": "192.0.2.0/24", "manual": false, "feeds": [{"feed": "drop.txt"},
 //!   {"feed": "partner", "id": "indicator--..."}], "packets": 0, "bytes": 0}`.
 
-use blocklist_agent::datapath::maps::{Maps, TrieKind};
+use blocklist_agent::{
+    datapath::maps::{Maps, TrieKind},
+    prefix::Prefix,
+    state::feeds::Listing,
+};
 use blocklist_ebpf::ENTRY_FLAG_MANUAL;
 use clap::Args;
-use serde_json::json;
+use serde::Serialize;
 
 use super::{Context, table};
 
@@ -22,7 +26,16 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-/// Names of the configured feeds (to ignore state of removed ones).
+/// One element of `list --json`.
+#[derive(Serialize)]
+struct Row<'a> {
+    prefix: Prefix,
+    manual: bool,
+    feeds: &'a [Listing],
+    packets: u64,
+    bytes: u64,
+}
+
 pub fn run(ctx: &Context, args: ListArgs) -> anyhow::Result<()> {
     let maps = Maps::open_read_only(&ctx.pin)?;
     let listing = ctx.state.listing(&ctx.config.feed_names())?;
@@ -47,10 +60,13 @@ pub fn run(ctx: &Context, args: ListArgs) -> anyhow::Result<()> {
         let mut out = Vec::with_capacity(rows.len());
         for (prefix, manual, feeds) in &rows {
             let c = maps.prefix_counters(*prefix)?;
-            out.push(json!({
-                "prefix": prefix, "manual": manual, "feeds": feeds,
-                "packets": c.packets, "bytes": c.bytes,
-            }));
+            out.push(Row {
+                prefix: *prefix,
+                manual: *manual,
+                feeds,
+                packets: c.packets,
+                bytes: c.bytes,
+            });
         }
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());

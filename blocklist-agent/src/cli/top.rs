@@ -17,12 +17,12 @@
 use std::{collections::HashMap, time::Duration};
 
 use blocklist_agent::{
-    counters::{ktime_rfc3339, ktime_to_system},
+    counters::ktime_to_system,
     datapath::maps::Maps,
-    hits,
+    hits::{self, FeedHit, IpHit, PrefixHit},
 };
 use clap::{Args, ValueEnum};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::{Context, table};
 
@@ -81,8 +81,39 @@ pub fn ago(ktime_ns: u64) -> String {
 struct Row {
     key: String,
     packets: u64,
-    json: Value,
+    json: Json,
     cells: Vec<String>,
+}
+
+/// One element of `top --json`, by what is ranked.
+#[derive(Clone, Serialize)]
+#[serde(untagged)]
+enum Json {
+    Ip(IpHit),
+    Prefix(PrefixHit),
+    Feed(FeedHit),
+    Hook(HookJson),
+    #[cfg(test)]
+    None,
+}
+
+#[derive(Clone, Serialize)]
+struct HookJson {
+    hook: &'static str,
+    packets: u64,
+    dropped_packets: u64,
+    dropped_bytes: u64,
+    monitored_packets: u64,
+    allowlisted_packets: u64,
+    seen_packets: u64,
+}
+
+/// A `--watch` element: the row and its rate over the interval.
+#[derive(Serialize)]
+struct Rated<'a> {
+    #[serde(flatten)]
+    row: &'a Json,
+    rate_pps: f64,
 }
 
 fn snapshot(ctx: &Context, maps: &Maps, by: By) -> anyhow::Result<Vec<Row>> {
@@ -93,11 +124,7 @@ fn snapshot(ctx: &Context, maps: &Maps, by: By) -> anyhow::Result<Vec<Row>> {
             .map(|h| Row {
                 key: format!("{} {:?}", h.ip, h.direction),
                 packets: h.packets,
-                json: json!({
-                    "ip": h.ip, "direction": h.direction, "prefix": h.prefix, "feeds": h.feeds,
-                    "packets": h.packets, "bytes": h.bytes, "last_seen": ktime_rfc3339(h.last_seen_ns),
-                    "action": h.action,
-                }),
+                json: Json::Ip(h.clone()),
                 // Address over its entry and feeds: an IPv6 address, its
                 // prefix and two feed names do not fit one 80-column line.
                 cells: vec![
@@ -120,13 +147,14 @@ fn snapshot(ctx: &Context, maps: &Maps, by: By) -> anyhow::Result<Vec<Row>> {
             .map(|h| Row {
                 key: h.prefix.to_string(),
                 packets: h.packets,
-                json: json!({
-                    "prefix": h.prefix, "feeds": h.feeds, "packets": h.packets,
-                    "egress_packets": h.egress_packets, "bytes": h.bytes,
-                    "last_seen": ktime_rfc3339(h.last_seen_ns), "action": h.action,
-                }),
+                json: Json::Prefix(h.clone()),
                 cells: vec![
-                    format!("{}{}\n  {}", h.prefix, monitor_mark(h.action), h.feeds.join(", ")),
+                    format!(
+                        "{}{}\n  {}",
+                        h.prefix,
+                        monitor_mark(h.action),
+                        h.feeds.join(", ")
+                    ),
                     table::count(h.packets),
                     table::bytes(h.bytes),
                     ago(h.last_seen_ns),
@@ -138,10 +166,7 @@ fn snapshot(ctx: &Context, maps: &Maps, by: By) -> anyhow::Result<Vec<Row>> {
             .map(|h| Row {
                 key: h.feed.clone(),
                 packets: h.packets,
-                json: json!({
-                    "feed": h.feed, "prefixes": h.prefixes, "packets": h.packets, "bytes": h.bytes,
-                    "last_seen": ktime_rfc3339(h.last_seen_ns),
-                }),
+                json: Json::Feed(h.clone()),
                 cells: vec![
                     h.feed.clone(),
                     table::count(h.prefixes),
@@ -164,11 +189,14 @@ fn snapshot(ctx: &Context, maps: &Maps, by: By) -> anyhow::Result<Vec<Row>> {
                     Row {
                         key: hook.to_owned(),
                         packets,
-                        json: json!({
-                            "hook": hook, "packets": packets, "dropped_packets": dropped,
-                            "dropped_bytes": bytes, "monitored_packets": c.monitored_packets,
-                            "allowlisted_packets": c.allowlisted_packets,
-                            "seen_packets": c.seen_packets,
+                        json: Json::Hook(HookJson {
+                            hook,
+                            packets,
+                            dropped_packets: dropped,
+                            dropped_bytes: bytes,
+                            monitored_packets: c.monitored_packets,
+                            allowlisted_packets: c.allowlisted_packets,
+                            seen_packets: c.seen_packets,
                         }),
                         cells: vec![
                             hook.to_owned(),
@@ -242,7 +270,7 @@ pub fn run(ctx: &Context, args: TopArgs) -> anyhow::Result<()> {
         let mut rows = snapshot(ctx, &maps, args.by)?;
         rows.truncate(args.limit);
         if args.json {
-            let v: Vec<&Value> = rows.iter().map(|r| &r.json).collect();
+            let v: Vec<&Json> = rows.iter().map(|r| &r.json).collect();
             println!("{}", serde_json::to_string_pretty(&v)?);
         } else if rows.is_empty() {
             println!("nothing has hit the blocklist yet");
@@ -268,12 +296,11 @@ pub fn run(ctx: &Context, args: TopArgs) -> anyhow::Result<()> {
         before = rows.iter().map(|r| (r.key.clone(), r.packets)).collect();
         rows.truncate(args.limit);
         if args.json {
-            let v: Vec<Value> = rows
+            let v: Vec<Rated> = rows
                 .iter()
-                .map(|r| {
-                    let mut j = r.json.clone();
-                    j["rate_pps"] = json!(rates.get(&r.key).copied().unwrap_or(0.0));
-                    j
+                .map(|r| Rated {
+                    row: &r.json,
+                    rate_pps: rates.get(&r.key).copied().unwrap_or(0.0),
                 })
                 .collect();
             println!("{}", serde_json::to_string(&v)?);
@@ -300,7 +327,7 @@ mod tests {
             Row {
                 key: "a".into(),
                 packets: 123_456,
-                json: json!({}),
+                json: Json::None,
                 cells: vec![
                     "2001:db8:ffff:ffff:ffff:ffff:ffff:fffe (src)\n  2001:db8:ffff::/48 spamhaus-drop, partner-taxii".into(),
                     table::count(123_456),
@@ -311,7 +338,7 @@ mod tests {
             Row {
                 key: "b".into(),
                 packets: 7,
-                json: json!({}),
+                json: Json::None,
                 cells: vec![
                     "192.0.2.7 (dst)\n  192.0.2.0/24 manual".into(),
                     table::count(7),
@@ -352,7 +379,7 @@ mod tests {
         let prefixes = vec![Row {
             key: "p".into(),
             packets: 42,
-            json: json!({}),
+            json: Json::None,
             cells: vec![
                 "2001:db8:ffff::/48\n  spamhaus-drop, partner-taxii".into(),
                 table::count(42),
@@ -369,7 +396,7 @@ mod tests {
         let feeds = vec![Row {
             key: "f".into(),
             packets: 1_234_567,
-            json: json!({}),
+            json: Json::None,
             cells: vec![
                 "spamhaus-drop".into(),
                 table::count(17),
