@@ -37,7 +37,7 @@ use blocklist_ebpf::{
 };
 use serde::Serialize;
 
-use crate::{counters::ktime_to_system, datapath::pin::PinDir, metrics::FeedIndex, prefix::Prefix};
+use crate::{counters::ktime_to_system, datapath::pin::PinDir, listing::FeedIndex, prefix::Prefix};
 
 /// Where events go.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,8 +14,8 @@ use crate::{
         DatapathError,
         maps::{Maps, ip_of},
     },
+    listing::FeedIndex,
     prefix::Prefix,
-    state::feeds::Listing,
 };
 
 /// Which address of the packet matched.
@@ -100,11 +100,12 @@ pub struct FeedHit {
     pub last_seen_ns: u64,
 }
 
-fn feeds_of(listing: &HashMap<Prefix, Vec<Listing>>, prefix: &Prefix, manual: bool) -> Vec<String> {
+fn feeds_of(listing: &FeedIndex, prefix: &Prefix, manual: bool) -> Vec<String> {
     let mut v: Vec<String> = listing
-        .get(prefix)
-        .map(|l| l.iter().map(|x| x.feed.clone()).collect())
-        .unwrap_or_default();
+        .feeds_of(prefix)
+        .into_iter()
+        .map(|l| l.feed)
+        .collect();
     if manual {
         v.insert(0, "manual".into());
     }
@@ -115,10 +116,7 @@ fn feeds_of(listing: &HashMap<Prefix, Vec<Listing>>, prefix: &Prefix, manual: bo
 /// Every per-address counter, busiest first: the `IP_HITS` LRU for
 /// addresses inside wider entries, and the single-address entries' own
 /// counters (split by direction) for the rest.
-pub fn by_ip(
-    maps: &Maps,
-    listing: &HashMap<Prefix, Vec<Listing>>,
-) -> Result<Vec<IpHit>, DatapathError> {
+pub fn by_ip(maps: &Maps, listing: &FeedIndex) -> Result<Vec<IpHit>, DatapathError> {
     let single: Vec<(Prefix, u32, EntryCounters)> = maps.single_address_hits()?;
     by_ip_of(maps, single, listing)
 }
@@ -128,7 +126,7 @@ pub fn by_ip(
 pub fn by_ip_from(
     maps: &Maps,
     hit: &[(Prefix, EntryValue, EntryCounters)],
-    listing: &HashMap<Prefix, Vec<Listing>>,
+    listing: &FeedIndex,
 ) -> Result<Vec<IpHit>, DatapathError> {
     let single = hit
         .iter()
@@ -141,7 +139,7 @@ pub fn by_ip_from(
 fn by_ip_of(
     maps: &Maps,
     single: Vec<(Prefix, u32, EntryCounters)>,
-    listing: &HashMap<Prefix, Vec<Listing>>,
+    listing: &FeedIndex,
 ) -> Result<Vec<IpHit>, DatapathError> {
     let mut out = Vec::new();
     for (prefix, flags, v) in single {
@@ -220,17 +218,14 @@ pub fn action_of(flags: u32) -> Action {
 }
 
 /// Every hit block entry, busiest first.
-pub fn by_prefix(
-    maps: &Maps,
-    listing: &HashMap<Prefix, Vec<Listing>>,
-) -> Result<Vec<PrefixHit>, DatapathError> {
+pub fn by_prefix(maps: &Maps, listing: &FeedIndex) -> Result<Vec<PrefixHit>, DatapathError> {
     Ok(by_prefix_from(&maps.hit_block_entries()?, listing))
 }
 
 /// [`by_prefix`] from the hit block entries one walk read.
 pub fn by_prefix_from(
     hit: &[(Prefix, EntryValue, EntryCounters)],
-    listing: &HashMap<Prefix, Vec<Listing>>,
+    listing: &FeedIndex,
 ) -> Vec<PrefixHit> {
     let mut out = Vec::new();
     for (prefix, v, c) in hit {

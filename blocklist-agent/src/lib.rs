@@ -28,6 +28,8 @@
 //! - [`reserved`]: the reserved-range guard (RFC 6890 special-purpose
 //!   ranges refused or cut out of every feed).
 //! - [`prefix`]: parsing, canonical form and the min-prefix guard.
+//! - [`record`]: what feeds produce and the state keeps (a listed entry,
+//!   a rejected line), below both.
 //! - [`policy`]: feeds, hand-made entries and protected ranges into the
 //!   desired set (drop wins over monitor).
 //! - [`sync`]: plan, apply, the delta path, the memo between syncs.
@@ -36,10 +38,13 @@
 //! - [`hooks`]: every hook as one set (XDP or TC ingress, TC egress, the
 //!   cgroup socket hooks): status, the egress plan, upgrade, detach.
 //! - [`state`]: the persisted state directory.
+//! - [`timestamp`]: wall-clock times as RFC 3339 in files and outputs.
 //! - [`access`]: sharing pins and state with an operator group.
 //!
 //! The read side:
 //! - [`counters`]: summing per-CPU counters, kernel time to wall time.
+//! - [`listing`]: which feeds list which prefixes (the one index every
+//!   view names feeds by).
 //! - [`hits`]: per-address, per-prefix and per-feed rankings.
 //! - [`metrics`]: the Prometheus endpoint's families.
 //! - [`events`]: drop events from the ring buffer as JSON lines or syslog.
@@ -59,9 +64,11 @@ pub mod feed;
 pub mod hits;
 pub mod hooks;
 pub mod http;
+pub mod listing;
 pub mod metrics;
 pub mod policy;
 pub mod prefix;
+pub mod record;
 pub mod reserved;
 pub mod state;
 pub mod sync;

@@ -29,113 +29,12 @@ use crate::{
         pin::PinDir,
     },
     hits,
-    prefix::Prefix,
-    state::{StateDir, feeds::Listing},
+    listing::FeedIndex,
+    state::StateDir,
 };
 
 /// The most addresses exported as `xdp_blocklist_top_address_packets`.
 pub const MAX_TOP_N: usize = 100;
-
-/// Which feeds list which prefixes: per feed, its distinct prefixes
-/// sorted (a sorted Vec is a third of the memory of a map, and only the
-/// few prefixes that were hit are ever looked up).
-#[derive(Debug, Default)]
-pub struct FeedIndex {
-    /// Shared, so that a sync that changes one feed keeps the others'.
-    feeds: Vec<(String, Arc<Vec<Prefix>>)>,
-    /// CrowdSec feeds: (feed, decision origin, prefixes), sorted prefixes.
-    origins: Vec<(String, String, Vec<Prefix>)>,
-}
-
-impl FeedIndex {
-    /// Builds the index from (feed, prefixes) pairs.
-    pub fn new(feeds: Vec<(String, Vec<Prefix>)>) -> Self {
-        let feeds = feeds
-            .into_iter()
-            .map(|(n, mut v)| {
-                v.sort_unstable();
-                v.dedup();
-                (n, Arc::new(v))
-            })
-            .collect();
-        Self {
-            feeds,
-            origins: Vec::new(),
-        }
-    }
-
-    /// From lists that are already sorted and distinct.
-    pub fn from_sorted(feeds: Vec<(String, Arc<Vec<Prefix>>)>) -> Self {
-        debug_assert!(feeds.iter().all(|(_, v)| v.windows(2).all(|w| w[0] < w[1])));
-        Self {
-            feeds,
-            origins: Vec::new(),
-        }
-    }
-
-    /// One feed's distinct prefixes, sorted.
-    pub fn list(&self, feed: &str) -> Option<&Arc<Vec<Prefix>>> {
-        self.feeds.iter().find(|(n, _)| n == feed).map(|(_, v)| v)
-    }
-
-    /// Every (feed, distinct prefixes), in order.
-    pub fn lists(&self) -> &[(String, Arc<Vec<Prefix>>)] {
-        &self.feeds
-    }
-
-    /// True when some list holds exactly `prefix`.
-    pub fn lists_prefix(&self, prefix: &Prefix) -> bool {
-        self.feeds
-            .iter()
-            .any(|(_, v)| v.binary_search(prefix).is_ok())
-    }
-
-    /// Adds the CrowdSec feeds' prefixes by decision origin.
-    pub fn with_origins(mut self, origins: Vec<(String, String, Vec<Prefix>)>) -> Self {
-        self.origins = origins
-            .into_iter()
-            .map(|(f, o, mut v)| {
-                v.sort_unstable();
-                v.dedup();
-                (f, o, v)
-            })
-            .collect();
-        self
-    }
-
-    /// (feed, origin, prefixes) of the CrowdSec feeds.
-    pub fn origins(&self) -> &[(String, String, Vec<Prefix>)] {
-        &self.origins
-    }
-
-    /// The feeds listing `prefix`.
-    pub fn feeds_of(&self, prefix: &Prefix) -> Vec<Listing> {
-        self.feeds
-            .iter()
-            .filter(|(_, v)| v.binary_search(prefix).is_ok())
-            .map(|(n, _)| Listing {
-                feed: n.clone(),
-                id: None,
-            })
-            .collect()
-    }
-
-    /// (feed, IPv4 entries, IPv6 entries).
-    pub fn counts(&self) -> Vec<(String, usize, usize)> {
-        self.feeds
-            .iter()
-            .map(|(n, v)| {
-                let v4 = v.iter().filter(|p| p.is_v4()).count();
-                (n.clone(), v4, v.len() - v4)
-            })
-            .collect()
-    }
-
-    /// As the map `hits` wants, for the prefixes in `wanted` only.
-    fn listing_for(&self, wanted: &[Prefix]) -> std::collections::HashMap<Prefix, Vec<Listing>> {
-        wanted.iter().map(|p| (*p, self.feeds_of(p))).collect()
-    }
-}
 
 /// What `run` shares with the HTTP server.
 pub struct Shared {
@@ -398,9 +297,7 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
     // Hits: per feed over every hit prefix, and the top addresses.
     // One walk of the maps for every view of the hits.
     let hit = shared.hit_block_entries(&maps)?;
-    let hit_prefixes: Vec<Prefix> = hit.iter().map(|(p, _, _)| *p).collect();
-    let listing = index.listing_for(&hit_prefixes);
-    let by_prefix = hits::by_prefix_from(&hit, &listing);
+    let by_prefix = hits::by_prefix_from(&hit, &index);
     let by_feed = Family::<Labels, Counter>::default();
     let monitored_by_feed = Family::<Labels, Counter>::default();
     for h in hits::by_feed(&by_prefix) {
@@ -445,7 +342,7 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
         decisions,
     );
 
-    let mut by_ip = hits::by_ip_from(&maps, &hit, &std::collections::HashMap::new())?;
+    let mut by_ip = hits::by_ip_from(&maps, &hit, &FeedIndex::default())?;
     by_ip.truncate(shared.top_n.min(MAX_TOP_N));
     let top = Family::<Labels, Gauge>::default();
     for h in by_ip {

@@ -553,7 +553,8 @@ fn kernel_metrics(k: &blocklist_tests::kernel::Kernel) -> Vec<Value> {
     use blocklist_agent::{
         config::Config,
         datapath::pin::PinDir,
-        metrics::{self, FeedIndex, Shared},
+        listing::FeedIndex,
+        metrics::{self, Shared},
         state::StateDir,
     };
     let state = tempfile::tempdir().unwrap();

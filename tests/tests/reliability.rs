@@ -17,7 +17,8 @@ use blocklist_agent::{
         maps::{Maps, TrieKind},
         pin::PinDir,
     },
-    metrics::{self, FeedIndex, Shared},
+    listing::FeedIndex,
+    metrics::{self, Shared},
     state::StateDir,
 };
 use blocklist_tests::{

@@ -41,7 +41,8 @@ use crate::{
     export,
     feed::{auth, fetch::Fetcher},
     hooks,
-    metrics::{FeedIndex, Shared},
+    listing::FeedIndex,
+    metrics::Shared,
     state::{StateDir, lock},
     sync::{Report, Schedule, SyncOptions, memo::SyncMemo, sync_with},
 };

@@ -25,8 +25,8 @@ use blocklist_agent::{
     counters::{ktime_rfc3339, ktime_to_system},
     datapath::maps::{Maps, TrieKind},
     hits,
+    listing::{FeedIndex, Listing},
     prefix::{Prefix, canonical_addr},
-    state::feeds::Listing,
     timestamp,
 };
 use blocklist_ebpf::{
@@ -121,11 +121,7 @@ pub fn run(ctx: &Context, args: CheckArgs) -> anyhow::Result<()> {
         None => None,
     };
     let listed_by = match &block {
-        Some(m) => ctx
-            .state
-            .listing(&ctx.config.feed_names())?
-            .remove(&m.prefix)
-            .unwrap_or_default(),
+        Some(m) => FeedIndex::load(&ctx.state, &ctx.config.feed_names()).feeds_of(&m.prefix),
         None => Vec::new(),
     };
 

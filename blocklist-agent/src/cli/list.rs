@@ -7,8 +7,8 @@
 
 use blocklist_agent::{
     datapath::maps::{Maps, TrieKind},
+    listing::{FeedIndex, Listing},
     prefix::Prefix,
-    state::feeds::Listing,
 };
 use blocklist_ebpf::ENTRY_FLAG_MANUAL;
 use clap::Args;
@@ -38,14 +38,14 @@ struct Row<'a> {
 
 pub fn run(ctx: &Context, args: ListArgs) -> anyhow::Result<()> {
     let maps = Maps::open_read_only(&ctx.pin)?;
-    let listing = ctx.state.listing(&ctx.config.feed_names())?;
+    let listing = FeedIndex::load(&ctx.state, &ctx.config.feed_names());
     let mut rows = Vec::new();
     for v4 in [true, false] {
         let mut entries = maps.entries(TrieKind::Block, v4)?;
         entries.sort_by_key(|(p, _)| *p);
         for (prefix, value) in entries {
             let manual = value.flags & ENTRY_FLAG_MANUAL != 0;
-            let feeds = listing.get(&prefix).cloned().unwrap_or_default();
+            let feeds = listing.feeds_of(&prefix);
             let keep = match args.feed.as_deref() {
                 None => true,
                 Some("manual") => manual,

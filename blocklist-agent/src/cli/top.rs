@@ -20,6 +20,7 @@ use blocklist_agent::{
     counters::ktime_to_system,
     datapath::maps::Maps,
     hits::{self, FeedHit, IpHit, PrefixHit},
+    listing::FeedIndex,
 };
 use clap::{Args, ValueEnum};
 use serde::Serialize;
@@ -117,7 +118,7 @@ struct Rated<'a> {
 }
 
 fn snapshot(ctx: &Context, maps: &Maps, by: By) -> anyhow::Result<Vec<Row>> {
-    let listing = ctx.state.listing(&ctx.config.feed_names())?;
+    let listing = FeedIndex::load(&ctx.state, &ctx.config.feed_names());
     Ok(match by {
         By::Ip => hits::by_ip(maps, &listing)?
             .into_iter()

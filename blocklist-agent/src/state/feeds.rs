@@ -2,7 +2,7 @@
 //! last good entries that keep protecting when a feed fails.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     fs,
     io::{BufRead as _, BufReader},
     path::PathBuf,
@@ -10,12 +10,12 @@ use std::{
 };
 
 use anyhow::Context as _;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{StateDir, list_file, write_atomic};
 use crate::{
-    feed::{Entry, Rejection, crowdsec::Decisions},
     prefix::Prefix,
+    record::{Entry, Rejection},
 };
 
 /// What the agent remembers about one feed between syncs.
@@ -87,16 +87,6 @@ pub struct StoredIndicator {
     pub revoked: bool,
     /// The prefixes its pattern names.
     pub prefixes: Vec<Prefix>,
-}
-
-/// One feed listing a prefix.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Listing {
-    /// The feed.
-    pub feed: String,
-    /// The STIX indicator id, for STIX/TAXII feeds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
 }
 
 fn state_file(name: &str) -> String {
@@ -208,47 +198,18 @@ impl StateDir {
         Some((m.len(), m.modified().ok()?))
     }
 
-    /// Which feeds (and STIX indicator ids) list each prefix, from the
-    /// last good entries of `feeds` (all feeds with state when empty).
-    pub fn listing(&self, feeds: &[String]) -> anyhow::Result<HashMap<Prefix, Vec<Listing>>> {
-        let names = if feeds.is_empty() {
-            self.feed_names()
-        } else {
-            feeds.to_vec()
-        };
-        let mut out: HashMap<Prefix, Vec<Listing>> = HashMap::new();
-        for name in names {
-            // Inspection must work with a damaged state directory: a feed
-            // whose list is unreadable just names no entries (the next
-            // successful sync rewrites it).
-            let entries = match self.feed_entries(&name) {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!(feed = %name, error = %format!("{e:#}"), "skipping an unreadable feed list");
-                    continue;
-                }
-            };
-            for e in entries {
-                out.entry(e.prefix).or_default().push(Listing {
-                    feed: name.clone(),
-                    id: e.id,
-                });
-            }
-        }
-        Ok(out)
-    }
-
     fn decisions_file(name: &str) -> String {
         format!("feeds/{name}.decisions.json")
     }
 
-    /// The CrowdSec decisions of a feed (none when it never had any).
-    pub fn feed_decisions(&self, name: &str) -> anyhow::Result<Decisions> {
+    /// The CrowdSec decisions of a feed, as the bouncer stored them (the
+    /// default when it never had any).
+    pub fn feed_decisions<T: DeserializeOwned + Default>(&self, name: &str) -> anyhow::Result<T> {
         self.read_json(&Self::decisions_file(name))
     }
 
     /// Replaces the CrowdSec decisions of a feed (atomically).
-    pub fn set_feed_decisions(&self, name: &str, d: &Decisions) -> anyhow::Result<()> {
+    pub fn set_feed_decisions<T: Serialize>(&self, name: &str, d: &T) -> anyhow::Result<()> {
         // Compact: the community blocklist alone is tens of thousands.
         write_atomic(
             &self.root().join(Self::decisions_file(name)),

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 
-use crate::{feed::Entry, prefix::Prefix};
+use crate::{prefix::Prefix, record::Entry};
 
 const MAGIC: &[u8; 8] = b"XBLLIST1";
 const NO_ID: u32 = u32::MAX;

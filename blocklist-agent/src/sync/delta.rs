@@ -22,7 +22,7 @@ use crate::{
     config::Config,
     datapath::{maps::Maps, table::TableReport},
     feed::poll::{Delta, FeedOutcome},
-    metrics::FeedIndex,
+    listing::FeedIndex,
     policy::{self, Guarded},
     prefix::Prefix,
     state::manual::Manual,

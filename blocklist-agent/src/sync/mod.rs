@@ -30,7 +30,7 @@ use crate::{
         fetch::Fetcher,
         poll::{self, FeedOutcome, FeedStatus, PollContext},
     },
-    metrics::FeedIndex,
+    listing::FeedIndex,
     policy::{self, Desired},
     prefix::Prefix,
     state::StateDir,
