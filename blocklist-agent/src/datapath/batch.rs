@@ -1,25 +1,23 @@
 //! `BPF_MAP_UPDATE_BATCH` / `BPF_MAP_DELETE_BATCH` (kernel >= 5.6 for hash
 //! maps, and for LPM tries on recent kernels): one syscall per thousands of
-//! entries instead of one per entry. aya 0.14 does not expose them.
+//! entries instead of one per entry. aya does not expose them.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
-const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+use super::sys::{self, Command};
 
 /// The `batch` member of `union bpf_attr` (linux/bpf.h).
 #[repr(C)]
 #[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
+pub(crate) struct BatchAttr {
+    pub(crate) in_batch: u64,
+    pub(crate) out_batch: u64,
+    pub(crate) keys: u64,
+    pub(crate) values: u64,
+    pub(crate) count: u32,
+    pub(crate) map_fd: u32,
+    pub(crate) elem_flags: u64,
+    pub(crate) flags: u64,
 }
 
 /// A failed batch: how many elements the kernel processed before the error.
@@ -37,27 +35,34 @@ impl BatchError {
     pub fn unsupported(&self) -> bool {
         matches!(
             self.error.raw_os_error(),
-            Some(libc::EINVAL) | Some(libc::ENOTSUP) | Some(libc::ENOSYS)
+            Some(libc::EINVAL) | Some(libc::ENOTSUP) | Some(libc::ENOSYS) | Some(ENOTSUPP)
         ) && self.done == 0
     }
 }
 
-fn call(cmd: libc::c_long, attr: &mut BatchAttr) -> Result<(), std::io::Error> {
-    // SAFETY: `attr` is a valid bpf_attr prefix for the batch commands; the
-    // key and value buffers it points to outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut BatchAttr,
-            std::mem::size_of::<BatchAttr>() as u32,
-        )
-    };
-    if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
+/// The kernel's internal `ENOTSUPP`, which `bpf(2)` returns for a batch
+/// command the map type does not implement (not `EOPNOTSUPP`).
+const ENOTSUPP: i32 = 524;
+
+fn call(cmd: Command, attr: &mut BatchAttr) -> Result<(), std::io::Error> {
+    let asked = attr.count;
+    // SAFETY: `BatchAttr` is the `batch` member the batch commands read;
+    // every caller here points it at key and value buffers of `count`
+    // elements that outlive the call.
+    let r = unsafe { sys::bpf(cmd, attr) }.map(drop);
+    // The kernel writes back how many elements it handled, except when it
+    // refuses the command before the first (a map type without the batch
+    // operation): then `count` is still what was asked, although nothing
+    // was done. An element that fails stops the batch before `asked`, and
+    // the end of a walk is ENOENT, so an unchanged count on any other
+    // error means none.
+    if r.as_ref()
+        .is_err_and(|e| e.raw_os_error() != Some(libc::ENOENT))
+        && attr.count == asked
+    {
+        attr.count = 0;
     }
+    r
 }
 
 /// Reads every key and value of a map, `chunk` entries per syscall, with
@@ -163,7 +168,7 @@ fn walk<K: Copy + Default>(
             map_fd: fd.as_raw_fd() as u32,
             ..Default::default()
         };
-        let r = call(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        let r = call(Command::MapLookupBatch, &mut attr);
         let n = attr.count as usize;
         // SAFETY: the kernel wrote `n` values of `stride` bytes each.
         let bytes =
@@ -197,7 +202,7 @@ pub fn update<K, V>(fd: BorrowedFd<'_>, keys: &[K], values: &[V]) -> Result<(), 
         map_fd: fd.as_raw_fd() as u32,
         ..Default::default()
     };
-    call(BPF_MAP_UPDATE_BATCH, &mut attr).map_err(|error| BatchError {
+    call(Command::MapUpdateBatch, &mut attr).map_err(|error| BatchError {
         done: attr.count as usize,
         error,
     })
@@ -215,8 +220,166 @@ pub fn delete<K>(fd: BorrowedFd<'_>, keys: &[K]) -> Result<(), BatchError> {
         map_fd: fd.as_raw_fd() as u32,
         ..Default::default()
     };
-    call(BPF_MAP_DELETE_BATCH, &mut attr).map_err(|error| BatchError {
+    call(Command::MapDeleteBatch, &mut attr).map_err(|error| BatchError {
         done: attr.count as usize,
         error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        cell::RefCell,
+        collections::BTreeMap,
+        os::fd::{AsFd as _, OwnedFd},
+        rc::Rc,
+    };
+
+    use super::*;
+    use crate::datapath::sys::fake;
+
+    fn fd() -> OwnedFd {
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
+
+    /// A hash map of u32 -> u64 as the kernel's batch commands see it.
+    fn kernel(
+        map: Rc<RefCell<BTreeMap<u32, u64>>>,
+        calls: Rc<RefCell<Vec<Command>>>,
+    ) -> impl FnMut(Command, *mut u8) -> std::io::Result<i64> {
+        move |cmd, attr| {
+            calls.borrow_mut().push(cmd);
+            // SAFETY: the batch commands pass a BatchAttr whose buffers
+            // hold `count` u32 keys and u64 values.
+            let a = unsafe { &mut *attr.cast::<BatchAttr>() };
+            let keys = a.keys as *mut u32;
+            let values = a.values as *mut u64;
+            let mut map = map.borrow_mut();
+            match cmd {
+                Command::MapLookupBatch => {
+                    let after = (a.in_batch != 0).then(|| unsafe { *(a.in_batch as *const u32) });
+                    let rest: Vec<(u32, u64)> = map
+                        .iter()
+                        .filter(|(k, _)| after.is_none_or(|a| **k > a))
+                        .map(|(k, v)| (*k, *v))
+                        .collect();
+                    let n = rest.len().min(a.count as usize);
+                    for (i, (k, v)) in rest[..n].iter().enumerate() {
+                        unsafe {
+                            *keys.add(i) = *k;
+                            *values.add(i) = *v;
+                        }
+                    }
+                    a.count = n as u32;
+                    if n > 0 {
+                        unsafe { *(a.out_batch as *mut u32) = rest[n - 1].0 };
+                    }
+                    if n == rest.len() {
+                        fake::errno(libc::ENOENT)
+                    } else {
+                        Ok(0)
+                    }
+                }
+                Command::MapDeleteBatch => {
+                    for i in 0..a.count as usize {
+                        let k = unsafe { *keys.add(i) };
+                        if map.remove(&k).is_none() {
+                            a.count = i as u32;
+                            return fake::errno(libc::ENOENT);
+                        }
+                    }
+                    Ok(0)
+                }
+                Command::MapUpdateBatch => {
+                    for i in 0..a.count as usize {
+                        unsafe { map.insert(*keys.add(i), *values.add(i)) };
+                    }
+                    Ok(0)
+                }
+                _ => fake::errno(libc::EINVAL),
+            }
+        }
+    }
+
+    #[test]
+    fn a_walk_ends_at_enoent_and_keeps_the_last_partial_chunk() {
+        let map = Rc::new(RefCell::new(
+            (1..=5).map(|k| (k, u64::from(k) * 10)).collect(),
+        ));
+        let calls = Rc::new(RefCell::new(Vec::new()));
+        let got = fake::with(kernel(Rc::clone(&map), Rc::clone(&calls)), || {
+            lookup_all::<u32, u64>(fd().as_fd(), 2)
+        })
+        .unwrap();
+        assert_eq!(got, [(1, 10), (2, 20), (3, 30), (4, 40), (5, 50)]);
+        // Two full chunks, then the last one with ENOENT.
+        assert_eq!(calls.borrow().len(), 3);
+    }
+
+    #[test]
+    fn a_range_stops_after_count_and_an_empty_map_is_no_error() {
+        let map = Rc::new(RefCell::new((0..100).map(|k| (k, u64::from(k))).collect()));
+        let calls = Rc::new(RefCell::new(Vec::new()));
+        let mut seen = Vec::new();
+        let n = fake::with(kernel(map, Rc::clone(&calls)), || {
+            lookup_range::<u64>(fd().as_fd(), 10, 7, 3, |k, v| seen.push((k, v)))
+        })
+        .unwrap();
+        assert_eq!(n, 7);
+        assert_eq!(seen.first(), Some(&(10, 10)));
+        assert_eq!(seen.last(), Some(&(16, 16)));
+        assert_eq!(calls.borrow().len(), 3, "3 + 3 + 1");
+        let empty = Rc::new(RefCell::new(BTreeMap::new()));
+        let n = fake::with(kernel(empty, calls), || {
+            lookup_each::<u32, u64>(fd().as_fd(), 8, |_, _| panic!("no entries"))
+        })
+        .unwrap();
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn a_missing_key_stops_a_delete_and_says_how_far_it_got() {
+        let map = Rc::new(RefCell::new([(1, 0), (2, 0), (4, 0)].into_iter().collect()));
+        let calls = Rc::new(RefCell::new(Vec::new()));
+        let e = fake::with(kernel(Rc::clone(&map), calls), || {
+            delete::<u32>(fd().as_fd(), &[1, 2, 3, 4])
+        })
+        .unwrap_err();
+        assert_eq!(e.done, 2);
+        assert_eq!(e.error.raw_os_error(), Some(libc::ENOENT));
+        assert!(!e.unsupported());
+        assert_eq!(map.borrow().keys().copied().collect::<Vec<_>>(), [4]);
+    }
+
+    #[test]
+    fn only_a_refusal_before_any_element_means_unsupported() {
+        let err = |done, errno| BatchError {
+            done,
+            error: std::io::Error::from_raw_os_error(errno),
+        };
+        assert!(err(0, libc::EINVAL).unsupported());
+        assert!(err(0, libc::ENOTSUP).unsupported());
+        assert!(err(0, ENOTSUPP).unsupported(), "the kernel's own ENOTSUPP");
+        assert!(
+            !err(3, libc::EINVAL).unsupported(),
+            "a partial batch is a real error"
+        );
+        assert!(!err(0, libc::EPERM).unsupported());
+        // A map type without batch operations: the kernel returns before
+        // writing the count back, and nothing was done.
+        let refuse = |_, _| fake::errno(ENOTSUPP);
+        let e = fake::with(refuse, || {
+            update::<u32, u64>(fd().as_fd(), &[1, 2], &[2, 3])
+        })
+        .unwrap_err();
+        assert!(e.unsupported(), "done {}", e.done);
+        let e = fake::with(refuse, || delete::<u32>(fd().as_fd(), &[1, 2])).unwrap_err();
+        assert!(e.unsupported(), "done {}", e.done);
+        let mut seen = 0;
+        let e = fake::with(refuse, || {
+            lookup_each::<u32, u64>(fd().as_fd(), 4, |_, _| seen += 1)
+        })
+        .unwrap_err();
+        assert!(e.unsupported() && seen == 0, "no made-up entries ({seen})");
+    }
 }

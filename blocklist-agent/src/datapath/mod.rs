@@ -14,6 +14,7 @@ pub mod mirror;
 pub mod mmap;
 pub mod mode;
 pub mod pin;
+pub(crate) mod sys;
 pub mod table;
 pub mod tc;
 pub mod test_run;

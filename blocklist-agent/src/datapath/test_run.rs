@@ -14,8 +14,6 @@ pub const XDP_DROP: u32 = 1;
 /// `XDP_PASS`.
 pub const XDP_PASS: u32 = 2;
 
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
-
 /// The `test` member of `union bpf_attr` (linux/bpf.h).
 #[repr(C)]
 #[derive(Default)]
@@ -124,21 +122,9 @@ pub fn run_live(
 }
 
 fn test_run(attr: &mut TestRunAttr) -> Result<(), DatapathError> {
-    // SAFETY: `attr` is a valid bpf_attr prefix for BPF_PROG_TEST_RUN and the
-    // buffers it points to outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            attr as *mut TestRunAttr,
-            std::mem::size_of::<TestRunAttr>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(DatapathError::other(
-            "BPF_PROG_TEST_RUN",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+    // SAFETY: `TestRunAttr` is the `test` member BPF_PROG_TEST_RUN reads,
+    // and its callers point it at a frame and context that outlive the call.
+    unsafe { super::sys::bpf(super::sys::Command::ProgTestRun, attr) }
+        .map(drop)
+        .map_err(|e| DatapathError::other("BPF_PROG_TEST_RUN", e))
 }
