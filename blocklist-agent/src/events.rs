@@ -223,7 +223,7 @@ pub fn decode(item: &[u8]) -> Option<DropEvent> {
         return None;
     }
     let mut e = DropEvent::default();
-    let n = item.len().min(std::mem::size_of::<DropEvent>());
+    let n = item.len().min(size_of::<DropEvent>());
     // SAFETY: DropEvent is plain old data (any bytes are a valid value),
     // and at most its size is copied into it.
     unsafe {
@@ -301,7 +301,7 @@ impl Sink {
                     .send(
                         format!(
                             "<13>1 {} {} xdp-blocklist {} drop - {line}",
-                            humantime::format_rfc3339_millis(std::time::SystemTime::now()),
+                            humantime::format_rfc3339_millis(SystemTime::now()),
                             self.hostname,
                             std::process::id()
                         )

@@ -714,19 +714,30 @@ pub const DROP_EVENT_V1_BYTES: usize = 64;
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: every type is #[repr(C)], made only of integers and byte
-    // arrays, with explicit padding fields, so any bit pattern is valid.
-    unsafe impl aya::Pod for super::EntryValue {}
-    unsafe impl aya::Pod for super::PrefixCounters {}
-    unsafe impl aya::Pod for super::IpKey {}
-    unsafe impl aya::Pod for super::IpCounters {}
-    unsafe impl aya::Pod for super::GlobalCounters {}
-    unsafe impl aya::Pod for super::Config {}
-    unsafe impl aya::Pod for super::DropEvent {}
-    unsafe impl aya::Pod for super::TableMeta {}
-    unsafe impl aya::Pod for super::EntryCounters {}
-    unsafe impl aya::Pod for super::EventBudget {}
-    unsafe impl aya::Pod for super::AddrHits {}
+    macro_rules! pod {
+        ($($t:ty),* $(,)?) => {
+            $(
+                // SAFETY: every type listed is #[repr(C)], made only of
+                // integers and byte arrays, with explicit padding fields,
+                // so any bit pattern is valid.
+                unsafe impl aya::Pod for $t {}
+            )*
+        };
+    }
+
+    pod!(
+        super::EntryValue,
+        super::PrefixCounters,
+        super::IpKey,
+        super::IpCounters,
+        super::GlobalCounters,
+        super::Config,
+        super::DropEvent,
+        super::TableMeta,
+        super::EntryCounters,
+        super::EventBudget,
+        super::AddrHits,
+    );
 }
 
 #[cfg(test)]

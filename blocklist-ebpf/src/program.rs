@@ -357,7 +357,7 @@ impl Packet {
         // an integer (all zeros is a valid value); volatile keeps LLVM
         // from merging the stores back into a memset call.
         unsafe {
-            for i in 0..core::mem::size_of::<Packet>() / 8 {
+            for i in 0..size_of::<Packet>() / 8 {
                 core::ptr::write_volatile(words.add(i), 0);
             }
             slot.assume_init_mut()
@@ -365,7 +365,7 @@ impl Packet {
     }
 }
 
-const _: () = assert!(core::mem::size_of::<Packet>() == 40);
+const _: () = assert!(size_of::<Packet>() == 40);
 
 const PARSED_IP: u32 = 0;
 const PARSED_NOT_IP: u32 = 1;
@@ -375,7 +375,7 @@ const PARSED_MALFORMED: u32 = 2;
 fn ptr_at<T, F: Frame>(ctx: &F, offset: usize) -> Option<*const T> {
     let start = ctx.data();
     let end = ctx.data_end();
-    if start + offset + core::mem::size_of::<T>() > end {
+    if start + offset + size_of::<T>() > end {
         return None;
     }
     Some((start + offset) as *const T)
@@ -1186,7 +1186,7 @@ fn as_in_header(a: &[u8; 16], family: u8, header_family: u8) -> [u8; 16] {
 
 #[cfg(not(test))]
 #[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
     loop {}
 }
 

@@ -581,7 +581,7 @@ fn events_over_the_per_cpu_budget_are_suppressed_and_counted() {
     c.event_budget = 100;
     k.maps.set_config(c).unwrap();
     let n = 2_000u32;
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     for i in 0..n {
         let src = std::net::Ipv4Addr::from(0xc612_0000u32 + i);
         let f = blocklist_tests::frames::ipv4(src, "10.9.9.9".parse().unwrap());

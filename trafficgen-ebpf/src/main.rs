@@ -76,7 +76,7 @@ mod program {
     static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 
     #[panic_handler]
-    fn panic(_: &core::panic::PanicInfo) -> ! {
+    fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
         loop {}
     }
 }

@@ -297,7 +297,7 @@ pub fn run(ctx: &Context, args: TopArgs) -> anyhow::Result<()> {
         before = rows.iter().map(|r| (r.key.clone(), r.packets)).collect();
         rows.truncate(args.limit);
         if args.json {
-            let v: Vec<Rated> = rows
+            let v: Vec<Rated<'_>> = rows
                 .iter()
                 .map(|r| Rated {
                     row: &r.json,

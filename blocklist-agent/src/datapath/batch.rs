@@ -87,7 +87,7 @@ pub fn lookup_each<K: Copy + Default, V: Copy + Default>(
     chunk: usize,
     mut f: impl FnMut(K, V),
 ) -> Result<usize, BatchError> {
-    let stride = std::mem::size_of::<V>();
+    let stride = size_of::<V>();
     walk::<K>(fd, chunk, None, usize::MAX, stride, |k, v| f(k, value(v)))
 }
 
@@ -101,7 +101,7 @@ pub fn lookup_range<V: Copy + Default>(
     chunk: usize,
     mut f: impl FnMut(u32, V),
 ) -> Result<usize, BatchError> {
-    let stride = std::mem::size_of::<V>();
+    let stride = size_of::<V>();
     let after = start.checked_sub(1);
     walk::<u32>(fd, chunk.min(count.max(1)), after, count, stride, |k, v| {
         f(k, value(v))
@@ -117,7 +117,7 @@ pub fn lookup_each_per_cpu<K: Copy + Default, V: Copy + Default>(
     mut f: impl FnMut(K, &[V]),
 ) -> Result<usize, BatchError> {
     // The kernel copies each CPU's value rounded up to 8 bytes.
-    let per_cpu = std::mem::size_of::<V>().next_multiple_of(8);
+    let per_cpu = size_of::<V>().next_multiple_of(8);
     let mut values = Vec::with_capacity(cpus);
     walk::<K>(fd, chunk, None, usize::MAX, per_cpu * cpus, |k, v| {
         values.clear();
@@ -129,7 +129,7 @@ pub fn lookup_each_per_cpu<K: Copy + Default, V: Copy + Default>(
 
 /// The `V` at the start of `bytes`, a value as the kernel copied it.
 fn value<V: Copy>(bytes: &[u8]) -> V {
-    assert!(bytes.len() >= std::mem::size_of::<V>());
+    assert!(bytes.len() >= size_of::<V>());
     // SAFETY: in bounds (checked above); `V` is a plain `repr(C)` map
     // value, valid for any bytes the kernel wrote; the read is unaligned.
     unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<V>()) }
@@ -252,26 +252,33 @@ mod tests {
             // SAFETY: the batch commands pass a BatchAttr whose buffers
             // hold `count` u32 keys and u64 values.
             let a = unsafe { &mut *attr.cast::<BatchAttr>() };
-            let keys = a.keys as *mut u32;
-            let values = a.values as *mut u64;
+            let count = a.count as usize;
+            // SAFETY: the callers' key and value buffers hold `count`
+            // elements (a delete passes no values).
+            let keys = unsafe { std::slice::from_raw_parts_mut(a.keys as *mut u32, count) };
+            let values = match a.values {
+                0 => &mut [][..],
+                // SAFETY: as above.
+                v => unsafe { std::slice::from_raw_parts_mut(v as *mut u64, count) },
+            };
             let mut map = map.borrow_mut();
             match cmd {
                 Command::MapLookupBatch => {
+                    // SAFETY: `in_batch` and `out_batch` point at a u32 key.
                     let after = (a.in_batch != 0).then(|| unsafe { *(a.in_batch as *const u32) });
                     let rest: Vec<(u32, u64)> = map
                         .iter()
                         .filter(|(k, _)| after.is_none_or(|a| **k > a))
                         .map(|(k, v)| (*k, *v))
                         .collect();
-                    let n = rest.len().min(a.count as usize);
+                    let n = rest.len().min(count);
                     for (i, (k, v)) in rest[..n].iter().enumerate() {
-                        unsafe {
-                            *keys.add(i) = *k;
-                            *values.add(i) = *v;
-                        }
+                        keys[i] = *k;
+                        values[i] = *v;
                     }
                     a.count = n as u32;
                     if n > 0 {
+                        // SAFETY: as above.
                         unsafe { *(a.out_batch as *mut u32) = rest[n - 1].0 };
                     }
                     if n == rest.len() {
@@ -281,9 +288,8 @@ mod tests {
                     }
                 }
                 Command::MapDeleteBatch => {
-                    for i in 0..a.count as usize {
-                        let k = unsafe { *keys.add(i) };
-                        if map.remove(&k).is_none() {
+                    for (i, k) in keys.iter().enumerate() {
+                        if map.remove(k).is_none() {
                             a.count = i as u32;
                             return fake::errno(libc::ENOENT);
                         }
@@ -291,9 +297,7 @@ mod tests {
                     Ok(0)
                 }
                 Command::MapUpdateBatch => {
-                    for i in 0..a.count as usize {
-                        unsafe { map.insert(*keys.add(i), *values.add(i)) };
-                    }
+                    map.extend(keys.iter().copied().zip(values.iter().copied()));
                     Ok(0)
                 }
                 _ => fake::errno(libc::EINVAL),

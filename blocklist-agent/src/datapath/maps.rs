@@ -721,13 +721,13 @@ impl Maps {
     /// read-only too). For IPv6 that is the table over the upper 64 bits,
     /// which the program asks after `EXACT_V6` misses;
     /// [`RESULT_DEEP`](blocklist_ebpf::RESULT_DEEP) means the tries decide.
-    pub fn table_result(&self, addr: std::net::IpAddr) -> Result<u32, DatapathError> {
+    pub fn table_result(&self, addr: IpAddr) -> Result<u32, DatapathError> {
         let read = |m: &Array<MapData, u64>, i: u32, name: &str| {
             m.get(&i, 0)
                 .map_err(map_err(format!("reading {name}[{i}]")))
         };
         let (slots, ranges, names, key, low_bits, words) = match addr {
-            std::net::IpAddr::V4(a) => (
+            IpAddr::V4(a) => (
                 &self.table_slots,
                 &self.table_ranges,
                 (map_names::TABLE_V4, map_names::RANGES_V4),
@@ -735,7 +735,7 @@ impl Maps {
                 16,
                 1,
             ),
-            std::net::IpAddr::V6(a) => (
+            IpAddr::V6(a) => (
                 &self.table_slots_v6,
                 &self.table_ranges_v6,
                 (map_names::TABLE_V6, map_names::RANGES_V6),
@@ -1854,9 +1854,11 @@ mod tests {
             *c.borrow_mut() += 1;
             // SAFETY: a delete batch of `count` u32 keys.
             let a = unsafe { &mut *attr.cast::<BatchAttr>() };
-            for i in 0..a.count as usize {
-                let key = unsafe { *(a.keys as *const u32).add(i) };
-                if !k.borrow_mut().remove(&key) {
+            // SAFETY: as above.
+            let keys =
+                unsafe { std::slice::from_raw_parts(a.keys as *const u32, a.count as usize) };
+            for (i, key) in keys.iter().enumerate() {
+                if !k.borrow_mut().remove(key) {
                     a.count = i as u32;
                     return fake::errno(libc::ENOENT);
                 }

@@ -44,7 +44,7 @@ pub(crate) unsafe fn bpf<A>(cmd: Command, attr: &mut A) -> io::Result<i64> {
             libc::SYS_bpf,
             cmd as libc::c_long,
             attr as *mut A,
-            std::mem::size_of::<A>() as u32,
+            size_of::<A>() as u32,
         )
     };
     if rc < 0 {

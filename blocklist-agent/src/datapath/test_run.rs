@@ -112,7 +112,7 @@ pub fn run_live(
         data_size_in: frame.len() as u32,
         data_in: frame.as_ptr() as u64,
         repeat: repeat.max(1),
-        ctx_size_in: std::mem::size_of::<XdpMd>() as u32,
+        ctx_size_in: size_of::<XdpMd>() as u32,
         ctx_in: &ctx as *const XdpMd as u64,
         flags: BPF_F_TEST_XDP_LIVE_FRAMES,
         batch_size,

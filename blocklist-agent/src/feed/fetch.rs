@@ -410,7 +410,7 @@ fn read_body(
             limit,
         });
     }
-    let header_value = |name: header::HeaderName, resp: &Response| {
+    let header_value = |name: HeaderName, resp: &Response| {
         resp.headers()
             .get(name)
             .and_then(|v| v.to_str().ok())

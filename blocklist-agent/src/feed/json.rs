@@ -86,7 +86,7 @@ struct Elements<'a> {
 impl<'de> Visitor<'de> for Elements<'_> {
     type Value = ();
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON array")
     }
 

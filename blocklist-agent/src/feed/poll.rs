@@ -599,7 +599,7 @@ fn misp_feed(
         out.rejected += p.rejected;
         for s in p.samples {
             if out.samples.len() < super::MAX_SAMPLES {
-                out.samples.push(super::Rejection {
+                out.samples.push(Rejection {
                     text: format!("event {uuid}: {}", s.text),
                     ..s
                 });

@@ -191,7 +191,7 @@ impl StateDir {
     /// Size and modification time of the feed's last good list (`None`
     /// when it has none): a cheap way to tell that the file is still the
     /// one this process wrote or read.
-    pub fn feed_entries_signature(&self, name: &str) -> Option<(u64, std::time::SystemTime)> {
+    pub fn feed_entries_signature(&self, name: &str) -> Option<(u64, SystemTime)> {
         let m = fs::metadata(self.list_path(name))
             .or_else(|_| fs::metadata(self.entries_path(name)))
             .ok()?;
@@ -218,7 +218,7 @@ impl StateDir {
     }
 
     /// When the decisions file last changed (`None`: there is none).
-    pub fn feed_decisions_mtime(&self, name: &str) -> Option<std::time::SystemTime> {
+    pub fn feed_decisions_mtime(&self, name: &str) -> Option<SystemTime> {
         fs::metadata(self.root().join(Self::decisions_file(name)))
             .and_then(|m| m.modified())
             .ok()
