@@ -553,8 +553,8 @@ fn kernel_metrics(k: &blocklist_tests::kernel::Kernel) -> Vec<Value> {
     use blocklist_agent::{
         config::Config,
         datapath::pin::PinDir,
-        listing::FeedIndex,
-        metrics::{self, Shared},
+        read::listing::FeedIndex,
+        read::metrics::{self, Shared},
         state::StateDir,
     };
     let state = tempfile::tempdir().unwrap();

@@ -17,8 +17,8 @@ use blocklist_agent::{
         maps::{Maps, TrieKind},
         pin::PinDir,
     },
-    listing::FeedIndex,
-    metrics::{self, Shared},
+    read::listing::FeedIndex,
+    read::metrics::{self, Shared},
     state::StateDir,
 };
 use blocklist_tests::{

@@ -38,13 +38,13 @@ use crate::{
         maps::Maps,
         pin::PinDir,
     },
-    export,
     feed::{auth, fetch::Fetcher},
     hooks,
-    listing::FeedIndex,
-    metrics::Shared,
+    read::export,
+    read::listing::FeedIndex,
+    read::metrics::Shared,
     state::{StateDir, lock},
-    sync::{Report, Schedule, SyncOptions, memo::SyncMemo, sync_with},
+    write::sync::{Report, Schedule, SyncOptions, memo::SyncMemo, sync_with},
 };
 
 /// The longest [`Agent::wait`] asks to sleep, so that signals and expiries

@@ -126,7 +126,7 @@ pub fn edit(
     state
         .set_manual(&manual)
         .with_context(|| format!("recording hand-made entries in {}", state.root().display()))?;
-    crate::sync::record_counts(&mut maps, state)?;
+    crate::write::sync::record_counts(&mut maps, state)?;
     Ok(done)
 }
 

@@ -25,7 +25,10 @@ use std::{
 use anyhow::Context as _;
 
 use super::daemon::{Agent, TICK, Tick};
-use crate::{config::Config, events, export, http, metrics, state::AgentRecord, sync::Report};
+use crate::{
+    config::Config, read::events, read::export, read::http, read::metrics, state::AgentRecord,
+    write::sync::Report,
+};
 
 /// Runs `agent` until SIGTERM or SIGINT. SIGHUP asks `reload` for the new
 /// configuration; when that (or applying it) fails, the running one stays.

@@ -22,11 +22,11 @@ use std::{net::IpAddr, time::SystemTime};
 use anyhow::Context as _;
 use blocklist_agent::config::Lookup;
 use blocklist_agent::{
-    counters::{ktime_rfc3339, ktime_to_system},
     datapath::maps::{Maps, TrieKind},
-    hits,
-    listing::{FeedIndex, Listing},
     prefix::{Prefix, canonical_addr},
+    read::counters::{ktime_rfc3339, ktime_to_system},
+    read::hits,
+    read::listing::{FeedIndex, Listing},
     timestamp,
 };
 use blocklist_ebpf::{

@@ -7,8 +7,8 @@
 
 use blocklist_agent::{
     datapath::maps::{Maps, TrieKind},
-    listing::{FeedIndex, Listing},
     prefix::Prefix,
+    read::listing::{FeedIndex, Listing},
 };
 use blocklist_ebpf::ENTRY_FLAG_MANUAL;
 use clap::Args;

@@ -17,9 +17,9 @@ use std::{collections::BTreeMap, path::Path, time::SystemTime};
 
 use blocklist_agent::{
     config::{Action, Lookup, MatchMode},
-    counters,
     datapath::maps::{Maps, TrieKind},
     hooks::{self, Hook},
+    read::counters,
     state::feeds::FeedState,
     timestamp,
 };

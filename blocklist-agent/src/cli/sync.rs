@@ -1,7 +1,7 @@
 //! `sync --once`: one sync for cron; prints what changed per family and
 //! per feed. `--dry-run` computes the same and changes nothing.
 //!
-//! `--json` output (stable): the [`Report`] of `blocklist_agent::sync`:
+//! `--json` output (stable): the [`Report`] of `blocklist_agent::write::sync`:
 //! ```json
 //! {"feeds": [{"name": "drop.txt", "status": "updated", "entries": 3, "added": 3, "removed": 0, "rejected": 1, "reserved": 0}],
 //!  "v4": {"added": 3, "removed": 0, "unchanged": 0}, "v6": {...},
@@ -23,7 +23,7 @@ use blocklist_agent::{
     agent,
     feed::{fetch::Fetcher, poll::FeedStatus},
     state::lock,
-    sync::{Report, SyncOptions, sync_once},
+    write::sync::{Report, SyncOptions, sync_once},
 };
 use clap::Args;
 

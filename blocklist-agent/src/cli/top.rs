@@ -17,10 +17,10 @@
 use std::{collections::HashMap, time::Duration};
 
 use blocklist_agent::{
-    counters::ktime_to_system,
     datapath::maps::Maps,
-    hits::{self, FeedHit, IpHit, PrefixHit},
-    listing::FeedIndex,
+    read::counters::ktime_to_system,
+    read::hits::{self, FeedHit, IpHit, PrefixHit},
+    read::listing::FeedIndex,
 };
 use clap::{Args, ValueEnum};
 use serde::Serialize;

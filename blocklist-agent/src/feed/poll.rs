@@ -51,7 +51,7 @@ pub struct FeedOutcome {
     pub status: FeedStatus,
     /// The entries the policy must use: new ones, or the last good list as
     /// read from disk; `None` when the last good list is the one the
-    /// [`SyncMemo`](crate::sync::memo::SyncMemo) already holds (it was not
+    /// [`SyncMemo`](crate::write::sync::memo::SyncMemo) already holds (it was not
     /// read).
     pub entries: Option<Vec<Entry>>,
     /// Exactly what changed against the previous list, when known (always
@@ -153,7 +153,7 @@ pub struct PollContext<'a> {
     pub dry_run: bool,
     /// What the previous sync of this process left (the CrowdSec
     /// sessions among it).
-    pub memo: &'a crate::sync::memo::SyncMemo,
+    pub memo: &'a crate::write::sync::memo::SyncMemo,
 }
 
 pub(crate) fn unix_now() -> i64 {

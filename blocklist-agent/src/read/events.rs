@@ -37,7 +37,10 @@ use blocklist_ebpf::{
 };
 use serde::Serialize;
 
-use crate::{counters::ktime_to_system, datapath::pin::PinDir, listing::FeedIndex, prefix::Prefix};
+use crate::{
+    datapath::pin::PinDir, prefix::Prefix, read::counters::ktime_to_system,
+    read::listing::FeedIndex,
+};
 
 /// Where events go.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -22,10 +22,10 @@ use crate::{
     config::Config,
     datapath::{maps::Maps, table::TableReport},
     feed::poll::{Delta, FeedOutcome},
-    listing::FeedIndex,
-    policy::{self, Guarded},
     prefix::Prefix,
+    read::listing::FeedIndex,
     state::manual::Manual,
+    write::policy::{self, Guarded},
 };
 
 /// What a delta sync wrote.

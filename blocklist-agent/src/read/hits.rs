@@ -14,8 +14,8 @@ use crate::{
         DatapathError,
         maps::{Maps, ip_of},
     },
-    listing::FeedIndex,
     prefix::Prefix,
+    read::listing::FeedIndex,
 };
 
 /// Which address of the packet matched.
@@ -48,7 +48,7 @@ pub struct IpHit {
     /// Last hit, kernel monotonic ns (0: never).
     #[serde(
         rename = "last_seen",
-        serialize_with = "crate::counters::serialize_ktime"
+        serialize_with = "crate::read::counters::serialize_ktime"
     )]
     pub last_seen_ns: u64,
     /// What the entry does: `monitor` when only monitor feeds list it.
@@ -71,7 +71,7 @@ pub struct PrefixHit {
     /// Last hit, kernel monotonic ns.
     #[serde(
         rename = "last_seen",
-        serialize_with = "crate::counters::serialize_ktime"
+        serialize_with = "crate::read::counters::serialize_ktime"
     )]
     pub last_seen_ns: u64,
     /// What the entry does: `monitor` when only monitor feeds list it.
@@ -95,7 +95,7 @@ pub struct FeedHit {
     /// Last hit, kernel monotonic ns.
     #[serde(
         rename = "last_seen",
-        serialize_with = "crate::counters::serialize_ktime"
+        serialize_with = "crate::read::counters::serialize_ktime"
     )]
     pub last_seen_ns: u64,
 }

@@ -16,7 +16,7 @@
 use std::{cell::RefCell, collections::BTreeMap, sync::Arc, time::SystemTime};
 
 use crate::{
-    feed::bouncer::Sessions, listing::FeedIndex, prefix::Prefix, state::StateDir,
+    feed::bouncer::Sessions, prefix::Prefix, read::listing::FeedIndex, state::StateDir,
     state::manual::Manual,
 };
 

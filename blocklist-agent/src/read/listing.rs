@@ -4,7 +4,7 @@
 //! from the state directory with the STIX indicator ids ([`FeedIndex::load`]).
 //!
 //! ```
-//! use blocklist_agent::listing::FeedIndex;
+//! use blocklist_agent::read::listing::FeedIndex;
 //! let p = "192.0.2.0/24".parse().unwrap();
 //! let index = FeedIndex::new(vec![("drop".into(), vec![p])]);
 //! assert_eq!(index.feeds_of(&p)[0].feed, "drop");

@@ -28,8 +28,8 @@ use crate::{
         mirror::BlockSnapshot,
         pin::PinDir,
     },
-    hits,
-    listing::FeedIndex,
+    read::hits,
+    read::listing::FeedIndex,
     state::StateDir,
 };
 
@@ -129,7 +129,7 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
     let g = maps.global()?;
     let packets = Family::<Labels, Counter>::default();
     let bytes = Family::<Labels, Counter>::default();
-    for t in crate::counters::traffic(&g) {
+    for t in crate::read::counters::traffic(&g) {
         let l = labels(&[("action", t.outcome), ("family", t.family)]);
         packets.get_or_create(&l).inc_by(t.packets);
         if let Some(b) = t.bytes {

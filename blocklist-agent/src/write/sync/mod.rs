@@ -30,10 +30,10 @@ use crate::{
         fetch::Fetcher,
         poll::{self, FeedOutcome, FeedStatus, PollContext},
     },
-    listing::FeedIndex,
-    policy::{self, Desired},
     prefix::Prefix,
+    read::listing::FeedIndex,
     state::StateDir,
+    write::policy::{self, Desired},
 };
 
 /// Counts for one family.
