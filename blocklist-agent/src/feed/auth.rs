@@ -107,14 +107,12 @@ pub fn request(feed: &FeedConfig) -> Result<Request, FetchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
     fn feed(extra: &str) -> FeedConfig {
-        let text = format!("[[feed]]\nname = \"f\"\nurl = \"https://x.example/\"\n{extra}");
-        Config::parse(&text, std::path::Path::new("c.toml"))
-            .unwrap()
-            .feeds
-            .remove(0)
+        let text = format!("name = \"f\"\nurl = \"https://x.example/\"\n{extra}");
+        let mut f: FeedConfig = toml::from_str(&text).unwrap();
+        f.validate("", &Default::default()).unwrap();
+        f
     }
 
     #[test]
