@@ -1257,7 +1257,7 @@ impl Maps {
     /// always called the global counters.
     pub fn global(&self) -> Result<GlobalCounters, DatapathError> {
         let [xdp, tc_ingress, ..] = self.hook_counters()?;
-        Ok(crate::read::counters::sum_global([xdp, tc_ingress].iter()))
+        Ok(super::percpu::sum_global([xdp, tc_ingress].iter()))
     }
 
     /// The counters of each hook, indexed by hook ([`blocklist_ebpf::HOOK_XDP`]
@@ -1267,13 +1267,13 @@ impl Maps {
     ) -> Result<[GlobalCounters; blocklist_ebpf::HOOKS as usize], DatapathError> {
         let mut out = [GlobalCounters::default(); blocklist_ebpf::HOOKS as usize];
         let per_cpu = self.global.get(&0, 0).map_err(map_err("reading GLOBAL"))?;
-        out[blocklist_ebpf::HOOK_XDP as usize] = crate::read::counters::sum_global(per_cpu.iter());
+        out[blocklist_ebpf::HOOK_XDP as usize] = super::percpu::sum_global(per_cpu.iter());
         if let Some(hooks) = &self.hook_global {
             for hook in 1..blocklist_ebpf::HOOKS {
                 let per_cpu = hooks
                     .get(&hook, 0)
                     .map_err(map_err(format!("reading HOOK_GLOBAL[{hook}]")))?;
-                out[hook as usize] = crate::read::counters::sum_global(per_cpu.iter());
+                out[hook as usize] = super::percpu::sum_global(per_cpu.iter());
             }
         }
         Ok(out)
@@ -1511,7 +1511,7 @@ impl Maps {
         let mut add = |slot: &AddrHits| {
             if slot.key.family != 0 && slot.counters.packets > 0 {
                 let e = by_key.entry(slot.key).or_default();
-                crate::read::counters::add_ip(e, &slot.counters);
+                super::percpu::add_ip(e, &slot.counters);
             }
         };
         // One batched read of every slot on every CPU (a lookup per slot

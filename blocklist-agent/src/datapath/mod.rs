@@ -13,6 +13,7 @@ pub mod maps;
 pub mod mirror;
 pub mod mmap;
 pub mod mode;
+pub mod percpu;
 pub mod pin;
 pub(crate) mod sys;
 pub mod table;

@@ -77,7 +77,7 @@ fn load(ctx: &PollContext<'_>, name: &str, session: &mut Session) {
 /// due). Never fails: a problem becomes a status that keeps the decisions.
 pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, mut st: FeedState, due: bool) -> FeedOutcome {
     let name = feed.name.clone();
-    let mut sessions = ctx.memo.sessions().0.borrow_mut();
+    let mut sessions = ctx.sessions.0.borrow_mut();
     let session = sessions.entry(name.clone()).or_default();
     let mut changed = false;
     let mut reloaded = false;

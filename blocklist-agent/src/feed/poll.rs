@@ -6,7 +6,7 @@
 //! accepts a shrunken or empty result once. A body identical to the last
 //! good one (304, or the same SHA-256) is not parsed again.
 
-use std::{collections::BTreeMap, time::SystemTime};
+use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
 
 use sha2::{Digest as _, Sha256};
 
@@ -51,8 +51,7 @@ pub struct FeedOutcome {
     pub status: FeedStatus,
     /// The entries the policy must use: new ones, or the last good list as
     /// read from disk; `None` when the last good list is the one the
-    /// [`SyncMemo`](crate::write::sync::memo::SyncMemo) already holds (it was not
-    /// read).
+    /// [`PollContext::known_list`] already holds (it was not read).
     pub entries: Option<Vec<Entry>>,
     /// Exactly what changed against the previous list, when known (always
     /// for a new list, unless the previous one was lost).
@@ -151,9 +150,12 @@ pub struct PollContext<'a> {
     pub force: bool,
     /// Change nothing on disk.
     pub dry_run: bool,
-    /// What the previous sync of this process left (the CrowdSec
-    /// sessions among it).
-    pub memo: &'a crate::write::sync::memo::SyncMemo,
+    /// A feed's distinct prefixes as the previous sync of this process
+    /// left them, when its list file is unchanged since (so it need not
+    /// be read); `None` otherwise.
+    pub known_list: &'a dyn Fn(&str) -> Option<Arc<Vec<Prefix>>>,
+    /// The CrowdSec feeds' sessions, kept between syncs.
+    pub sessions: &'a super::bouncer::Sessions,
 }
 
 pub(crate) fn unix_now() -> i64 {
@@ -186,7 +188,7 @@ fn dedup(mut entries: Vec<Entry>) -> Vec<Entry> {
 /// A feed's previous list.
 enum LastGood {
     /// Held by the memo (distinct prefixes, sorted); not read.
-    Known(std::sync::Arc<Vec<Prefix>>),
+    Known(Arc<Vec<Prefix>>),
     /// Read from the state directory.
     Loaded(Vec<Entry>),
 }
@@ -242,7 +244,7 @@ pub fn poll(ctx: &PollContext<'_>, feed: &FeedConfig, due: bool) -> FeedOutcome 
     // corrupt list (crash, disk trouble) must not turn into "the feed lists
     // nothing": the feed is fetched afresh now, and if that fails the sync
     // holds every delete (see `uncertain`).
-    let known = ctx.memo.known_list(ctx.state, &name);
+    let known = (ctx.known_list)(&name);
     let (last_good, lost) = match known {
         Some(list) => (LastGood::Known(list), false),
         None => match ctx.state.feed_entries(&name) {

@@ -1,18 +1,8 @@
-//! Summing per-CPU counters and turning kernel timestamps into wall time.
+//! The global counters by outcome, and kernel timestamps as wall time.
 
 use std::time::{Duration, SystemTime};
 
-use blocklist_ebpf::{GlobalCounters, IpCounters};
-
-/// Sums the per-CPU copies of the global counters.
-pub fn sum_global<'a>(per_cpu: impl Iterator<Item = &'a GlobalCounters>) -> GlobalCounters {
-    per_cpu.fold(GlobalCounters::default(), |mut a, c| {
-        for ((_, sum), (_, v)) in a.named_mut().into_iter().zip(c.named()) {
-            *sum += v;
-        }
-        a
-    })
-}
+use blocklist_ebpf::GlobalCounters;
 
 /// One outcome's frames, as `/metrics` and the status table show them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,32 +43,6 @@ pub fn traffic(g: &GlobalCounters) -> Vec<Traffic> {
             })
         })
         .collect()
-}
-
-/// Sums per-CPU per-address counters.
-pub fn sum_ip<'a>(per_cpu: impl Iterator<Item = &'a IpCounters>) -> IpCounters {
-    per_cpu.fold(IpCounters::default(), |mut a, c| {
-        add_ip(&mut a, c);
-        a
-    })
-}
-
-/// Adds one CPU's per-address counters to a running sum.
-pub fn add_ip(a: &mut IpCounters, c: &IpCounters) {
-    a.packets += c.packets;
-    a.bytes += c.bytes;
-    a.first_seen_ns = earliest(a.first_seen_ns, c.first_seen_ns);
-    if c.last_seen_ns >= a.last_seen_ns {
-        a.last_seen_ns = c.last_seen_ns;
-        a.prefix_len = c.prefix_len;
-    }
-}
-
-fn earliest(a: u64, b: u64) -> u64 {
-    match (a, b) {
-        (0, x) | (x, 0) => x,
-        (x, y) => x.min(y),
-    }
 }
 
 /// Converts a kernel timestamp (`bpf_ktime_get_coarse_ns()` or
@@ -143,18 +107,6 @@ mod tests {
         assert_eq!((rows[0].packets, rows[0].bytes), (10, Some(1000)));
         assert_eq!((rows[3].packets, rows[3].bytes), (2, Some(200)));
         assert_eq!((rows[6].packets, rows[6].bytes), (3, None));
-    }
-
-    #[test]
-    fn sums_every_counter() {
-        let mut a = GlobalCounters::default();
-        for (i, (_, v)) in a.named_mut().into_iter().enumerate() {
-            *v = i as u64;
-        }
-        let sum = sum_global([a, a].iter());
-        for ((name, s), (_, v)) in sum.named().into_iter().zip(a.named()) {
-            assert_eq!(s, 2 * v, "{name}");
-        }
     }
 
     #[test]

@@ -402,7 +402,8 @@ pub fn sync_with(
         guard: &config.guard,
         force: opts.force,
         dry_run: opts.dry_run,
-        memo,
+        known_list: &|feed| memo.known_list(state, feed),
+        sessions: memo.sessions(),
     };
     let outcomes: Vec<FeedOutcome> = config
         .feeds
