@@ -22,9 +22,10 @@
 //! - [`agent`]: the operations the binary's verbs call: the long-running
 //!   agent (`agent::daemon::Agent`, one `tick()` per pass, and
 //!   `agent::serve`, the process around it), load, open the maps, record
-//!   attachments, hand-made entries, command-line sources.
-//! - [`write`](mod@write): the write side: [`write::policy`] (feeds, hand-made
-//!   entries and protected ranges into the desired set) and
+//!   attachments, edit hand-made entries, command-line sources.
+//! - [`write`](mod@write): the write side: [`write::manual`] (hand-made
+//!   entries), [`write::policy`] (feeds, hand-made entries and protected
+//!   ranges into the desired set) and
 //!   [`write::sync`] (plan, apply, the delta path, the memo between syncs).
 //! - [`read`]: the read side: counters, the feed index, hit rankings,
 //!   `/metrics`, drop events, the export, the HTTP server.

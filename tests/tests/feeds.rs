@@ -1401,7 +1401,7 @@ fn the_agent_syncs_what_is_due_one_tick_at_a_time() {
 
     // A hand-made entry that runs out goes at the next tick that looks
     // (once a second), not at the feed's next interval.
-    agent::manual::edit(
+    agent::edit_manual(
         &fs.pin(),
         &state,
         &config,

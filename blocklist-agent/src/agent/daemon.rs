@@ -223,7 +223,7 @@ impl Agent {
         let unix = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        super::manual::any_expired(&self.state, now)
+        crate::write::manual::any_expired(&self.state, now)
             || self
                 .memo
                 .sessions()

@@ -2,7 +2,7 @@
 //! long-running agent ([`daemon::Agent`], one [`daemon::Agent::tick`] at a
 //! time, and [`serve`], the process around it), load the program, open or
 //! create the pinned maps, record attachments, edit the hand-made entries
-//! ([`manual`]), add command-line sources to a configuration ([`sources`]).
+//! ([`edit_manual`]), add command-line sources to a configuration ([`sources`]).
 //!
 //! Each verb of `blocklist-agent` parses its arguments, calls one of
 //! these, and renders what it returns; the operations print nothing.
@@ -16,11 +16,12 @@
 //! ```
 
 pub mod daemon;
-pub mod manual;
 mod serve;
 pub mod sources;
 
 pub use serve::serve;
+
+use std::time::SystemTime;
 
 use anyhow::Context as _;
 
@@ -29,10 +30,12 @@ use crate::{
     datapath::{
         attach,
         loader::{self, LoadOptions, Loaded},
-        maps::Maps,
+        maps::{Maps, TrieKind},
         pin::PinDir,
     },
-    state::{Attachment, StateDir},
+    prefix::Prefix,
+    state::{Attachment, StateDir, lock},
+    write::manual::{self, Edited},
 };
 
 /// Loads the program with the maps pinned under `pin`. When the maps did
@@ -75,7 +78,7 @@ pub fn record_attachment(
         Attachment {
             mode,
             ifindex: attach::if_index(iface)?,
-            since: std::time::SystemTime::now(),
+            since: SystemTime::now(),
         },
     );
     state
@@ -91,4 +94,21 @@ pub fn open_maps(pin: &PinDir, config: &Config, create: bool) -> anyhow::Result<
         load(pin, config).context("creating the maps")?;
     }
     Maps::open(pin).map_err(Into::into)
+}
+
+/// Adds or removes hand-made entries ([`crate::write::manual::edit`])
+/// under the writer lock, creating the maps (the program loaded
+/// unattached) when adding to none.
+pub fn edit_manual(
+    pin: &PinDir,
+    state: &StateDir,
+    config: &Config,
+    kind: TrieKind,
+    prefixes: &[Prefix],
+    add: bool,
+    expires: Option<SystemTime>,
+) -> anyhow::Result<Vec<(Prefix, Edited)>> {
+    let _lock = lock::acquire(state.root(), config.lock_timeout)?;
+    let mut maps = open_maps(pin, config, add)?;
+    manual::edit(&mut maps, state, kind, prefixes, add, expires)
 }

@@ -1,6 +1,6 @@
 //! `allow` and `unallow`: entries that override block entries.
 
-use blocklist_agent::{agent::manual, datapath::maps::TrieKind};
+use blocklist_agent::{datapath::maps::TrieKind, write::manual};
 
 use super::{Context, EntriesArgs};
 

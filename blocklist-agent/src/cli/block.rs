@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use blocklist_agent::{agent::manual, datapath::maps::TrieKind, reserved};
+use blocklist_agent::{datapath::maps::TrieKind, reserved, write::manual};
 use clap::Args;
 
 use super::{Context, EntriesArgs};

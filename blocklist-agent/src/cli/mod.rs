@@ -179,7 +179,7 @@ impl Context {
     }
 
     /// Adds or removes hand-made entries
-    /// ([`blocklist_agent::agent::manual::edit`]), prints one line for each
+    /// ([`blocklist_agent::agent::edit_manual`]), prints one line for each
     /// (`block 192.0.2.1/32: added until ...`), and shares what it created.
     pub fn edit_manual(
         &self,
@@ -188,7 +188,7 @@ impl Context {
         add: bool,
         expires: Option<std::time::SystemTime>,
     ) -> anyhow::Result<()> {
-        let done = blocklist_agent::agent::manual::edit(
+        let done = blocklist_agent::agent::edit_manual(
             &self.pin,
             &self.state,
             &self.config,

@@ -414,9 +414,9 @@ pub fn sync_with(
         })
         .collect();
     let poll_seconds = started.elapsed().as_secs_f64();
-    let mut manual = crate::agent::manual::load(state, maps)?;
+    let mut manual = super::manual::load(state, maps)?;
     let now = SystemTime::now();
-    crate::agent::manual::prune_expired(state, &mut manual, now, opts.dry_run)?;
+    super::manual::prune_expired(state, &mut manual, now, opts.dry_run)?;
     let allow = policy::allow_set(config, &manual, &policy::host_protected());
     // The memo's base is taken out: a sync that fails or leaves the kernel
     // other than desired leaves none, so the next one takes the full path.

@@ -7,7 +7,9 @@
 //! adds them to every feed's entries (`ENTRY_FLAG_MANUAL`). Every argument
 //! is validated before anything is touched, so invalid input changes
 //! nothing. The record types live with the rest of the state directory
-//! ([`crate::state::manual`]).
+//! ([`crate::state::manual`]); [`crate::agent::edit_manual`] is the
+//! operation the verbs call (the writer lock and the maps around
+//! [`edit`]).
 
 use std::time::SystemTime;
 
@@ -15,13 +17,10 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     config::Config,
-    datapath::{
-        maps::{Maps, TrieKind},
-        pin::PinDir,
-    },
+    datapath::maps::{Maps, TrieKind},
     prefix::Prefix,
     state::{
-        StateDir, lock,
+        StateDir,
         manual::{Manual, ManualBlock},
     },
 };
@@ -30,7 +29,7 @@ use crate::{
 /// `guard`, broader than the configured minimum. Duplicates count once.
 ///
 /// ```
-/// use blocklist_agent::{agent::manual, config::Config};
+/// use blocklist_agent::{config::Config, write::manual};
 /// let c = Config::default();
 /// assert_eq!(manual::parse(&c, &["192.0.2.1".into(), "192.0.2.1/32".into()], true)?.len(), 1);
 /// assert!(manual::parse(&c, &["192.0.2.1".into(), "0.0.0.0/0".into()], true).is_err());
@@ -84,24 +83,20 @@ impl Edited {
     }
 }
 
-/// Adds (`add`) or removes `prefixes` in the `kind` tries and the
-/// hand-made entries, under the writer lock, in one batch (the installed
-/// entries are read once for the ids and the table is compiled once,
-/// however many prefixes there are). `expires` applies to block entries.
-/// The maps are created (the program loaded unattached) when adding to
-/// none.
+/// Adds (`add`) or removes `prefixes` in the `kind` tries of `maps` and
+/// in the hand-made entries, in one batch (the installed entries are read
+/// once for the ids and the table is compiled once, however many prefixes
+/// there are). `expires` applies to block entries. The caller holds the
+/// writer lock.
 pub fn edit(
-    pin: &PinDir,
+    maps: &mut Maps,
     state: &StateDir,
-    config: &Config,
     kind: TrieKind,
     prefixes: &[Prefix],
     add: bool,
     expires: Option<SystemTime>,
 ) -> anyhow::Result<Vec<(Prefix, Edited)>> {
-    let _lock = lock::acquire(state.root(), config.lock_timeout)?;
-    let mut maps = super::open_maps(pin, config, add)?;
-    let mut manual = load(state, &maps)?;
+    let mut manual = load(state, maps)?;
     let mut done = Vec::with_capacity(prefixes.len());
     maps.batch(|maps| -> anyhow::Result<()> {
         for p in prefixes {
@@ -126,7 +121,7 @@ pub fn edit(
     state
         .set_manual(&manual)
         .with_context(|| format!("recording hand-made entries in {}", state.root().display()))?;
-    crate::write::sync::record_counts(&mut maps, state)?;
+    super::sync::record_counts(maps, state)?;
     Ok(done)
 }
 
