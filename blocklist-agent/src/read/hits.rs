@@ -8,6 +8,8 @@ use blocklist_ebpf::{EntryCounters, EntryValue};
 
 use serde::Serialize;
 
+use super::counters::serialize_ktime;
+
 use crate::{
     config::Action,
     datapath::{
@@ -46,10 +48,7 @@ pub struct IpHit {
     /// Bytes.
     pub bytes: u64,
     /// Last hit, kernel monotonic ns (0: never).
-    #[serde(
-        rename = "last_seen",
-        serialize_with = "crate::read::counters::serialize_ktime"
-    )]
+    #[serde(rename = "last_seen", serialize_with = "serialize_ktime")]
     pub last_seen_ns: u64,
     /// What the entry does: `monitor` when only monitor feeds list it.
     pub action: Action,
@@ -69,10 +68,7 @@ pub struct PrefixHit {
     /// Bytes (ingress and TC egress; a cgroup hook counts none).
     pub bytes: u64,
     /// Last hit, kernel monotonic ns.
-    #[serde(
-        rename = "last_seen",
-        serialize_with = "crate::read::counters::serialize_ktime"
-    )]
+    #[serde(rename = "last_seen", serialize_with = "serialize_ktime")]
     pub last_seen_ns: u64,
     /// What the entry does: `monitor` when only monitor feeds list it.
     pub action: Action,
@@ -93,10 +89,7 @@ pub struct FeedHit {
     /// Bytes.
     pub bytes: u64,
     /// Last hit, kernel monotonic ns.
-    #[serde(
-        rename = "last_seen",
-        serialize_with = "crate::read::counters::serialize_ktime"
-    )]
+    #[serde(rename = "last_seen", serialize_with = "serialize_ktime")]
     pub last_seen_ns: u64,
 }
 
