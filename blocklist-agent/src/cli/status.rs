@@ -19,7 +19,7 @@ use blocklist_agent::{
     config::{Action, Lookup, MatchMode},
     datapath::maps::{Maps, TrieKind},
     hooks::{self, Hook},
-    read::counters,
+    read::counters::{self, HookTotals},
     state::feeds::FeedState,
     timestamp,
 };
@@ -50,7 +50,7 @@ struct Doc<'a> {
     table: TableDoc,
     interfaces: Vec<Interface<'a>>,
     hooks: &'a [Hook],
-    hook_counters: BTreeMap<&'static str, HookCounters>,
+    hook_counters: BTreeMap<&'static str, HookTotals>,
     tries: Vec<Trie>,
     counters: BTreeMap<&'static str, u64>,
     feeds: Vec<FeedDoc<'a>>,
@@ -77,15 +77,6 @@ struct Interface<'a> {
     #[serde(with = "timestamp::option")]
     since: Option<SystemTime>,
     link_pinned: bool,
-}
-
-#[derive(Serialize)]
-struct HookCounters {
-    seen_packets: u64,
-    dropped_packets: u64,
-    dropped_bytes: u64,
-    monitored_packets: u64,
-    allowlisted_packets: u64,
 }
 
 #[derive(Serialize)]
@@ -192,16 +183,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
             hook_counters: HOOK_NAMES
                 .iter()
                 .zip(&by_hook)
-                .map(|(name, c)| {
-                    let counters = HookCounters {
-                        seen_packets: c.seen_packets,
-                        dropped_packets: c.dropped_v4_packets + c.dropped_v6_packets,
-                        dropped_bytes: c.dropped_v4_bytes + c.dropped_v6_bytes,
-                        monitored_packets: c.monitored_packets,
-                        allowlisted_packets: c.allowlisted_packets,
-                    };
-                    (*name, counters)
-                })
+                .map(|(name, c)| (*name, HookTotals::of(c)))
                 .collect(),
             tries: tries
                 .iter()

@@ -18,7 +18,7 @@ use std::{collections::HashMap, time::Duration};
 
 use blocklist_agent::{
     datapath::maps::Maps,
-    read::counters::ktime_to_system,
+    read::counters::{HookTotals, ktime_to_system},
     read::hits::{self, FeedHit, IpHit, PrefixHit},
     read::listing::FeedIndex,
 };
@@ -101,12 +101,10 @@ enum Json {
 #[derive(Clone, Serialize)]
 struct HookJson {
     hook: &'static str,
+    /// Dropped + monitored.
     packets: u64,
-    dropped_packets: u64,
-    dropped_bytes: u64,
-    monitored_packets: u64,
-    allowlisted_packets: u64,
-    seen_packets: u64,
+    #[serde(flatten)]
+    totals: HookTotals,
 }
 
 /// A `--watch` element: the row and its rate over the interval.
@@ -184,26 +182,21 @@ fn snapshot(ctx: &Context, maps: &Maps, by: By) -> anyhow::Result<Vec<Row>> {
                 .zip(blocklist_ebpf::HOOK_NAMES)
                 .filter(|(c, _)| c.seen_packets > 0)
                 .map(|(c, hook)| {
-                    let dropped = c.dropped_v4_packets + c.dropped_v6_packets;
-                    let bytes = c.dropped_v4_bytes + c.dropped_v6_bytes;
-                    let packets = dropped + c.monitored_packets;
+                    let totals = HookTotals::of(c);
+                    let packets = totals.matched();
                     Row {
                         key: hook.to_owned(),
                         packets,
                         json: Json::Hook(HookJson {
                             hook,
                             packets,
-                            dropped_packets: dropped,
-                            dropped_bytes: bytes,
-                            monitored_packets: c.monitored_packets,
-                            allowlisted_packets: c.allowlisted_packets,
-                            seen_packets: c.seen_packets,
+                            totals,
                         }),
                         cells: vec![
                             hook.to_owned(),
                             table::count(packets),
-                            table::bytes(bytes),
-                            table::count(c.seen_packets),
+                            table::bytes(totals.dropped_bytes),
+                            table::count(totals.seen_packets),
                         ],
                     }
                 })

@@ -18,6 +18,46 @@ pub struct Traffic {
     pub bytes: Option<u64>,
 }
 
+/// One hook's totals as `status`, `top --by hook` and the JSON show them:
+/// drops summed over both families.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HookTotals {
+    /// Frames (for the cgroup hook: calls) the hook saw.
+    pub seen_packets: u64,
+    /// Of those, dropped (refused).
+    pub dropped_packets: u64,
+    /// Their bytes.
+    pub dropped_bytes: u64,
+    /// Matched by a monitor entry or under the `monitor` action; passed.
+    pub monitored_packets: u64,
+    /// Block hits an allow entry overrode.
+    pub allowlisted_packets: u64,
+}
+
+impl HookTotals {
+    /// The totals of one hook's summed counters.
+    pub fn of(c: &GlobalCounters) -> Self {
+        let (mut dropped_packets, mut dropped_bytes) = (0, 0);
+        for t in traffic(c).iter().filter(|t| t.outcome == "dropped") {
+            dropped_packets += t.packets;
+            dropped_bytes += t.bytes.unwrap_or(0);
+        }
+        Self {
+            seen_packets: c.seen_packets,
+            dropped_packets,
+            dropped_bytes,
+            monitored_packets: c.monitored_packets,
+            allowlisted_packets: c.allowlisted_packets,
+        }
+    }
+
+    /// What `top --by hook` ranks by: frames an entry matched (dropped or
+    /// monitored).
+    pub fn matched(&self) -> u64 {
+        self.dropped_packets + self.monitored_packets
+    }
+}
+
 /// The frame counters of `g` (every `<outcome>_packets` of
 /// [`GlobalCounters::named`], with its `<outcome>_bytes`), in field order.
 pub fn traffic(g: &GlobalCounters) -> Vec<Traffic> {
@@ -107,6 +147,22 @@ mod tests {
         assert_eq!((rows[0].packets, rows[0].bytes), (10, Some(1000)));
         assert_eq!((rows[3].packets, rows[3].bytes), (2, Some(200)));
         assert_eq!((rows[6].packets, rows[6].bytes), (3, None));
+    }
+
+    #[test]
+    fn a_hook_sums_its_drops_over_both_families() {
+        let g = GlobalCounters {
+            seen_packets: 9,
+            dropped_v4_packets: 2,
+            dropped_v4_bytes: 120,
+            dropped_v6_packets: 3,
+            dropped_v6_bytes: 300,
+            monitored_packets: 1,
+            ..Default::default()
+        };
+        let t = HookTotals::of(&g);
+        assert_eq!((t.dropped_packets, t.dropped_bytes), (5, 420));
+        assert_eq!((t.seen_packets, t.matched()), (9, 6));
     }
 
     #[test]

@@ -152,20 +152,15 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
     let hook_packets = Family::<Labels, Counter>::default();
     let hook_bytes = Family::<Labels, Counter>::default();
     for (hook, c) in blocklist_ebpf::HOOK_NAMES.iter().zip(maps.hook_counters()?) {
-        for (action, p, b) in [
-            ("seen", c.seen_packets, c.seen_bytes),
-            ("passed", c.passed_packets, c.passed_bytes),
-            (
-                "dropped",
-                c.dropped_v4_packets + c.dropped_v6_packets,
-                c.dropped_v4_bytes + c.dropped_v6_bytes,
-            ),
-            ("monitored", c.monitored_packets, c.monitored_bytes),
-            ("allowlisted", c.allowlisted_packets, 0),
-        ] {
-            let l = labels(&[("hook", hook), ("action", action)]);
-            hook_packets.get_or_create(&l).inc_by(p);
-            hook_bytes.get_or_create(&l).inc_by(b);
+        // Both families add to one `dropped`; frames that are not IP or
+        // are malformed are counted per program, not per hook.
+        let per_hook = ["seen", "passed", "dropped", "monitored", "allowlisted"];
+        for t in crate::read::counters::traffic(&c) {
+            if per_hook.contains(&t.outcome) {
+                let l = labels(&[("hook", hook), ("action", t.outcome)]);
+                hook_packets.get_or_create(&l).inc_by(t.packets);
+                hook_bytes.get_or_create(&l).inc_by(t.bytes.unwrap_or(0));
+            }
         }
     }
     reg.register(
