@@ -30,7 +30,6 @@ use std::{
 };
 
 use crate::{
-    access,
     config::Config,
     datapath::{
         attach::{self, RequestedMode},
@@ -38,7 +37,7 @@ use crate::{
         maps::Maps,
         pin::PinDir,
     },
-    feed::{auth, fetch::Fetcher},
+    feed::{auth, fetch::Fetcher, poll::unix_now},
     hooks,
     read::export,
     read::listing::FeedIndex,
@@ -102,7 +101,7 @@ impl Agent {
             let mut maps = super::open_maps(&pin, &config, true)?;
             attach_missing(&pin, &state, &config)?;
             apply_live_config(&mut maps, &config)?;
-            share(&pin, &state, &config)?;
+            super::share(&pin, &state, &config)?;
             maps
         };
         let index = Arc::new(RwLock::new(Arc::new(FeedIndex::default())));
@@ -184,6 +183,16 @@ impl Agent {
         Ok(())
     }
 
+    /// Where its maps and links are pinned.
+    pub fn pin(&self) -> &PinDir {
+        &self.pin
+    }
+
+    /// Its state directory.
+    pub fn state(&self) -> &StateDir {
+        &self.state
+    }
+
     /// The running configuration.
     pub fn config(&self) -> &Config {
         &self.config
@@ -219,16 +228,12 @@ impl Agent {
     /// True when a hand-made entry's `--for` or a CrowdSec decision has run
     /// out: it is removed now, not at the next poll.
     fn expiry_due(&self) -> bool {
-        let now = SystemTime::now();
-        let unix = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        crate::write::manual::any_expired(&self.state, now)
+        crate::write::manual::any_expired(&self.state, SystemTime::now())
             || self
                 .memo
                 .sessions()
                 .next_expiry()
-                .is_some_and(|t| t <= unix)
+                .is_some_and(|t| t <= unix_now())
     }
 
     /// One sync pass over `due` under the writer lock; `Err` only when the
@@ -248,7 +253,7 @@ impl Agent {
             &opts,
             &self.memo,
         );
-        if let Err(e) = share(&self.pin, &self.state, &self.config) {
+        if let Err(e) = super::share(&self.pin, &self.state, &self.config) {
             tracing::warn!(error = %format!("{e:#}"), "could not share the state with [access] group");
         }
         drop(lock);
@@ -314,14 +319,6 @@ fn apply_live_config(maps: &mut Maps, config: &Config) -> anyhow::Result<()> {
     c.lookup = config.datapath.lookup.abi();
     maps.set_config(c)?;
     Ok(())
-}
-
-/// Shares what this process created with `[access] group` (no-op without).
-fn share(pin: &PinDir, state: &StateDir, config: &Config) -> anyhow::Result<()> {
-    match &config.access.group {
-        Some(g) => access::share(pin, state, g),
-        None => Ok(()),
-    }
 }
 
 /// Attaches every configured interface that has no pinned link yet, and

@@ -96,6 +96,14 @@ pub fn open_maps(pin: &PinDir, config: &Config, create: bool) -> anyhow::Result<
     Maps::open(pin).map_err(Into::into)
 }
 
+/// Shares what writers created with `[access] group` (a no-op without).
+pub fn share(pin: &PinDir, state: &StateDir, config: &Config) -> anyhow::Result<()> {
+    match &config.access.group {
+        Some(g) => crate::access::share(pin, state, g),
+        None => Ok(()),
+    }
+}
+
 /// Adds or removes hand-made entries ([`crate::write::manual::edit`])
 /// under the writer lock, creating the maps (the program loaded
 /// unattached) when adding to none.

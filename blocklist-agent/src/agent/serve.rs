@@ -54,7 +54,7 @@ pub fn serve(
     let events_output = events::Output::parse(&config.events.output, &config.events.syslog_socket);
     let events_thread = if events_output != events::Output::Off {
         Some(events::spawn(
-            agent.metrics().pin.clone(),
+            agent.pin().clone(),
             events_output,
             agent.feed_index(),
             Arc::clone(&reopen_events),
@@ -73,7 +73,7 @@ pub fn serve(
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
         .context("installing signal handlers")?;
 
-    let state = agent.metrics().state.clone();
+    let state = agent.state().clone();
     state.set_agent(Some(&AgentRecord {
         pid: std::process::id(),
         since: SystemTime::now(),

@@ -131,13 +131,13 @@ pub fn run(ctx: &Context, args: CheckArgs) -> anyhow::Result<()> {
             blocked,
             monitored,
             pending,
-            block: block.as_ref().map(|m| {
+            block: block.as_ref().map(move |m| {
                 let c = counters.unwrap_or_default();
                 Block {
                     prefix: m.prefix,
                     manual: m.value.flags & ENTRY_FLAG_MANUAL != 0,
                     action: hits::action_of(m.value.flags).name(),
-                    feeds: listed_by.clone(),
+                    feeds: listed_by,
                     packets: c.packets,
                     bytes: c.bytes,
                     first_seen: ktime_to_system(c.first_seen_ns),

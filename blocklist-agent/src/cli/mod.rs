@@ -215,10 +215,7 @@ impl Context {
 
     /// Shares what writers created with `[access] group` (no-op without it).
     pub fn share(&self) -> anyhow::Result<()> {
-        match &self.config.access.group {
-            Some(g) => blocklist_agent::access::share(&self.pin, &self.state, g),
-            None => Ok(()),
-        }
+        blocklist_agent::agent::share(&self.pin, &self.state, &self.config)
     }
 
     /// Refuses a world-writable config file or state directory (for the

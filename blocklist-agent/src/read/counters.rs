@@ -111,7 +111,7 @@ pub fn serialize_ktime<S: serde::Serializer>(ktime_ns: &u64, s: S) -> Result<S::
 
 /// RFC 3339 rendering of a kernel timestamp, or `None` for never.
 pub fn ktime_rfc3339(ktime_ns: u64) -> Option<String> {
-    ktime_to_system(ktime_ns).map(|t| humantime::format_rfc3339_seconds(t).to_string())
+    ktime_to_system(ktime_ns).map(crate::timestamp::format)
 }
 
 #[cfg(test)]
