@@ -128,7 +128,11 @@ fn v6_entries(
 }
 
 /// Past this many IPv4 /16s touched, a partial compile is not worth it.
-const PARTIAL_MAX_SLOTS: usize = 4096;
+/// Measured at 1,000,000 mixed entries: a whole compile takes 0.06 s, a
+/// partial one 0.009 s for the 9,110 /16s a 1% change touches and 0.029 s
+/// for the 28,000 of a 4% change; the extraction per /16 would catch up
+/// with the whole compile near all 65,536.
+const PARTIAL_MAX_SLOTS: usize = 32_768;
 
 fn v4_host(p: &Prefix) -> u32 {
     u32::from_be_bytes(p.v4_bytes().unwrap_or_default())
@@ -475,6 +479,13 @@ impl Maps {
         if !self.marked {
             let m = self.table_meta()?;
             self.check_mirror(&m);
+            // Read the installed entries while the table is still
+            // committed, so that the mirror logs every write from here on
+            // (see `mirror`) and the commit compiles only what they touch.
+            // The commit reads them anyway.
+            if self.mirror.is_none() && m.dirty == 0 {
+                self.mirror()?;
+            }
             self.set_table_meta(TableMeta { dirty: 1, ..m })?;
             self.marked = true;
         }
@@ -510,7 +521,7 @@ impl Maps {
             self.check_mirror(&meta);
         }
         if self.mirror.is_none() {
-            let generation = self.table_meta()?.generation;
+            let meta = self.table_meta()?;
             let mut block = Vec::new();
             let mut allow = Vec::new();
             for v4 in [true, false] {
@@ -525,7 +536,15 @@ impl Maps {
                 })?;
                 self.visit(TrieKind::Allow, v4, |p, _| allow.push(p))?;
             }
-            self.mirror = Some(Mirror::new(generation, block, allow));
+            let mut m = Mirror::new(meta.generation, block, allow);
+            // A committed table (not dirty) matches the tries just read, so
+            // the writes from here on are all it will differ by: log them,
+            // and the next commit compiles only the /16s they touch. A
+            // sync in a fresh process then costs what it changes too.
+            if meta.dirty == 0 && meta.generation != 0 {
+                m.committed(meta.generation);
+            }
+            self.mirror = Some(m);
         }
         Ok(self.mirror.as_mut().expect("read above"))
     }

@@ -40,8 +40,8 @@ pub struct Mirror {
     /// Which ids are taken.
     ids: Ids,
     /// Every prefix written since the table last matched these entries,
-    /// when that is known: `None` after a fresh read (the table may then
-    /// differ anywhere) or past [`MAX_CHANGE_LOG`] writes.
+    /// when that is known: `None` after a fresh read of a dirty table (it
+    /// may then differ anywhere) or past [`MAX_CHANGE_LOG`] writes.
     changed: Option<Vec<Prefix>>,
 }
 
