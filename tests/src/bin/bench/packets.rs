@@ -22,7 +22,7 @@ use std::{
     time::Instant,
 };
 
-use blocklist_agent::{config::Lookup, datapath::maps::TrieKind, prefix::Prefix};
+use blocklist_agent::{config::Lookup, datapath::maps::TrieKind, prefix::Prefix, reserved};
 use blocklist_tests::{frames, kernel::Kernel};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
@@ -80,12 +80,17 @@ pub fn prefixes(n: usize, rng: &mut StdRng) -> Vec<Prefix> {
             60..85 => 24,
             _ => rng.random_range(16..=23),
         };
-        set.insert(Prefix::new(
+        let p = Prefix::new(
             ipnet::Ipv4Net::new(Ipv4Addr::from(unicast(rng)), len)
                 .unwrap()
                 .trunc()
                 .into(),
-        ));
+        );
+        // A feed of these goes through the agent's reserved-range guard
+        // (the sync and updates parts): keep to what it installs whole.
+        if reserved::touching(&p).is_none() {
+            set.insert(p);
+        }
     }
     set.into_iter().collect()
 }
@@ -94,7 +99,10 @@ pub fn prefixes(n: usize, rng: &mut StdRng) -> Vec<Prefix> {
 pub fn singles(n: usize, rng: &mut StdRng) -> Vec<Prefix> {
     let mut set = BTreeSet::new();
     while set.len() < n {
-        set.insert(Prefix::from_v4(unicast(rng).to_be_bytes(), 32).unwrap());
+        let p = Prefix::from_v4(unicast(rng).to_be_bytes(), 32).unwrap();
+        if reserved::touching(&p).is_none() {
+            set.insert(p);
+        }
     }
     set.into_iter().collect()
 }

@@ -9,7 +9,10 @@
 use std::{path::Path, process::Command, time::Instant};
 
 use anyhow::{Context as _, bail};
-use blocklist_agent::feed::{self, Format, FormatOptions};
+use blocklist_agent::{
+    feed::{self, Format, FormatOptions},
+    prefix::Prefix,
+};
 use blocklist_tests::{agent, bpffs::Bpffs, lab::Netns};
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -107,12 +110,26 @@ fn one_size(n: usize) -> anyhow::Result<serde_json::Value> {
     let change = n / 100;
     let mut rng = StdRng::seed_from_u64(0xfeed);
     let set = prefixes(n + change, &mut rng);
-    let (base, extra) = set.split_at(n);
+    // The change is spread over the list, as a feed's churn is (a sorted
+    // list's first and last 1% would touch only the /16s at its ends):
+    // every 101st prefix of the set is new in the changed list, and every
+    // 100th of the others is gone from it.
+    let (extra, base): (Vec<_>, Vec<_>) = set
+        .iter()
+        .enumerate()
+        .partition(|(i, _)| i % 101 == 100);
+    let base: Vec<Prefix> = base.into_iter().map(|(_, p)| *p).collect();
+    assert_eq!((base.len(), extra.len()), (n, change));
     let dir = tempfile::tempdir()?;
     let feed_path = dir.path().join("feed.txt");
-    let full = scripts::feed(base);
-    let mut changed_list: Vec<_> = base[change..].to_vec();
-    changed_list.extend_from_slice(extra);
+    let full = scripts::feed(&base);
+    let mut changed_list: Vec<Prefix> = base
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 100 != 0)
+        .map(|(_, p)| *p)
+        .collect();
+    changed_list.extend(extra.into_iter().map(|(_, p)| *p));
     let changed = scripts::feed(&changed_list);
 
     eprintln!("sync bench: parsing {n} prefixes");
@@ -190,7 +207,7 @@ fn one_size(n: usize) -> anyhow::Result<serde_json::Value> {
     let script = dir.path().join("ipset.restore");
     std::fs::write(
         &script,
-        scripts::ipset("bl-new", base, n.next_power_of_two()),
+        scripts::ipset("bl-new", &base, n.next_power_of_two()),
     )?;
     let mut ipset_bytes_per_entry = Vec::new();
     let ipset: Vec<f64> = (0..SYNC_RUNS)
@@ -220,7 +237,7 @@ fn one_size(n: usize) -> anyhow::Result<serde_json::Value> {
     // nftables: an interval set in a netdev table, the whole list.
     eprintln!("sync bench: {n} prefixes, nft -f baseline");
     let nft_script = dir.path().join("nft.conf");
-    std::fs::write(&nft_script, scripts::nft("blbench", base, None))?;
+    std::fs::write(&nft_script, scripts::nft("blbench", &base, None))?;
     let nft: Vec<f64> = (0..SYNC_RUNS)
         .map(|_| {
             let t = restore(&ns, &["nft", "-f"], &nft_script);
@@ -231,7 +248,7 @@ fn one_size(n: usize) -> anyhow::Result<serde_json::Value> {
     // iptables: one rule per entry (the classic cron job).
     eprintln!("sync bench: {n} prefixes, iptables-restore baseline");
     let ipt_script = dir.path().join("iptables.rules");
-    std::fs::write(&ipt_script, scripts::iptables(base))?;
+    std::fs::write(&ipt_script, scripts::iptables(&base))?;
     let ipt: Vec<f64> = (0..SYNC_RUNS)
         .map(|_| {
             let t = restore(&ns, &["iptables-restore"], &ipt_script);
