@@ -8,7 +8,7 @@
 //! a protected range could never match anything and is left out.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     net::IpAddr,
     sync::Arc,
     time::SystemTime,
@@ -140,12 +140,56 @@ pub enum Guarded {
     Shadowed,
 }
 
+/// The protected ranges, indexed for the one question the guard asks of
+/// every entry: does a range cover it? One set lookup per prefix length in
+/// use instead of a scan of every range (a million entries against an
+/// allowlist of 10,000 was ten billion comparisons).
+///
+/// ```
+/// use blocklist_agent::write::policy::Protected;
+/// let p = |s: &str| s.parse().unwrap();
+/// let protected = Protected::new(&[p("192.0.2.0/24"), p("2001:db8::/32")]);
+/// assert!(protected.covers(&p("192.0.2.7/32")));
+/// assert!(!protected.covers(&p("192.0.0.0/16")));
+/// assert!(protected.covers(&p("2001:db8:1::/48")));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Protected {
+    /// The prefix lengths in use, IPv4 then IPv6, ascending.
+    lengths: [Vec<u8>; 2],
+    ranges: HashSet<Prefix>,
+}
+
+impl Protected {
+    /// Indexes `ranges`.
+    pub fn new<'a>(ranges: impl IntoIterator<Item = &'a Prefix>) -> Self {
+        let mut out = Self::default();
+        for r in ranges {
+            out.lengths[usize::from(!r.is_v4())].push(r.prefix_len());
+            out.ranges.insert(*r);
+        }
+        for l in &mut out.lengths {
+            l.sort_unstable();
+            l.dedup();
+        }
+        out
+    }
+
+    /// True when a protected range holds all of `p`.
+    pub fn covers(&self, p: &Prefix) -> bool {
+        self.lengths[usize::from(!p.is_v4())]
+            .iter()
+            .take_while(|len| **len <= p.prefix_len())
+            .any(|len| self.ranges.contains(&p.supernet(*len)))
+    }
+}
+
 /// The guards for one entry: the minimum prefix (`min` for IPv4, IPv6),
-/// then the protected ranges `allow`.
-pub fn guard(p: &Prefix, min: (u8, u8), allow: &[Prefix]) -> Guarded {
+/// then the protected ranges.
+pub fn guard(p: &Prefix, min: (u8, u8), protected: &Protected) -> Guarded {
     if p.check_min(min.0, min.1).is_err() {
         Guarded::TooBroad
-    } else if allow.iter().any(|a| a.covers(p)) {
+    } else if protected.covers(p) {
         Guarded::Shadowed
     } else {
         Guarded::Block
@@ -280,11 +324,11 @@ pub fn build(
             add(*p, ENTRY_FLAG_MANUAL, "manual", &mut d);
         }
     }
-    let allow: Vec<Prefix> = d.allow.iter().copied().collect();
+    let protected = Protected::new(&d.allow);
     let before = d.block.len();
     // The same rule the delta path applies to each prefix it changes.
     d.block
-        .retain(|p, _| guard(p, (min4, min6), &allow) != Guarded::Shadowed);
+        .retain(|p, _| guard(p, (min4, min6), &protected) != Guarded::Shadowed);
     d.shadowed = before - d.block.len();
     if any_monitor(config) {
         drop_covers_monitor(&mut d.block);
@@ -333,13 +377,10 @@ mod tests {
         let host = [p("198.51.100.1/32")];
         let allow = allow_set(&config, &manual, &host);
         let d = build(&feeds, &manual, &config, &allow, SystemTime::now());
+        let allow_v = Protected::new(&allow);
         for p in d.block.keys() {
-            assert_eq!(
-                guard(p, (8, 16), &allow.iter().copied().collect::<Vec<_>>()),
-                Guarded::Block
-            );
+            assert_eq!(guard(p, (8, 16), &allow_v), Guarded::Block);
         }
-        let allow_v: Vec<Prefix> = allow.iter().copied().collect();
         assert_eq!(
             guard(&p("192.0.2.5/32"), (8, 16), &allow_v),
             Guarded::Shadowed
@@ -436,5 +477,33 @@ mod tests {
         // Whatever this machine has, parsing must not panic and yield no 0.0.0.0.
         assert!(default_gateways().iter().all(|g| !g.is_unspecified()));
         assert!(!host_protected().is_empty());
+    }
+
+    fn arb_prefix() -> impl proptest::strategy::Strategy<Value = Prefix> {
+        use proptest::prelude::*;
+        // A small space, so that ranges and entries nest often.
+        prop_oneof![
+            (0u32..1 << 12, 4u8..=32).prop_map(|(a, len)| {
+                Prefix::from_v4((0x0a00_0000 | a << 12).to_be_bytes(), len).unwrap()
+            }),
+            (0u128..1 << 12, 20u8..=128).prop_map(|(a, len)| {
+                Prefix::from_v6(((0xfd00u128 << 112) | a << 100).to_be_bytes(), len).unwrap()
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The index answers what a scan of every range answers.
+        #[test]
+        fn protected_covers_as_a_scan_does(
+            ranges in proptest::collection::vec(arb_prefix(), 0..12),
+            entries in proptest::collection::vec(arb_prefix(), 1..40),
+        ) {
+            let protected = Protected::new(&ranges);
+            for e in &entries {
+                let scan = ranges.iter().any(|r| r.covers(e));
+                proptest::prop_assert_eq!(protected.covers(e), scan, "{} in {:?}", e, ranges);
+            }
+        }
     }
 }

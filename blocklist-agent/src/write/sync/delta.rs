@@ -60,6 +60,7 @@ pub fn sync(
     base: Base,
 ) -> anyhow::Result<Outcome> {
     let meta = maps.table_meta()?;
+    let protected = policy::Protected::new(allow);
     let allow: Vec<Prefix> = allow.iter().copied().collect();
     let min = (config.guard.min_prefix_v4, config.guard.min_prefix_v6);
     let feeds: Vec<String> = config.feeds.iter().map(|f| f.name.clone()).collect();
@@ -161,7 +162,7 @@ pub fn sync(
         };
         for p in candidates {
             let (was, is) = (base.index.lists_prefix(&p), index.lists_prefix(&p));
-            match policy::guard(&p, min, &allow) {
+            match policy::guard(&p, min, &protected) {
                 Guarded::TooBroad => continue,
                 Guarded::Shadowed => {
                     shadowed += i64::from(is) - i64::from(was);

@@ -114,10 +114,7 @@ fn one_size(n: usize) -> anyhow::Result<serde_json::Value> {
     // list's first and last 1% would touch only the /16s at its ends):
     // every 101st prefix of the set is new in the changed list, and every
     // 100th of the others is gone from it.
-    let (extra, base): (Vec<_>, Vec<_>) = set
-        .iter()
-        .enumerate()
-        .partition(|(i, _)| i % 101 == 100);
+    let (extra, base): (Vec<_>, Vec<_>) = set.iter().enumerate().partition(|(i, _)| i % 101 == 100);
     let base: Vec<Prefix> = base.into_iter().map(|(_, p)| *p).collect();
     assert_eq!((base.len(), extra.len()), (n, change));
     let dir = tempfile::tempdir()?;
