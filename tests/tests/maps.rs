@@ -339,7 +339,7 @@ fn a_fresh_handle_compiles_only_what_it_touches_and_agrees_with_the_tries() {
     let mut rng = StdRng::seed_from_u64(0x1e55);
     // Inside 10.0.0.0/8: 256 /16s, most of them holding entries.
     let prefix = |rng: &mut StdRng| {
-        let len = [32u8, 32, 32, 28, 24, 24, 20, 16, 13, 10][rng.random_range(0..10)];
+        let len = [32u8, 32, 32, 28, 24, 24, 20, 18, 13, 10][rng.random_range(0..10)];
         let a = 0x0a00_0000 | rng.random_range(0..1u32 << 24);
         Prefix::from_v4(a.to_be_bytes(), len).expect("a valid IPv4 prefix")
     };
@@ -349,8 +349,21 @@ fn a_fresh_handle_compiles_only_what_it_touches_and_agrees_with_the_tries() {
     k.maps.insert_many(TrieKind::Allow, &allow_before).unwrap();
 
     let mut other = Maps::open(&pin).unwrap();
-    let gone: Vec<Prefix> = before.iter().step_by(10).map(|(p, _)| *p).collect();
-    let added: Vec<(Prefix, u32)> = (0..300).map(|_| (prefix(&mut rng), 0)).collect();
+    // The change keeps the wide entries and touches only some /16s, so a
+    // partial compile must bring in the wide entries that cover them.
+    let narrow = |p: &Prefix| p.prefix_len() >= 16;
+    let gone: Vec<Prefix> = before
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(narrow)
+        .step_by(40)
+        .collect();
+    let added: Vec<(Prefix, u32)> = (0..200)
+        .map(|_| prefix(&mut rng))
+        .filter(narrow)
+        .take(60)
+        .map(|p| (p, 0))
+        .collect();
     let allow_added: Vec<(Prefix, u32)> = (0..5).map(|_| (prefix(&mut rng), 0)).collect();
     let allow_gone: Vec<Prefix> = allow_before.iter().take(5).map(|(p, _)| *p).collect();
     let ((), report) = other

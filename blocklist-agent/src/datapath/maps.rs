@@ -172,41 +172,30 @@ fn partial_inputs(
             }
         }
     }
-    let (mut block, mut allow) = (Vec::new(), Vec::new());
-    let blocks = m.blocks();
-    let allows = m.allows();
-    for &s in &touched {
-        let lo = (s as u64) << 16;
-        let hi = lo + (1 << 16);
-        let in_slot = |p: &Prefix| p.is_v4() && u64::from(v4_host(p)) < lo;
-        let below = |p: &Prefix| p.is_v4() && u64::from(v4_host(p)) < hi;
-        let (a, b) = (
-            blocks.partition_point(|(p, _)| in_slot(p)),
-            blocks.partition_point(|(p, _)| below(p)),
-        );
-        block.extend(blocks[a..b].iter().map(|(p, v)| v4_entry(*p, table_id(v))));
-        let (a, b) = (
-            allows.partition_point(|p| in_slot(p)),
-            allows.partition_point(|p| below(p)),
-        );
-        allow.extend(allows[a..b].iter().map(|p| v4_entry(*p, 0)));
-        // Entries wider than a /16 that cover it start at or before it.
-        for len in 0..16u8 {
-            let Some(cover) = Prefix::from_v4((lo as u32).to_be_bytes(), len) else {
-                continue;
-            };
-            if let Some(v) = m.block(&cover) {
-                block.push(v4_entry(cover, table_id(&v)));
-            }
-            if allows.binary_search(&cover).is_ok() {
-                allow.push(v4_entry(cover, 0));
-            }
-        }
-    }
-    block.sort_unstable_by_key(|e| (e.addr, e.len));
-    block.dedup_by_key(|e| (e.addr, e.len));
-    allow.sort_unstable_by_key(|e| (e.addr, e.len));
-    allow.dedup_by_key(|e| (e.addr, e.len));
+    // One pass over the installed entries in address order: an entry
+    // goes in when any /16 it spans was touched (its own, or for an entry
+    // wider than /16 any of its). Two binary searches and sixteen cover
+    // lookups per touched /16 missed the cache at every step: 0.045 s for
+    // the 9,110 /16s of a 1% change at 1,000,000 entries.
+    let overlaps_touched = |p: &Prefix| {
+        let first = (v4_host(p) >> 16) as usize;
+        let count = 1usize << 16u32.saturating_sub(u32::from(p.prefix_len()));
+        only[first..(first + count).min(only.len())]
+            .iter()
+            .any(|t| *t)
+    };
+    let block: Vec<_> = m
+        .blocks()
+        .iter()
+        .filter(|(p, _)| p.is_v4() && overlaps_touched(p))
+        .map(|(p, v)| v4_entry(*p, table_id(v)))
+        .collect();
+    let allow: Vec<_> = m
+        .allows()
+        .iter()
+        .filter(|p| p.is_v4() && overlaps_touched(p))
+        .map(|p| v4_entry(*p, 0))
+        .collect();
     Some((block, allow, only, v6))
 }
 

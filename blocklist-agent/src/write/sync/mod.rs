@@ -99,12 +99,14 @@ pub fn plan_from(installed: &[(Prefix, Installed)], allowed: &[Prefix], desired:
     debug_assert!(installed.is_sorted_by_key(|(p, _)| *p));
     debug_assert!(allowed.is_sorted());
     // Both sides in prefix order, walked once together. A binary search
-    // of the installed entries for each desired one, in the hash map's
+    // of the installed entries for each desired one, in a hash map's
     // order, missed the cache at every step: about 0.9 s of a 1% change
     // sync at 1,000,000 entries.
-    let mut want: Vec<(Prefix, u32)> = desired.block.iter().map(|(p, f)| (*p, *f)).collect();
-    want.sort_unstable_by_key(|(p, _)| *p);
-    let (mut want, mut have) = (want.into_iter().peekable(), installed.iter().peekable());
+    debug_assert!(desired.block.is_sorted_by_key(|(p, _)| *p));
+    let (mut want, mut have) = (
+        desired.block.iter().copied().peekable(),
+        installed.iter().peekable(),
+    );
     loop {
         let order = match (want.peek(), have.peek()) {
             (None, None) => break,
@@ -633,7 +635,7 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use std::{
-        collections::{BTreeSet, HashMap},
+        collections::BTreeSet,
         net::{IpAddr, Ipv4Addr},
     };
 
@@ -715,7 +717,7 @@ mod tests {
 
     fn desired(block: &BTreeSet<Prefix>, allow: &BTreeSet<Prefix>) -> Desired {
         Desired {
-            block: block.iter().map(|p| (*p, 0)).collect::<HashMap<_, _>>(),
+            block: block.iter().map(|p| (*p, 0)).collect(),
             allow: allow.clone(),
             ..Desired::default()
         }
