@@ -132,3 +132,102 @@ impl Drop for Running {
         let _ = self.0.wait();
     }
 }
+
+/// A reload keeps what `run` knows of the feeds' lists but not what it
+/// computed from the old configuration: a feed that turns into a monitor
+/// feed while its list stays the same has its entries rewritten by the
+/// sync that follows the SIGHUP, a full one.
+#[test]
+fn a_reload_rewrites_what_the_new_configuration_changes() {
+    require_root();
+    let ns = Netns::new("xbir");
+    let fs = Bpffs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.txt"), dir.path().join("b.txt"));
+    std::fs::write(&a, "10.99.0.1\n10.99.1.0/24\n").unwrap();
+    std::fs::write(&b, "10.99.2.2\n").unwrap();
+    let cfg = dir.path().join("config.toml");
+    let write_config = |action: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "lock_timeout = \"10s\"\n\
+                 [[feed]]\nname = \"a\"\nallow_reserved = true\nurl = \"{}\"\ninterval = \"1s\"\naction = \"{action}\"\n\
+                 [[feed]]\nname = \"b\"\nallow_reserved = true\nurl = \"{}\"\ninterval = \"1s\"\n",
+                a.display(),
+                b.display()
+            ),
+        )
+        .unwrap();
+    };
+    write_config("drop");
+    let agent =
+        Agent::new(ns.name(), fs.pin_dir(), dir.path().join("state")).with_config(cfg.clone());
+    let log = dir.path().join("run.log");
+    let child = Running(
+        agent
+            .command(&["--log-format", "json", "run"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    // "none" until `run` has pinned its maps, or when nothing lists it.
+    let action_of = |addr: &str| {
+        let r = agent.try_run(&["check", addr, "--json"]);
+        if r.code != 0 {
+            return "none".to_owned();
+        }
+        r.json()["block"]["action"]
+            .as_str()
+            .unwrap_or("none")
+            .to_owned()
+    };
+    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f() {
+            assert!(
+                Instant::now() < deadline,
+                "{what} within 30 s; run log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_for("the first sync", &|| action_of("10.99.1.7") == "drop");
+    let syncs = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("sync done"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    // At least one interval sync of the unchanged lists, so the memo holds
+    // a base the reload could wrongly trust.
+    wait_for("an interval sync", &|| syncs().len() >= 2);
+    let before = syncs().len();
+    write_config("monitor");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_for("the reloaded action", &|| {
+        action_of("10.99.0.1") == "monitor" && action_of("10.99.1.7") == "monitor"
+    });
+    assert_eq!(action_of("10.99.2.2"), "drop", "feed b is unchanged");
+    let after = syncs();
+    let first = after.get(before).expect("a sync after the reload");
+    assert!(
+        first.contains("Full"),
+        "the sync after a reload takes the full path: {first}"
+    );
+    let r = agent.run(&["sync", "--once", "--dry-run", "--json"]).json();
+    assert_eq!(
+        (&r["v4"]["added"], &r["v4"]["removed"]),
+        (&serde_json::Value::from(0), &serde_json::Value::from(0)),
+        "the kernel is where a full merge puts it: {r}"
+    );
+}

@@ -176,7 +176,7 @@ impl Agent {
         self.config = config;
         self.fetcher = fetcher;
         self.schedule = Schedule::default();
-        self.memo.forget();
+        self.memo.reloaded();
         if let Ok(mut w) = self.metrics.config.write() {
             *w = self.config.clone();
         }

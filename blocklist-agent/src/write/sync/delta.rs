@@ -64,7 +64,8 @@ pub fn sync(
     let allow: Vec<Prefix> = allow.iter().copied().collect();
     let min = (config.guard.min_prefix_v4, config.guard.min_prefix_v6);
     let feeds: Vec<String> = config.feeds.iter().map(|f| f.name.clone()).collect();
-    let usable = meta.dirty == 0
+    let usable = !base.reloaded
+        && meta.dirty == 0
         && meta.generation == base.generation
         && base.manual == *manual
         && base.allow == allow

@@ -12,6 +12,13 @@
 //! from disk at all, and a feed that changed is applied as its delta
 //! ([`super::delta`]). Anything else, or a fresh process (`sync --once`),
 //! takes the full path, which reads everything once and sets a new base.
+//!
+//! A configuration reload keeps the base but bars the delta path: the
+//! lists still describe their list files (each is trusted only while its
+//! file is the one recorded), so the full sync after a reload need not
+//! read and decode every list file again (at a million entries, the
+//! largest allocation of that sync), while everything else the base holds
+//! was computed under the old configuration and is not used.
 
 use std::{cell::RefCell, collections::BTreeMap, sync::Arc, time::SystemTime};
 
@@ -41,6 +48,9 @@ pub struct Base {
     pub too_broad: usize,
     /// See `too_broad`.
     pub shadowed: usize,
+    /// Set by a configuration reload: only the lists may be used, and the
+    /// next sync takes the full path.
+    pub reloaded: bool,
 }
 
 /// Kept by `run` for its lifetime; a one-shot sync uses a fresh one.
@@ -56,10 +66,13 @@ impl SyncMemo {
         &self.sessions
     }
 
-    /// Forgets the base (after a configuration reload): the next sync
-    /// takes the full path. CrowdSec sessions are kept.
-    pub fn forget(&self) {
-        self.base.replace(None);
+    /// After a configuration reload: the next sync takes the full path,
+    /// but the feeds' lists the base holds are still used for list files
+    /// nobody replaced. CrowdSec sessions are kept.
+    pub fn reloaded(&self) {
+        if let Some(base) = self.base.borrow_mut().as_mut() {
+            base.reloaded = true;
+        }
     }
 
     pub(crate) fn set_base(&self, base: Option<Base>) {
@@ -81,5 +94,62 @@ impl SyncMemo {
             return None;
         }
         base.index.list(feed).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Entry;
+
+    fn base_for(state: &StateDir, list: Vec<Prefix>) -> Base {
+        Base {
+            generation: 7,
+            index: Arc::new(FeedIndex::from_sorted(vec![("a".into(), Arc::new(list))])),
+            manual: Manual::default(),
+            allow: Vec::new(),
+            min: (8, 32),
+            feeds: vec!["a".into()],
+            files: [("a".to_owned(), state.feed_entries_signature("a"))].into(),
+            too_broad: 0,
+            shadowed: 0,
+            reloaded: false,
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_lists_of_unreplaced_files_and_bars_the_delta_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let list: Vec<Prefix> = vec!["192.0.2.0/24".parse().unwrap()];
+        let entries: Vec<Entry> = list.iter().copied().map(Entry::new).collect();
+        state.set_feed_entries("a", &entries).unwrap();
+        let memo = SyncMemo::default();
+        memo.set_base(Some(base_for(&state, list.clone())));
+        memo.reloaded();
+        assert_eq!(
+            memo.known_list(&state, "a").as_deref(),
+            Some(&list),
+            "the list file is the one recorded: its list is not read again"
+        );
+        let base = memo.take_base().expect("a reload keeps the base");
+        assert!(
+            base.reloaded,
+            "but the next sync may not apply deltas to it"
+        );
+
+        // Without a base, a reload has nothing to keep.
+        memo.reloaded();
+        assert!(memo.take_base().is_none());
+
+        // A list file replaced since is read again.
+        memo.set_base(Some(base_for(&state, list)));
+        let more: Vec<Entry> = ["192.0.2.0/24", "198.51.100.0/24"]
+            .iter()
+            .map(|p| Entry::new(p.parse().unwrap()))
+            .collect();
+        state.set_feed_entries("a", &more).unwrap();
+        memo.reloaded();
+        assert!(memo.known_list(&state, "a").is_none());
     }
 }
