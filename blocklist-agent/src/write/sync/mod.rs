@@ -503,17 +503,20 @@ pub fn sync_with(
         };
         lists.push((o.name.clone(), list));
     }
-    let desired = policy::build(&lists, &manual, config, &allow, now);
-    let mut manual_list: Vec<Prefix> = manual.block.keys().copied().collect();
-    manual_list.sort_unstable();
-    lists.push(("manual".to_owned(), Arc::new(manual_list)));
     let origins = origin_lists(config, &outcomes);
     let reports: Vec<FeedReport> = outcomes
         .iter()
         .zip(&lists)
         .map(|(o, (_, l))| report_of(o, l.len()))
         .collect();
+    // The parsed entries (48 bytes each, a million of them for a big
+    // feed) are not needed past their lists: freed before the desired set
+    // is built, they do not add to its peak.
     drop(outcomes);
+    let desired = policy::build(&lists, &manual, config, &allow, now);
+    let mut manual_list: Vec<Prefix> = manual.block.keys().copied().collect();
+    manual_list.sort_unstable();
+    lists.push(("manual".to_owned(), Arc::new(manual_list)));
     let index = Arc::new(FeedIndex::from_sorted(lists).with_origins(origins));
     let mut plan = plan(maps, &desired)?;
     // The desired set (a map of a million entries) is not needed past the
@@ -569,6 +572,7 @@ pub fn sync_with(
                 files: signatures(config, state),
                 too_broad,
                 shadowed,
+                reloaded: false,
             },
         )?;
     }
