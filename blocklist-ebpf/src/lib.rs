@@ -276,11 +276,14 @@ pub const EVENTS_RING_BYTES: u32 = 1 << 18;
 
 /// Slots of `TABLE_V4`: one per /16.
 pub const TABLE_V4_SLOTS: u32 = 1 << 16;
-/// Records of `RANGES_V4` (32 MiB). A million mixed entries compile to
-/// about two million records; the rest is room for copy-on-write updates
-/// (a rewrite that does not fit is done in rounds, see the agent's table
-/// writer).
-pub const RANGES_V4_RECORDS: u32 = 4 << 20;
+/// Records of `RANGES_V4` (24 MiB). A million mixed entries compile to
+/// about two million records (at most one per entry boundary, about
+/// 2,100,000 for a million scattered single addresses); the rest is room
+/// for copy-on-write updates. A change of a few percent fits at once; a
+/// rewrite of most of the table goes in rounds (see the agent's table
+/// writer), each switching the chunks that fit and freeing the old ones
+/// after a grace period. Maps pinned by older versions keep their 32 MiB.
+pub const RANGES_V4_RECORDS: u32 = 3 << 20;
 /// Most records one chunk can have: one per low-16-bit value.
 pub const CHUNK_MAX_RECORDS: u32 = 1 << 16;
 /// Iterations of the program's binary search: enough for

@@ -39,9 +39,14 @@ impl Kernel {
     /// with the lookup that `XDP_BLOCKLIST_LOOKUP` names (the table when
     /// unset), as the agent would.
     pub fn load() -> Self {
-        let fs = Bpffs::new();
+        Self::load_on(Bpffs::new(), &LoadOptions::default())
+    }
+
+    /// [`Kernel::load`] on a bpffs that may hold maps pinned already, with
+    /// the given options.
+    pub fn load_on(fs: Bpffs, opts: &LoadOptions) -> Self {
         let pin = fs.pin();
-        let loaded = loader::load(&pin, &LoadOptions::default()).expect("loading the XDP program");
+        let loaded = loader::load(&pin, opts).expect("loading the XDP program");
         let maps = Maps::open(&pin).expect("opening the pinned maps");
         let mut k = Self {
             maps,

@@ -427,3 +427,52 @@ fn a_spoofed_flood_shows_its_busiest_addresses_in_top() {
         );
     }
 }
+
+/// A pin keeps the size it was made with: a `RANGES_V4` pinned by an
+/// older version (4,194,304 records, this one makes 3,145,728) and an
+/// `ADDR_HITS` made with another `ip_counters_max` are reused, not
+/// refused, and the program decides with them.
+#[test]
+fn the_program_loads_over_pins_of_other_sizes() {
+    use aya::maps::{Array, MapData, PerCpuArray};
+    use blocklist_agent::datapath::loader::LoadOptions;
+    use blocklist_ebpf::{AddrHits, RANGES_V4_RECORDS, map_names};
+    use blocklist_tests::bpffs::Bpffs;
+
+    require_root();
+    const BPF_F_MMAPABLE: u32 = 1 << 10;
+    let fs = Bpffs::new();
+    let pin = fs.pin();
+    pin.ensure().unwrap();
+    let older = 4u32 << 20;
+    assert_ne!(older, RANGES_V4_RECORDS);
+    Array::<MapData, u64>::create(older, BPF_F_MMAPABLE)
+        .unwrap()
+        .pin(pin.map(map_names::RANGES_V4))
+        .unwrap();
+    PerCpuArray::<MapData, AddrHits>::create(1024, 0)
+        .unwrap()
+        .pin(pin.map(map_names::ADDR_HITS))
+        .unwrap();
+    let size = |name: &str| {
+        MapData::from_pin(pin.map(name))
+            .unwrap()
+            .info()
+            .unwrap()
+            .max_entries()
+    };
+    let mut k = Kernel::load_on(
+        fs,
+        &LoadOptions {
+            addr_slots: 1 << 16,
+        },
+    );
+    assert_eq!(size(map_names::RANGES_V4), older);
+    assert_eq!(size(map_names::ADDR_HITS), 1024);
+    assert_eq!(k.maps.config().unwrap().addr_slots_mask, 1023);
+    k.block("10.1.2.0/24");
+    let hit = frames::ipv4("10.1.2.3".parse().unwrap(), peer());
+    let miss = frames::ipv4("10.1.3.3".parse().unwrap(), peer());
+    assert_eq!(k.verdict(&hit), XDP_DROP);
+    assert_eq!(k.verdict(&miss), XDP_PASS);
+}

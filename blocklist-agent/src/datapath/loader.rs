@@ -26,7 +26,7 @@ pub struct Loaded {
 pub struct LoadOptions {
     /// Per-CPU slots of the per-address counters (`ADDR_HITS`), rounded
     /// up to a power of two; only applies when the map is created, an
-    /// existing pin keeps its size.
+    /// existing pin keeps its size (a new size needs `detach --all`).
     pub addr_slots: u32,
 }
 
@@ -47,8 +47,22 @@ pub fn load(pin: &PinDir, opts: &LoadOptions) -> Result<Loaded, DatapathError> {
     pin.ensure()?;
     let mut loader = EbpfLoader::new();
     loader.default_map_pin_directory(pin.root());
-    let slots = opts.addr_slots.clamp(2, ADDR_SLOTS_MAX).next_power_of_two();
+    // aya refuses a pin whose size differs from the object's: a pin keeps
+    // the size it was made with, so the object takes it.
+    let wanted = opts.addr_slots.clamp(2, ADDR_SLOTS_MAX).next_power_of_two();
+    let slots = pinned_entries(pin, map_names::ADDR_HITS).unwrap_or(wanted);
+    if slots != wanted {
+        tracing::warn!(
+            pinned = slots,
+            configured = wanted,
+            "ADDR_HITS keeps the per-CPU slots it was pinned with; ip_counters_max takes \
+             effect once the maps are made again (`detach --all`, then attach)"
+        );
+    }
     loader.map_max_entries(map_names::ADDR_HITS, slots);
+    if let Some(records) = pinned_entries(pin, map_names::RANGES_V4) {
+        loader.map_max_entries(map_names::RANGES_V4, records);
+    }
     let ebpf = loader.load(OBJECT).map_err(|e| {
         DatapathError::other(
             format!(
@@ -65,6 +79,14 @@ pub fn load(pin: &PinDir, opts: &LoadOptions) -> Result<Loaded, DatapathError> {
         .load()
         .map_err(|e| DatapathError::other("loading the XDP program (verifier)", e))?;
     Ok(loaded)
+}
+
+/// The size of the map pinned as `name`, when there is one: the maps whose
+/// size is chosen when they are created (`ADDR_HITS` by
+/// `ip_counters_max`, `RANGES_V4` smaller than older versions made it).
+fn pinned_entries(pin: &PinDir, name: &str) -> Option<u32> {
+    let data = aya::maps::MapData::from_pin(pin.map(name)).ok()?;
+    Some(data.info().ok()?.max_entries())
 }
 
 impl Loaded {

@@ -22,9 +22,7 @@ pub mod writer;
 use std::{os::fd::AsFd as _, time::Instant};
 
 use aya::maps::MapData;
-use blocklist_ebpf::{
-    RANGES_V4_RECORDS, RANGES_V6_RECORDS, TABLE_V4_SLOTS, TABLE_V6_SLOTS, map_names,
-};
+use blocklist_ebpf::{RANGES_V6_RECORDS, map_names};
 
 use super::{DatapathError, mmap::MappedU64, pin::PinDir};
 
@@ -58,20 +56,25 @@ pub struct TableMaps {
 
 impl TableMaps {
     /// Maps the pinned `TABLE_V4`, `RANGES_V4`, `TABLE_V6` and `RANGES_V6`
-    /// read-write.
+    /// read-write, each at the size its pin has (a pin made by an older
+    /// version may be larger than this version creates).
     pub fn open(pin: &PinDir) -> Result<Self, DatapathError> {
-        let map = |name: &str, entries: u32| {
+        let map = |name: &str| {
             let path = pin.map(name);
             let what = || format!("mapping {} into memory", path.display());
             let data = MapData::from_pin(&path).map_err(|e| DatapathError::other(what(), e))?;
+            let entries = data
+                .info()
+                .map_err(|e| DatapathError::other(what(), e))?
+                .max_entries();
             MappedU64::new(data.fd().as_fd(), entries as usize)
                 .map_err(|e| DatapathError::other(what(), e))
         };
         Ok(Self {
-            slots: map(map_names::TABLE_V4, TABLE_V4_SLOTS)?,
-            ranges: map(map_names::RANGES_V4, RANGES_V4_RECORDS)?,
-            slots_v6: map(map_names::TABLE_V6, TABLE_V6_SLOTS)?,
-            ranges_v6: map(map_names::RANGES_V6, RANGES_V6_RECORDS * 2)?,
+            slots: map(map_names::TABLE_V4)?,
+            ranges: map(map_names::RANGES_V4)?,
+            slots_v6: map(map_names::TABLE_V6)?,
+            ranges_v6: map(map_names::RANGES_V6)?,
         })
     }
 
