@@ -100,7 +100,7 @@ impl Agent {
             let _lock = lock::acquire(state.root(), config.lock_timeout)?;
             let mut maps = super::open_maps(&pin, &config, true)?;
             attach_missing(&pin, &state, &config)?;
-            apply_live_config(&mut maps, &config)?;
+            super::write_live_config(&mut maps, &config)?;
             super::share(&pin, &state, &config)?;
             maps
         };
@@ -172,7 +172,7 @@ impl Agent {
         let fetcher = Fetcher::new(&config.fetch)?;
         let _lock = lock::acquire(self.state.root(), config.lock_timeout)?;
         attach_missing(&self.pin, &self.state, &config)?;
-        apply_live_config(&mut self.maps, &config)?;
+        super::write_live_config(&mut self.maps, &config)?;
         self.config = config;
         self.fetcher = fetcher;
         self.schedule = Schedule::default();
@@ -307,17 +307,6 @@ pub fn check_credentials(config: &Config) -> anyhow::Result<()> {
     for f in &config.feeds {
         auth::request(f)?;
     }
-    Ok(())
-}
-
-/// Writes the configured action, match, event rate and lookup into `CONFIG`.
-fn apply_live_config(maps: &mut Maps, config: &Config) -> anyhow::Result<()> {
-    let mut c = maps.config()?;
-    c.action = config.action.abi();
-    c.match_mode = config.match_mode.abi();
-    c.event_interval_ms = config.events.abi_interval_ms();
-    c.lookup = config.datapath.lookup.abi();
-    maps.set_config(c)?;
     Ok(())
 }
 

@@ -39,8 +39,8 @@ use crate::{
 };
 
 /// Loads the program with the maps pinned under `pin`. When the maps did
-/// not exist yet, writes the configured action, match mode and lookup
-/// into the fresh `CONFIG`.
+/// not exist yet, writes the configured live settings into the fresh
+/// `CONFIG` ([`write_live_config`]).
 pub fn load(pin: &PinDir, config: &Config) -> anyhow::Result<Loaded> {
     let fresh = !pin.has_maps();
     let opts = LoadOptions {
@@ -50,12 +50,7 @@ pub fn load(pin: &PinDir, config: &Config) -> anyhow::Result<Loaded> {
     };
     let loaded = loader::load(pin, &opts)?;
     if fresh {
-        let mut maps = Maps::open(pin)?;
-        let mut c = maps.config()?;
-        c.action = config.action.abi();
-        c.match_mode = config.match_mode.abi();
-        c.lookup = config.datapath.lookup.abi();
-        maps.set_config(c)?;
+        write_live_config(&mut Maps::open(pin)?, config)?;
     }
     // Maps pinned by an older version may come with an empty or
     // differently encoded table (before the IPv6 table, an empty one):
@@ -64,6 +59,18 @@ pub fn load(pin: &PinDir, config: &Config) -> anyhow::Result<Loaded> {
         .rebuild_table()
         .context("compiling the lookup tables from the installed entries")?;
     Ok(loaded)
+}
+
+/// Writes the configured action, match, event rate and lookup into
+/// `CONFIG`: into fresh maps, and by `run` at its start and on reload.
+pub(crate) fn write_live_config(maps: &mut Maps, config: &Config) -> anyhow::Result<()> {
+    let mut c = maps.config()?;
+    c.action = config.action.abi();
+    c.match_mode = config.match_mode.abi();
+    c.event_interval_ms = config.events.abi_interval_ms();
+    c.lookup = config.datapath.lookup.abi();
+    maps.set_config(c)?;
+    Ok(())
 }
 
 /// Records an attachment in the state directory (for `status`).
