@@ -477,8 +477,9 @@ pub struct PrefixCounters {
 }
 
 /// Key of the per-address counters: the address that actually hit and
-/// whether it was the packet's source or destination.
-#[repr(C)]
+/// whether it was the packet's source or destination. 4-byte aligned, so
+/// the program compares and hashes it a word at a time.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct IpKey {
     /// Address, network byte order; IPv4 in the first four bytes.

@@ -944,53 +944,58 @@ pub(crate) fn decide<O: Origin>(
     };
     let monitor = monitor_entry || config.action == ACTION_MONITOR;
 
-    let now = probe.now;
-    let (addr, family, direction) = if address == DIRECTION_SRC {
-        (pkt.src, pkt.src_family, src_direction)
+    let family = if address == DIRECTION_SRC {
+        pkt.src_family
     } else {
-        (pkt.dst, pkt.dst_family, dst_direction)
+        pkt.dst_family
     };
-    let hit = Hit {
-        key: IpKey {
-            addr,
+    // A single-address entry was counted, per address too, in the lookup
+    // and keeps its own event limiter: with no event due there is nothing
+    // left to do, and the `Hit` is not even built (copying the key costs
+    // more than the rest of a quiet hit).
+    if exact != Exact::Quiet {
+        let (addr, direction) = if address == DIRECTION_SRC {
+            (pkt.src, src_direction)
+        } else {
+            (pkt.dst, dst_direction)
+        };
+        let hit = Hit {
+            key: IpKey {
+                addr,
+                family,
+                direction,
+                _pad: [0; 2],
+            },
+            address,
+            hook,
+            prefix_len,
+            len,
+            now: probe.now,
+            interval_ns,
+            exact: exact != Exact::No,
+            action: if monitor {
+                ACTION_MONITOR as u8
+            } else {
+                ACTION_DROP as u8
+            },
+        };
+        #[cfg(feature = "debug-log")]
+        aya_log_ebpf::debug!(
+            origin,
+            "blocklist: hit hook {} family {} direction {} prefix_len {} len {}",
+            hook,
             family,
             direction,
-            _pad: [0; 2],
-        },
-        address,
-        hook,
-        prefix_len,
-        len,
-        now,
-        interval_ns,
-        exact: exact != Exact::No,
-        action: if monitor {
-            ACTION_MONITOR as u8
-        } else {
-            ACTION_DROP as u8
-        },
-    };
-    #[cfg(feature = "debug-log")]
-    aya_log_ebpf::debug!(
-        origin,
-        "blocklist: hit hook {} family {} direction {} prefix_len {} len {}",
-        hook,
-        family,
-        direction,
-        prefix_len,
-        len
-    );
-    // Separate (not inlined) functions: each gets its own 512-byte frame and
-    // they are siblings, so their stacks never add up.
-    // A single-address entry was counted, per address too, in the lookup
-    // and keeps its own event limiter; only trie hits need `IP_HITS`.
-    let event = match exact {
-        Exact::No => count_ip(&hit, config.addr_slots_mask),
-        Exact::Quiet => false,
-        Exact::Event => true,
-    };
-    if event && within_budget(&hit, config, global) {
-        emit_event(origin, pkt, &hit, global);
+            prefix_len,
+            len
+        );
+        // Separate (not inlined) functions: each gets its own 512-byte
+        // frame and they are siblings, so their stacks never add up. Only
+        // trie and wide table hits need `ADDR_HITS`.
+        let event = exact == Exact::Event || count_ip(&hit, config.addr_slots_mask);
+        if event && within_budget(&hit, config, global) {
+            emit_event(origin, pkt, &hit, global);
+        }
     }
 
     if monitor {
@@ -1004,18 +1009,11 @@ pub(crate) fn decide<O: Origin>(
 /// address and direction.
 #[inline(always)]
 fn addr_set(key: &IpKey, mask: u32) -> u32 {
-    let w = |i: usize| {
-        u32::from_ne_bytes([
-            key.addr[i],
-            key.addr[i + 1],
-            key.addr[i + 2],
-            key.addr[i + 3],
-        ])
-    };
-    let mut h = w(0)
-        ^ w(4).rotate_left(7)
-        ^ w(8).rotate_left(13)
-        ^ w(12).rotate_left(19)
+    let w = key_words(key);
+    let mut h = w[0]
+        ^ w[1].rotate_left(7)
+        ^ w[2].rotate_left(13)
+        ^ w[3].rotate_left(19)
         ^ key.direction as u32;
     // murmur3's finaliser: every input bit reaches the low bits the mask
     // keeps, so neighbouring addresses do not share a set.
@@ -1027,14 +1025,19 @@ fn addr_set(key: &IpKey, mask: u32) -> u32 {
     h & mask
 }
 
-/// Byte-wise equality of two keys, without a `memcmp` call (BPF has none).
+/// A key as its five 4-byte words: compared and hashed with word loads,
+/// where its bytes would take twenty loads each.
+#[inline(always)]
+fn key_words(key: &IpKey) -> &[u32; 5] {
+    // SAFETY: IpKey is repr(C, align(4)), 20 bytes of plain integers.
+    unsafe { &*(key as *const IpKey).cast::<[u32; 5]>() }
+}
+
+/// Equality of two keys, word by word (BPF has no `memcmp`).
 #[inline(always)]
 fn same_key(a: &IpKey, b: &IpKey) -> bool {
-    let mut diff = (a.family ^ b.family) | (a.direction ^ b.direction);
-    for i in 0..16 {
-        diff |= a.addr[i] ^ b.addr[i];
-    }
-    diff == 0
+    let (a, b) = (key_words(a), key_words(b));
+    ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4])) == 0
 }
 
 /// Counts the hit per address in this CPU's `ADDR_HITS`. Returns true when
