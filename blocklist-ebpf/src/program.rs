@@ -733,6 +733,36 @@ fn count_hit(tagged: u32, prefix_len: u32, host: u32, probe: &mut Probe) -> u64 
     blocked | flags
 }
 
+/// A chunk's binary search, unrolled to one step per token after the `;`:
+/// finds the last record of `n` from `base` for which `probe(mid)` (the
+/// record at `mid` starts at or before the address) is `Some(true)`, and
+/// returns `miss` from the caller when a probe is out of the map. Only
+/// `base`, `n`, the key and `mid` stay live across each lookup: BPF has
+/// four callee-saved registers, and a loop counter or the half step kept
+/// too are spilled and reloaded on every step (about a quarter of a
+/// step's instructions).
+macro_rules! chunk_search {
+    ($base:ident, $n:ident, $miss:expr, |$mid:ident| $probe:expr; $($step:tt)*) => {
+        $(
+            let _ = $step;
+            if $n > 1 {
+                let $mid = $base + ($n >> 1);
+                let Some(at_or_before) = $probe else {
+                    return $miss;
+                };
+                if at_or_before {
+                    $base = $mid;
+                }
+                // n - n / 2, from `n` alone (unread after the last step).
+                #[allow(unused_assignments)]
+                {
+                    $n = ($n + 1) >> 1;
+                }
+            }
+        )*
+    };
+}
+
 /// The compiled table's result for an IPv4 address (host byte order):
 /// the /16's slot, then, if it points at a chunk, a branch-free binary
 /// search for the last record whose start is at most the low 16 bits.
@@ -748,23 +778,18 @@ fn table_v4(addr: u32) -> u32 {
     if slot & SLOT_CHUNK == 0 {
         return slot as u32;
     }
-    let mut base = slot as u32;
-    let mut n = ((slot >> 32) as u32) & 0x1_ffff;
-    let low = addr & 0xffff;
-    for _ in 0..CHUNK_SEARCH_STEPS {
-        if n <= 1 {
-            break;
-        }
-        let half = n / 2;
-        let Some(r) = RANGES_V4.get(base + half) else {
-            return 0;
-        };
-        if ((*r >> 32) as u32) <= low {
-            base += half;
-        }
-        n -= half;
-    }
-    match RANGES_V4.get(base) {
+    // 64-bit arithmetic throughout (BPF zero-extends every 32-bit result
+    // again), and the record compared whole: a start at most `low` is a
+    // record at most `low << 32 | u32::MAX`.
+    let mut base = slot & 0xffff_ffff;
+    let mut n = (slot >> 32) & 0x1_ffff;
+    let key = (((addr & 0xffff) as u64) << 32) | 0xffff_ffff;
+    const _: () = assert!(CHUNK_SEARCH_STEPS == 17);
+    chunk_search!(
+        base, n, 0, |mid| RANGES_V4.get(mid as u32).map(|r| *r <= key);
+        1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17
+    );
+    match RANGES_V4.get(base as u32) {
         Some(r) => *r as u32,
         None => 0,
     }
@@ -782,23 +807,15 @@ fn table_v6(hi: u64) -> u32 {
     if slot & SLOT_CHUNK == 0 {
         return slot as u32;
     }
-    let mut base = slot as u32;
-    let mut n = ((slot >> 32) as u32) & 0x7_ffff;
+    let mut base = slot & 0xffff_ffff;
+    let mut n = (slot >> 32) & 0x7_ffff;
     let low = hi & 0xffff_ffff_ffff;
-    for _ in 0..CHUNK_V6_SEARCH_STEPS {
-        if n <= 1 {
-            break;
-        }
-        let half = n / 2;
-        let Some(start) = RANGES_V6.get((base + half) * 2) else {
-            return RESULT_DEEP;
-        };
-        if *start <= low {
-            base += half;
-        }
-        n -= half;
-    }
-    match RANGES_V6.get(base * 2 + 1) {
+    const _: () = assert!(CHUNK_V6_SEARCH_STEPS == 19);
+    chunk_search!(
+        base, n, RESULT_DEEP, |mid| RANGES_V6.get((mid * 2) as u32).map(|s| *s <= low);
+        1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19
+    );
+    match RANGES_V6.get((base * 2 + 1) as u32) {
         Some(r) => *r as u32,
         None => RESULT_DEEP,
     }
