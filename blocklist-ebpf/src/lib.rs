@@ -23,6 +23,7 @@
 //! | `EVENT_RATE`  | LRU hash             | [`IpKey`]            | `u64` (ktime ns)   |
 //! | `TABLE_V4`    | array, mmapable      | `u32` (top 16 bits)  | `u64` slot (2)     |
 //! | `RANGES_V4`   | array, mmapable      | `u32` (record index) | `u64` range (2)    |
+//! | `EMPTY_V4`    | array, mmapable      | `u32` (top 18 bits)  | `u64`: 64 /24 bits (2) |
 //! | `TABLE_V6`    | array, mmapable      | `u32` (top 16 bits)  | `u64` slot (4)     |
 //! | `RANGES_V6`   | array, mmapable      | `u32` (2 x record)   | `u64` start, result (4) |
 //! | `TABLE_META`  | array (1)            | `u32` (0)            | [`TableMeta`]      |
@@ -64,6 +65,14 @@
 //!   for the low 16 bits from `start` up to the next record's start. A
 //!   chunk is sorted by start and its first start is 0, so the program
 //!   finds the record with a bounded binary search (at most 17 loads).
+//! - `EMPTY_V4` holds a bit per /24, set when no block or allow entry
+//!   overlaps that /24: word `addr >> 14`, bit `(addr >> 8) & 63`. The
+//!   program reads it before a chunk's search, so an address in an empty
+//!   /24 (most traffic, which no entry names) costs one word instead of
+//!   the search's three to five cache lines. A clear bit only means
+//!   "search": a map created empty is correct, and the agent clears a bit
+//!   before a slot switch makes the /24 non-empty and sets it only after
+//!   the switch, so no interleaving hides an entry.
 //! - A result is 0 (no entry), [`RESULT_ALLOWED`] (a block entry covers
 //!   the address and an allow entry overrides it), or [`RESULT_BLOCKED`]
 //!   with the matching block entry's id and prefix length
@@ -171,6 +180,8 @@ pub mod map_names {
     pub const TABLE_V4: &str = "TABLE_V4";
     /// The compiled IPv4 table's range records.
     pub const RANGES_V4: &str = "RANGES_V4";
+    /// The IPv4 /24s no entry overlaps, a bit each.
+    pub const EMPTY_V4: &str = "EMPTY_V4";
     /// The compiled IPv6 table's first level (one slot per /16).
     pub const TABLE_V6: &str = "TABLE_V6";
     /// The compiled IPv6 table's range records (two words each).
@@ -187,7 +198,7 @@ pub mod map_names {
     pub const HOOK_GLOBAL: &str = "HOOK_GLOBAL";
 
     /// Every map the program pins, in a stable order.
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 21] = [
         BLOCK_V4,
         BLOCK_V6,
         EXACT_V4,
@@ -201,6 +212,7 @@ pub mod map_names {
         EVENT_RATE,
         TABLE_V4,
         RANGES_V4,
+        EMPTY_V4,
         TABLE_V6,
         RANGES_V6,
         TABLE_META,
@@ -276,6 +288,8 @@ pub const EVENTS_RING_BYTES: u32 = 1 << 18;
 
 /// Slots of `TABLE_V4`: one per /16.
 pub const TABLE_V4_SLOTS: u32 = 1 << 16;
+/// Words of `EMPTY_V4` (2 MiB): four per /16, a bit per /24.
+pub const EMPTY_V4_WORDS: u32 = TABLE_V4_SLOTS * 4;
 /// Records of `RANGES_V4` (24 MiB). A million mixed entries compile to
 /// about two million records (at most one per entry boundary, about
 /// 2,100,000 for a million scattered single addresses); the rest is room

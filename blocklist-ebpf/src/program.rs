@@ -40,13 +40,13 @@ use aya_ebpf::{
 use blocklist_ebpf::{
     ACTION_DROP, ACTION_MONITOR, ALLOW_MAX_ENTRIES, BLOCK_V4_MAX_ENTRIES, BLOCK_V6_MAX_ENTRIES,
     CHUNK_SEARCH_STEPS, CHUNK_V6_SEARCH_STEPS, Config, DIRECTION_DST, DIRECTION_EGRESS,
-    DIRECTION_SRC, DropEvent, ENTRIES_MAX, ENTRY_FLAG_MONITOR, EVENT_DEFAULT_INTERVAL_MS,
-    EVENT_INTERVAL_OFF, EVENT_RATE_MAX_ENTRIES, EVENTS_RING_BYTES, EXACT_V4_MAX_ENTRIES,
-    EXACT_V6_MAX_ENTRIES, EntryCounters, EntryValue, FAMILY_V4, FAMILY_V6, GlobalCounters,
-    HIT_IDS_WORDS, HOOK_CGROUP, HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP, HOOKS, IpCounters,
-    IpKey, LOOKUP_TRIE, MATCH_DST, MATCH_SRC, RANGES_V4_RECORDS, RANGES_V6_RECORDS, RESULT_ALLOWED,
-    RESULT_BLOCKED, RESULT_DEEP, RESULT_ID_MASK, RESULT_LEN_MASK, RESULT_LEN_SHIFT, RESULT_MONITOR,
-    SLOT_CHUNK, TABLE_V4_SLOTS, TABLE_V6_SLOTS, TableMeta, v4_trie_data,
+    DIRECTION_SRC, DropEvent, EMPTY_V4_WORDS, ENTRIES_MAX, ENTRY_FLAG_MONITOR,
+    EVENT_DEFAULT_INTERVAL_MS, EVENT_INTERVAL_OFF, EVENT_RATE_MAX_ENTRIES, EVENTS_RING_BYTES,
+    EXACT_V4_MAX_ENTRIES, EXACT_V6_MAX_ENTRIES, EntryCounters, EntryValue, FAMILY_V4, FAMILY_V6,
+    GlobalCounters, HIT_IDS_WORDS, HOOK_CGROUP, HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP, HOOKS,
+    IpCounters, IpKey, LOOKUP_TRIE, MATCH_DST, MATCH_SRC, RANGES_V4_RECORDS, RANGES_V6_RECORDS,
+    RESULT_ALLOWED, RESULT_BLOCKED, RESULT_DEEP, RESULT_ID_MASK, RESULT_LEN_MASK, RESULT_LEN_SHIFT,
+    RESULT_MONITOR, SLOT_CHUNK, TABLE_V4_SLOTS, TABLE_V6_SLOTS, TableMeta, v4_trie_data,
 };
 use blocklist_ebpf::{
     ADDR_SLOTS_DEFAULT, ADDR_VOTES_MAX, AddrHits, EVENT_BUDGET_DEFAULT, EventBudget,
@@ -89,6 +89,8 @@ static EVENT_RATE: LruHashMap<IpKey, u64> = LruHashMap::pinned(EVENT_RATE_MAX_EN
 static TABLE_V4: Array<u64> = Array::pinned(TABLE_V4_SLOTS, BPF_F_MMAPABLE);
 #[map]
 static RANGES_V4: Array<u64> = Array::pinned(RANGES_V4_RECORDS, BPF_F_MMAPABLE);
+#[map]
+static EMPTY_V4: Array<u64> = Array::pinned(EMPTY_V4_WORDS, BPF_F_MMAPABLE);
 #[map]
 static TABLE_V6: Array<u64> = Array::pinned(TABLE_V6_SLOTS, BPF_F_MMAPABLE);
 #[map]
@@ -777,6 +779,12 @@ fn table_v4(addr: u32) -> u32 {
     let slot = unsafe { core::ptr::read_volatile(slot) };
     if slot & SLOT_CHUNK == 0 {
         return slot as u32;
+    }
+    // An address in a /24 that no entry overlaps needs no search.
+    if let Some(empty) = EMPTY_V4.get(addr >> 14) {
+        if (*empty >> ((addr >> 8) & 63)) & 1 != 0 {
+            return 0;
+        }
     }
     // 64-bit arithmetic throughout (BPF zero-extends every 32-bit result
     // again), and the record compared whole: a start at most `low` is a

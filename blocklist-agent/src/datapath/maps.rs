@@ -250,6 +250,8 @@ pub struct Maps {
     table_meta: Array<MapData, TableMeta>,
     table_slots: Array<MapData, u64>,
     table_ranges: Array<MapData, u64>,
+    /// `EMPTY_V4`, when the pins have it (older programs had none).
+    table_empty: Option<Array<MapData, u64>>,
     table_slots_v6: Array<MapData, u64>,
     table_ranges_v6: Array<MapData, u64>,
     entry_counters: Array<MapData, EntryCounters>,
@@ -438,6 +440,11 @@ impl Maps {
             table_meta: typed(pin, map_names::TABLE_META, a)?,
             table_slots: typed(pin, map_names::TABLE_V4, a)?,
             table_ranges: typed(pin, map_names::RANGES_V4, a)?,
+            table_empty: pin
+                .map(map_names::EMPTY_V4)
+                .exists()
+                .then(|| typed(pin, map_names::EMPTY_V4, a))
+                .transpose()?,
             table_slots_v6: typed(pin, map_names::TABLE_V6, a)?,
             table_ranges_v6: typed(pin, map_names::RANGES_V6, a)?,
             entry_counters: typed(pin, map_names::ENTRY_COUNTERS, a)?,
@@ -731,7 +738,7 @@ impl Maps {
 
     /// The kernel table's result for an address: what the program's table
     /// lookup answers for it right now (read with lookups, so it works
-    /// read-only too). For IPv6 that is the table over the upper 64 bits,
+    /// read-only too; `EMPTY_V4` included). For IPv6 that is the table over the upper 64 bits,
     /// which the program asks after `EXACT_V6` misses;
     /// [`RESULT_DEEP`](blocklist_ebpf::RESULT_DEEP) means the tries decide.
     pub fn table_result(&self, addr: IpAddr) -> Result<u32, DatapathError> {
@@ -760,6 +767,13 @@ impl Maps {
         let slot = read(slots, (key >> low_bits) as u32, names.0)?;
         if slot & blocklist_ebpf::SLOT_CHUNK == 0 {
             return Ok(slot as u32);
+        }
+        // The program skips the search in a /24 marked empty.
+        if let (IpAddr::V4(_), Some(empty)) = (addr, &self.table_empty) {
+            let word = read(empty, (key >> 14) as u32, map_names::EMPTY_V4)?;
+            if (word >> ((key >> 8) & 63)) & 1 != 0 {
+                return Ok(0);
+            }
         }
         // The program's search, one record read per step.
         let (first, count) = super::table::compile::chunk_of(slot);

@@ -207,6 +207,35 @@ impl Compiled {
     }
 }
 
+/// The `EMPTY_V4` words of an IPv4 slot: a set bit per /24 of the /16
+/// whose every address has result 0 (no block or allow entry overlaps it).
+/// IPv4 only: the records' starts are the slot's low 16 bits.
+pub fn empty_words(slot: &Slot<'_>) -> [u64; 4] {
+    match slot {
+        Slot::Direct(0) => [u64::MAX; 4],
+        Slot::Direct(_) => [0; 4],
+        Slot::Chunk(records) => {
+            let mut empty = [u64::MAX; 4];
+            let n = records.len();
+            for k in 0..n {
+                let r = records.get(k);
+                if r.result == 0 {
+                    continue;
+                }
+                let end = if k + 1 < n {
+                    records.get(k + 1).start
+                } else {
+                    1 << 16
+                };
+                for b in (r.start >> 8)..=((end - 1) >> 8) {
+                    empty[(b / 64) as usize] &= !(1u64 << (b % 64));
+                }
+            }
+            empty
+        }
+    }
+}
+
 /// Record index and count of a chunk slot.
 pub fn chunk_of(slot: u64) -> (usize, usize) {
     (
@@ -620,6 +649,25 @@ mod tests {
             }
             for p in points {
                 prop_assert_eq!(t.lookup(p as u64), reference(&block, &allow, p), "address {:#x}", p);
+            }
+        }
+
+        #[test]
+        fn empty_bits_mark_exactly_the_24s_no_entry_overlaps(
+            block in proptest::collection::vec(raw(), 0..40),
+            allow in proptest::collection::vec(raw(), 0..8),
+        ) {
+            let block = block_set(block);
+            let allow: Vec<Entry> = block_set(allow).into_iter().map(|a| Entry { id: 0, ..a }).collect();
+            let t = compile(&block, &allow);
+            for slot in 0x0a00..0x0a05u32 {
+                let words = empty_words(&t.slot(slot as usize));
+                for b in 0..256u32 {
+                    let base = (slot << 16) | (b << 8);
+                    let empty = (0..256).all(|x| reference(&block, &allow, base | x) == 0);
+                    let bit = (words[(b / 64) as usize] >> (b % 64)) & 1 != 0;
+                    prop_assert_eq!(bit, empty, "/24 at {:#x}", base);
+                }
             }
         }
 

@@ -4,7 +4,9 @@
 //! module turns their IPv4 entries into `TABLE_V4` (one slot per /16) and
 //! `RANGES_V4` (sorted range records per /16 that holds entries), so that
 //! the program decides an IPv4 address with one slot load and at most 17
-//! record loads, however many entries there are; and their IPv6 entries
+//! record loads, however many entries there are, and with one more word
+//! (`EMPTY_V4`, a bit per /24) and no search when no entry overlaps the
+//! address's /24; and their IPv6 entries
 //! of /64 and wider into `TABLE_V6`/`RANGES_V6`, the same shape over the
 //! upper 64 bits. The layout is documented once, in `blocklist_ebpf`.
 //!
@@ -50,6 +52,9 @@ pub struct TableReport {
 pub struct TableMaps {
     slots: MappedU64,
     ranges: MappedU64,
+    /// `EMPTY_V4`; absent in maps pinned by an older program, which does
+    /// not read it.
+    empty: Option<MappedU64>,
     slots_v6: MappedU64,
     ranges_v6: MappedU64,
 }
@@ -70,9 +75,15 @@ impl TableMaps {
             MappedU64::new(data.fd().as_fd(), entries as usize)
                 .map_err(|e| DatapathError::other(what(), e))
         };
+        let empty = if pin.map(map_names::EMPTY_V4).exists() {
+            Some(map(map_names::EMPTY_V4)?)
+        } else {
+            None
+        };
         Ok(Self {
             slots: map(map_names::TABLE_V4)?,
             ranges: map(map_names::RANGES_V4)?,
+            empty,
             slots_v6: map(map_names::TABLE_V6)?,
             ranges_v6: map(map_names::RANGES_V6)?,
         })
@@ -107,8 +118,14 @@ impl TableMaps {
         let compiled6 = v6.map(|(b, a)| compile::compile_v6(b, a, RANGES_V6_RECORDS as usize / 2));
         let compile_seconds = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let mut written = writer::write_slots(&self.slots, &self.ranges, &compiled, only)
-            .map_err(|e| DatapathError::other("updating the compiled IPv4 table", e))?;
+        let mut written = writer::write_slots(
+            &self.slots,
+            &self.ranges,
+            self.empty.as_ref(),
+            &compiled,
+            only,
+        )
+        .map_err(|e| DatapathError::other("updating the compiled IPv4 table", e))?;
         if let Some(c6) = &compiled6 {
             let w6 = writer::write(&self.slots_v6, &self.ranges_v6, c6)
                 .map_err(|e| DatapathError::other("updating the compiled IPv6 table", e))?;

@@ -14,7 +14,7 @@ use std::{
 
 use blocklist_ebpf::{SLOT_CHUNK, TABLE_V4_SLOTS};
 
-use super::compile::{Compiled, Slot, chunk_of, chunk_slot};
+use super::compile::{Compiled, Slot, chunk_of, chunk_slot, empty_words};
 use crate::datapath::mmap::MappedU64;
 
 /// How long a chunk that was just switched away from may still be read by
@@ -108,14 +108,19 @@ pub fn write(
     ranges: &MappedU64,
     table: &Compiled,
 ) -> Result<WriteReport, RangesFull> {
-    write_slots(slots, ranges, table, None)
+    write_slots(slots, ranges, None, table, None)
 }
 
 /// [`write()`] for the slots `only` marks (all when `None`): `table` need
-/// only be right for those (a partial compile).
+/// only be right for those (a partial compile). With `empty` (IPv4's
+/// `EMPTY_V4`), also keeps its bits in line: a /24 that turns non-empty
+/// has its bit cleared before its slot switches, one that turns empty has
+/// it set only after, so a packet that reads the bit and then the slot
+/// never skips an entry that either table holds.
 pub fn write_slots(
     slots: &MappedU64,
     ranges: &MappedU64,
+    empty: Option<&MappedU64>,
     table: &Compiled,
     only: Option<&[bool]>,
 ) -> Result<WriteReport, RangesFull> {
@@ -130,6 +135,9 @@ pub fn write_slots(
             .filter(|&i| !holds(current[i], &table.slot(i), ranges, per))
             .collect();
         if todo.is_empty() {
+            if let Some(empty) = empty {
+                write_empty(empty, table, only);
+            }
             return Ok(report);
         }
         let used: Vec<(usize, usize)> = current
@@ -162,8 +170,17 @@ pub fn write_slots(
                 capacity,
             });
         }
-        // Every record of every new chunk is visible before any slot
-        // points at it.
+        if let Some(empty) = empty {
+            for (i, _) in &switches {
+                let want = empty_words(&table.slot(*i));
+                for (k, w) in want.iter().enumerate() {
+                    let at = i * 4 + k;
+                    empty.store(at, empty.load(at) & w);
+                }
+            }
+        }
+        // Every record of every new chunk, and every cleared empty bit, is
+        // visible before any slot points at it.
         fence(Ordering::SeqCst);
         for (i, v) in &switches {
             slots.store(*i, *v);
@@ -172,6 +189,24 @@ pub fn write_slots(
         report.rounds += 1;
         if deferred {
             std::thread::sleep(GRACE);
+        }
+    }
+}
+
+/// Sets `EMPTY_V4` to `table`'s words for the slots `only` marks (all
+/// when `None`), once every slot holds its content: after this write
+/// switched the slots, or for slots already in place (maps pinned before
+/// `EMPTY_V4` existed start all clear, which only means "search").
+fn write_empty(empty: &MappedU64, table: &Compiled, only: Option<&[bool]>) {
+    if empty.len() < TABLE_V4_SLOTS as usize * 4 {
+        return;
+    }
+    fence(Ordering::SeqCst);
+    for i in (0..TABLE_V4_SLOTS as usize).filter(|&i| only.is_none_or(|o| o[i])) {
+        for (k, w) in empty_words(&table.slot(i)).iter().enumerate() {
+            if empty.load(i * 4 + k) != *w {
+                empty.store(i * 4 + k, *w);
+            }
         }
     }
 }
