@@ -71,15 +71,7 @@ fn delta_syncs_end_where_a_full_merge_does() {
     agent.run(&["block", "10.99.3.3"]);
 
     let log = dir.path().join("run.log");
-    let child = Running(
-        agent
-            .command(&["--log-format", "json", "run"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let child = Running::start(&agent, &log);
     let converged = |what: &str| {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -126,6 +118,21 @@ fn delta_syncs_end_where_a_full_merge_does() {
 /// `run`, killed when the test ends (or fails).
 struct Running(std::process::Child);
 
+impl Running {
+    /// `run` with a JSON log at `log` (the sync reports the tests read).
+    fn start(agent: &Agent, log: &std::path::Path) -> Self {
+        Self(
+            agent
+                .command(&["--log-format", "json", "run"])
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(log).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -164,15 +171,7 @@ fn a_reload_rewrites_what_the_new_configuration_changes() {
     let agent =
         Agent::new(ns.name(), fs.pin_dir(), dir.path().join("state")).with_config(cfg.clone());
     let log = dir.path().join("run.log");
-    let child = Running(
-        agent
-            .command(&["--log-format", "json", "run"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let child = Running::start(&agent, &log);
     // "none" until `run` has pinned its maps, or when nothing lists it.
     let action_of = |addr: &str| {
         let r = agent.try_run(&["check", addr, "--json"]);

@@ -40,6 +40,9 @@ fn main() -> anyhow::Result<()> {
     if args.get(1).map(String::as_str) == Some("__connect") {
         return hooks::connect_child(&args[2..]);
     }
+    if args.get(1).map(String::as_str) == Some(sync::SPAWN_MEASURED) {
+        return sync::spawn_measured(&args[2..]);
+    }
     require_root();
     cleanup::on_interrupt()?;
     let which = std::env::args().nth(1).unwrap_or_default();

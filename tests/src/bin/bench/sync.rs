@@ -27,10 +27,15 @@ const SYNC_RUNS: usize = 5;
 const BASELINE_TIMEOUT_S: u64 = 300;
 
 /// One `sync --once`: wall seconds, its JSON report, and its peak RSS in
-/// KiB (from `wait4`, so only this process counts).
+/// KiB, from `wait4` in a small spawner process ([`spawn_measured`]): a
+/// child of this process would report this process's own high-water
+/// mark when that is the larger (Linux records the old address space's
+/// peak at `exec`), as it is after the `packets` part.
 fn sync(pin: &Path, state: &Path, feed: &Path) -> anyhow::Result<(f64, serde_json::Value, i64)> {
     let t = Instant::now();
-    let mut child = Command::new(agent::binary())
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg(SPAWN_MEASURED)
+        .arg(agent::binary())
         .arg("--pin-dir")
         .arg(pin)
         .arg("--state-dir")
@@ -45,6 +50,33 @@ fn sync(pin: &Path, state: &Path, feed: &Path) -> anyhow::Result<(f64, serde_jso
     let mut stderr = Vec::new();
     std::io::Read::read_to_end(&mut child.stdout.take().context("stdout")?, &mut stdout)?;
     std::io::Read::read_to_end(&mut child.stderr.take().context("stderr")?, &mut stderr)?;
+    let status = child.wait()?;
+    let secs = t.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&stderr);
+    if !status.success() {
+        bail!("sync failed: {stderr}");
+    }
+    let maxrss = stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(MAXRSS_LINE))
+        .and_then(|v| v.trim().parse().ok())
+        .context("the spawner reported no peak RSS")?;
+    Ok((secs, serde_json::from_slice(&stdout)?, maxrss))
+}
+
+/// The bench binary's spawner mode: `bench __spawn_measured PROGRAM ARGS`.
+pub const SPAWN_MEASURED: &str = "__spawn_measured";
+/// The spawner's last line on stderr: the child's peak RSS in KiB.
+const MAXRSS_LINE: &str = "maxrss_kib ";
+
+/// Runs `args` (program first) with this process's standard streams,
+/// waits for it with `wait4`, writes its peak RSS to stderr as the last
+/// line and exits with its status. This process is small, so the child's
+/// `ru_maxrss` is its own.
+pub fn spawn_measured(args: &[String]) -> anyhow::Result<()> {
+    let (program, rest) = args.split_first().context("no program to run")?;
+    let child = Command::new(program).args(rest).spawn()?;
     let mut status = 0;
     // SAFETY: wait4 writes into the zeroed rusage and the status we pass;
     // the child is ours and not yet reaped.
@@ -55,11 +87,13 @@ fn sync(pin: &Path, state: &Path, feed: &Path) -> anyhow::Result<(f64, serde_jso
         }
         ru
     };
-    let secs = t.elapsed().as_secs_f64();
-    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        bail!("sync failed: {}", String::from_utf8_lossy(&stderr));
-    }
-    Ok((secs, serde_json::from_slice(&stdout)?, ru.ru_maxrss))
+    eprintln!("{MAXRSS_LINE}{}", ru.ru_maxrss);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        1
+    };
+    std::process::exit(code)
 }
 
 /// Kernel memory the benchmark can attribute to map or set entries:
