@@ -290,6 +290,22 @@ pub const EVENTS_RING_BYTES: u32 = 1 << 18;
 pub const TABLE_V4_SLOTS: u32 = 1 << 16;
 /// Words of `EMPTY_V4` (2 MiB): four per /16, a bit per /24.
 pub const EMPTY_V4_WORDS: u32 = TABLE_V4_SLOTS * 4;
+
+/// Where the `EMPTY_V4` bit of an IPv4 address (host byte order) lives:
+/// the word index and the bit in that word. Four words per /16, in /24
+/// order, so the address's top 18 bits pick the word and the next 6 the
+/// bit. The program, the agent's writer and its readers all use this one
+/// definition.
+///
+/// ```
+/// // 10.1.130.7: /16 slot 0x0a01, /24 number 130 = word 2, bit 2.
+/// let (word, bit) = blocklist_ebpf::empty_v4_bit(0x0a01_8207);
+/// assert_eq!((word, bit), (0x0a01 * 4 + 2, 2));
+/// ```
+#[inline(always)]
+pub const fn empty_v4_bit(addr: u32) -> (u32, u32) {
+    (addr >> 14, (addr >> 8) & 63)
+}
 /// Records of `RANGES_V4` (24 MiB). A million mixed entries compile to
 /// about two million records (at most one per entry boundary, about
 /// 2,100,000 for a million scattered single addresses); the rest is room

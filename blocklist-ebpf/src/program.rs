@@ -46,7 +46,8 @@ use blocklist_ebpf::{
     GlobalCounters, HIT_IDS_WORDS, HOOK_CGROUP, HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP, HOOKS,
     IpCounters, IpKey, LOOKUP_TRIE, MATCH_DST, MATCH_SRC, RANGES_V4_RECORDS, RANGES_V6_RECORDS,
     RESULT_ALLOWED, RESULT_BLOCKED, RESULT_DEEP, RESULT_ID_MASK, RESULT_LEN_MASK, RESULT_LEN_SHIFT,
-    RESULT_MONITOR, SLOT_CHUNK, TABLE_V4_SLOTS, TABLE_V6_SLOTS, TableMeta, v4_trie_data,
+    RESULT_MONITOR, SLOT_CHUNK, TABLE_V4_SLOTS, TABLE_V6_SLOTS, TableMeta, empty_v4_bit,
+    v4_trie_data,
 };
 use blocklist_ebpf::{
     ADDR_SLOTS_DEFAULT, ADDR_VOTES_MAX, AddrHits, EVENT_BUDGET_DEFAULT, EventBudget,
@@ -781,8 +782,9 @@ fn table_v4(addr: u32) -> u32 {
         return slot as u32;
     }
     // An address in a /24 that no entry overlaps needs no search.
-    if let Some(empty) = EMPTY_V4.get(addr >> 14) {
-        if (*empty >> ((addr >> 8) & 63)) & 1 != 0 {
+    let (word, bit) = empty_v4_bit(addr);
+    if let Some(empty) = EMPTY_V4.get(word) {
+        if (*empty >> bit) & 1 != 0 {
             return 0;
         }
     }

@@ -769,9 +769,9 @@ impl Maps {
             return Ok(slot as u32);
         }
         // The program skips the search in a /24 marked empty.
-        if let (IpAddr::V4(_), Some(empty)) = (addr, &self.table_empty) {
-            let word = read(empty, (key >> 14) as u32, map_names::EMPTY_V4)?;
-            if (word >> ((key >> 8) & 63)) & 1 != 0 {
+        if let (IpAddr::V4(a), Some(empty)) = (addr, &self.table_empty) {
+            let (word, bit) = blocklist_ebpf::empty_v4_bit(a.into());
+            if (read(empty, word, map_names::EMPTY_V4)? >> bit) & 1 != 0 {
                 return Ok(0);
             }
         }

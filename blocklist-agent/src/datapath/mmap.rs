@@ -84,6 +84,33 @@ impl MappedU64 {
     }
 }
 
+#[cfg(test)]
+impl MappedU64 {
+    /// `entries` zeroed values in shared anonymous memory: the unit tests
+    /// of code that writes mapped arrays, which the kernel's tests cover
+    /// again through the program.
+    pub fn anonymous(entries: usize) -> Self {
+        let bytes = (entries * 8).max(1);
+        // SAFETY: a fresh anonymous mapping, owned by the value returned.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "mapping {bytes} anonymous bytes");
+        Self {
+            ptr: ptr.cast(),
+            len: entries,
+            bytes,
+        }
+    }
+}
+
 impl Drop for MappedU64 {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `new`, not used after this.

@@ -227,8 +227,10 @@ pub fn empty_words(slot: &Slot<'_>) -> [u64; 4] {
                 } else {
                     1 << 16
                 };
+                // The slot's low 16 bits: word 0-3 of the slot's four.
                 for b in (r.start >> 8)..=((end - 1) >> 8) {
-                    empty[(b / 64) as usize] &= !(1u64 << (b % 64));
+                    let (word, bit) = blocklist_ebpf::empty_v4_bit((b as u32) << 8);
+                    empty[word as usize] &= !(1u64 << bit);
                 }
             }
             empty

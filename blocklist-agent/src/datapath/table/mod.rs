@@ -24,7 +24,7 @@ pub mod writer;
 use std::{os::fd::AsFd as _, time::Instant};
 
 use aya::maps::MapData;
-use blocklist_ebpf::{RANGES_V6_RECORDS, map_names};
+use blocklist_ebpf::{EMPTY_V4_WORDS, RANGES_V6_RECORDS, map_names};
 
 use super::{DatapathError, mmap::MappedU64, pin::PinDir};
 
@@ -75,10 +75,24 @@ impl TableMaps {
             MappedU64::new(data.fd().as_fd(), entries as usize)
                 .map_err(|e| DatapathError::other(what(), e))
         };
-        let empty = if pin.map(map_names::EMPTY_V4).exists() {
-            Some(map(map_names::EMPTY_V4)?)
-        } else {
-            None
+        let empty = match pin.map(map_names::EMPTY_V4) {
+            path if path.exists() => {
+                let empty = map(map_names::EMPTY_V4)?;
+                // A shorter map would leave some /24s' bits unwritten while
+                // the program still reads them.
+                if empty.len() < EMPTY_V4_WORDS as usize {
+                    return Err(DatapathError::other(
+                        format!("mapping {}", path.display()),
+                        std::io::Error::other(format!(
+                            "it has {} words where this version needs {EMPTY_V4_WORDS}; \
+                             detach and attach again to recreate the maps",
+                            empty.len()
+                        )),
+                    ));
+                }
+                Some(empty)
+            }
+            _ => None,
         };
         Ok(Self {
             slots: map(map_names::TABLE_V4)?,

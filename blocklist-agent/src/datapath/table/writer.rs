@@ -113,14 +113,51 @@ pub fn write(
 
 /// [`write()`] for the slots `only` marks (all when `None`): `table` need
 /// only be right for those (a partial compile). With `empty` (IPv4's
-/// `EMPTY_V4`), also keeps its bits in line: a /24 that turns non-empty
-/// has its bit cleared before its slot switches, one that turns empty has
-/// it set only after, so a packet that reads the bit and then the slot
-/// never skips an entry that either table holds.
+/// `EMPTY_V4`, [`EMPTY_V4_WORDS`](blocklist_ebpf::EMPTY_V4_WORDS) long), also keeps its bits in line: a
+/// /24 that turns non-empty has its bit cleared before its slot switches,
+/// one that turns empty has it set only after, so a packet that reads the
+/// bit and then the slot never skips an entry that either table holds, and
+/// a switched /16 decides by the new table at once, even if the writer
+/// dies before the bits are set.
 pub fn write_slots(
     slots: &MappedU64,
     ranges: &MappedU64,
     empty: Option<&MappedU64>,
+    table: &Compiled,
+    only: Option<&[bool]>,
+) -> Result<WriteReport, RangesFull> {
+    let empty = empty.map(|map| (map, EmptyWords::of(table, only)));
+    let report = switch_slots(slots, ranges, empty.as_ref(), table, only)?;
+    if let Some((map, want)) = &empty {
+        set_empty(map, want);
+    }
+    Ok(report)
+}
+
+/// The `EMPTY_V4` words a table wants, for the slots a write covers.
+struct EmptyWords(Vec<Option<[u64; 4]>>);
+
+impl EmptyWords {
+    fn of(table: &Compiled, only: Option<&[bool]>) -> Self {
+        Self(
+            (0..TABLE_V4_SLOTS as usize)
+                .map(|i| {
+                    only.is_none_or(|o| o[i])
+                        .then(|| empty_words(&table.slot(i)))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The copy-on-write rounds of [`write_slots`]: every slot `only` marks
+/// ends up holding `table`'s content, with the empty bits of each switched
+/// slot cleared where `table` needs a search, before the switch. The bits
+/// `table` sets are left to [`set_empty`].
+fn switch_slots(
+    slots: &MappedU64,
+    ranges: &MappedU64,
+    empty: Option<&(&MappedU64, EmptyWords)>,
     table: &Compiled,
     only: Option<&[bool]>,
 ) -> Result<WriteReport, RangesFull> {
@@ -135,9 +172,6 @@ pub fn write_slots(
             .filter(|&i| !holds(current[i], &table.slot(i), ranges, per))
             .collect();
         if todo.is_empty() {
-            if let Some(empty) = empty {
-                write_empty(empty, table, only);
-            }
             return Ok(report);
         }
         let used: Vec<(usize, usize)> = current
@@ -170,12 +204,12 @@ pub fn write_slots(
                 capacity,
             });
         }
-        if let Some(empty) = empty {
+        if let Some((map, want)) = empty {
             for (i, _) in &switches {
-                let want = empty_words(&table.slot(*i));
+                let want = want.0[*i].expect("a switched slot is one the write covers");
                 for (k, w) in want.iter().enumerate() {
                     let at = i * 4 + k;
-                    empty.store(at, empty.load(at) & w);
+                    map.store(at, map.load(at) & w);
                 }
             }
         }
@@ -193,19 +227,16 @@ pub fn write_slots(
     }
 }
 
-/// Sets `EMPTY_V4` to `table`'s words for the slots `only` marks (all
-/// when `None`), once every slot holds its content: after this write
-/// switched the slots, or for slots already in place (maps pinned before
-/// `EMPTY_V4` existed start all clear, which only means "search").
-fn write_empty(empty: &MappedU64, table: &Compiled, only: Option<&[bool]>) {
-    if empty.len() < TABLE_V4_SLOTS as usize * 4 {
-        return;
-    }
+/// Sets `EMPTY_V4` to the wanted words, once every slot holds its content:
+/// after this write switched the slots, or for slots already in place
+/// (maps pinned before `EMPTY_V4` existed start all clear, which only
+/// means "search").
+fn set_empty(map: &MappedU64, want: &EmptyWords) {
     fence(Ordering::SeqCst);
-    for i in (0..TABLE_V4_SLOTS as usize).filter(|&i| only.is_none_or(|o| o[i])) {
-        for (k, w) in empty_words(&table.slot(i)).iter().enumerate() {
-            if empty.load(i * 4 + k) != *w {
-                empty.store(i * 4 + k, *w);
+    for (i, words) in want.0.iter().enumerate() {
+        for (k, w) in words.iter().flatten().enumerate() {
+            if map.load(i * 4 + k) != *w {
+                map.store(i * 4 + k, *w);
             }
         }
     }
@@ -213,7 +244,102 @@ fn write_empty(empty: &MappedU64, table: &Compiled, only: Option<&[bool]>) {
 
 #[cfg(test)]
 mod tests {
+    use blocklist_ebpf::{EMPTY_V4_WORDS, empty_v4_bit};
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::datapath::table::compile::{Entry, Record, compile, search_with};
+
+    /// The kernel side of an IPv4 table, in plain memory.
+    struct Kernel {
+        slots: MappedU64,
+        ranges: MappedU64,
+        empty: MappedU64,
+    }
+
+    impl Kernel {
+        fn new(records: usize) -> Self {
+            Self {
+                slots: MappedU64::anonymous(TABLE_V4_SLOTS as usize),
+                ranges: MappedU64::anonymous(records),
+                empty: MappedU64::anonymous(EMPTY_V4_WORDS as usize),
+            }
+        }
+
+        /// What the program decides for `addr`, read the way it reads.
+        fn decide(&self, addr: u32) -> u32 {
+            let slot = self.slots.load((addr >> 16) as usize);
+            if slot & SLOT_CHUNK == 0 {
+                return slot as u32;
+            }
+            let (word, bit) = empty_v4_bit(addr);
+            if (self.empty.load(word as usize) >> bit) & 1 != 0 {
+                return 0;
+            }
+            let (first, count) = chunk_of(slot);
+            search_with::<()>(count, (addr & 0xffff) as u64, |i| {
+                Ok(Record::from_words(&[self.ranges.load(first + i)]))
+            })
+            .unwrap()
+        }
+    }
+
+    /// Distinct entries in 10.0.0.0/15, ids from `first_id`.
+    fn entries(raw: &[(bool, u16, u8)], first_id: u32) -> Vec<Entry> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for &(hi, lo, len) in raw {
+            let mask = u32::MAX << (32 - len as u32);
+            let addr = (0x0a00_0000 | ((hi as u32) << 16) | lo as u32) & mask;
+            if seen.insert((addr, len)) {
+                out.push(Entry {
+                    addr,
+                    len,
+                    id: first_id + out.len() as u32,
+                });
+            }
+        }
+        out
+    }
+
+    fn raw() -> impl Strategy<Value = Vec<(bool, u16, u8)>> {
+        prop::collection::vec((any::<bool>(), any::<u16>(), 15u8..=32), 0..24)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// A writer that dies right after its last slot switch, before it
+        /// sets the new empty bits, leaves every switched /16 deciding by
+        /// the new table: the bits it needed clear were cleared first.
+        #[test]
+        fn a_switched_slot_decides_by_the_new_table_before_the_bits_are_set(
+            old in raw(),
+            new in raw(),
+            allow in raw(),
+        ) {
+            let allow: Vec<Entry> = entries(&allow[..allow.len() / 3], 0)
+                .into_iter()
+                .map(|e| Entry { id: 0, ..e })
+                .collect();
+            let (old, new) = (compile(&entries(&old, 1), &allow), compile(&entries(&new, 100), &allow));
+            let kernel = Kernel::new(4096);
+            write_slots(&kernel.slots, &kernel.ranges, Some(&kernel.empty), &old, None).unwrap();
+            let want = EmptyWords::of(&new, None);
+            switch_slots(&kernel.slots, &kernel.ranges, Some(&(&kernel.empty, want)), &new, None)
+                .unwrap();
+            for addr in 0x0a00_0000u32..0x0a02_0000 {
+                prop_assert_eq!(kernel.decide(addr), new.lookup(addr as u64), "{:#x}", addr);
+            }
+            // And the finished write marks the new empty /24s.
+            set_empty(&kernel.empty, &EmptyWords::of(&new, None));
+            for i in 0..TABLE_V4_SLOTS as usize {
+                for (k, w) in empty_words(&new.slot(i)).iter().enumerate() {
+                    prop_assert_eq!(kernel.empty.load(i * 4 + k), *w, "slot {}", i);
+                }
+            }
+        }
+    }
 
     #[test]
     fn best_fit_takes_the_smallest_run_that_fits() {
