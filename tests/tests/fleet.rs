@@ -38,8 +38,9 @@ fn one_agent_feeds_another_through_the_export_endpoint() {
     let dir = tempfile::tempdir().unwrap();
     let port = lab.filter.free_port();
     let feed = dir.path().join("upstream.txt");
-    // 0.0.0.0/0 is refused and the filter's own address is protected: the
-    // exported list is the vetted one, not the raw feed.
+    // 0.0.0.0/0 is refused, the filter's own address is protected, and an
+    // allow range inside a listed /25 is cut out of it: the exported list
+    // is what the central agent drops, not the raw feed.
     std::fs::write(
         &feed,
         format!(
@@ -53,7 +54,8 @@ fn one_agent_feeds_another_through_the_export_endpoint() {
         &config,
         format!(
             "interfaces = [\"{}\"]\n[[feed]]\nname = \"upstream\"\nallow_reserved = true\nurl = \"{}\"\n[metrics]\nlisten = \"off\"\n\
-             [events]\noutput = \"off\"\n[export]\nlisten = \"127.0.0.1:{port}\"\n",
+             [events]\noutput = \"off\"\n[export]\nlisten = \"127.0.0.1:{port}\"\n\
+             [allow]\ncidrs = [\"198.51.100.7/32\"]\n",
             lab.filter_if,
             feed.display()
         ),
@@ -86,9 +88,12 @@ fn one_agent_feeds_another_through_the_export_endpoint() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
+    // 198.51.100.0/25 without .7.
+    let split = "198.51.100.0/30\n198.51.100.4/31\n198.51.100.6/32\n198.51.100.8/29\n\
+                 198.51.100.16/28\n198.51.100.32/27\n198.51.100.64/26\n";
     assert_eq!(
         v4,
-        format!("{CLIENT4}/32\n192.0.2.0/24\n192.0.2.128/25\n198.51.100.0/25\n198.51.100.128/25\n")
+        format!("{CLIENT4}/32\n192.0.2.0/24\n192.0.2.128/25\n{split}198.51.100.128/25\n")
     );
     let (_, _, v6) = get(&lab.filter, url("/v6.txt"), None);
     assert_eq!(v6, "2001:db8:bad::/48\n2001:db8:bad:1::/64\n");
@@ -99,7 +104,7 @@ fn one_agent_feeds_another_through_the_export_endpoint() {
     let (_, _, agg4) = get(&lab.filter, url("/v4-aggregated.txt"), None);
     assert_eq!(
         agg4,
-        format!("{CLIENT4}/32\n192.0.2.0/24\n198.51.100.0/24\n")
+        format!("{CLIENT4}/32\n192.0.2.0/24\n{split}198.51.100.128/25\n")
     );
     let (_, _, agg6) = get(&lab.filter, url("/v6-aggregated.txt"), None);
     assert_eq!(agg6, "2001:db8:bad::/48\n");
@@ -132,11 +137,16 @@ fn one_agent_feeds_another_through_the_export_endpoint() {
             &url("/v6.txt"),
         ])
         .json();
-    assert_eq!(r["v4"]["added"], 5, "{r}");
+    assert_eq!(r["v4"]["added"], 11, "{r}");
     assert_eq!(r["v6"]["added"], 2, "{r}");
     let c = edge.run(&["check", CLIENT4, "--json"]).json();
     assert_eq!(c["blocked"], true);
     assert_eq!(c["block"]["feeds"][0]["feed"], "v4.txt");
+    // The edge blocks the rest of the /25 but not what the central allows.
+    let c = edge.run(&["check", "198.51.100.6", "--json"]).json();
+    assert_eq!(c["blocked"], true, "{c}");
+    let c = edge.run(&["check", "198.51.100.7", "--json"]).json();
+    assert_eq!(c["blocked"], false, "{c}");
 
     let _ = child.kill();
     let _ = child.wait();

@@ -72,22 +72,34 @@ pub struct Lists {
 /// Shared between the sync loop and the endpoint.
 pub type Shared = Arc<RwLock<Arc<Lists>>>;
 
-/// Renders the lists from the installed block entries, sorted.
+/// Renders the lists from the installed block entries minus the allow
+/// ranges, sorted: what this host drops, so that a consumer never blocks
+/// an address this agent lets through (its own, its resolvers', or a
+/// configured allow range inside a listed network).
 pub fn render(maps: &Maps) -> Result<Lists, DatapathError> {
-    let entries = |v4: bool| -> Result<Vec<Prefix>, DatapathError> {
+    let entries = |kind: TrieKind, v4: bool| -> Result<Vec<Prefix>, DatapathError> {
         let mut entries = Vec::new();
-        maps.visit(TrieKind::Block, v4, |p, _| entries.push(p))?;
-        entries.sort_unstable();
+        maps.visit(kind, v4, |p, _| entries.push(p))?;
         Ok(entries)
     };
-    let (e4, e6) = (entries(true)?, entries(false)?);
+    let (block4, allow4) = (
+        entries(TrieKind::Block, true)?,
+        entries(TrieKind::Allow, true)?,
+    );
+    let (block6, allow6) = (
+        entries(TrieKind::Block, false)?,
+        entries(TrieKind::Allow, false)?,
+    );
+    let (e4, e6) = (subtract(&block4, &allow4), subtract(&block6, &allow6));
     let (v4, v6) = (lines(&e4, Prefix::to_string), lines(&e6, Prefix::to_string));
     let all = format!("{v4}{v6}");
-    let hosts: Vec<Prefix> = e4
-        .iter()
-        .copied()
+    // The single-address entries an allow range leaves blocked, not the
+    // /32 pieces of a network split around one.
+    let hosts: Vec<Prefix> = block4
+        .into_iter()
         .filter(|p| p.prefix_len() == 32)
         .collect();
+    let hosts = subtract(&hosts, &allow4);
     Ok(Lists {
         v4_aggregated: List::new(lines(&aggregate(&e4), Prefix::to_string)),
         v6_aggregated: List::new(lines(&aggregate(&e6), Prefix::to_string)),
@@ -105,6 +117,75 @@ fn lines(entries: &[Prefix], show: impl Fn(&Prefix) -> String) -> String {
         s.push('\n');
     }
     s
+}
+
+/// The addresses of `block` that no `allow` prefix covers (the kernel's
+/// verdict: an allow range wins over any block entry), sorted and without
+/// duplicates. An entry that no allow range overlaps comes out as itself,
+/// one inside an allow range not at all, and one that holds allow ranges
+/// as the fewest prefixes that cover the rest of it.
+pub fn subtract(block: &[Prefix], allow: &[Prefix]) -> Vec<Prefix> {
+    let ranges = |v4: bool| -> Vec<(u128, u128)> {
+        let family: Vec<Prefix> = allow.iter().copied().filter(|p| p.is_v4() == v4).collect();
+        // Merged, so the ranges are disjoint and in address order.
+        aggregate(&family).iter().map(range).collect()
+    };
+    let (allow4, allow6) = (ranges(true), ranges(false));
+    let mut out = Vec::with_capacity(block.len());
+    for p in block {
+        let allowed = if p.is_v4() { &allow4 } else { &allow6 };
+        let (start, end) = range(p);
+        let mut i = allowed.partition_point(|r| r.1 < start);
+        if allowed.get(i).is_none_or(|r| r.0 > end) {
+            out.push(*p);
+            continue;
+        }
+        let mut from = Some(start);
+        while let (Some(at), Some(&(lo, hi))) = (from, allowed.get(i)) {
+            if lo > end {
+                break;
+            }
+            if lo > at {
+                pieces(p.is_v4(), at, lo - 1, &mut out);
+            }
+            from = hi.checked_add(1).filter(|next| *next <= end);
+            i += 1;
+        }
+        if let Some(at) = from {
+            pieces(p.is_v4(), at, end, &mut out);
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// First and last address of `p`, as integers of its family.
+fn range(p: &Prefix) -> (u128, u128) {
+    match p.net() {
+        ipnet::IpNet::V4(n) => (
+            u32::from(n.network()) as u128,
+            u32::from(n.broadcast()) as u128,
+        ),
+        ipnet::IpNet::V6(n) => (n.network().into(), n.broadcast().into()),
+    }
+}
+
+/// The fewest prefixes covering exactly `first..=last`.
+fn pieces(v4: bool, first: u128, last: u128, out: &mut Vec<Prefix>) {
+    if v4 {
+        let (a, b) = (
+            std::net::Ipv4Addr::from(first as u32),
+            std::net::Ipv4Addr::from(last as u32),
+        );
+        out.extend(ipnet::Ipv4Subnets::new(a, b, 0).map(|n| Prefix::new(n.into())));
+    } else {
+        let (a, b) = (
+            std::net::Ipv6Addr::from(first),
+            std::net::Ipv6Addr::from(last),
+        );
+        out.extend(ipnet::Ipv6Subnets::new(a, b, 0).map(|n| Prefix::new(n.into())));
+    }
 }
 
 /// Adjacent and overlapping prefixes merged into the fewest that cover
@@ -187,6 +268,67 @@ mod tests {
 
     fn p(list: &[&str]) -> Vec<Prefix> {
         list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn subtract_splits_around_allow_ranges_and_drops_covered_entries() {
+        let got = subtract(
+            &p(&[
+                "198.51.100.0/25",
+                "198.51.100.200/32",
+                "192.0.2.0/24",
+                "203.0.113.9/32",
+                "2001:db8::/32",
+            ]),
+            &p(&[
+                "198.51.100.7/32",
+                "198.51.100.64/26",
+                "203.0.113.0/24",
+                "2001:db8:8000::/33",
+            ]),
+        );
+        assert_eq!(
+            got,
+            p(&[
+                "192.0.2.0/24",
+                "198.51.100.0/30",
+                "198.51.100.4/31",
+                "198.51.100.6/32",
+                "198.51.100.8/29",
+                "198.51.100.16/28",
+                "198.51.100.32/27",
+                "198.51.100.200/32",
+                "2001:db8::/33",
+            ])
+        );
+    }
+
+    proptest::proptest! {
+        /// An address is in the result exactly when a block entry covers
+        /// it and no allow entry does, and every piece lies inside a block
+        /// entry.
+        #[test]
+        fn subtract_keeps_exactly_the_blocked_addresses(
+            block in proptest::collection::vec((0u32..4096, 20u8..=32), 0..12),
+            allow in proptest::collection::vec((0u32..4096, 20u8..=32), 0..6),
+            probes in proptest::collection::vec(0u32..4096, 64),
+        ) {
+            let prefix = |(low, len): (u32, u8)| {
+                let a = std::net::Ipv4Addr::from(0xc633_6000 | low);
+                Prefix::new(ipnet::Ipv4Net::new(a, len).unwrap().into())
+            };
+            let block: Vec<Prefix> = block.into_iter().map(prefix).collect();
+            let allow: Vec<Prefix> = allow.into_iter().map(prefix).collect();
+            let got = subtract(&block, &allow);
+            for g in &got {
+                proptest::prop_assert!(block.iter().any(|b| b.covers(g)), "{} outside", g);
+            }
+            for low in probes {
+                let a = std::net::IpAddr::from(std::net::Ipv4Addr::from(0xc633_6000 | low));
+                let want = block.iter().any(|b| b.contains(a)) && !allow.iter().any(|w| w.contains(a));
+                proptest::prop_assert_eq!(got.iter().any(|g| g.contains(a)), want, "{}", a);
+            }
+        }
     }
 
     #[test]
