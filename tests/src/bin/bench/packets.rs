@@ -12,6 +12,10 @@
 //! - misses: 256 distinct sources uniformly over unicast space outside
 //!   every entry (legitimate traffic; the gaps between listed prefixes).
 //!
+//! - a flood from one entry on two CPUs at once (a thread pinned to each),
+//!   beside two CPUs each hitting an entry of its own: what sharing one
+//!   entry's counters across CPUs costs, at the largest mixed list.
+//!
 //! Each of the 256 frames runs `repeat / 256` times in a row, so these
 //! figures are **cache-warm**: the cold cost is the live bench's receiver
 //! ns per frame. `BENCH_QUICK=1` runs fewer and shorter repeats.
@@ -19,10 +23,23 @@
 use std::{
     collections::{BTreeSet, HashSet},
     net::{Ipv4Addr, Ipv6Addr},
+    os::fd::{AsFd as _, OwnedFd},
+    sync::Barrier,
     time::Instant,
 };
 
-use blocklist_agent::{config::Lookup, datapath::maps::TrieKind, prefix::Prefix, reserved};
+use anyhow::Context as _;
+use nix::{
+    sched::{CpuSet, sched_getaffinity, sched_setaffinity},
+    unistd::Pid,
+};
+
+use blocklist_agent::{
+    config::Lookup,
+    datapath::{maps::TrieKind, test_run},
+    prefix::Prefix,
+    reserved,
+};
 use blocklist_tests::{frames, kernel::Kernel};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
@@ -232,6 +249,45 @@ pub fn spoofed(list: &[Prefix], n: usize, rng: &mut StdRng) -> Vec<Ipv4Addr> {
 }
 
 /// Runs the per-packet benchmark; prints its table and returns its JSON.
+/// The first two CPUs this process may run on, if it has two.
+fn two_cpus() -> Option<[usize; 2]> {
+    let allowed = sched_getaffinity(Pid::from_raw(0)).ok()?;
+    let mut cpus = (0..CpuSet::count()).filter(|c| allowed.is_set(*c).unwrap_or(false));
+    Some([cpus.next()?, cpus.next()?])
+}
+
+/// Mean ns per run of the program when `frames[i]` runs `repeat` times on
+/// `cpus[i]`, all at once (a thread pinned to each CPU, started together).
+fn concurrent_ns(
+    fd: &OwnedFd,
+    cpus: [usize; 2],
+    frames: [&[u8]; 2],
+    repeat: u32,
+) -> anyhow::Result<f64> {
+    let start = Barrier::new(2);
+    let each = std::thread::scope(|s| {
+        let runs: Vec<_> = cpus
+            .iter()
+            .zip(frames)
+            .map(|(&cpu, frame)| {
+                let start = &start;
+                s.spawn(move || -> anyhow::Result<f64> {
+                    let mut set = CpuSet::new();
+                    set.set(cpu)?;
+                    sched_setaffinity(Pid::from_raw(0), &set)
+                        .with_context(|| format!("pinning a bench thread to CPU {cpu}"))?;
+                    start.wait();
+                    Ok(test_run::run_fd(fd.as_fd(), frame, repeat)?.duration_ns as f64)
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().expect("bench thread panicked"))
+            .collect::<anyhow::Result<Vec<f64>>>()
+    })?;
+    Ok(each.iter().sum::<f64>() / each.len() as f64)
+}
+
 pub fn run() -> anyhow::Result<serde_json::Value> {
     let (runs, repeat) = if quick() {
         (3, 200_000)
@@ -339,6 +395,57 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
             let cold_misses: Vec<Vec<u8>> = (0..COLD)
                 .map(|_| frames::ipv4(coverage.miss(&mut rng), peer))
                 .collect();
+            // Two CPUs flooding one entry, against two CPUs each flooding
+            // an entry of its own, and one CPU alone.
+            let flood = (list_name == "mixed" && Some(&n) == sizes.last())
+                .then(|| {
+                    let mut hosts = set.iter().filter(|p| p.prefix_len() == 32);
+                    let mut wide = set.iter().filter(|p| p.prefix_len() == 24);
+                    let mut frame = |p: &Prefix| frames::ipv4(inside(p, &mut rng), peer);
+                    Some((
+                        [frame(hosts.next()?), frame(hosts.next()?)],
+                        [frame(wide.next()?), frame(wide.next()?)],
+                    ))
+                })
+                .flatten();
+            let cpus = two_cpus();
+            if flood.is_some() && cpus.is_none() {
+                eprintln!("  (one CPU only: the two-CPU flood cases are left out)");
+            }
+            if let (Some((hosts, wide)), Some(cpus)) = (&flood, cpus) {
+                let fd = k.program_fd();
+                for (kind, pair) in [("/32", hosts), ("/24", wide)] {
+                    let [a, b] = [pair[0].as_slice(), pair[1].as_slice()];
+                    let both = |frames: [&[u8]; 2]| {
+                        concurrent_ns(&fd, cpus, frames, repeat)
+                            .expect("BPF_PROG_TEST_RUN on two CPUs")
+                    };
+                    measure(
+                        &mut k,
+                        Lookup::Table,
+                        list_name,
+                        &format!("flood, one {kind} entry, one CPU"),
+                        n,
+                        &mut |k| k.cost_ns(a, repeat) as f64,
+                    );
+                    measure(
+                        &mut k,
+                        Lookup::Table,
+                        list_name,
+                        &format!("flood, one {kind} entry, two CPUs at once"),
+                        n,
+                        &mut |_| both([a, a]),
+                    );
+                    measure(
+                        &mut k,
+                        Lookup::Table,
+                        list_name,
+                        &format!("flood, a {kind} entry per CPU, two CPUs at once"),
+                        n,
+                        &mut |_| both([a, b]),
+                    );
+                }
+            }
             for lookup in [Lookup::Table, Lookup::Trie] {
                 if let Some(f) = &one32 {
                     measure(
