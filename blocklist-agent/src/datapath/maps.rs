@@ -765,20 +765,17 @@ impl Maps {
             ),
         };
         let slot = read(slots, (key >> low_bits) as u32, names.0)?;
-        if slot & blocklist_ebpf::SLOT_CHUNK == 0 {
-            return Ok(slot as u32);
-        }
         // The program skips the search in a /24 marked empty.
-        if let (IpAddr::V4(a), Some(empty)) = (addr, &self.table_empty) {
-            let (word, bit) = blocklist_ebpf::empty_v4_bit(a.into());
-            if (read(empty, word, map_names::EMPTY_V4)? >> bit) & 1 != 0 {
-                return Ok(0);
+        let empty = || match (addr, &self.table_empty) {
+            (IpAddr::V4(a), Some(empty)) => {
+                let (word, bit) = blocklist_ebpf::empty_v4_bit(a.into());
+                Ok((read(empty, word, map_names::EMPTY_V4)? >> bit) & 1 != 0)
             }
-        }
+            _ => Ok(false),
+        };
         // The program's search, one record read per step.
-        let (first, count) = super::table::compile::chunk_of(slot);
-        super::table::compile::search_with(count, key & ((1u64 << low_bits) - 1), |i| {
-            let at = ((first + i) * words) as u32;
+        super::table::compile::decide_slot(slot, key & ((1u64 << low_bits) - 1), empty, |i| {
+            let at = (i * words) as u32;
             let w = (at..at + words as u32)
                 .map(|k| read(ranges, k, names.1))
                 .collect::<Result<Vec<u64>, _>>()?;

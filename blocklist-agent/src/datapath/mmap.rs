@@ -3,7 +3,7 @@
 //! and stores, no syscall per value.
 
 use std::{
-    os::fd::{AsRawFd as _, BorrowedFd},
+    os::fd::{AsRawFd as _, BorrowedFd, RawFd},
     sync::atomic::{AtomicU64, Ordering},
 };
 
@@ -20,18 +20,25 @@ unsafe impl Send for MappedU64 {}
 impl MappedU64 {
     /// Maps the `entries` values of the array behind `fd`, read-write.
     pub fn new(fd: BorrowedFd<'_>, entries: usize) -> std::io::Result<Self> {
+        // The kernel checks the size against the map and refuses maps not
+        // made mmapable.
+        Self::map(fd.as_raw_fd(), 0, entries)
+    }
+
+    /// A shared mapping of `entries` values, whole pages, of `fd` (-1 with
+    /// `MAP_ANONYMOUS` in `flags`).
+    fn map(fd: RawFd, flags: libc::c_int, entries: usize) -> std::io::Result<Self> {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         let bytes = (entries * 8).div_ceil(page) * page;
-        // SAFETY: a fresh shared mapping of a BPF map fd; the kernel checks
-        // the size against the map and refuses maps not made mmapable.
+        // SAFETY: a fresh shared mapping, owned by the value returned.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 bytes,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
+                libc::MAP_SHARED | flags,
+                fd,
                 0,
             )
         };
@@ -90,24 +97,7 @@ impl MappedU64 {
     /// of code that writes mapped arrays, which the kernel's tests cover
     /// again through the program.
     pub fn anonymous(entries: usize) -> Self {
-        let bytes = (entries * 8).max(1);
-        // SAFETY: a fresh anonymous mapping, owned by the value returned.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED, "mapping {bytes} anonymous bytes");
-        Self {
-            ptr: ptr.cast(),
-            len: entries,
-            bytes,
-        }
+        Self::map(-1, libc::MAP_ANONYMOUS, entries).expect("mapping anonymous memory")
     }
 }
 

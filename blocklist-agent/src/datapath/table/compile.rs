@@ -281,6 +281,26 @@ pub fn search_with<E>(
     Ok(get(base)?.result)
 }
 
+/// What a kernel slot value decides for an address whose bits below the
+/// slot are `low`, in the program's order: a direct slot's result; for a
+/// chunk, 0 when `empty()` says no entry overlaps the address's /24, else
+/// the search over the records `get` reads (by index into the ranges).
+pub fn decide_slot<E>(
+    slot: u64,
+    low: u64,
+    empty: impl FnOnce() -> Result<bool, E>,
+    mut get: impl FnMut(usize) -> Result<Record, E>,
+) -> Result<u32, E> {
+    if slot & SLOT_CHUNK == 0 {
+        return Ok(slot as u32);
+    }
+    if empty()? {
+        return Ok(0);
+    }
+    let (first, count) = chunk_of(slot);
+    search_with(count, low, |i| get(first + i))
+}
+
 /// The result for a point covered by the longest block entry `block` and,
 /// or not, by an allow entry.
 fn result(block: Cover, allowed: bool) -> u32 {

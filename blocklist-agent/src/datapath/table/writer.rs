@@ -248,7 +248,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::datapath::table::compile::{Entry, Record, compile, search_with};
+    use crate::datapath::table::compile::{Entry, Record, compile, decide_slot};
 
     /// The kernel side of an IPv4 table, in plain memory.
     struct Kernel {
@@ -269,16 +269,12 @@ mod tests {
         /// What the program decides for `addr`, read the way it reads.
         fn decide(&self, addr: u32) -> u32 {
             let slot = self.slots.load((addr >> 16) as usize);
-            if slot & SLOT_CHUNK == 0 {
-                return slot as u32;
-            }
-            let (word, bit) = empty_v4_bit(addr);
-            if (self.empty.load(word as usize) >> bit) & 1 != 0 {
-                return 0;
-            }
-            let (first, count) = chunk_of(slot);
-            search_with::<()>(count, (addr & 0xffff) as u64, |i| {
-                Ok(Record::from_words(&[self.ranges.load(first + i)]))
+            let empty = || {
+                let (word, bit) = empty_v4_bit(addr);
+                Ok::<_, ()>((self.empty.load(word as usize) >> bit) & 1 != 0)
+            };
+            decide_slot(slot, (addr & 0xffff) as u64, empty, |i| {
+                Ok(Record::from_words(&[self.ranges.load(i)]))
             })
             .unwrap()
         }
@@ -325,14 +321,13 @@ mod tests {
             let (old, new) = (compile(&entries(&old, 1), &allow), compile(&entries(&new, 100), &allow));
             let kernel = Kernel::new(4096);
             write_slots(&kernel.slots, &kernel.ranges, Some(&kernel.empty), &old, None).unwrap();
-            let want = EmptyWords::of(&new, None);
-            switch_slots(&kernel.slots, &kernel.ranges, Some(&(&kernel.empty, want)), &new, None)
-                .unwrap();
+            let empty = (&kernel.empty, EmptyWords::of(&new, None));
+            switch_slots(&kernel.slots, &kernel.ranges, Some(&empty), &new, None).unwrap();
             for addr in 0x0a00_0000u32..0x0a02_0000 {
                 prop_assert_eq!(kernel.decide(addr), new.lookup(addr as u64), "{:#x}", addr);
             }
             // And the finished write marks the new empty /24s.
-            set_empty(&kernel.empty, &EmptyWords::of(&new, None));
+            set_empty(empty.0, &empty.1);
             for i in 0..TABLE_V4_SLOTS as usize {
                 for (k, w) in empty_words(&new.slot(i)).iter().enumerate() {
                     prop_assert_eq!(kernel.empty.load(i * 4 + k), *w, "slot {}", i);
