@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod bpffs;
 pub mod cgroup;
+pub mod cpus;
 pub mod crowdsec;
 pub mod feed_server;
 pub mod frames;

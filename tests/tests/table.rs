@@ -20,11 +20,7 @@ use blocklist_agent::{
     prefix::Prefix,
 };
 use blocklist_ebpf::{RESULT_ALLOWED, RESULT_BLOCKED, RESULT_DEEP};
-use blocklist_tests::{agent::Agent, frames, kernel::Kernel, lab::Netns, require_root};
-use nix::{
-    sched::{CpuSet, sched_setaffinity},
-    unistd::Pid,
-};
+use blocklist_tests::{agent::Agent, cpus, frames, kernel::Kernel, lab::Netns, require_root};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 fn p(s: &str) -> Prefix {
@@ -269,9 +265,7 @@ fn change_sequences(f: &Family) {
 
 /// Runs `frame` `n` times on CPU `cpu` (one run of the program each).
 fn run_on(cpu: usize, fd: &OwnedFd, frame: &[u8], n: u32) {
-    let mut set = CpuSet::new();
-    set.set(cpu).unwrap();
-    sched_setaffinity(Pid::from_raw(0), &set).unwrap();
+    cpus::pin(cpu).unwrap();
     // A few calls, so that the scheduler cannot fold them onto one CPU.
     for _ in 0..10 {
         let r = test_run::run_fd(fd.as_fd(), frame, n / 10).unwrap();
@@ -282,12 +276,7 @@ fn run_on(cpu: usize, fd: &OwnedFd, frame: &[u8], n: u32) {
 #[test]
 fn counters_from_two_cpus_are_exact_and_survive_rebuilds() {
     require_root();
-    let cpus = nix::sched::sched_getaffinity(Pid::from_raw(0)).unwrap();
-    let both: Vec<usize> = (0..CpuSet::count())
-        .filter(|c| cpus.is_set(*c).unwrap_or(false))
-        .take(2)
-        .collect();
-    assert_eq!(both.len(), 2, "this test needs two CPUs");
+    let both = cpus::two().expect("this test needs two CPUs");
     let mut k = Kernel::load();
     let ns = Netns::new("xbt");
     let dir = tempfile::tempdir().unwrap();

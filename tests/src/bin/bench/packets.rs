@@ -10,8 +10,7 @@
 //! - spoofed: 256 distinct sources uniformly inside the entries wider than
 //!   /24 (the flood a blocked /16 sends with forged addresses);
 //! - misses: 256 distinct sources uniformly over unicast space outside
-//!   every entry (legitimate traffic; the gaps between listed prefixes).
-//!
+//!   every entry (legitimate traffic; the gaps between listed prefixes);
 //! - a flood from one entry on two CPUs at once (a thread pinned to each),
 //!   beside two CPUs each hitting an entry of its own: what sharing one
 //!   entry's counters across CPUs costs, at the largest mixed list.
@@ -29,18 +28,13 @@ use std::{
 };
 
 use anyhow::Context as _;
-use nix::{
-    sched::{CpuSet, sched_getaffinity, sched_setaffinity},
-    unistd::Pid,
-};
-
 use blocklist_agent::{
     config::Lookup,
     datapath::{maps::TrieKind, test_run},
     prefix::Prefix,
     reserved,
 };
-use blocklist_tests::{frames, kernel::Kernel};
+use blocklist_tests::{cpus, frames, kernel::Kernel};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 
@@ -248,33 +242,23 @@ pub fn spoofed(list: &[Prefix], n: usize, rng: &mut StdRng) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-/// Runs the per-packet benchmark; prints its table and returns its JSON.
-/// The first two CPUs this process may run on, if it has two.
-fn two_cpus() -> Option<[usize; 2]> {
-    let allowed = sched_getaffinity(Pid::from_raw(0)).ok()?;
-    let mut cpus = (0..CpuSet::count()).filter(|c| allowed.is_set(*c).unwrap_or(false));
-    Some([cpus.next()?, cpus.next()?])
-}
-
 /// Mean ns per run of the program when `frames[i]` runs `repeat` times on
-/// `cpus[i]`, all at once (a thread pinned to each CPU, started together).
+/// CPU `on[i]`, all at once (a thread pinned to each CPU, started together).
 fn concurrent_ns(
     fd: &OwnedFd,
-    cpus: [usize; 2],
+    on: [usize; 2],
     frames: [&[u8]; 2],
     repeat: u32,
 ) -> anyhow::Result<f64> {
     let start = Barrier::new(2);
     let each = std::thread::scope(|s| {
-        let runs: Vec<_> = cpus
+        let runs: Vec<_> = on
             .iter()
             .zip(frames)
             .map(|(&cpu, frame)| {
                 let start = &start;
                 s.spawn(move || -> anyhow::Result<f64> {
-                    let mut set = CpuSet::new();
-                    set.set(cpu)?;
-                    sched_setaffinity(Pid::from_raw(0), &set)
+                    cpus::pin(cpu)
                         .with_context(|| format!("pinning a bench thread to CPU {cpu}"))?;
                     start.wait();
                     Ok(test_run::run_fd(fd.as_fd(), frame, repeat)?.duration_ns as f64)
@@ -288,6 +272,7 @@ fn concurrent_ns(
     Ok(each.iter().sum::<f64>() / each.len() as f64)
 }
 
+/// Runs the per-packet benchmark; prints its table and returns its JSON.
 pub fn run() -> anyhow::Result<serde_json::Value> {
     let (runs, repeat) = if quick() {
         (3, 200_000)
@@ -408,16 +393,16 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
                     ))
                 })
                 .flatten();
-            let cpus = two_cpus();
-            if flood.is_some() && cpus.is_none() {
+            let two = cpus::two();
+            if flood.is_some() && two.is_none() {
                 eprintln!("  (one CPU only: the two-CPU flood cases are left out)");
             }
-            if let (Some((hosts, wide)), Some(cpus)) = (&flood, cpus) {
+            if let (Some((hosts, wide)), Some(two)) = (&flood, two) {
                 let fd = k.program_fd();
                 for (kind, pair) in [("/32", hosts), ("/24", wide)] {
                     let [a, b] = [pair[0].as_slice(), pair[1].as_slice()];
                     let both = |frames: [&[u8]; 2]| {
-                        concurrent_ns(&fd, cpus, frames, repeat)
+                        concurrent_ns(&fd, two, frames, repeat)
                             .expect("BPF_PROG_TEST_RUN on two CPUs")
                     };
                     measure(
