@@ -80,8 +80,8 @@ pub fn touching(p: &Prefix) -> Option<(Prefix, &'static str)> {
 /// What [`screen`] made of a list.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Screened {
-    /// What may be installed: untouched entries, and the pieces of split
-    /// ones (with the entry's id), in the input's order.
+    /// What may be installed: the untouched entries in the input's order,
+    /// then the pieces of split ones (with the entry's id).
     pub entries: Vec<Entry>,
     /// Entries refused because a reserved range contains them.
     pub refused: usize,
@@ -106,22 +106,21 @@ impl Screened {
 
 /// Screens a feed's entries: see the module doc. `min` is the minimum
 /// prefix (IPv4, IPv6); broader entries pass unchanged.
-pub fn screen(entries: Vec<Entry>, min: (u8, u8)) -> Screened {
+pub fn screen(mut entries: Vec<Entry>, min: (u8, u8)) -> Screened {
     let ranges: Vec<(Prefix, &str)> = ranges().collect();
-    let mut out = Screened {
-        entries: Vec::with_capacity(entries.len()),
-        ..Screened::default()
-    };
-    for e in entries {
+    let mut out = Screened::default();
+    // In place: a second vector of a million entries would be the sync's
+    // peak memory, and the pieces of split entries are few.
+    let mut pieces_of_split = Vec::new();
+    entries.retain(|e| {
         let p = e.prefix;
         if p.check_min(min.0, min.1).is_err() || !ranges.iter().any(|(r, _)| overlaps(r, &p)) {
-            out.entries.push(e);
-            continue;
+            return true;
         }
         if let Some((r, why)) = ranges.iter().find(|(r, _)| r.covers(&p)) {
             out.refused += 1;
             out.note(format!("{p}: refused, inside {r} ({why})"));
-            continue;
+            return false;
         }
         let mut pieces = Vec::new();
         subtract(p, &ranges, &mut pieces);
@@ -136,11 +135,14 @@ pub fn screen(entries: Vec<Entry>, min: (u8, u8)) -> Screened {
             pieces.len(),
             around.join(", ")
         ));
-        out.entries.extend(pieces.into_iter().map(|prefix| Entry {
+        pieces_of_split.extend(pieces.into_iter().map(|prefix| Entry {
             prefix,
             id: e.id.clone(),
         }));
-    }
+        false
+    });
+    entries.append(&mut pieces_of_split);
+    out.entries = entries;
     out
 }
 
