@@ -323,9 +323,9 @@ pub fn compile(block: &[Entry], allow: &[Entry]) -> Compiled {
     let allow: Vec<Key> = allow.iter().map(key).collect();
     build(
         32,
-        &block,
-        &allow,
-        &[],
+        block,
+        allow,
+        Vec::new(),
         CHUNK_MAX_RECORDS as usize,
         usize::MAX,
     )
@@ -364,9 +364,9 @@ pub fn compile_v6(block: &[Entry6], allow: &[Entry6], budget: usize) -> Compiled
     deep.dedup();
     build(
         64,
-        &block,
-        &allow,
-        &deep,
+        block,
+        allow,
+        deep,
         CHUNK_V6_MAX_RECORDS as usize,
         budget,
     )
@@ -375,9 +375,9 @@ pub fn compile_v6(block: &[Entry6], allow: &[Entry6], budget: usize) -> Compiled
 /// The shared compiler over a key of `width` bits.
 fn build(
     width: u32,
-    block: &[Key],
-    allow: &[Key],
-    deep: &[Key],
+    block: Vec<Key>,
+    allow: Vec<Key>,
+    deep: Vec<Key>,
     max_chunk: usize,
     budget: usize,
 ) -> Compiled {
@@ -483,11 +483,16 @@ fn canonical(width: u32, e: &Key) -> Key {
 
 /// Entries of /16 or wider (sorted by length, widest first) and the
 /// narrower ones (sorted by address, then widest first).
-fn split(width: u32, entries: &[Key]) -> (Vec<Key>, Vec<Key>) {
-    let (mut wide, mut narrow): (Vec<Key>, Vec<Key>) = entries
-        .iter()
-        .map(|e| canonical(width, e))
-        .partition(|e| e.len <= 16);
+fn split(width: u32, mut entries: Vec<Key>) -> (Vec<Key>, Vec<Key>) {
+    for e in &mut entries {
+        *e = canonical(width, e);
+    }
+    // The narrow ones stay where they are: a copy of a million keys would
+    // be the compile's largest allocation. The wide ones are few (at most
+    // one per distinct /16-or-wider prefix).
+    let mut wide: Vec<Key> = entries.iter().filter(|e| e.len <= 16).copied().collect();
+    entries.retain(|e| e.len > 16);
+    let mut narrow = entries;
     wide.sort_unstable_by_key(|e| e.len);
     narrow.sort_unstable_by_key(|e| (e.at, e.len));
     (wide, narrow)
