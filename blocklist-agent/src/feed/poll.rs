@@ -193,9 +193,10 @@ fn dedup(mut entries: Vec<Entry>) -> Vec<Entry> {
 /// sorted (a candidate from [`dedup`], or a list saved from one): at a
 /// million entries a copy is 18 MB, two of them a sync's peak.
 enum Distinct<'a> {
-    Prefixes(&'a [Prefix]),
+    /// Distinct and sorted already (the memo's list), or made so.
+    Prefixes(std::borrow::Cow<'a, [Prefix]>),
+    /// Sorted by prefix, repeats possible (other ids).
     Entries(&'a [Entry]),
-    Owned(Vec<Prefix>),
 }
 
 impl<'a> Distinct<'a> {
@@ -203,14 +204,13 @@ impl<'a> Distinct<'a> {
         if entries.is_sorted_by_key(|e| e.prefix) {
             Distinct::Entries(entries)
         } else {
-            Distinct::Owned(distinct(entries))
+            Distinct::Prefixes(std::borrow::Cow::Owned(distinct(entries)))
         }
     }
 
     fn iter(&self) -> impl Iterator<Item = Prefix> + '_ {
         let (prefixes, entries): (&[Prefix], &[Entry]) = match self {
             Distinct::Prefixes(p) => (p, &[]),
-            Distinct::Owned(p) => (p, &[]),
             Distinct::Entries(e) => (&[], e),
         };
         // Sorted entries repeat a prefix only next to itself.
@@ -226,7 +226,6 @@ impl<'a> Distinct<'a> {
     fn len(&self) -> usize {
         match self {
             Distinct::Prefixes(p) => p.len(),
-            Distinct::Owned(p) => p.len(),
             Distinct::Entries(_) => self.iter().count(),
         }
     }
@@ -243,7 +242,7 @@ enum LastGood {
 impl LastGood {
     fn distinct(&self) -> Distinct<'_> {
         match self {
-            LastGood::Known(v) => Distinct::Prefixes(v.as_slice()),
+            LastGood::Known(v) => Distinct::Prefixes(std::borrow::Cow::Borrowed(v.as_slice())),
             LastGood::Loaded(e) => Distinct::of(e),
         }
     }
