@@ -306,14 +306,20 @@ pub const EMPTY_V4_WORDS: u32 = TABLE_V4_SLOTS * 4;
 pub const fn empty_v4_bit(addr: u32) -> (u32, u32) {
     (addr >> 14, (addr >> 8) & 63)
 }
-/// Records of `RANGES_V4` (24 MiB). A million mixed entries compile to
-/// about two million records (at most one per entry boundary, about
-/// 2,100,000 for a million scattered single addresses); the rest is room
-/// for copy-on-write updates. A change of a few percent fits at once; a
-/// rewrite of most of the table goes in rounds (see the agent's table
-/// writer), each switching the chunks that fit and freeing the old ones
-/// after a grace period. Maps pinned by older versions keep their 32 MiB.
-pub const RANGES_V4_RECORDS: u32 = 3 << 20;
+/// Records of `RANGES_V4` (2,359,296: 18 MiB), the most any installable
+/// set needs plus room for the largest chunk. A slot's chunk is a step
+/// function with at most one record per boundary of an entry inside the
+/// slot, plus its first record, so the table never needs more than
+/// `TABLE_V4_SLOTS + 2 * (ENTRIES_MAX + ALLOW_MAX_ENTRIES)` records
+/// (a million mixed entries compile to about two million). The
+/// [`CHUNK_MAX_RECORDS`] beyond that let a copy-on-write update switch at
+/// least one chunk even when the table is at that bound. A change of a few
+/// percent fits at once; a rewrite of most of the table goes in rounds
+/// (see the agent's table writer), each switching the chunks that fit and
+/// freeing the old ones after a grace period. Maps pinned by older
+/// versions keep their size.
+pub const RANGES_V4_RECORDS: u32 =
+    TABLE_V4_SLOTS + 2 * (ENTRIES_MAX + ALLOW_MAX_ENTRIES) + CHUNK_MAX_RECORDS;
 /// Most records one chunk can have: one per low-16-bit value.
 pub const CHUNK_MAX_RECORDS: u32 = 1 << 16;
 /// Iterations of the program's binary search: enough for

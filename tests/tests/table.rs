@@ -418,7 +418,7 @@ fn a_spoofed_flood_shows_its_busiest_addresses_in_top() {
 }
 
 /// A pin keeps the size it was made with: a `RANGES_V4` pinned by an
-/// older version (4,194,304 records, this one makes 3,145,728) and an
+/// older version (4,194,304 records, this one makes 2,359,296) and an
 /// `ADDR_HITS` made with another `ip_counters_max` are reused, not
 /// refused, and the program decides with them.
 #[test]

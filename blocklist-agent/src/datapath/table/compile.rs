@@ -698,14 +698,24 @@ mod tests {
             }
         }
 
+        /// Also the bound `RANGES_V4_RECORDS` is sized by: a chunk has at
+        /// most its first record and one per boundary of an entry inside
+        /// its slot.
         #[test]
         fn chunks_are_minimal_and_well_formed(
             block in proptest::collection::vec(raw(), 0..40),
             allow in proptest::collection::vec(raw(), 0..8),
         ) {
-            let t = compile(&block_set(block), &block_set(allow));
+            let (block, allow) = (block_set(block), block_set(allow));
+            let t = compile(&block, &allow);
             for i in 0..SLOTS {
                 if let Slot::Chunk(r) = t.slot(i) {
+                    let inside = block
+                        .iter()
+                        .chain(&allow)
+                        .filter(|e| e.len > 16 && (e.addr >> 16) as usize == i)
+                        .count();
+                    prop_assert!(r.len() <= 1 + 2 * inside, "{} records, {} entries inside", r.len(), inside);
                     prop_assert!(r.len() >= 2);
                     prop_assert_eq!(r.get(0).start, 0);
                     let recs: Vec<Record> = r.iter().collect();
