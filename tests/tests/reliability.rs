@@ -452,6 +452,70 @@ fn churn_under_load_never_lets_a_kept_address_through() {
     assert_eq!(st["interfaces"][0]["link_pinned"], true, "still attached");
 }
 
+/// A list near capacity replaced by one that is half new: what is
+/// installed plus what is new exceeds the entry ids (1,048,575), so the
+/// sync first removes the dropped entries that no new one overlaps. The
+/// kept client's entry changes form (its /32, then the /31 it shares with
+/// the second client address), so its old entry overlaps a new one and
+/// must wait for it: the client stays blocked throughout. A list one
+/// entry over the ids is refused whole, with nothing written.
+#[test]
+fn a_list_near_capacity_is_replaced_by_a_half_new_one_without_a_gap() {
+    const N: u32 = 1_000_000;
+    let env = Env::new();
+    let feed = env.dir.path().join("capacity.txt");
+    let listed = |kept: &str, start: u32, n: u32| {
+        format!("{kept}\n{}", blocklist_tests::addresses(start, n))
+    };
+    std::fs::write(&feed, listed(&format!("{CLIENT4}/32"), 0, N)).unwrap();
+    env.patient_config(&feed.display().to_string(), "");
+    let r = env.sync();
+    assert_eq!(r["v4"]["added"], N + 1, "{r}");
+    let traffic = flood(&env, Duration::from_secs(300));
+    std::fs::write(&feed, listed("10.77.1.2/31", N / 2, N)).unwrap();
+    let r = env.sync();
+    let (sent, got) = traffic.stop();
+    assert_eq!(
+        (&r["v4"]["added"], &r["v4"]["removed"]),
+        (&Value::from(N / 2 + 1), &Value::from(N / 2 + 1)),
+        "{r}"
+    );
+    assert!(sent >= 100, "traffic ran during the sync ({sent} sent)");
+    assert_eq!(
+        got, 0,
+        "{got} of {sent} packets from the kept address got through"
+    );
+    let blocked =
+        |a: IpAddr| env.agent.run(&["check", &a.to_string(), "--json"]).json()["blocked"] == true;
+    assert!(
+        !blocked(nth(0)) && !blocked(nth(N / 2 - 1)),
+        "dropped entries are gone"
+    );
+    assert!(
+        blocked(nth(N / 2)) && blocked(nth(N + N / 2 - 1)),
+        "kept and new entries are in"
+    );
+
+    // 1,000,001 installed and 48,575 new: one more than the ids.
+    std::fs::write(&feed, listed("10.77.1.2/31", N / 2, N + 48_575)).unwrap();
+    let over = env.agent.try_run(&["sync", "--once", "--json"]);
+    assert_ne!(over.code, 0, "{}", over.stdout);
+    assert!(
+        over.stderr.contains("ENTRY_COUNTERS") && over.stderr.contains("nothing was changed"),
+        "{}",
+        over.stderr
+    );
+    assert!(
+        !blocked(nth(N + N / 2)),
+        "nothing of the refused list was written"
+    );
+    assert_eq!(
+        env.entries_v4(),
+        u64::from(N + 1),
+        "the installed list is as it was"
+    );
+}
+
 #[test]
 fn hostile_feeds_are_refused_and_the_agent_keeps_running() {
     let env = Env::new();

@@ -39,6 +39,7 @@ use super::{
     hit_ids::HitIds,
     mirror::{BlockSnapshot, Mirror},
     pin::PinDir,
+    room::Room,
     table::{TableMaps, TableReport},
 };
 use crate::prefix::{Prefix, canonical_addr};
@@ -228,7 +229,7 @@ fn v6_entry(p: Prefix, id: u32) -> super::table::compile::Entry6 {
 }
 
 /// True when `prefix`, as an entry of `kind`, lives in an exact map.
-fn is_exact(kind: TrieKind, prefix: Prefix) -> bool {
+pub(super) fn is_exact(kind: TrieKind, prefix: Prefix) -> bool {
     kind == TrieKind::Block && prefix.prefix_len() == if prefix.is_v4() { 32 } else { 128 }
 }
 
@@ -564,6 +565,44 @@ impl Maps {
             entries,
             max_entries: self.capacity(kind, v4)?,
         })
+    }
+
+    /// The block entries per store ([`Room`]) once `adds` are in, from
+    /// the installed entries this handle knows, and how many of `adds` are
+    /// new (the others are installed: writing them overwrites in place and
+    /// takes no room).
+    pub fn block_room_with(
+        &mut self,
+        adds: &[(Prefix, u32)],
+    ) -> Result<(Room, u64), DatapathError> {
+        let m = self.mirror()?;
+        let mut room = Room::of(m.blocks().iter().map(|(p, _)| p));
+        let mut new = 0;
+        for (p, _) in adds {
+            if m.block(p).is_none() {
+                room.add(p);
+                new += 1;
+            }
+        }
+        Ok((room, new))
+    }
+
+    /// What each block store can hold ([`Room`]).
+    pub fn block_capacity(&self) -> Result<Room, DatapathError> {
+        let exact = |info: Result<aya::maps::MapInfo, MapError>, name: &str| {
+            info.map(|i| i.max_entries() as u64)
+                .map_err(map_err(format!("reading the capacity of {name}")))
+        };
+        Ok(Room::from_counts(
+            [
+                self.capacity(TrieKind::Block, true)? as u64,
+                self.capacity(TrieKind::Block, false)? as u64,
+                exact(self.exact_v4.map().info(), map_names::EXACT_V4)?,
+                exact(self.exact_v6.map().info(), map_names::EXACT_V6)?,
+            ],
+            // Id 0 means "no counters".
+            ENTRIES_MAX as u64 - 1,
+        ))
     }
 
     /// Runs a write; if it fails, forgets the mirror, which may then be

@@ -15,6 +15,7 @@ pub mod mmap;
 pub mod mode;
 pub mod percpu;
 pub mod pin;
+pub mod room;
 pub(crate) mod sys;
 pub mod table;
 pub mod tc;

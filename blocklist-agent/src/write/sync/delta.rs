@@ -17,7 +17,7 @@
 
 use std::{collections::BTreeSet, sync::Arc, time::Instant};
 
-use super::{Plan, apply, check_capacity, memo::Base, origin_lists};
+use super::{Plan, fit, memo::Base, origin_lists};
 use crate::{
     config::Config,
     datapath::{maps::Maps, table::TableReport},
@@ -199,9 +199,8 @@ pub fn sync(
     let mut table = None;
     let mut apply_seconds = 0.0;
     if !plan.is_empty() {
-        check_capacity(maps, &plan)?;
         let t = Instant::now();
-        table = maps.batch(|m| apply(m, &plan))?.1;
+        table = fit::write(maps, &mut plan, false)?;
         apply_seconds = t.elapsed().as_secs_f64();
     }
     let base = Base {
