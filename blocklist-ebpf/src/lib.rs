@@ -318,8 +318,18 @@ pub const fn empty_v4_bit(addr: u32) -> (u32, u32) {
 /// (see the agent's table writer), each switching the chunks that fit and
 /// freeing the old ones after a grace period. Maps pinned by older
 /// versions keep their size.
-pub const RANGES_V4_RECORDS: u32 =
-    TABLE_V4_SLOTS + 2 * (ENTRIES_MAX + ALLOW_MAX_ENTRIES) + CHUNK_MAX_RECORDS;
+pub const RANGES_V4_RECORDS: u32 = ranges_v4_records(ENTRIES_MAX);
+
+/// The `RANGES_V4` records (see [`RANGES_V4_RECORDS`]) for an
+/// `ENTRY_COUNTERS` of `entry_slots` slots: the agent sizes the map this
+/// way when `[datapath] max_entries` is set.
+///
+/// ```
+/// assert_eq!(blocklist_ebpf::ranges_v4_records(1 << 20), 2_359_296);
+/// ```
+pub const fn ranges_v4_records(entry_slots: u32) -> u32 {
+    TABLE_V4_SLOTS + 2 * (entry_slots + ALLOW_MAX_ENTRIES) + CHUNK_MAX_RECORDS
+}
 /// Most records one chunk can have: one per low-16-bit value.
 pub const CHUNK_MAX_RECORDS: u32 = 1 << 16;
 /// Iterations of the program's binary search: enough for

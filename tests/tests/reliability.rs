@@ -44,13 +44,18 @@ struct Env {
 
 impl Env {
     fn new() -> Self {
+        Self::attached_with("")
+    }
+
+    /// An env whose `attach` (which creates the maps) reads `extra` too.
+    fn attached_with(extra: &str) -> Self {
         require_root();
         let lab = Lab::new();
         let fs = Bpffs::new();
         let dir = tempfile::tempdir().unwrap();
         let agent = Agent::new(lab.filter.name(), fs.pin_dir(), dir.path().join("state"))
             .with_config(dir.path().join("config.toml"));
-        std::fs::write(dir.path().join("config.toml"), FAST).unwrap();
+        std::fs::write(dir.path().join("config.toml"), format!("{FAST}{extra}")).unwrap();
         agent.run(&["attach", "--iface", &lab.filter_if]);
         lab.wait_settled();
         Self {
@@ -512,6 +517,83 @@ fn a_list_near_capacity_is_replaced_by_a_half_new_one_without_a_gap() {
     assert_eq!(
         env.entries_v4(),
         u64::from(N + 1),
+        "the installed list is as it was"
+    );
+}
+
+/// `[datapath] max_entries` sizes the maps that grow with the list when
+/// `attach` creates them, and the capacity it sets is the one a sync
+/// keeps: a list that fits is installed and blocks (its hits counted), a
+/// half-new one goes in two batches without letting the kept client
+/// through, one entry more is refused whole.
+#[test]
+fn max_entries_sizes_the_maps_and_bounds_the_list() {
+    use aya::maps::MapData;
+    use blocklist_agent::datapath::loader::entry_sized_maps;
+    use blocklist_ebpf::map_names;
+
+    const N: u32 = 1_000;
+    let env = Env::attached_with(&format!("[datapath]\nmax_entries = {N}\n"));
+    let pin = PinDir::new(env.fs.pin_dir());
+    let size = |name: &str| {
+        MapData::from_pin(pin.map(name))
+            .unwrap()
+            .info()
+            .unwrap()
+            .max_entries()
+    };
+    for (name, want) in entry_sized_maps(Some(N)) {
+        assert_eq!(size(name), want, "{name}");
+    }
+    assert_eq!(size(map_names::ENTRY_COUNTERS), N + 1);
+    assert_eq!(size(map_names::EXACT_V4), N);
+
+    let feed = env.dir.path().join("small.txt");
+    let listed = |kept: &str, start: u32, n: u32| {
+        format!("{kept}\n{}", blocklist_tests::addresses(start, n))
+    };
+    std::fs::write(&feed, listed(&format!("{CLIENT4}/32"), 0, N - 1)).unwrap();
+    env.config(&feed.display().to_string(), "");
+    assert_eq!(env.sync()["v4"]["added"], N, "a list of max_entries fits");
+    let traffic = flood(&env, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    // Half new, and the kept client's entry changes form, as in the test
+    // above: 1,500 at the peak of one batch; in two, the 500 removals
+    // that overlap nothing go first and the peak is exactly 1,000.
+    std::fs::write(&feed, listed("10.77.1.2/31", N / 2, N - 2)).unwrap();
+    let r = env.sync();
+    assert_eq!(
+        (&r["v4"]["added"], &r["v4"]["removed"]),
+        (&Value::from(N / 2), &Value::from(N / 2 + 1)),
+        "{r}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (sent, got) = traffic.stop();
+    assert!(sent >= 100, "traffic ran ({sent} sent)");
+    assert_eq!(
+        got, 0,
+        "{got} of {sent} packets from the kept address got through"
+    );
+    let c = env.agent.run(&["check", CLIENT4, "--json"]).json();
+    assert!(
+        c["block"]["packets"].as_u64().unwrap_or(0) > 0,
+        "hits counted: {c}"
+    );
+
+    // 999 installed and two new.
+    std::fs::write(&feed, listed("10.77.1.2/31", N / 2, N)).unwrap();
+    let over = env.agent.try_run(&["sync", "--once", "--json"]);
+    assert_ne!(over.code, 0, "{}", over.stdout);
+    assert!(
+        over.stderr.contains(&format!(
+            "needs 1001 entries in ENTRY_COUNTERS, which holds {N}"
+        )) && over.stderr.contains("nothing was changed"),
+        "{}",
+        over.stderr
+    );
+    assert_eq!(
+        env.entries_v4(),
+        u64::from(N - 1),
         "the installed list is as it was"
     );
 }

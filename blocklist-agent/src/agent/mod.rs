@@ -47,6 +47,7 @@ pub fn load(pin: &PinDir, config: &Config) -> anyhow::Result<Loaded> {
         addr_slots: config
             .ip_counters_max
             .unwrap_or(blocklist_ebpf::ADDR_SLOTS_DEFAULT),
+        max_entries: config.datapath.max_entries,
     };
     let loaded = loader::load(pin, &opts)?;
     if fresh {

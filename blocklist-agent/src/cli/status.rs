@@ -9,7 +9,7 @@
 //!            {"hook": "tc_egress", "target": "eth0", "mode": "tcx", "since": null},
 //!            {"hook": "cgroup", "target": "/sys/fs/cgroup", "mode": "connect4,...", "since": "..."}],
 //!  "hook_counters": {"xdp": {"seen_packets": 0, "dropped_packets": 0, ...}, "tc_ingress": ..., "tc_egress": ..., "cgroup": ...},
-//!  "tries": [{"name": "BLOCK_V4", "entries": 3, "max_entries": 2097152, "fill": 0.0}],
+//!  "tries": [{"name": "BLOCK_V4", "entries": 3, "max_entries": 1048575, "fill": 0.0}],
 //!  "counters": {"seen_packets": 0, ...}}
 //! ```
 

@@ -161,6 +161,14 @@ impl Config {
                 self.guard.max_shrink
             ));
         }
+        if let Some(n) = self.datapath.max_entries
+            && !(1..blocklist_ebpf::ENTRIES_MAX).contains(&n)
+        {
+            return Err(format!(
+                "datapath.max_entries = {n}: it must be between 1 and {}",
+                blocklist_ebpf::ENTRIES_MAX - 1
+            ));
+        }
         if self.guard.min_prefix_v4 > 32 || self.guard.min_prefix_v6 > 128 {
             return Err("guard.min_prefix_v4 must be <= 32 and guard.min_prefix_v6 <= 128".into());
         }
@@ -257,6 +265,17 @@ mod tests {
 
     #[test]
     fn the_lookup_is_configurable() {
+        let c = Config::parse("[datapath]\nmax_entries = 10000\n", Path::new("c.toml")).unwrap();
+        assert_eq!(c.datapath.max_entries, Some(10_000));
+        for bad in ["0", "1048576"] {
+            let e = Config::parse(
+                &format!("[datapath]\nmax_entries = {bad}\n"),
+                Path::new("c.toml"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("max_entries") && e.contains("1048575"), "{e}");
+        }
         let c = Config::parse("[datapath]\nlookup = \"trie\"\n", Path::new("c.toml")).unwrap();
         assert_eq!(c.datapath.lookup, Lookup::Trie);
         assert!(Config::parse("[datapath]\nlookup = \"hash\"\n", Path::new("c.toml")).is_err());

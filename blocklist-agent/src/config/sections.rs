@@ -19,6 +19,14 @@ pub struct Datapath {
     /// `lookup = "table"` (default) or `"trie"`; the environment variable
     /// `XDP_BLOCKLIST_LOOKUP` overrides it.
     pub lookup: Lookup,
+    /// Most block entries, IPv4 and IPv6 together (1 to 1,048,575, the
+    /// default). The per-entry counters, the exact maps and the table's
+    /// range arrays are made this size when the maps are created, so a
+    /// host with a small list pays for a small one (about 10 MiB of kernel
+    /// memory for a 10,000-entry list instead of 118 MiB); a sync beyond it
+    /// is refused whole. Existing pins keep their size until `detach
+    /// --all`.
+    pub max_entries: Option<u32>,
 }
 
 /// Which egress hooks `attach` and `run` put in place (`[egress] mode`).

@@ -9,7 +9,7 @@
 use std::os::fd::AsFd as _;
 
 use aya::maps::MapData;
-use blocklist_ebpf::{HIT_IDS_SEEDED, HIT_IDS_WORDS, map_names};
+use blocklist_ebpf::{HIT_IDS_SEEDED, map_names};
 
 use super::{DatapathError, mmap::MappedU64, pin::PinDir};
 
@@ -34,7 +34,12 @@ impl HitIds {
         }
         let what = || format!("mapping {} into memory", path.display());
         let data = MapData::from_pin(&path).map_err(|e| DatapathError::other(what(), e))?;
-        let words = MappedU64::new(data.fd().as_fd(), HIT_IDS_WORDS as usize)
+        // Its size follows `[datapath] max_entries` when it was created.
+        let len = data
+            .info()
+            .map_err(|e| DatapathError::other(what(), e))?
+            .max_entries();
+        let words = MappedU64::new(data.fd().as_fd(), len as usize)
             .map_err(|e| DatapathError::other(what(), e))?;
         Ok(Some(Self { words }))
     }
@@ -50,7 +55,7 @@ impl HitIds {
     /// Atomic ORs, so the program's own marks meanwhile are kept.
     pub fn seed(&self, ids: impl IntoIterator<Item = u32>) {
         for id in ids {
-            if id != 0 && id < HIT_IDS_WORDS * 8 {
+            if id != 0 && (id as usize) < self.words.len() * 8 {
                 self.words.or((id >> 3) as usize, byte_mask(id));
             }
         }

@@ -9,10 +9,10 @@
 //! process. An id freed by a removal is not given again until the table
 //! no longer names it (the next commit).
 
-use blocklist_ebpf::ENTRIES_MAX;
-
 /// The ids in use.
 pub struct Ids {
+    /// `ENTRY_COUNTERS` slots: ids are below this.
+    slots: u32,
     used: Vec<u64>,
     /// Lowest id that may be free.
     next: u32,
@@ -21,17 +21,19 @@ pub struct Ids {
 }
 
 impl Ids {
-    /// From the ids of the installed block entries.
-    pub fn new(installed: impl IntoIterator<Item = u32>) -> Self {
+    /// From the ids of the installed block entries, for an
+    /// `ENTRY_COUNTERS` of `slots` slots.
+    pub fn new(slots: u32, installed: impl IntoIterator<Item = u32>) -> Self {
         let mut ids = Self {
-            used: vec![0; ENTRIES_MAX.div_ceil(64) as usize],
+            slots,
+            used: vec![0; slots.div_ceil(64) as usize],
             next: 1,
             pending: Vec::new(),
         };
         // Id 0 means "no counters".
         ids.used[0] |= 1;
         for id in installed {
-            if id != 0 && id < ENTRIES_MAX {
+            if id != 0 && id < slots {
                 ids.used[(id / 64) as usize] |= 1 << (id % 64);
             }
         }
@@ -49,7 +51,7 @@ impl Ids {
         }
         let bit = (!self.used[word]).trailing_zeros();
         let id = word as u32 * 64 + bit;
-        if id >= ENTRIES_MAX {
+        if id >= self.slots {
             return None;
         }
         self.used[word] |= 1 << bit;
@@ -60,7 +62,7 @@ impl Ids {
     /// `id` is no longer held by an entry; it is given again after
     /// [`Ids::release_pending`].
     pub fn release_later(&mut self, id: u32) {
-        if id != 0 && id < ENTRIES_MAX {
+        if id != 0 && id < self.slots {
             self.pending.push(id);
         }
     }
@@ -80,14 +82,14 @@ mod tests {
 
     #[test]
     fn ids_are_the_lowest_free_and_never_zero() {
-        let mut ids = Ids::new([1, 3]);
+        let mut ids = Ids::new(64, [1, 3]);
         assert_eq!(ids.give(), Some(2));
         assert_eq!(ids.give(), Some(4));
     }
 
     #[test]
     fn a_released_id_is_given_again_only_after_release_pending() {
-        let mut ids = Ids::new([1, 2, 3]);
+        let mut ids = Ids::new(64, [1, 2, 3]);
         ids.release_later(2);
         assert_eq!(ids.give(), Some(4));
         ids.release_pending();
@@ -97,10 +99,12 @@ mod tests {
 
     #[test]
     fn ids_run_out_cleanly() {
-        let mut ids = Ids::new(std::iter::empty());
-        for i in 1..ENTRIES_MAX {
-            assert_eq!(ids.give(), Some(i));
+        for slots in [200, blocklist_ebpf::ENTRIES_MAX] {
+            let mut ids = Ids::new(slots, std::iter::empty());
+            for i in 1..slots {
+                assert_eq!(ids.give(), Some(i));
+            }
+            assert_eq!(ids.give(), None);
         }
-        assert_eq!(ids.give(), None);
     }
 }

@@ -9,7 +9,10 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{CgroupSockAddr, ProgramError, SchedClassifier, Xdp},
 };
-use blocklist_ebpf::{FLOOR_PROGRAM_NAME, PROGRAM_NAME, map_names};
+use blocklist_ebpf::{
+    ENTRIES_MAX, EXACT_V4_MAX_ENTRIES, EXACT_V6_MAX_ENTRIES, FLOOR_PROGRAM_NAME, HIT_IDS_WORDS,
+    PROGRAM_NAME, RANGES_V4_RECORDS, RANGES_V6_RECORDS, map_names, ranges_v4_records,
+};
 
 use super::{DatapathError, pin::PinDir};
 
@@ -28,14 +31,58 @@ pub struct LoadOptions {
     /// up to a power of two; only applies when the map is created, an
     /// existing pin keeps its size (a new size needs `detach --all`).
     pub addr_slots: u32,
+    /// Most block entries (`[datapath] max_entries`); `None` for the
+    /// largest, [`ENTRIES_MAX`] - 1. The maps whose size follows it
+    /// ([`entry_sized_maps`]) are made that size when they are created; an
+    /// existing pin keeps its size, like `ADDR_HITS`.
+    pub max_entries: Option<u32>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             addr_slots: blocklist_ebpf::ADDR_SLOTS_DEFAULT,
+            max_entries: None,
         }
     }
+}
+
+/// The maps whose size `max_entries` block entries decide, with their
+/// sizes: the counters and hit marks (one per id), the exact maps, and the
+/// table's range arrays, so that a host with a small list pays for a small
+/// one. Without `max_entries`, the sizes the object declares.
+///
+/// ```
+/// use blocklist_agent::datapath::loader::entry_sized_maps;
+///
+/// let sizes = entry_sized_maps(Some(10_000));
+/// assert!(sizes.contains(&("ENTRY_COUNTERS", 10_001)));
+/// assert!(sizes.contains(&("EXACT_V4", 10_000)));
+/// ```
+pub fn entry_sized_maps(max_entries: Option<u32>) -> [(&'static str, u32); 6] {
+    let Some(n) = max_entries.map(|n| n.clamp(1, ENTRIES_MAX - 1)) else {
+        return [
+            (map_names::ENTRY_COUNTERS, ENTRIES_MAX),
+            (map_names::HIT_IDS, HIT_IDS_WORDS),
+            (map_names::EXACT_V4, EXACT_V4_MAX_ENTRIES),
+            (map_names::EXACT_V6, EXACT_V6_MAX_ENTRIES),
+            (map_names::RANGES_V4, RANGES_V4_RECORDS),
+            (map_names::RANGES_V6, RANGES_V6_RECORDS * 2),
+        ];
+    };
+    // Twice the entries: a chunk has about two records per entry, and the
+    // writer needs room for a rewrite beside it. Two words a record.
+    let v6_records = (2 * n)
+        .next_power_of_two()
+        .clamp(1 << 12, RANGES_V6_RECORDS);
+    [
+        (map_names::ENTRY_COUNTERS, n + 1),
+        (map_names::HIT_IDS, (n + 1).div_ceil(8)),
+        (map_names::EXACT_V4, n.min(EXACT_V4_MAX_ENTRIES)),
+        (map_names::EXACT_V6, n.min(EXACT_V6_MAX_ENTRIES)),
+        (map_names::RANGES_V4, ranges_v4_records(n + 1)),
+        (map_names::RANGES_V6, v6_records * 2),
+    ]
 }
 
 /// Most per-CPU `ADDR_HITS` slots (72 MiB per CPU).
@@ -60,8 +107,20 @@ pub fn load(pin: &PinDir, opts: &LoadOptions) -> Result<Loaded, DatapathError> {
         );
     }
     loader.map_max_entries(map_names::ADDR_HITS, slots);
-    if let Some(records) = pinned_entries(pin, map_names::RANGES_V4) {
-        loader.map_max_entries(map_names::RANGES_V4, records);
+    let mut kept = Vec::new();
+    for (name, wanted) in entry_sized_maps(opts.max_entries) {
+        let size = pinned_entries(pin, name).unwrap_or(wanted);
+        if size != wanted {
+            kept.push(format!("{name} {size} (configured {wanted})"));
+        }
+        loader.map_max_entries(name, size);
+    }
+    if opts.max_entries.is_some() && !kept.is_empty() {
+        tracing::warn!(
+            maps = kept.join(", "),
+            "maps keep the size they were pinned with; `[datapath] max_entries` takes effect \
+             once the maps are made again (`detach --all`, then attach)"
+        );
     }
     let ebpf = loader.load(OBJECT).map_err(|e| {
         DatapathError::other(
@@ -83,7 +142,8 @@ pub fn load(pin: &PinDir, opts: &LoadOptions) -> Result<Loaded, DatapathError> {
 
 /// The size of the map pinned as `name`, when there is one: the maps whose
 /// size is chosen when they are created (`ADDR_HITS` by
-/// `ip_counters_max`, `RANGES_V4` smaller than older versions made it).
+/// `ip_counters_max`, the [`entry_sized_maps`] by `[datapath]
+/// max_entries` or by an older version).
 fn pinned_entries(pin: &PinDir, name: &str) -> Option<u32> {
     let data = aya::maps::MapData::from_pin(pin.map(name)).ok()?;
     Some(data.info().ok()?.max_entries())

@@ -533,7 +533,7 @@ impl Maps {
                 })?;
                 self.visit(TrieKind::Allow, v4, |p, _| allow.push(p))?;
             }
-            let mut m = Mirror::new(meta.generation, block, allow);
+            let mut m = Mirror::new(meta.generation, block, allow, self.id_slots()?);
             // A committed table (not dirty) matches the tries just read, so
             // the writes from here on are all it will differ by: log them,
             // and the next commit compiles only the /16s they touch. A
@@ -601,8 +601,18 @@ impl Maps {
                 exact(self.exact_v6.map().info(), map_names::EXACT_V6)?,
             ],
             // Id 0 means "no counters".
-            ENTRIES_MAX as u64 - 1,
+            u64::from(self.id_slots()?) - 1,
         ))
+    }
+
+    /// Slots of `ENTRY_COUNTERS`, as created (`[datapath] max_entries`
+    /// plus id 0): the entry ids are below it.
+    fn id_slots(&self) -> Result<u32, DatapathError> {
+        self.entry_counters
+            .map()
+            .info()
+            .map(|i| i.max_entries())
+            .map_err(map_err("reading the size of ENTRY_COUNTERS"))
     }
 
     /// Runs a write; if it fails, forgets the mirror, which may then be
@@ -621,6 +631,7 @@ impl Maps {
     /// Ids for new block entries (existing ones keep theirs), with their
     /// counters zeroed before any entry names them.
     fn ids_for(&mut self, prefixes: &[Prefix]) -> Result<Vec<u32>, DatapathError> {
+        let slots = self.id_slots()?;
         let m = self.mirror()?;
         let mut out = Vec::with_capacity(prefixes.len());
         let mut fresh = Vec::new();
@@ -630,7 +641,7 @@ impl Maps {
                 None => {
                     let id = m.give_id().ok_or_else(|| DatapathError::Full {
                         map: map_names::ENTRY_COUNTERS,
-                        max: ENTRIES_MAX - 1,
+                        max: slots - 1,
                         entry: p.to_string(),
                     })?;
                     fresh.push(id);
@@ -1290,17 +1301,23 @@ impl Maps {
         self.fill(kind, v4)
     }
 
-    /// Capacity of one trie.
+    /// Capacity of one trie: for the block entries of a family, also no
+    /// more than the entry ids (`[datapath] max_entries`), which both
+    /// families share, so that a fill near 1 warns before a sync is refused.
     fn capacity(&self, kind: TrieKind, v4: bool) -> Result<u32, DatapathError> {
         let info = if v4 {
             self.v4(kind).map().info()
         } else {
             self.v6(kind).map().info()
         };
-        info.map(|i| i.max_entries()).map_err(map_err(format!(
+        let trie = info.map(|i| i.max_entries()).map_err(map_err(format!(
             "reading the capacity of {}",
             Self::name(kind, v4)
-        )))
+        )))?;
+        Ok(match kind {
+            TrieKind::Block => trie.min(self.id_slots()? - 1),
+            TrieKind::Allow => trie,
+        })
     }
 
     /// The live configuration.

@@ -50,17 +50,19 @@ pub struct Mirror {
 pub const MAX_CHANGE_LOG: usize = 50_000;
 
 impl Mirror {
-    /// From the entries a walk of the maps read.
+    /// From the entries a walk of the maps read, for an `ENTRY_COUNTERS`
+    /// of `id_slots` slots.
     pub fn new(
         generation: u64,
         mut block: Vec<(Prefix, Installed)>,
         mut allow: Vec<Prefix>,
+        id_slots: u32,
     ) -> Self {
         block.sort_unstable_by_key(|(p, _)| *p);
         block.dedup_by_key(|(p, _)| *p);
         allow.sort_unstable();
         allow.dedup();
-        let ids = Ids::new(block.iter().map(|(_, v)| v.id));
+        let ids = Ids::new(id_slots, block.iter().map(|(_, v)| v.id));
         Self {
             generation,
             block: Arc::new(block),
@@ -290,7 +292,7 @@ mod tests {
 
     #[test]
     fn a_rewrite_keeps_the_newest_value_and_a_removal_frees_its_id_after_the_commit() {
-        let mut m = Mirror::new(7, vec![(p("192.0.2.0/24"), v(0, 1))], vec![]);
+        let mut m = Mirror::new(7, vec![(p("192.0.2.0/24"), v(0, 1))], vec![], 64);
         let id = m.give_id().unwrap();
         assert_eq!(id, 2);
         m.put_blocks(vec![
@@ -309,7 +311,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_never_sees_a_later_write() {
-        let mut m = Mirror::new(3, vec![(p("192.0.2.0/24"), v(0, 1))], vec![]);
+        let mut m = Mirror::new(3, vec![(p("192.0.2.0/24"), v(0, 1))], vec![], 64);
         let snap = m.snapshot();
         assert_eq!(snap.generation, 3);
         let held = snap.blocks.upgrade().unwrap();
@@ -333,7 +335,7 @@ mod tests {
                 0..20,
             )
         ) {
-            let mut m = Mirror::new(0, vec![], vec![]);
+            let mut m = Mirror::new(0, vec![], vec![], blocklist_ebpf::ENTRIES_MAX);
             let mut reference = BTreeMap::new();
             for (put, entries) in ops {
                 let entries: Vec<(Prefix, Installed)> = entries

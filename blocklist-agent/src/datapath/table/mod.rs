@@ -24,7 +24,7 @@ pub mod writer;
 use std::{os::fd::AsFd as _, time::Instant};
 
 use aya::maps::MapData;
-use blocklist_ebpf::{EMPTY_V4_WORDS, RANGES_V6_RECORDS, map_names};
+use blocklist_ebpf::{EMPTY_V4_WORDS, map_names};
 
 use super::{DatapathError, mmap::MappedU64, pin::PinDir};
 
@@ -127,9 +127,11 @@ impl TableMaps {
     ) -> Result<TableReport, DatapathError> {
         let t = Instant::now();
         let compiled = compile::compile(block, allow);
-        // Half the records at most, so that any chunk's rewrite fits beside
-        // the chunks in place (the writer frees old chunks in rounds).
-        let compiled6 = v6.map(|(b, a)| compile::compile_v6(b, a, RANGES_V6_RECORDS as usize / 2));
+        // Half the records at most (two words each), so that any chunk's
+        // rewrite fits beside the chunks in place (the writer frees old
+        // chunks in rounds).
+        let budget6 = self.ranges_v6.len() / 4;
+        let compiled6 = v6.map(|(b, a)| compile::compile_v6(b, a, budget6));
         let compile_seconds = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let mut written = writer::write_slots(
