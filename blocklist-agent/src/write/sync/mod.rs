@@ -719,6 +719,43 @@ mod tests {
         }
     }
 
+    /// Verdicts that a write changed for an address the old and the new
+    /// sets agree on: (address, the verdict both give).
+    type Violations = std::rc::Rc<std::cell::RefCell<Vec<(IpAddr, bool)>>>;
+
+    /// A recorder holding the old sets that checks, after every element
+    /// written, the verdict of each address of 10.0.0.0/22 that the old
+    /// and the new sets agree on.
+    fn watched(
+        old_block: &BTreeSet<Prefix>,
+        old_allow: &BTreeSet<Prefix>,
+        new_block: &BTreeSet<Prefix>,
+        new_allow: &BTreeSet<Prefix>,
+    ) -> (Recorder, Violations) {
+        let kept: Vec<(IpAddr, bool)> = (0u32..1024)
+            .map(|h| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | h)))
+            .filter_map(|a| {
+                let before = blocked(old_block, old_allow, a);
+                (before == blocked(new_block, new_allow, a)).then_some((a, before))
+            })
+            .collect();
+        let violations = Violations::default();
+        let seen = violations.clone();
+        let rec = Recorder {
+            block: old_block.clone(),
+            allow: old_allow.clone(),
+            check: Some(Box::new(move |b, a| {
+                for (addr, want) in &kept {
+                    if blocked(b, a, *addr) != *want {
+                        seen.borrow_mut().push((*addr, *want));
+                    }
+                }
+            })),
+            ..Recorder::default()
+        };
+        (rec, violations)
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -736,28 +773,7 @@ mod tests {
             let installed: Vec<(Prefix, Installed)> = old_block.iter().map(|p| (*p, Installed { flags: 0, id: 0 })).collect();
             let allowed: Vec<Prefix> = old_allow.iter().copied().collect();
             let plan = plan_from(&installed, &allowed, &desired(&new_block, &new_allow));
-            let probes: Vec<IpAddr> = (0u32..1024).map(|h| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | h))).collect();
-            let kept: Vec<(IpAddr, bool)> = probes
-                .iter()
-                .filter_map(|a| {
-                    let before = blocked(&old_block, &old_allow, *a);
-                    (before == blocked(&new_block, &new_allow, *a)).then_some((*a, before))
-                })
-                .collect();
-            let violations = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-            let seen = violations.clone();
-            let mut rec = Recorder {
-                block: old_block.clone(),
-                allow: old_allow.clone(),
-                check: Some(Box::new(move |b, a| {
-                    for (addr, want) in &kept {
-                        if blocked(b, a, *addr) != *want {
-                            seen.borrow_mut().push((*addr, *want));
-                        }
-                    }
-                })),
-                ..Recorder::default()
-            };
+            let (mut rec, violations) = watched(&old_block, &old_allow, &new_block, &new_allow);
             apply(&mut rec, &plan).unwrap();
             let v = violations.borrow();
             prop_assert!(v.is_empty(), "{} kept verdicts changed mid-apply, first {:?}", v.len(), &v[..v.len().min(4)]);
@@ -798,27 +814,7 @@ mod tests {
             let installed: Vec<(Prefix, Installed)> = old_block.iter().map(|p| (*p, Installed { flags: 0, id: 0 })).collect();
             let allowed: Vec<Prefix> = old_allow.iter().copied().collect();
             let plan = plan_from(&installed, &allowed, &desired(&new_block, &new_allow));
-            let kept: Vec<(IpAddr, bool)> = (0u32..1024)
-                .map(|h| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | h)))
-                .filter_map(|a| {
-                    let before = blocked(&old_block, &old_allow, a);
-                    (before == blocked(&new_block, &new_allow, a)).then_some((a, before))
-                })
-                .collect();
-            let violations = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-            let seen = violations.clone();
-            let mut rec = Recorder {
-                block: old_block.clone(),
-                allow: old_allow.clone(),
-                check: Some(Box::new(move |b, a| {
-                    for (addr, want) in &kept {
-                        if blocked(b, a, *addr) != *want {
-                            seen.borrow_mut().push((*addr, *want));
-                        }
-                    }
-                })),
-                ..Recorder::default()
-            };
+            let (mut rec, violations) = watched(&old_block, &old_allow, &new_block, &new_allow);
             let early = fit::early_deletes(&plan.block_add, &plan.block_del);
             let rest: Vec<Prefix> = plan.block_del.iter().filter(|d| !early.contains(d)).copied().collect();
             rec.remove_many(TrieKind::Block, &early).unwrap();
