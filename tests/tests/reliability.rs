@@ -528,20 +528,13 @@ fn a_list_near_capacity_is_replaced_by_a_half_new_one_without_a_gap() {
 /// through, one entry more is refused whole.
 #[test]
 fn max_entries_sizes_the_maps_and_bounds_the_list() {
-    use aya::maps::MapData;
-    use blocklist_agent::datapath::loader::entry_sized_maps;
+    use blocklist_agent::datapath::loader::{self, entry_sized_maps};
     use blocklist_ebpf::map_names;
 
     const N: u32 = 1_000;
     let env = Env::attached_with(&format!("[datapath]\nmax_entries = {N}\n"));
     let pin = PinDir::new(env.fs.pin_dir());
-    let size = |name: &str| {
-        MapData::from_pin(pin.map(name))
-            .unwrap()
-            .info()
-            .unwrap()
-            .max_entries()
-    };
+    let size = |name: &str| loader::pinned_entries(&pin, name).expect("a pinned map");
     for (name, want) in entry_sized_maps(Some(N)) {
         assert_eq!(size(name), want, "{name}");
     }

@@ -424,7 +424,7 @@ fn a_spoofed_flood_shows_its_busiest_addresses_in_top() {
 #[test]
 fn the_program_loads_over_pins_of_other_sizes() {
     use aya::maps::{Array, MapData, PerCpuArray};
-    use blocklist_agent::datapath::loader::LoadOptions;
+    use blocklist_agent::datapath::loader::{self, LoadOptions};
     use blocklist_ebpf::{AddrHits, RANGES_V4_RECORDS, map_names};
     use blocklist_tests::bpffs::Bpffs;
 
@@ -443,13 +443,7 @@ fn the_program_loads_over_pins_of_other_sizes() {
         .unwrap()
         .pin(pin.map(map_names::ADDR_HITS))
         .unwrap();
-    let size = |name: &str| {
-        MapData::from_pin(pin.map(name))
-            .unwrap()
-            .info()
-            .unwrap()
-            .max_entries()
-    };
+    let size = |name: &str| loader::pinned_entries(&pin, name).expect("a pinned map");
     let mut k = Kernel::load_on(
         fs,
         &LoadOptions {

@@ -144,7 +144,7 @@ pub fn load(pin: &PinDir, opts: &LoadOptions) -> Result<Loaded, DatapathError> {
 /// size is chosen when they are created (`ADDR_HITS` by
 /// `ip_counters_max`, the [`entry_sized_maps`] by `[datapath]
 /// max_entries` or by an older version).
-fn pinned_entries(pin: &PinDir, name: &str) -> Option<u32> {
+pub fn pinned_entries(pin: &PinDir, name: &str) -> Option<u32> {
     let data = aya::maps::MapData::from_pin(pin.map(name)).ok()?;
     Some(data.info().ok()?.max_entries())
 }
