@@ -591,6 +591,60 @@ fn max_entries_sizes_the_maps_and_bounds_the_list() {
     );
 }
 
+/// An allow list larger than its trie is refused before anything is
+/// written (it used to fail part-way with the trie's `Full`, some allow
+/// entries in), and the next sync that fits goes in.
+#[test]
+fn an_allow_list_over_its_trie_is_refused_with_nothing_changed() {
+    let env = Env::new();
+    let feed = env.dir.path().join("list.txt");
+    std::fs::write(&feed, list(0, 10)).unwrap();
+    let allows = |n: u32| {
+        let cidrs: Vec<String> = (0..n)
+            .map(|i| format!("\"{}/32\"", std::net::Ipv4Addr::from(0xcb00_0000u32 + i)))
+            .collect();
+        format!("[allow]\ncidrs = [{}]\n", cidrs.join(", "))
+    };
+    env.config(&feed.display().to_string(), &allows(10));
+    env.sync();
+    let allowed_v4 = || {
+        env.agent.run(&["status", "--json"]).json()["tries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "ALLOW_V4")
+            .map(|t| t["entries"].as_u64().unwrap())
+            .unwrap()
+    };
+    let before = allowed_v4();
+    assert!(before >= 10, "the ten allow entries are in ({before})");
+
+    // The host's own addresses are allowed too: this is over by at least
+    // one.
+    env.config(
+        &feed.display().to_string(),
+        &allows(blocklist_ebpf::ALLOW_MAX_ENTRIES),
+    );
+    let over = env.agent.try_run(&["sync", "--once", "--json"]);
+    assert_ne!(over.code, 0, "{}", over.stdout);
+    assert!(
+        over.stderr.contains(&format!(
+            "allow entries in ALLOW_V4, which holds {}",
+            blocklist_ebpf::ALLOW_MAX_ENTRIES
+        )) && over.stderr.contains("nothing was changed"),
+        "{}",
+        over.stderr
+    );
+    assert_eq!(allowed_v4(), before, "no allow entry was written");
+    assert_eq!(env.entries_v4(), 11, "the block list is as it was");
+    let c = env.agent.run(&["check", CLIENT4, "--json"]).json();
+    assert_eq!(c["blocked"], true, "{c}");
+
+    env.config(&feed.display().to_string(), &allows(100));
+    env.sync();
+    assert_eq!(allowed_v4(), before + 90, "a list that fits goes in");
+}
+
 #[test]
 fn hostile_feeds_are_refused_and_the_agent_keeps_running() {
     let env = Env::new();

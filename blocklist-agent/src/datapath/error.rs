@@ -68,7 +68,10 @@ pub enum DatapathError {
     )]
     XdpTaken(String),
     /// A trie refused an insert because it is full.
-    #[error("the {map} map is full ({max} entries); entry {entry} was not added")]
+    #[error(
+        "the {map} map is full ({max} entries): {entry} was not added. Use fewer entries: \
+         drop or narrow a feed, or merge adjacent entries into wider prefixes"
+    )]
     Full {
         /// Map name.
         map: &'static str,

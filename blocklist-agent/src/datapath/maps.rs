@@ -557,26 +557,29 @@ impl Maps {
     /// while the mirror is current).
     pub fn installed_fill(&mut self, kind: TrieKind, v4: bool) -> Result<Fill, DatapathError> {
         let m = self.mirror()?;
+        let room = m.room();
         let entries = match kind {
-            TrieKind::Block => m.block_count(v4),
-            TrieKind::Allow => m.allow_count(v4),
-        } as u64;
+            TrieKind::Block => room.blocks(v4),
+            TrieKind::Allow => room.allows(v4),
+        };
         Ok(Fill {
             entries,
             max_entries: self.capacity(kind, v4)?,
         })
     }
 
-    /// The block entries per store ([`Room`]) once `adds` are in, from
-    /// the installed entries this handle knows, and how many of `adds` are
-    /// new (the others are installed: writing them overwrites in place and
-    /// takes no room).
-    pub fn block_room_with(
+    /// The entries per store ([`Room`]) once the block entries `adds` and
+    /// the allow entries `allows` are in, from the installed entries this
+    /// handle knows, and how many of `adds` are new (the others are
+    /// installed: writing them overwrites in place and takes no room).
+    /// Costs what the change adds: the mirror keeps the installed room.
+    pub fn room_with(
         &mut self,
         adds: &[(Prefix, u32)],
+        allows: &[Prefix],
     ) -> Result<(Room, u64), DatapathError> {
         let m = self.mirror()?;
-        let mut room = Room::of(m.blocks().iter().map(|(p, _)| p));
+        let mut room = m.room();
         let mut new = 0;
         for (p, _) in adds {
             if m.block(p).is_none() {
@@ -584,24 +587,31 @@ impl Maps {
                 new += 1;
             }
         }
+        for p in allows {
+            if m.allows().binary_search(p).is_err() {
+                room.add_allow(p);
+            }
+        }
         Ok((room, new))
     }
 
-    /// What each block store can hold ([`Room`]).
-    pub fn block_capacity(&self) -> Result<Room, DatapathError> {
+    /// What each store can hold ([`Room`]).
+    pub fn room_capacity(&self) -> Result<Room, DatapathError> {
         let exact = |info: Result<aya::maps::MapInfo, MapError>, name: &str| {
             info.map(|i| i.max_entries() as u64)
                 .map_err(map_err(format!("reading the capacity of {name}")))
         };
+        let trie = |kind, v4| self.capacity(kind, v4).map(u64::from);
         Ok(Room::from_counts(
             [
-                self.capacity(TrieKind::Block, true)? as u64,
-                self.capacity(TrieKind::Block, false)? as u64,
+                trie(TrieKind::Block, true)?,
+                trie(TrieKind::Block, false)?,
                 exact(self.exact_v4.map().info(), map_names::EXACT_V4)?,
                 exact(self.exact_v6.map().info(), map_names::EXACT_V6)?,
             ],
             // Id 0 means "no counters".
             u64::from(self.id_slots()?) - 1,
+            [trie(TrieKind::Allow, true)?, trie(TrieKind::Allow, false)?],
         ))
     }
 

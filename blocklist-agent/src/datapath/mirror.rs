@@ -13,7 +13,7 @@
 
 use std::sync::{Arc, Weak};
 
-use super::ids::Ids;
+use super::{ids::Ids, room::Room};
 use crate::prefix::Prefix;
 
 /// One installed block entry as the mirror keeps it.
@@ -39,6 +39,8 @@ pub struct Mirror {
     allow: Vec<Prefix>,
     /// Which ids are taken.
     ids: Ids,
+    /// What `block` and `allow` take in each map, kept with every write.
+    room: Room,
     /// Every prefix written since the table last matched these entries,
     /// when that is known: `None` after a fresh read of a dirty table (it
     /// may then differ anywhere) or past [`MAX_CHANGE_LOG`] writes.
@@ -63,11 +65,13 @@ impl Mirror {
         allow.sort_unstable();
         allow.dedup();
         let ids = Ids::new(id_slots, block.iter().map(|(_, v)| v.id));
+        let room = Room::of(block.iter().map(|(p, _)| p), &allow);
         Self {
             generation,
             block: Arc::new(block),
             allow,
             ids,
+            room,
             changed: None,
         }
     }
@@ -105,14 +109,9 @@ impl Mirror {
         &self.allow
     }
 
-    /// Block entries of one family.
-    pub fn block_count(&self, v4: bool) -> usize {
-        self.block.iter().filter(|(p, _)| p.is_v4() == v4).count()
-    }
-
-    /// Allow entries of one family.
-    pub fn allow_count(&self, v4: bool) -> usize {
-        self.allow.iter().filter(|p| p.is_v4() == v4).count()
+    /// What the installed entries take in each map.
+    pub fn room(&self) -> Room {
+        self.room
     }
 
     /// Records block entries written (new or re-flagged), in one merge.
@@ -131,6 +130,9 @@ impl Mirror {
         self.log(added.iter().map(|(p, _)| *p));
         if self.block.is_empty() {
             // The first load of a million entries: no second copy.
+            for (p, _) in &added {
+                self.room.add(p);
+            }
             self.block = Arc::new(added);
             return;
         }
@@ -143,7 +145,10 @@ impl Mirror {
         for (p, v) in added {
             match block.binary_search_by_key(&p, |(q, _)| *q) {
                 Ok(i) => block[i].1 = v,
-                Err(_) => fresh.push((p, v)),
+                Err(_) => {
+                    self.room.add(&p);
+                    fresh.push((p, v));
+                }
             }
         }
         merge_into(block, fresh, |(p, _)| *p);
@@ -156,13 +161,14 @@ impl Mirror {
         let mut gone = removed.to_vec();
         gone.sort_unstable();
         gone.dedup();
-        let ids = &mut self.ids;
+        let (ids, room) = (&mut self.ids, &mut self.room);
         // Both sorted: one pass, not a search per entry.
         let mut next = gone.iter().peekable();
         Arc::make_mut(&mut self.block).retain(|(p, v)| {
             while next.next_if(|g| *g < p).is_some() {}
             if next.next_if(|g| *g == p).is_some() {
                 ids.release_later(v.id);
+                room.remove(p);
                 false
             } else {
                 true
@@ -176,6 +182,11 @@ impl Mirror {
         let mut added = added.to_vec();
         added.sort_unstable();
         added.dedup();
+        for p in &added {
+            if self.allow.binary_search(p).is_err() {
+                self.room.add_allow(p);
+            }
+        }
         self.allow = merge(std::mem::take(&mut self.allow), added, |p| *p);
     }
 
@@ -184,7 +195,14 @@ impl Mirror {
         self.log(removed.iter().copied());
         let mut gone = removed.to_vec();
         gone.sort_unstable();
-        self.allow.retain(|p| gone.binary_search(p).is_err());
+        let room = &mut self.room;
+        self.allow.retain(|p| {
+            let kept = gone.binary_search(p).is_err();
+            if !kept {
+                room.remove_allow(p);
+            }
+            kept
+        });
     }
 
     /// The table now matches these entries, as of `generation`: ids freed
@@ -327,36 +345,60 @@ mod tests {
 
     proptest! {
         /// The mirror after any sequence of writes equals a map that
-        /// replays them.
+        /// replays them, and its room counts what it holds.
         #[test]
         fn the_mirror_follows_every_write(
             ops in proptest::collection::vec(
-                (any::<bool>(), proptest::collection::vec((0u32..64, 0u32..3), 0..20)),
+                (0u8..4, proptest::collection::vec((0u32..64, 0u32..3, 0u8..4), 0..20)),
                 0..20,
             )
         ) {
             let mut m = Mirror::new(0, vec![], vec![], blocklist_ebpf::ENTRIES_MAX);
             let mut reference = BTreeMap::new();
-            for (put, entries) in ops {
+            let mut allowed = std::collections::BTreeSet::new();
+            for (op, entries) in ops {
                 let entries: Vec<(Prefix, Installed)> = entries
                     .into_iter()
-                    .map(|(a, f)| {
-                        let a = std::net::Ipv4Addr::from(0xc000_0200 | a);
-                        (Prefix::from_v4(a.octets(), 32).unwrap(), v(f, a.octets()[3] as u32 + 1))
+                    .map(|(a, f, kind)| {
+                        // Both families, single addresses and wider: every
+                        // store of the room.
+                        let q = match kind {
+                            0 => Prefix::from_v4((0xc000_0200 | a).to_be_bytes(), 32),
+                            1 => Prefix::from_v4((0xc000_0000 | a << 8).to_be_bytes(), 24),
+                            2 => Prefix::from_v6((0x2001_0db8u128 << 96 | u128::from(a)).to_be_bytes(), 128),
+                            _ => Prefix::from_v6((0x2001_0db8u128 << 96 | u128::from(a) << 2).to_be_bytes(), 126),
+                        };
+                        (q.unwrap(), v(f, a + 1))
                     })
                     .collect();
-                if put {
-                    for (q, i) in &entries {
-                        reference.insert(*q, *i);
+                let prefixes: Vec<Prefix> = entries.iter().map(|(q, _)| *q).collect();
+                match op {
+                    0 => {
+                        for (q, i) in &entries {
+                            reference.insert(*q, *i);
+                        }
+                        m.put_blocks(entries);
                     }
-                    m.put_blocks(entries);
-                } else {
-                    let gone: Vec<Prefix> = entries.iter().map(|(q, _)| *q).collect();
-                    for q in &gone {
-                        reference.remove(q);
+                    1 => {
+                        for q in &prefixes {
+                            reference.remove(q);
+                        }
+                        m.remove_blocks(&prefixes);
                     }
-                    m.remove_blocks(&gone);
+                    2 => {
+                        allowed.extend(prefixes.iter().copied());
+                        m.put_allows(&prefixes);
+                    }
+                    _ => {
+                        for q in &prefixes {
+                            allowed.remove(q);
+                        }
+                        m.remove_allows(&prefixes);
+                    }
                 }
+                let allows: Vec<Prefix> = allowed.iter().copied().collect();
+                prop_assert_eq!(m.allows(), allows.as_slice());
+                prop_assert_eq!(m.room(), Room::of(m.blocks().iter().map(|(q, _)| q), &allows));
                 let got: Vec<(Prefix, Installed)> = m.blocks().to_vec();
                 let want: Vec<(Prefix, Installed)> = reference.iter().map(|(q, i)| (*q, *i)).collect();
                 prop_assert_eq!(got, want);

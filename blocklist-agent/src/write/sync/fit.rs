@@ -8,8 +8,9 @@
 //! whose addresses the new set does not block unless a kept entry still
 //! does (so no address that both sets block is unblocked), committed so
 //! that their ids and places are free; then the plan's remaining writes in
-//! the usual order. A plan that does not fit even then is refused before
-//! anything is written: the installed entries keep protecting.
+//! the usual order. A plan that does not fit even then, or whose allow
+//! entries do not fit their tries, is refused before anything is written:
+//! the installed entries keep protecting.
 
 use anyhow::bail;
 
@@ -85,11 +86,23 @@ pub fn write(
     plan: &mut Plan,
     release: bool,
 ) -> anyhow::Result<Option<TableReport>> {
-    let capacity = maps.block_capacity()?;
-    let (mut peak, new) = maps.block_room_with(&plan.block_add)?;
+    let capacity = maps.room_capacity()?;
+    let (mut peak, new) = maps.room_with(&plan.block_add, &plan.allow_add)?;
     let mut first = None;
     let mut early = Vec::new();
-    if peak.over(&capacity).is_some() {
+    if let Some(o) = peak.over(&capacity) {
+        if o.allow {
+            // Removing an allow entry early could block, for a moment, an
+            // address neither list blocks; and allow lists are small.
+            bail!(
+                "this sync needs {} allow entries in {}, which holds {}; nothing was changed, \
+                 the installed entries keep protecting. Use fewer allow entries: merge \
+                 adjacent ones into wider prefixes",
+                o.needed,
+                o.map,
+                o.capacity,
+            );
+        }
         early = early_deletes(&plan.block_add, &plan.block_del);
         for d in &early {
             peak.remove(d);
