@@ -24,6 +24,7 @@
 //! | `TABLE_V4`    | array, mmapable      | `u32` (top 16 bits)  | `u64` slot (2)     |
 //! | `RANGES_V4`   | array, mmapable      | `u32` (record index) | `u64` range (2)    |
 //! | `EMPTY_V4`    | array, mmapable      | `u32` (top 18 bits)  | `u64`: 64 /24 bits (2) |
+//! | `EMPTY16_V4`  | array, mmapable      | `u32` (top 10 bits)  | `u64`: 64 /16 bits (2) |
 //! | `TABLE_V6`    | array, mmapable      | `u32` (top 16 bits)  | `u64` slot (4)     |
 //! | `RANGES_V6`   | array, mmapable      | `u32` (2 x record)   | `u64` start, result (4) |
 //! | `TABLE_META`  | array (1)            | `u32` (0)            | [`TableMeta`]      |
@@ -73,6 +74,14 @@
 //!   "search": a map created empty is correct, and the agent clears a bit
 //!   before a slot switch makes the /24 non-empty and sets it only after
 //!   the switch, so no interleaving hides an entry.
+//! - `EMPTY16_V4` holds a bit per /16, set when no entry overlaps the
+//!   whole /16 (all four of its `EMPTY_V4` words are set): word
+//!   `addr >> 22`, bit `(addr >> 16) & 63`, 8 KiB that stay in cache. The
+//!   program reads it before the slot, so a miss in a /16 without entries
+//!   (most misses on a small list) costs one hot word instead of the
+//!   slot's line. The agent keeps its bits in the same order as
+//!   `EMPTY_V4`'s, so a set bit always means result 0 whatever the slot
+//!   holds.
 //! - A result is 0 (no entry), [`RESULT_ALLOWED`] (a block entry covers
 //!   the address and an allow entry overrides it), or [`RESULT_BLOCKED`]
 //!   with the matching block entry's id and prefix length
@@ -182,6 +191,8 @@ pub mod map_names {
     pub const RANGES_V4: &str = "RANGES_V4";
     /// The IPv4 /24s no entry overlaps, a bit each.
     pub const EMPTY_V4: &str = "EMPTY_V4";
+    /// The IPv4 /16s no entry overlaps, a bit each.
+    pub const EMPTY16_V4: &str = "EMPTY16_V4";
     /// The compiled IPv6 table's first level (one slot per /16).
     pub const TABLE_V6: &str = "TABLE_V6";
     /// The compiled IPv6 table's range records (two words each).
@@ -198,7 +209,7 @@ pub mod map_names {
     pub const HOOK_GLOBAL: &str = "HOOK_GLOBAL";
 
     /// Every map the program pins, in a stable order.
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 22] = [
         BLOCK_V4,
         BLOCK_V6,
         EXACT_V4,
@@ -213,6 +224,7 @@ pub mod map_names {
         TABLE_V4,
         RANGES_V4,
         EMPTY_V4,
+        EMPTY16_V4,
         TABLE_V6,
         RANGES_V6,
         TABLE_META,
@@ -305,6 +317,23 @@ pub const EMPTY_V4_WORDS: u32 = TABLE_V4_SLOTS * 4;
 #[inline(always)]
 pub const fn empty_v4_bit(addr: u32) -> (u32, u32) {
     (addr >> 14, (addr >> 8) & 63)
+}
+
+/// Words of `EMPTY16_V4` (8 KiB): a bit per /16.
+pub const EMPTY16_V4_WORDS: u32 = TABLE_V4_SLOTS / 64;
+
+/// Where the `EMPTY16_V4` bit of an IPv4 address (host byte order) lives:
+/// the word index and the bit in that word (the /16's slot is
+/// `word * 64 + bit`).
+///
+/// ```
+/// // 10.1.130.7: /16 slot 0x0a01 = word 40, bit 1.
+/// let (word, bit) = blocklist_ebpf::empty16_v4_bit(0x0a01_8207);
+/// assert_eq!((word, bit), (0x0a01 / 64, 0x0a01 % 64));
+/// ```
+#[inline(always)]
+pub const fn empty16_v4_bit(addr: u32) -> (u32, u32) {
+    (addr >> 22, (addr >> 16) & 63)
 }
 /// Records of `RANGES_V4` (2,359,296: 18 MiB), the most any installable
 /// set needs plus room for the largest chunk. A slot's chunk is a step

@@ -4,9 +4,9 @@
 //! module turns their IPv4 entries into `TABLE_V4` (one slot per /16) and
 //! `RANGES_V4` (sorted range records per /16 that holds entries), so that
 //! the program decides an IPv4 address with one slot load and at most 17
-//! record loads, however many entries there are, and with one more word
-//! (`EMPTY_V4`, a bit per /24) and no search when no entry overlaps the
-//! address's /24; and their IPv6 entries
+//! record loads, however many entries there are, and with a bit
+//! (`EMPTY16_V4` per /16, `EMPTY_V4` per /24) and no slot load or search
+//! when no entry overlaps the address's /16 or /24; and their IPv6 entries
 //! of /64 and wider into `TABLE_V6`/`RANGES_V6`, the same shape over the
 //! upper 64 bits. The layout is documented once, in `blocklist_ebpf`.
 //!
@@ -24,7 +24,7 @@ pub mod writer;
 use std::{os::fd::AsFd as _, time::Instant};
 
 use aya::maps::MapData;
-use blocklist_ebpf::{EMPTY_V4_WORDS, map_names};
+use blocklist_ebpf::{EMPTY_V4_WORDS, EMPTY16_V4_WORDS, map_names};
 
 use super::{DatapathError, mmap::MappedU64, pin::PinDir};
 
@@ -55,6 +55,8 @@ pub struct TableMaps {
     /// `EMPTY_V4`; absent in maps pinned by an older program, which does
     /// not read it.
     empty: Option<MappedU64>,
+    /// `EMPTY16_V4`; absent, too, in maps pinned by an older program.
+    empty16: Option<MappedU64>,
     slots_v6: MappedU64,
     ranges_v6: MappedU64,
 }
@@ -94,10 +96,28 @@ impl TableMaps {
             }
             _ => None,
         };
+        let empty16 = match pin.map(map_names::EMPTY16_V4) {
+            path if path.exists() => {
+                let empty16 = map(map_names::EMPTY16_V4)?;
+                if empty16.len() < EMPTY16_V4_WORDS as usize {
+                    return Err(DatapathError::other(
+                        format!("mapping {}", path.display()),
+                        std::io::Error::other(format!(
+                            "it has {} words where this version needs {EMPTY16_V4_WORDS}; \
+                             detach and attach again to recreate the maps",
+                            empty16.len()
+                        )),
+                    ));
+                }
+                Some(empty16)
+            }
+            _ => None,
+        };
         Ok(Self {
             slots: map(map_names::TABLE_V4)?,
             ranges: map(map_names::RANGES_V4)?,
             empty,
+            empty16,
             slots_v6: map(map_names::TABLE_V6)?,
             ranges_v6: map(map_names::RANGES_V6)?,
         })
@@ -137,7 +157,10 @@ impl TableMaps {
         let mut written = writer::write_slots(
             &self.slots,
             &self.ranges,
-            self.empty.as_ref(),
+            self.empty.as_ref().map(|by24| writer::EmptyBits {
+                by24,
+                by16: self.empty16.as_ref(),
+            }),
             &compiled,
             only,
         )

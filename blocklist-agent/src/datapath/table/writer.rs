@@ -111,25 +111,35 @@ pub fn write(
     write_slots(slots, ranges, None, table, None)
 }
 
+/// The IPv4 table's empty bitmaps: `EMPTY_V4`
+/// ([`EMPTY_V4_WORDS`](blocklist_ebpf::EMPTY_V4_WORDS) long, a bit per /24)
+/// and, when the pins have it, `EMPTY16_V4` (a bit per /16).
+#[derive(Clone, Copy)]
+pub struct EmptyBits<'a> {
+    /// `EMPTY_V4`.
+    pub by24: &'a MappedU64,
+    /// `EMPTY16_V4`.
+    pub by16: Option<&'a MappedU64>,
+}
+
 /// [`write()`] for the slots `only` marks (all when `None`): `table` need
-/// only be right for those (a partial compile). With `empty` (IPv4's
-/// `EMPTY_V4`, [`EMPTY_V4_WORDS`](blocklist_ebpf::EMPTY_V4_WORDS) long), also keeps its bits in line: a
-/// /24 that turns non-empty has its bit cleared before its slot switches,
-/// one that turns empty has it set only after, so a packet that reads the
-/// bit and then the slot never skips an entry that either table holds, and
-/// a switched /16 decides by the new table at once, even if the writer
-/// dies before the bits are set.
+/// only be right for those (a partial compile). With `empty`, also keeps
+/// the empty bits in line: a /24 or /16 that turns non-empty has its bit
+/// cleared before its slot switches, one that turns empty has it set only
+/// after, so a packet that reads the bits and then the slot never skips an
+/// entry that either table holds, and a switched /16 decides by the new
+/// table at once, even if the writer dies before the bits are set.
 pub fn write_slots(
     slots: &MappedU64,
     ranges: &MappedU64,
-    empty: Option<&MappedU64>,
+    empty: Option<EmptyBits<'_>>,
     table: &Compiled,
     only: Option<&[bool]>,
 ) -> Result<WriteReport, RangesFull> {
-    let empty = empty.map(|map| (map, EmptyWords::of(table, only)));
+    let empty = empty.map(|bits| (bits, EmptyWords::of(table, only)));
     let report = switch_slots(slots, ranges, empty.as_ref(), table, only)?;
-    if let Some((map, want)) = &empty {
-        set_empty(map, want);
+    if let Some((bits, want)) = &empty {
+        set_empty(*bits, want);
     }
     Ok(report)
 }
@@ -157,7 +167,7 @@ impl EmptyWords {
 fn switch_slots(
     slots: &MappedU64,
     ranges: &MappedU64,
-    empty: Option<&(&MappedU64, EmptyWords)>,
+    empty: Option<&(EmptyBits<'_>, EmptyWords)>,
     table: &Compiled,
     only: Option<&[bool]>,
 ) -> Result<WriteReport, RangesFull> {
@@ -204,12 +214,17 @@ fn switch_slots(
                 capacity,
             });
         }
-        if let Some((map, want)) = empty {
+        if let Some((bits, want)) = empty {
             for (i, _) in &switches {
                 let want = want.0[*i].expect("a switched slot is one the write covers");
                 for (k, w) in want.iter().enumerate() {
                     let at = i * 4 + k;
-                    map.store(at, map.load(at) & w);
+                    bits.by24.store(at, bits.by24.load(at) & w);
+                }
+                if let Some(by16) = bits.by16
+                    && !whole_16_empty(&want)
+                {
+                    by16.store(i / 64, by16.load(i / 64) & !(1u64 << (i % 64)));
                 }
             }
         }
@@ -227,16 +242,34 @@ fn switch_slots(
     }
 }
 
-/// Sets `EMPTY_V4` to the wanted words, once every slot holds its content:
-/// after this write switched the slots, or for slots already in place
-/// (maps pinned before `EMPTY_V4` existed start all clear, which only
-/// means "search").
-fn set_empty(map: &MappedU64, want: &EmptyWords) {
+/// Whether a /16 whose `EMPTY_V4` words are `words` has no entry at all.
+fn whole_16_empty(words: &[u64; 4]) -> bool {
+    words.iter().all(|w| *w == u64::MAX)
+}
+
+/// Sets the empty bits to the wanted words, once every slot holds its
+/// content: after this write switched the slots, or for slots already in
+/// place (maps pinned before the bitmaps existed start all clear, which
+/// only means "search").
+fn set_empty(bits: EmptyBits<'_>, want: &EmptyWords) {
     fence(Ordering::SeqCst);
     for (i, words) in want.0.iter().enumerate() {
-        for (k, w) in words.iter().flatten().enumerate() {
-            if map.load(i * 4 + k) != *w {
-                map.store(i * 4 + k, *w);
+        let Some(words) = words else { continue };
+        for (k, w) in words.iter().enumerate() {
+            if bits.by24.load(i * 4 + k) != *w {
+                bits.by24.store(i * 4 + k, *w);
+            }
+        }
+        if let Some(by16) = bits.by16 {
+            let (at, bit) = (i / 64, 1u64 << (i % 64));
+            let old = by16.load(at);
+            let new = if whole_16_empty(words) {
+                old | bit
+            } else {
+                old & !bit
+            };
+            if new != old {
+                by16.store(at, new);
             }
         }
     }
@@ -244,7 +277,7 @@ fn set_empty(map: &MappedU64, want: &EmptyWords) {
 
 #[cfg(test)]
 mod tests {
-    use blocklist_ebpf::{EMPTY_V4_WORDS, empty_v4_bit};
+    use blocklist_ebpf::{EMPTY_V4_WORDS, EMPTY16_V4_WORDS, empty_v4_bit, empty16_v4_bit};
     use proptest::prelude::*;
 
     use super::*;
@@ -255,6 +288,7 @@ mod tests {
         slots: MappedU64,
         ranges: MappedU64,
         empty: MappedU64,
+        empty16: MappedU64,
     }
 
     impl Kernel {
@@ -263,19 +297,35 @@ mod tests {
                 slots: MappedU64::anonymous(TABLE_V4_SLOTS as usize),
                 ranges: MappedU64::anonymous(records),
                 empty: MappedU64::anonymous(EMPTY_V4_WORDS as usize),
+                empty16: MappedU64::anonymous(EMPTY16_V4_WORDS as usize),
             }
         }
 
-        /// What the program decides for `addr`, read the way it reads.
+        fn bits(&self) -> EmptyBits<'_> {
+            EmptyBits {
+                by24: &self.empty,
+                by16: Some(&self.empty16),
+            }
+        }
+
+        /// What the program decides for `addr`, read the way it reads:
+        /// the /16 bit, the /24 bit, then the slot.
         fn decide(&self, addr: u32) -> u32 {
+            let (word, bit) = empty16_v4_bit(addr);
+            if (self.empty16.load(word as usize) >> bit) & 1 != 0 {
+                return 0;
+            }
+            let (word, bit) = empty_v4_bit(addr);
+            if (self.empty.load(word as usize) >> bit) & 1 != 0 {
+                return 0;
+            }
             let slot = self.slots.load((addr >> 16) as usize);
-            let empty = || {
-                let (word, bit) = empty_v4_bit(addr);
-                Ok::<_, ()>((self.empty.load(word as usize) >> bit) & 1 != 0)
-            };
-            decide_slot(slot, (addr & 0xffff) as u64, empty, |i| {
-                Ok(Record::from_words(&[self.ranges.load(i)]))
-            })
+            decide_slot(
+                slot,
+                (addr & 0xffff) as u64,
+                || Ok::<_, ()>(false),
+                |i| Ok(Record::from_words(&[self.ranges.load(i)])),
+            )
             .unwrap()
         }
     }
@@ -320,18 +370,27 @@ mod tests {
                 .collect();
             let (old, new) = (compile(&entries(&old, 1), &allow), compile(&entries(&new, 100), &allow));
             let kernel = Kernel::new(4096);
-            write_slots(&kernel.slots, &kernel.ranges, Some(&kernel.empty), &old, None).unwrap();
-            let empty = (&kernel.empty, EmptyWords::of(&new, None));
+            write_slots(&kernel.slots, &kernel.ranges, Some(kernel.bits()), &old, None).unwrap();
+            for addr in 0x0a00_0000u32..0x0a02_0000 {
+                prop_assert_eq!(kernel.decide(addr), old.lookup(addr as u64), "{:#x}", addr);
+            }
+            let empty = (kernel.bits(), EmptyWords::of(&new, None));
             switch_slots(&kernel.slots, &kernel.ranges, Some(&empty), &new, None).unwrap();
             for addr in 0x0a00_0000u32..0x0a02_0000 {
                 prop_assert_eq!(kernel.decide(addr), new.lookup(addr as u64), "{:#x}", addr);
             }
-            // And the finished write marks the new empty /24s.
+            // And the finished write marks the new empty /24s and /16s.
             set_empty(empty.0, &empty.1);
             for i in 0..TABLE_V4_SLOTS as usize {
-                for (k, w) in empty_words(&new.slot(i)).iter().enumerate() {
+                let words = empty_words(&new.slot(i));
+                for (k, w) in words.iter().enumerate() {
                     prop_assert_eq!(kernel.empty.load(i * 4 + k), *w, "slot {}", i);
                 }
+                let bit = (kernel.empty16.load(i / 64) >> (i % 64)) & 1 != 0;
+                prop_assert_eq!(bit, words.iter().all(|w| *w == u64::MAX), "/16 slot {}", i);
+            }
+            for addr in 0x0a00_0000u32..0x0a02_0000 {
+                prop_assert_eq!(kernel.decide(addr), new.lookup(addr as u64), "{:#x}", addr);
             }
         }
     }
