@@ -77,42 +77,28 @@ impl TableMaps {
             MappedU64::new(data.fd().as_fd(), entries as usize)
                 .map_err(|e| DatapathError::other(what(), e))
         };
-        let empty = match pin.map(map_names::EMPTY_V4) {
+        // A bitmap the pins may lack (an older program, which does not
+        // read it). A shorter one would leave some bits unwritten while
+        // the program still reads them.
+        let optional = |name: &str, words: u32| match pin.map(name) {
             path if path.exists() => {
-                let empty = map(map_names::EMPTY_V4)?;
-                // A shorter map would leave some /24s' bits unwritten while
-                // the program still reads them.
-                if empty.len() < EMPTY_V4_WORDS as usize {
+                let bits = map(name)?;
+                if bits.len() < words as usize {
                     return Err(DatapathError::other(
                         format!("mapping {}", path.display()),
                         std::io::Error::other(format!(
-                            "it has {} words where this version needs {EMPTY_V4_WORDS}; \
+                            "it has {} words where this version needs {words}; \
                              detach and attach again to recreate the maps",
-                            empty.len()
+                            bits.len()
                         )),
                     ));
                 }
-                Some(empty)
+                Ok(Some(bits))
             }
-            _ => None,
+            _ => Ok(None),
         };
-        let empty16 = match pin.map(map_names::EMPTY16_V4) {
-            path if path.exists() => {
-                let empty16 = map(map_names::EMPTY16_V4)?;
-                if empty16.len() < EMPTY16_V4_WORDS as usize {
-                    return Err(DatapathError::other(
-                        format!("mapping {}", path.display()),
-                        std::io::Error::other(format!(
-                            "it has {} words where this version needs {EMPTY16_V4_WORDS}; \
-                             detach and attach again to recreate the maps",
-                            empty16.len()
-                        )),
-                    ));
-                }
-                Some(empty16)
-            }
-            _ => None,
-        };
+        let empty = optional(map_names::EMPTY_V4, EMPTY_V4_WORDS)?;
+        let empty16 = optional(map_names::EMPTY16_V4, EMPTY16_V4_WORDS)?;
         Ok(Self {
             slots: map(map_names::TABLE_V4)?,
             ranges: map(map_names::RANGES_V4)?,
