@@ -769,7 +769,8 @@ macro_rules! chunk_search {
 }
 
 /// The compiled table's result for an IPv4 address (host byte order):
-/// the /16's slot, then, if it points at a chunk, a branch-free binary
+/// 0 if the /16's `EMPTY16_V4` bit is set, else the /16's slot, then, if
+/// it points at a chunk, the /24's `EMPTY_V4` bit and a branch-free binary
 /// search for the last record whose start is at most the low 16 bits.
 #[inline(always)]
 fn table_v4(addr: u32) -> u32 {

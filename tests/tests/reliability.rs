@@ -92,9 +92,17 @@ impl Env {
     }
 
     fn entries_v4(&self) -> u64 {
-        self.agent.run(&["status", "--json"]).json()["tries"][0]["entries"]
-            .as_u64()
-            .unwrap()
+        self.trie_entries("BLOCK_V4")
+    }
+
+    /// The entries `status` reports for the trie `name`.
+    fn trie_entries(&self, name: &str) -> u64 {
+        let st = self.agent.run(&["status", "--json"]).json();
+        st["tries"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["name"] == name))
+            .and_then(|t| t["entries"].as_u64())
+            .unwrap_or_else(|| panic!("no {name} in status: {st}"))
     }
 
     fn state(&self) -> PathBuf {
@@ -607,15 +615,7 @@ fn an_allow_list_over_its_trie_is_refused_with_nothing_changed() {
     };
     env.config(&feed.display().to_string(), &allows(10));
     env.sync();
-    let allowed_v4 = || {
-        env.agent.run(&["status", "--json"]).json()["tries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == "ALLOW_V4")
-            .map(|t| t["entries"].as_u64().unwrap())
-            .unwrap()
-    };
+    let allowed_v4 = || env.trie_entries("ALLOW_V4");
     let before = allowed_v4();
     assert!(before >= 10, "the ten allow entries are in ({before})");
 

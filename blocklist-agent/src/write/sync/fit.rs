@@ -67,7 +67,7 @@ fn span(p: &Prefix) -> (bool, u128, u128) {
 }
 
 /// `dels` without `early`.
-fn without(dels: &[Prefix], early: &[Prefix]) -> Vec<Prefix> {
+pub(super) fn without(dels: &[Prefix], early: &[Prefix]) -> Vec<Prefix> {
     let mut early = early.to_vec();
     early.sort_unstable();
     dels.iter()

@@ -816,7 +816,7 @@ mod tests {
             let plan = plan_from(&installed, &allowed, &desired(&new_block, &new_allow));
             let (mut rec, violations) = watched(&old_block, &old_allow, &new_block, &new_allow);
             let early = fit::early_deletes(&plan.block_add, &plan.block_del);
-            let rest: Vec<Prefix> = plan.block_del.iter().filter(|d| !early.contains(d)).copied().collect();
+            let rest = fit::without(&plan.block_del, &early);
             rec.remove_many(TrieKind::Block, &early).unwrap();
             apply_with_deletes(&mut rec, &plan, &rest).unwrap();
             let v = violations.borrow();
