@@ -44,6 +44,68 @@ pub enum PrefixError {
     },
 }
 
+/// An address family: where the datapath keeps an entry, which table
+/// decides it, and how long a host prefix is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    /// IPv4 (v4-mapped IPv6 addresses included, see [`Prefix::new`]).
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl Family {
+    /// Both families, IPv4 first (the order `status` and the metrics list
+    /// them in).
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    /// The family of an address as the datapath sees it (v4-mapped is
+    /// IPv4).
+    ///
+    /// ```
+    /// use blocklist_agent::prefix::Family;
+    /// assert_eq!(Family::of("::ffff:192.0.2.1".parse().unwrap()), Family::V4);
+    /// assert_eq!(Family::of("2001:db8::1".parse().unwrap()), Family::V6);
+    /// ```
+    pub fn of(addr: IpAddr) -> Self {
+        match canonical_addr(addr) {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    /// The length of a single-address prefix: 32 or 128.
+    pub const fn host_len(self) -> u8 {
+        match self {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        }
+    }
+
+    /// The family's tag in keys and files: 4 or 6
+    /// ([`blocklist_ebpf::FAMILY_V4`], [`blocklist_ebpf::FAMILY_V6`]).
+    pub const fn tag(self) -> u8 {
+        match self {
+            Family::V4 => blocklist_ebpf::FAMILY_V4,
+            Family::V6 => blocklist_ebpf::FAMILY_V6,
+        }
+    }
+
+    /// True for IPv4.
+    pub const fn is_v4(self) -> bool {
+        matches!(self, Family::V4)
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        })
+    }
+}
+
 /// A canonical IPv4 or IPv6 network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
@@ -90,9 +152,14 @@ impl Prefix {
         matches!(self.0, IpNet::V4(_))
     }
 
-    /// 4 or 6.
-    pub fn family(&self) -> u8 {
-        if self.is_v4() { 4 } else { 6 }
+    /// The address family.
+    pub fn family(&self) -> Family {
+        if self.is_v4() { Family::V4 } else { Family::V6 }
+    }
+
+    /// True for a single address (/32, /128).
+    pub fn is_host(&self) -> bool {
+        self.prefix_len() == self.family().host_len()
     }
 
     /// Refuses prefixes shorter than the minimum of their family; `/0`

@@ -9,7 +9,7 @@ use blocklist_agent::{
         maps::{Maps, TrieKind},
         test_run,
     },
-    prefix::Prefix,
+    prefix::{Family, Prefix},
 };
 use blocklist_ebpf::{Config, GlobalCounters};
 
@@ -167,10 +167,10 @@ impl Kernel {
 
     /// Removes every entry of `kind` (both families).
     pub fn clear(&mut self, kind: TrieKind) {
-        for v4 in [true, false] {
+        for family in Family::ALL {
             let all: Vec<Prefix> = self
                 .maps
-                .entries(kind, v4)
+                .entries(kind, family)
                 .expect("listing")
                 .into_iter()
                 .map(|(p, _)| p)

@@ -1,7 +1,10 @@
 //! Typed map access against the real kernel: batched and single updates,
 //! exact and longest-prefix lookups, counters that follow their prefix.
 
-use blocklist_agent::{datapath::maps::TrieKind, prefix::Prefix};
+use blocklist_agent::{
+    datapath::maps::TrieKind,
+    prefix::{Family, Prefix},
+};
 use blocklist_tests::{frames, kernel::Kernel, require_root};
 
 fn p(s: &str) -> Prefix {
@@ -26,11 +29,20 @@ fn batched_inserts_and_deletes_are_exact() {
         (Prefix::new(ipnet::Ipv6Net::new(a, 64).unwrap().into()), 0)
     }));
     k.maps.insert_many(TrieKind::Block, &all).unwrap();
-    assert_eq!(k.maps.fill(TrieKind::Block, true).unwrap().entries, 20_000);
-    assert_eq!(k.maps.fill(TrieKind::Block, false).unwrap().entries, 3_000);
+    assert_eq!(
+        k.maps.fill(TrieKind::Block, Family::V4).unwrap().entries,
+        20_000
+    );
+    assert_eq!(
+        k.maps.fill(TrieKind::Block, Family::V6).unwrap().entries,
+        3_000
+    );
     // Inserting again overwrites, it does not duplicate.
     k.maps.insert_many(TrieKind::Block, &all[..100]).unwrap();
-    assert_eq!(k.maps.fill(TrieKind::Block, true).unwrap().entries, 20_000);
+    assert_eq!(
+        k.maps.fill(TrieKind::Block, Family::V4).unwrap().entries,
+        20_000
+    );
 
     // Delete every other one, plus entries that are not there at all.
     let mut gone: Vec<Prefix> = all.iter().step_by(2).map(|(p, _)| *p).collect();
@@ -38,8 +50,8 @@ fn batched_inserts_and_deletes_are_exact() {
     gone.insert(500, p("198.51.100.0/24"));
     gone.push(p("2001:db8::/32"));
     k.maps.remove_many(TrieKind::Block, &gone).unwrap();
-    let left4 = k.maps.fill(TrieKind::Block, true).unwrap().entries;
-    let left6 = k.maps.fill(TrieKind::Block, false).unwrap().entries;
+    let left4 = k.maps.fill(TrieKind::Block, Family::V4).unwrap().entries;
+    let left6 = k.maps.fill(TrieKind::Block, Family::V6).unwrap().entries;
     assert_eq!((left4, left6), (10_000, 1_500));
     for (i, (prefix, _)) in all.iter().enumerate() {
         let present = k
@@ -146,7 +158,7 @@ fn a_write_by_another_handle_is_seen_by_the_next_write() {
     );
     assert_eq!(
         k.maps
-            .installed_fill(TrieKind::Block, true)
+            .installed_fill(TrieKind::Block, Family::V4)
             .unwrap()
             .entries,
         3

@@ -7,7 +7,7 @@
 
 use blocklist_agent::{
     datapath::maps::{Maps, TrieKind},
-    prefix::Prefix,
+    prefix::{Family, Prefix},
     read::listing::{FeedIndex, Listing},
 };
 use blocklist_ebpf::ENTRY_FLAG_MANUAL;
@@ -40,8 +40,8 @@ pub fn run(ctx: &Context, args: ListArgs) -> anyhow::Result<()> {
     let maps = Maps::open_read_only(&ctx.pin)?;
     let listing = FeedIndex::load(&ctx.state, &ctx.config.feed_names());
     let mut rows = Vec::new();
-    for v4 in [true, false] {
-        let mut entries = maps.entries(TrieKind::Block, v4)?;
+    for family in Family::ALL {
+        let mut entries = maps.entries(TrieKind::Block, family)?;
         entries.sort_by_key(|(p, _)| *p);
         for (prefix, value) in entries {
             let manual = value.flags & ENTRY_FLAG_MANUAL != 0;

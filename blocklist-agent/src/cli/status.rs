@@ -133,9 +133,9 @@ pub fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         .collect();
     let mut tries = Vec::new();
     let counts = ctx.state.counts();
-    for (name, kind, v4) in TrieKind::ALL {
-        let known = counts.map(|c| (c.generation, c.get(kind == TrieKind::Block, v4)));
-        let f = maps.fill_known(kind, v4, known)?;
+    for (name, kind, family) in TrieKind::ALL {
+        let known = counts.map(|c| (c.generation, c.get(kind, family)));
+        let f = maps.fill_known(kind, family, known)?;
         tries.push((name, f));
     }
     let g = maps.global()?;

@@ -9,7 +9,7 @@
 //! count costs what the change adds, not a pass over a million entries.
 //!
 //! ```
-//! use blocklist_agent::datapath::room::Room;
+//! use blocklist_agent::{datapath::room::Room, prefix::Family};
 //!
 //! let mut used = Room::default();
 //! used.add(&"192.0.2.7/32".parse().unwrap());
@@ -20,12 +20,13 @@
 //! used.add(&"192.0.2.8/32".parse().unwrap());
 //! let over = used.over(&capacity).unwrap();
 //! assert_eq!((over.map, over.needed, over.capacity), ("EXACT_V4", 2, 1));
-//! assert_eq!(used.blocks(true), 3);
+//! assert_eq!(used.blocks(Family::V4), 3);
 //! ```
 
 use blocklist_ebpf::map_names;
 
-use crate::prefix::Prefix;
+use super::maps::{Store, TrieKind};
+use crate::prefix::{Family, Prefix};
 
 /// The maps an entry takes a place in, in [`Room`]'s order.
 const STORES: [&str; 7] = [
@@ -73,12 +74,11 @@ impl Room {
     /// The store of a block entry: its family's exact map for a single
     /// address, its family's trie otherwise.
     fn store(p: &Prefix) -> usize {
-        let exact = super::maps::is_exact(super::maps::TrieKind::Block, *p);
-        match (p.is_v4(), exact) {
-            (true, false) => 0,
-            (false, false) => 1,
-            (true, true) => 2,
-            (false, true) => 3,
+        match Store::of(TrieKind::Block, *p) {
+            Store::Trie(_, Family::V4) => 0,
+            Store::Trie(_, Family::V6) => 1,
+            Store::Exact(Family::V4) => 2,
+            Store::Exact(Family::V6) => 3,
         }
     }
 
@@ -107,7 +107,14 @@ impl Room {
     }
 
     fn allow_store(p: &Prefix) -> usize {
-        if p.is_v4() { ALLOW } else { ALLOW + 1 }
+        Self::allow_index(p.family())
+    }
+
+    fn allow_index(family: Family) -> usize {
+        match family {
+            Family::V4 => ALLOW,
+            Family::V6 => ALLOW + 1,
+        }
     }
 
     /// The block entries `blocks` and the allow entries `allows`, counted.
@@ -125,18 +132,17 @@ impl Room {
         r
     }
 
-    /// Block entries of one family (IPv4 with `v4`), trie and exact map.
-    pub fn blocks(&self, v4: bool) -> u64 {
-        if v4 {
-            self.0[0] + self.0[2]
-        } else {
-            self.0[1] + self.0[3]
+    /// Block entries of one family, trie and exact map.
+    pub fn blocks(&self, family: Family) -> u64 {
+        match family {
+            Family::V4 => self.0[0] + self.0[2],
+            Family::V6 => self.0[1] + self.0[3],
         }
     }
 
     /// Allow entries of one family.
-    pub fn allows(&self, v4: bool) -> u64 {
-        self.0[ALLOW + usize::from(!v4)]
+    pub fn allows(&self, family: Family) -> u64 {
+        self.0[Self::allow_index(family)]
     }
 
     /// The first store holding more than `capacity` allows, if any.
@@ -170,12 +176,12 @@ mod tests {
         let allows = ["192.0.2.1/32", "2001:db8::/64"].map(p);
         let r = Room::of(blocks.iter(), allows.iter());
         assert_eq!(r, Room::from_counts([1, 1, 1, 2], 5, [1, 1]));
-        assert_eq!((r.blocks(true), r.blocks(false)), (2, 3));
+        assert_eq!((r.blocks(Family::V4), r.blocks(Family::V6)), (2, 3));
         let mut less = r;
         less.remove(&p("2001:db8::1/128"));
         less.remove_allow(&p("192.0.2.1/32"));
         assert_eq!(less, Room::from_counts([1, 1, 1, 1], 4, [0, 1]));
-        assert_eq!((less.allows(true), less.allows(false)), (0, 1));
+        assert_eq!((less.allows(Family::V4), less.allows(Family::V6)), (0, 1));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::{
         DatapathError,
         maps::{Maps, TrieKind},
     },
-    prefix::Prefix,
+    prefix::{Family, Prefix},
 };
 
 /// One rendered list and its validator.
@@ -77,18 +77,18 @@ pub type Shared = Arc<RwLock<Arc<Lists>>>;
 /// an address this agent lets through (its own, its resolvers', or a
 /// configured allow range inside a listed network).
 pub fn render(maps: &Maps) -> Result<Lists, DatapathError> {
-    let entries = |kind: TrieKind, v4: bool| -> Result<Vec<Prefix>, DatapathError> {
+    let entries = |kind: TrieKind, family: Family| -> Result<Vec<Prefix>, DatapathError> {
         let mut entries = Vec::new();
-        maps.visit(kind, v4, |p, _| entries.push(p))?;
+        maps.visit(kind, family, |p, _| entries.push(p))?;
         Ok(entries)
     };
     let (block4, allow4) = (
-        entries(TrieKind::Block, true)?,
-        entries(TrieKind::Allow, true)?,
+        entries(TrieKind::Block, Family::V4)?,
+        entries(TrieKind::Allow, Family::V4)?,
     );
     let (block6, allow6) = (
-        entries(TrieKind::Block, false)?,
-        entries(TrieKind::Allow, false)?,
+        entries(TrieKind::Block, Family::V6)?,
+        entries(TrieKind::Allow, Family::V6)?,
     );
     let (e4, e6) = (subtract(&block4, &allow4), subtract(&block6, &allow6));
     let (v4, v6) = (lines(&e4, Prefix::to_string), lines(&e6, Prefix::to_string));
@@ -125,12 +125,16 @@ fn lines(entries: &[Prefix], show: impl Fn(&Prefix) -> String) -> String {
 /// one inside an allow range not at all, and one that holds allow ranges
 /// as the fewest prefixes that cover the rest of it.
 pub fn subtract(block: &[Prefix], allow: &[Prefix]) -> Vec<Prefix> {
-    let ranges = |v4: bool| -> Vec<(u128, u128)> {
-        let family: Vec<Prefix> = allow.iter().copied().filter(|p| p.is_v4() == v4).collect();
+    let ranges = |family: Family| -> Vec<(u128, u128)> {
+        let of: Vec<Prefix> = allow
+            .iter()
+            .copied()
+            .filter(|p| p.family() == family)
+            .collect();
         // Merged, so the ranges are disjoint and in address order.
-        aggregate(&family).iter().map(range).collect()
+        aggregate(&of).iter().map(range).collect()
     };
-    let (allow4, allow6) = (ranges(true), ranges(false));
+    let (allow4, allow6) = (ranges(Family::V4), ranges(Family::V6));
     let mut out = Vec::with_capacity(block.len());
     for p in block {
         let allowed = if p.is_v4() { &allow4 } else { &allow6 };
@@ -146,13 +150,13 @@ pub fn subtract(block: &[Prefix], allow: &[Prefix]) -> Vec<Prefix> {
                 break;
             }
             if lo > at {
-                pieces(p.is_v4(), at, lo - 1, &mut out);
+                pieces(p.family(), at, lo - 1, &mut out);
             }
             from = hi.checked_add(1).filter(|next| *next <= end);
             i += 1;
         }
         if let Some(at) = from {
-            pieces(p.is_v4(), at, end, &mut out);
+            pieces(p.family(), at, end, &mut out);
         }
     }
     out.sort_unstable();
@@ -172,8 +176,8 @@ fn range(p: &Prefix) -> (u128, u128) {
 }
 
 /// The fewest prefixes covering exactly `first..=last`.
-fn pieces(v4: bool, first: u128, last: u128, out: &mut Vec<Prefix>) {
-    if v4 {
+fn pieces(family: Family, first: u128, last: u128, out: &mut Vec<Prefix>) {
+    if family.is_v4() {
         let (a, b) = (
             std::net::Ipv4Addr::from(first as u32),
             std::net::Ipv4Addr::from(last as u32),

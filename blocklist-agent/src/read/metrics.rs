@@ -194,9 +194,9 @@ pub fn render(shared: &Shared) -> anyhow::Result<String> {
     let trie_entries = Family::<Labels, Gauge>::default();
     let fill = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     let counts = shared.state.counts();
-    for (name, kind, v4) in TrieKind::ALL {
-        let known = counts.map(|c| (c.generation, c.get(kind == TrieKind::Block, v4)));
-        let f = maps.fill_known(kind, v4, known)?;
+    for (name, kind, family) in TrieKind::ALL {
+        let known = counts.map(|c| (c.generation, c.get(kind, family)));
+        let f = maps.fill_known(kind, family, known)?;
         let l = labels(&[("trie", name)]);
         trie_entries.get_or_create(&l).set(f.entries as i64);
         fill.get_or_create(&l).set(f.ratio());

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::StateDir;
+use crate::{datapath::maps::TrieKind, prefix::Family};
 
 /// Installed entries per trie, as of one generation of the maps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,13 +27,13 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// The count of one kind (`block`: true) and family.
-    pub fn get(&self, block: bool, v4: bool) -> u64 {
-        match (block, v4) {
-            (true, true) => self.block_v4,
-            (true, false) => self.block_v6,
-            (false, true) => self.allow_v4,
-            (false, false) => self.allow_v6,
+    /// The count of one kind and family.
+    pub fn get(&self, kind: TrieKind, family: Family) -> u64 {
+        match (kind, family) {
+            (TrieKind::Block, Family::V4) => self.block_v4,
+            (TrieKind::Block, Family::V6) => self.block_v6,
+            (TrieKind::Allow, Family::V4) => self.allow_v4,
+            (TrieKind::Allow, Family::V6) => self.allow_v6,
         }
     }
 }
@@ -73,7 +74,7 @@ mod tests {
         };
         s.set_counts(&c);
         assert_eq!(s.counts(), Some(c));
-        assert_eq!(c.get(true, true), 1_000_000);
+        assert_eq!(c.get(TrieKind::Block, Family::V4), 1_000_000);
         std::fs::write(dir.path().join("counts.json"), "{").unwrap();
         assert_eq!(s.counts(), None);
     }

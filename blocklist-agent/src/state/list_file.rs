@@ -63,7 +63,7 @@ pub fn encode(entries: &[Entry]) -> Vec<u8> {
         out.extend_from_slice(id.as_bytes());
     }
     for e in entries {
-        out.push(e.prefix.family());
+        out.push(e.prefix.family().tag());
         out.push(e.prefix.prefix_len());
         match (e.prefix.v4_bytes(), e.prefix.v6_bytes()) {
             (Some(b), _) => out.extend_from_slice(&b),

@@ -18,7 +18,7 @@ use anyhow::{Context as _, bail};
 use crate::{
     config::Config,
     datapath::maps::{Maps, TrieKind},
-    prefix::Prefix,
+    prefix::{Family, Prefix},
     state::{
         StateDir,
         manual::{Manual, ManualBlock},
@@ -167,8 +167,8 @@ pub fn load(state: &StateDir, maps: &Maps) -> anyhow::Result<Manual> {
             );
             let _ = std::fs::rename(&path, &aside);
             let mut m = Manual::default();
-            for v4 in [true, false] {
-                maps.visit(TrieKind::Block, v4, |p, v| {
+            for family in Family::ALL {
+                maps.visit(TrieKind::Block, family, |p, v| {
                     if v.flags & blocklist_ebpf::ENTRY_FLAG_MANUAL != 0 {
                         m.block.insert(p, Default::default());
                     }

@@ -205,11 +205,11 @@ impl Maps {
         exact_only: bool,
     ) -> Result<Vec<(Prefix, EntryValue, EntryCounters)>, DatapathError> {
         let mut entries = Vec::new();
-        for v4 in [true, false] {
+        for family in Family::ALL {
             if exact_only {
-                self.visit_exact(v4, &mut |p, v| entries.push((p, *v)))?;
+                self.visit_exact(family, &mut |p, v| entries.push((p, *v)))?;
             } else {
-                self.visit(TrieKind::Block, v4, |p, v| entries.push((p, *v)))?;
+                self.visit(TrieKind::Block, family, |p, v| entries.push((p, *v)))?;
             }
         }
         let ids: Vec<u32> = entries.iter().map(|(_, v)| v.id).collect();

@@ -1,91 +1,27 @@
-//! Writing and reading single entries: where an entry lives, inserts,
-//! removals and lookups.
+//! Writing and reading entries: inserts, removals and lookups, each routed
+//! by [`Route`](super::route::Route).
 
 use super::*;
 
 impl Maps {
-    pub(super) fn name(kind: TrieKind, v4: bool) -> &'static str {
-        match (kind, v4) {
-            (TrieKind::Block, true) => map_names::BLOCK_V4,
-            (TrieKind::Block, false) => map_names::BLOCK_V6,
-            (TrieKind::Allow, true) => map_names::ALLOW_V4,
-            (TrieKind::Allow, false) => map_names::ALLOW_V6,
-        }
-    }
-
-    /// The map an entry lives in.
-    pub(super) fn map_name(kind: TrieKind, v4: bool, exact: bool) -> &'static str {
-        match (exact, v4) {
-            (true, true) => map_names::EXACT_V4,
-            (true, false) => map_names::EXACT_V6,
-            (false, _) => Self::name(kind, v4),
-        }
-    }
-
-    pub(super) fn v4(&self, kind: TrieKind) -> &TrieV4 {
-        match kind {
-            TrieKind::Block => &self.block_v4,
-            TrieKind::Allow => &self.allow_v4,
-        }
-    }
-
-    pub(super) fn v6(&self, kind: TrieKind) -> &TrieV6 {
-        match kind {
-            TrieKind::Block => &self.block_v6,
-            TrieKind::Allow => &self.allow_v6,
-        }
-    }
-
-    pub(super) fn v4_mut(&mut self, kind: TrieKind) -> &mut TrieV4 {
-        match kind {
-            TrieKind::Block => &mut self.block_v4,
-            TrieKind::Allow => &mut self.allow_v4,
-        }
-    }
-
-    pub(super) fn v6_mut(&mut self, kind: TrieKind) -> &mut TrieV6 {
-        match kind {
-            TrieKind::Block => &mut self.block_v6,
-            TrieKind::Allow => &mut self.allow_v6,
-        }
-    }
-
     /// Exact lookup of one entry.
     pub fn get_exact(
         &self,
         kind: TrieKind,
         prefix: Prefix,
     ) -> Result<Option<EntryValue>, DatapathError> {
-        let exact = is_exact(kind, prefix);
-        let what = || {
-            format!(
-                "looking up {prefix} in {}",
-                Self::map_name(kind, prefix.is_v4(), exact)
-            )
-        };
-        if exact {
-            let r = match (prefix.v4_bytes(), prefix.v6_bytes()) {
-                (Some(b), _) => self.exact_v4.get(&b, 0),
-                (_, Some(b)) => self.exact_v6.get(&b, 0),
-                _ => unreachable!("a prefix is v4 or v6"),
-            };
-            return match r {
-                Ok(v) => Ok(Some(v)),
-                Err(e) if is_enoent(&e) => Ok(None),
-                Err(e) => Err(map_err(what())(e)),
-            };
-        }
-        let r = match (prefix.v4_bytes(), prefix.v6_bytes()) {
-            (Some(b), _) => self.v4(kind).get(&v4_key(prefix.prefix_len() as u32, b), 0),
-            (_, Some(b)) => self
-                .v6(kind)
-                .get(&Key::new(prefix.prefix_len() as u32, b), 0),
-            _ => unreachable!("a prefix is v4 or v6"),
+        let what = || format!("looking up {prefix} in {}", Store::of(kind, prefix).name());
+        let r = match &Route::of(kind, prefix) {
+            Route::ExactV4(b) => self.exact_v4.get(b, 0),
+            Route::ExactV6(b) => self.exact_v6.get(b, 0),
+            Route::TrieV4(k, key) => self.v4(*k).get(key, 0),
+            Route::TrieV6(k, key) => self.v6(*k).get(key, 0),
         };
         match r {
-            // The kernel's lookup is longest-prefix. Entries are canonical,
-            // so a match of this prefix's own length is this very entry.
-            Ok(v) if v.prefix_len == prefix.prefix_len() as u32 => Ok(Some(v)),
+            // A trie's lookup is longest-prefix. Entries are canonical, so
+            // a match of this prefix's own length is this very entry (as
+            // an exact map's always is).
+            Ok(v) if v.prefix_len == u32::from(prefix.prefix_len()) => Ok(Some(v)),
             Ok(_) => Ok(None),
             Err(e) if is_enoent(&e) => Ok(None),
             Err(e) => Err(map_err(what())(e)),
@@ -112,16 +48,14 @@ impl Maps {
                 EntryValue::new(prefix.prefix_len() as u32, flags, id)
             }
         };
-        let exact = is_exact(kind, prefix);
-        let name = Self::map_name(kind, prefix.is_v4(), exact);
-        let len = prefix.prefix_len() as u32;
+        let store = Store::of(kind, prefix);
+        let name = store.name();
         self.mark()?;
-        let r = match (prefix.v4_bytes(), prefix.v6_bytes(), exact) {
-            (Some(b), _, true) => self.exact_v4.insert(&b, &value, 0),
-            (_, Some(b), true) => self.exact_v6.insert(&b, &value, 0),
-            (Some(b), _, false) => self.v4_mut(kind).insert(&v4_key(len, b), &value, 0),
-            (_, Some(b), false) => self.v6_mut(kind).insert(&Key::new(len, b), &value, 0),
-            _ => unreachable!("a prefix is v4 or v6"),
+        let r = match &Route::of(kind, prefix) {
+            Route::ExactV4(b) => self.exact_v4.insert(b, &value, 0),
+            Route::ExactV6(b) => self.exact_v6.insert(b, &value, 0),
+            Route::TrieV4(k, key) => self.v4_mut(*k).insert(key, &value, 0),
+            Route::TrieV6(k, key) => self.v6_mut(*k).insert(key, &value, 0),
         };
         match r {
             Ok(()) => {
@@ -142,22 +76,11 @@ impl Maps {
             }
             Err(e) if is_full(&e) => Err(DatapathError::Full {
                 map: name,
-                max: self.max_entries(kind, prefix.is_v4(), exact),
+                max: self.max_entries(store),
                 entry: prefix.to_string(),
             }),
             Err(e) => Err(map_err(format!("inserting {prefix} into {name}"))(e)),
         }
-    }
-
-    /// Capacity of one map (0 if it cannot be read).
-    pub(super) fn max_entries(&self, kind: TrieKind, v4: bool, exact: bool) -> u32 {
-        let info = match (exact, v4) {
-            (true, true) => self.exact_v4.map().info(),
-            (true, false) => self.exact_v6.map().info(),
-            (false, true) => self.v4(kind).map().info(),
-            (false, false) => self.v6(kind).map().info(),
-        };
-        info.map(|i| i.max_entries()).unwrap_or(0)
     }
 
     /// Inserts a manual (`block`/`allow`) entry.
@@ -168,23 +91,20 @@ impl Maps {
     /// Removes an entry (exact prefix), and with it its counters. Returns
     /// true when it was there.
     pub fn remove(&mut self, kind: TrieKind, prefix: Prefix) -> Result<bool, DatapathError> {
-        let exact = is_exact(kind, prefix);
-        let name = Self::map_name(kind, prefix.is_v4(), exact);
-        let len = prefix.prefix_len() as u32;
+        let name = Store::of(kind, prefix).name();
         self.mark()?;
-        let r = match (prefix.v4_bytes(), prefix.v6_bytes(), exact) {
-            (Some(b), _, true) => self.exact_v4.remove(&b),
-            (_, Some(b), true) if self.batching => {
+        let r = match Route::of(kind, prefix) {
+            Route::ExactV4(b) => self.exact_v4.remove(&b),
+            Route::ExactV6(b) if self.batching => {
                 let there = self.get_exact(kind, prefix)?.is_some();
                 self.deferred_v6.push(b);
                 self.forget(kind, &[prefix]);
                 self.written()?;
                 return Ok(there);
             }
-            (_, Some(b), true) => self.exact_v6.remove(&b),
-            (Some(b), _, false) => self.v4_mut(kind).remove(&v4_key(len, b)),
-            (_, Some(b), false) => self.v6_mut(kind).remove(&Key::new(len, b)),
-            _ => unreachable!("a prefix is v4 or v6"),
+            Route::ExactV6(b) => self.exact_v6.remove(&b),
+            Route::TrieV4(k, key) => self.v4_mut(k).remove(&key),
+            Route::TrieV6(k, key) => self.v6_mut(k).remove(&key),
         };
         let removed = match r {
             Ok(()) => true,
@@ -249,33 +169,32 @@ impl Maps {
         let (mut e4, mut ev4, mut e6, mut ev6) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for ((p, flags), id) in entries.iter().zip(ids) {
             let value = |p: &Prefix, flags: u32| EntryValue::new(p.prefix_len() as u32, flags, id);
-            let exact = is_exact(kind, *p);
-            match (p.v4_bytes(), p.v6_bytes(), exact) {
-                (Some(b), _, true) => {
+            let v = value(p, *flags);
+            match Route::of(kind, *p) {
+                Route::ExactV4(b) => {
                     e4.push(b);
-                    ev4.push(value(p, *flags));
+                    ev4.push(v);
                 }
-                (_, Some(b), true) => {
+                Route::ExactV6(b) => {
                     e6.push(b);
-                    ev6.push(value(p, *flags));
+                    ev6.push(v);
                 }
-                (Some(b), _, false) => {
-                    k4.push(v4_key(p.prefix_len() as u32, b));
-                    v4s.push(value(p, *flags));
+                Route::TrieV4(_, k) => {
+                    k4.push(k);
+                    v4s.push(v);
                 }
-                (_, Some(b), false) => {
-                    k6.push(Key::new(p.prefix_len() as u32, b));
-                    v6s.push(value(p, *flags));
+                Route::TrieV6(_, k) => {
+                    k6.push(k);
+                    v6s.push(v);
                 }
-                _ => {}
             }
         }
-        let name4 = Self::name(kind, true);
-        let name6 = Self::name(kind, false);
-        insert_batched(self.v4_mut(kind), name4, &k4, &v4s)?;
-        insert_batched(self.v6_mut(kind), name6, &k6, &v6s)?;
-        insert_batched(&mut self.exact_v4, map_names::EXACT_V4, &e4, &ev4)?;
-        insert_batched(&mut self.exact_v6, map_names::EXACT_V6, &e6, &ev6)?;
+        let name = |f| Store::Trie(kind, f).name();
+        insert_batched(self.v4_mut(kind), name(Family::V4), &k4, &v4s)?;
+        insert_batched(self.v6_mut(kind), name(Family::V6), &k6, &v6s)?;
+        let exact = |f| Store::Exact(f).name();
+        insert_batched(&mut self.exact_v4, exact(Family::V4), &e4, &ev4)?;
+        insert_batched(&mut self.exact_v6, exact(Family::V6), &e6, &ev6)?;
         Ok(given)
     }
 
@@ -300,28 +219,25 @@ impl Maps {
             return Ok(());
         }
         self.mark()?;
-        let (tries, exact): (Vec<Prefix>, Vec<Prefix>) =
-            prefixes.iter().partition(|p| !is_exact(kind, **p));
-        let k4: Vec<_> = tries
-            .iter()
-            .filter_map(|p| p.v4_bytes().map(|b| v4_key(p.prefix_len() as u32, b)))
-            .collect();
-        let k6: Vec<_> = tries
-            .iter()
-            .filter_map(|p| p.v6_bytes().map(|b| Key::new(p.prefix_len() as u32, b)))
-            .collect();
-        let e4: Vec<[u8; 4]> = exact.iter().filter_map(|p| p.v4_bytes()).collect();
-        let mut e6: Vec<[u8; 16]> = exact.iter().filter_map(|p| p.v6_bytes()).collect();
+        let (mut k4, mut k6, mut e4, mut e6) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for p in prefixes {
+            match Route::of(kind, *p) {
+                Route::ExactV4(b) => e4.push(b),
+                Route::ExactV6(b) => e6.push(b),
+                Route::TrieV4(_, k) => k4.push(k),
+                Route::TrieV6(_, k) => k6.push(k),
+            }
+        }
         if self.batching {
             self.deferred_v6.append(&mut e6);
         }
-        let name4 = Self::name(kind, true);
-        let name6 = Self::name(kind, false);
+        let name = |f| Store::Trie(kind, f).name();
+        let exact = |f| Store::Exact(f).name();
         self.guarded(|m| {
-            delete_batched(m.v4_mut(kind), name4, &k4)?;
-            delete_batched(m.v6_mut(kind), name6, &k6)?;
-            delete_batched(&mut m.exact_v4, map_names::EXACT_V4, &e4)?;
-            delete_batched(&mut m.exact_v6, map_names::EXACT_V6, &e6)
+            delete_batched(m.v4_mut(kind), name(Family::V4), &k4)?;
+            delete_batched(m.v6_mut(kind), name(Family::V6), &k6)?;
+            delete_batched(&mut m.exact_v4, exact(Family::V4), &e4)?;
+            delete_batched(&mut m.exact_v6, exact(Family::V6), &e6)
         })?;
         self.forget(kind, prefixes);
         self.written()
@@ -348,7 +264,7 @@ impl Maps {
             Err(e) => {
                 return Err(map_err(format!(
                     "looking up {addr} in {}",
-                    Self::name(kind, addr.is_ipv4())
+                    Store::Trie(kind, Family::of(addr)).name()
                 ))(e));
             }
         };

@@ -18,8 +18,8 @@ impl Maps {
             let meta = self.table_meta()?;
             let mut block = Vec::new();
             let mut allow = Vec::new();
-            for v4 in [true, false] {
-                self.visit(TrieKind::Block, v4, |p, v| {
+            for family in Family::ALL {
+                self.visit(TrieKind::Block, family, |p, v| {
                     block.push((
                         p,
                         Installed {
@@ -28,7 +28,7 @@ impl Maps {
                         },
                     ))
                 })?;
-                self.visit(TrieKind::Allow, v4, |p, _| allow.push(p))?;
+                self.visit(TrieKind::Allow, family, |p, _| allow.push(p))?;
             }
             let mut m = Mirror::new(meta.generation, block, allow, self.id_slots()?);
             // A committed table (not dirty) matches the tries just read, so
@@ -52,16 +52,20 @@ impl Maps {
 
     /// [`Maps::fill`] from the installed entries this handle knows (no walk
     /// while the mirror is current).
-    pub fn installed_fill(&mut self, kind: TrieKind, v4: bool) -> Result<Fill, DatapathError> {
+    pub fn installed_fill(
+        &mut self,
+        kind: TrieKind,
+        family: Family,
+    ) -> Result<Fill, DatapathError> {
         let m = self.mirror()?;
         let room = m.room();
         let entries = match kind {
-            TrieKind::Block => room.blocks(v4),
-            TrieKind::Allow => room.allows(v4),
+            TrieKind::Block => room.blocks(family),
+            TrieKind::Allow => room.allows(family),
         };
         Ok(Fill {
             entries,
-            max_entries: self.capacity(kind, v4)?,
+            max_entries: self.capacity(kind, family)?,
         })
     }
 
@@ -94,21 +98,24 @@ impl Maps {
 
     /// What each store can hold ([`Room`]).
     pub fn room_capacity(&self) -> Result<Room, DatapathError> {
-        let exact = |info: Result<aya::maps::MapInfo, MapError>, name: &str| {
-            info.map(|i| i.max_entries() as u64)
-                .map_err(map_err(format!("reading the capacity of {name}")))
+        let exact = |f| {
+            self.store_info(Store::Exact(f))
+                .map(|i| u64::from(i.max_entries()))
         };
-        let trie = |kind, v4| self.capacity(kind, v4).map(u64::from);
+        let trie = |kind, f| self.capacity(kind, f).map(u64::from);
         Ok(Room::from_counts(
             [
-                trie(TrieKind::Block, true)?,
-                trie(TrieKind::Block, false)?,
-                exact(self.exact_v4.map().info(), map_names::EXACT_V4)?,
-                exact(self.exact_v6.map().info(), map_names::EXACT_V6)?,
+                trie(TrieKind::Block, Family::V4)?,
+                trie(TrieKind::Block, Family::V6)?,
+                exact(Family::V4)?,
+                exact(Family::V6)?,
             ],
             // Id 0 means "no counters".
             u64::from(self.id_slots()?) - 1,
-            [trie(TrieKind::Allow, true)?, trie(TrieKind::Allow, false)?],
+            [
+                trie(TrieKind::Allow, Family::V4)?,
+                trie(TrieKind::Allow, Family::V6)?,
+            ],
         ))
     }
 
@@ -164,12 +171,12 @@ impl Maps {
     /// Entries and capacity of one kind and family. For block entries the
     /// count includes the exact map's and the capacity is the trie's (the
     /// exact map's own limit is reported when an insert hits it).
-    pub fn fill(&self, kind: TrieKind, v4: bool) -> Result<Fill, DatapathError> {
+    pub fn fill(&self, kind: TrieKind, family: Family) -> Result<Fill, DatapathError> {
         let mut keys = 0usize;
-        self.visit(kind, v4, |_, _| keys += 1)?;
+        self.visit(kind, family, |_, _| keys += 1)?;
         Ok(Fill {
             entries: keys as u64,
-            max_entries: self.capacity(kind, v4)?,
+            max_entries: self.capacity(kind, family)?,
         })
     }
 
@@ -179,7 +186,7 @@ impl Maps {
     pub fn fill_known(
         &self,
         kind: TrieKind,
-        v4: bool,
+        family: Family,
         known: Option<(u64, u64)>,
     ) -> Result<Fill, DatapathError> {
         if let Some((generation, entries)) = known {
@@ -187,26 +194,18 @@ impl Maps {
             if meta.dirty == 0 && meta.generation == generation {
                 return Ok(Fill {
                     entries,
-                    max_entries: self.capacity(kind, v4)?,
+                    max_entries: self.capacity(kind, family)?,
                 });
             }
         }
-        self.fill(kind, v4)
+        self.fill(kind, family)
     }
 
     /// Capacity of one trie: for the block entries of a family, also no
     /// more than the entry ids (`[datapath] max_entries`), which both
     /// families share, so that a fill near 1 warns before a sync is refused.
-    pub(super) fn capacity(&self, kind: TrieKind, v4: bool) -> Result<u32, DatapathError> {
-        let info = if v4 {
-            self.v4(kind).map().info()
-        } else {
-            self.v6(kind).map().info()
-        };
-        let trie = info.map(|i| i.max_entries()).map_err(map_err(format!(
-            "reading the capacity of {}",
-            Self::name(kind, v4)
-        )))?;
+    pub(super) fn capacity(&self, kind: TrieKind, family: Family) -> Result<u32, DatapathError> {
+        let trie = self.store_info(Store::Trie(kind, family))?.max_entries();
         Ok(match kind {
             TrieKind::Block => trie.min(self.id_slots()? - 1),
             TrieKind::Allow => trie,

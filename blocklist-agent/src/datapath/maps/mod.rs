@@ -4,7 +4,14 @@
 //! A block entry for a single address (/32, /128) is stored in the
 //! `EXACT_*` hash maps rather than the block trie (a hash probe is cheaper
 //! than a trie walk in the datapath). Callers never see the split: every
-//! method here takes a [`TrieKind`] and a prefix and routes it.
+//! method here takes a [`TrieKind`] and a prefix, and [`Store::of`]
+//! decides where it lives.
+//!
+//! The code is split by job: `open` (opening the pins, error helpers),
+//! `route` (where an entry lives), `entries` (single reads and writes),
+//! `walk` (whole-map walks, batched writes), `installed` (the mirror of
+//! the installed entries, room and ids), `commit` (keeping the compiled
+//! table in line) and `counters`.
 //!
 //! Every write to the tries is followed by bringing the compiled IPv4
 //! table (see [`table`](super::table)) in line with them, at once or, in a
@@ -42,7 +49,7 @@ use super::{
     table::{TableMaps, TableReport},
 };
 pub use crate::datapath::mirror::Installed;
-use crate::prefix::{Prefix, canonical_addr};
+use crate::prefix::{Family, Prefix, canonical_addr};
 
 /// A block entry that was hit: its prefix, value and counters.
 pub type HitEntry = (Prefix, EntryValue, EntryCounters);
@@ -57,12 +64,12 @@ pub enum TrieKind {
 }
 
 impl TrieKind {
-    /// Every trie: (map name, kind, is IPv4), in display order.
-    pub const ALL: [(&'static str, TrieKind, bool); 4] = [
-        (map_names::BLOCK_V4, TrieKind::Block, true),
-        (map_names::BLOCK_V6, TrieKind::Block, false),
-        (map_names::ALLOW_V4, TrieKind::Allow, true),
-        (map_names::ALLOW_V6, TrieKind::Allow, false),
+    /// Every trie: (map name, kind, family), in display order.
+    pub const ALL: [(&'static str, TrieKind, Family); 4] = [
+        (map_names::BLOCK_V4, TrieKind::Block, Family::V4),
+        (map_names::BLOCK_V6, TrieKind::Block, Family::V6),
+        (map_names::ALLOW_V4, TrieKind::Allow, Family::V4),
+        (map_names::ALLOW_V6, TrieKind::Allow, Family::V6),
     ];
 }
 
@@ -80,11 +87,6 @@ pub(super) fn v4_key(len: u32, b: [u8; 4]) -> Key<[u8; 8]> {
 /// The address of an IPv4 trie key's data.
 pub(super) fn v4_addr(data: [u8; 8]) -> [u8; 4] {
     [data[0], data[1], data[2], data[3]]
-}
-
-/// True when `prefix`, as an entry of `kind`, lives in an exact map.
-pub(super) fn is_exact(kind: TrieKind, prefix: Prefix) -> bool {
-    kind == TrieKind::Block && prefix.prefix_len() == if prefix.is_v4() { 32 } else { 128 }
 }
 
 /// Handles on every pinned map.
@@ -176,11 +178,14 @@ mod counters;
 mod entries;
 mod installed;
 mod open;
+mod route;
 mod walk;
 
 pub use counters::ip_of;
 pub(crate) use open::obj_get;
 use open::*;
+use route::Route;
+pub use route::Store;
 use walk::*;
 
 #[cfg(test)]

@@ -190,10 +190,10 @@ impl Maps {
     pub fn entries(
         &self,
         kind: TrieKind,
-        v4: bool,
+        family: Family,
     ) -> Result<Vec<(Prefix, EntryValue)>, DatapathError> {
         let mut out = Vec::new();
-        self.visit(kind, v4, |p, v| out.push((p, *v)))?;
+        self.visit(kind, family, |p, v| out.push((p, *v)))?;
         Ok(out)
     }
 
@@ -202,23 +202,23 @@ impl Maps {
     pub fn visit(
         &self,
         kind: TrieKind,
-        v4: bool,
+        family: Family,
         mut f: impl FnMut(Prefix, &EntryValue),
     ) -> Result<(), DatapathError> {
-        self.visit_trie(kind, v4, &mut f)?;
+        self.visit_trie(kind, family, &mut f)?;
         if kind == TrieKind::Block {
-            self.visit_exact(v4, &mut f)?;
+            self.visit_exact(family, &mut f)?;
         }
         Ok(())
     }
 
     pub(super) fn visit_exact(
         &self,
-        v4: bool,
+        family: Family,
         f: &mut impl FnMut(Prefix, &EntryValue),
     ) -> Result<(), DatapathError> {
-        let name = Self::map_name(TrieKind::Block, v4, true);
-        if v4 {
+        let name = Store::Exact(family).name();
+        if family.is_v4() {
             let host = |k: [u8; 4]| Prefix::from_v4(k, 32);
             let m = &self.exact_v4;
             walk(m.map().fd().as_fd(), name, host, m.iter(), host, f)
@@ -232,11 +232,11 @@ impl Maps {
     pub(super) fn visit_trie(
         &self,
         kind: TrieKind,
-        v4: bool,
+        family: Family,
         f: &mut impl FnMut(Prefix, &EntryValue),
     ) -> Result<(), DatapathError> {
-        let name = Self::name(kind, v4);
-        if v4 {
+        let name = Store::Trie(kind, family).name();
+        if family.is_v4() {
             let m = self.v4(kind);
             walk(
                 m.map().fd().as_fd(),

@@ -33,7 +33,7 @@ use crate::{
         fetch::Fetcher,
         poll::{self, FeedOutcome, FeedStatus, PollContext},
     },
-    prefix::Prefix,
+    prefix::{Family, Prefix},
     read::listing::FeedIndex,
     state::StateDir,
     write::policy::{self, Desired},
@@ -347,13 +347,13 @@ pub fn record_counts(maps: &mut Maps, state: &StateDir) -> anyhow::Result<()> {
     if meta.dirty != 0 {
         return Ok(());
     }
-    let mut n = |kind, v4| maps.installed_fill(kind, v4).map(|f| f.entries);
+    let mut n = |kind, family| maps.installed_fill(kind, family).map(|f| f.entries);
     let counts = crate::state::counts::Counts {
         generation: meta.generation,
-        block_v4: n(TrieKind::Block, true)?,
-        block_v6: n(TrieKind::Block, false)?,
-        allow_v4: n(TrieKind::Allow, true)?,
-        allow_v6: n(TrieKind::Allow, false)?,
+        block_v4: n(TrieKind::Block, Family::V4)?,
+        block_v6: n(TrieKind::Block, Family::V6)?,
+        allow_v4: n(TrieKind::Allow, Family::V4)?,
+        allow_v6: n(TrieKind::Allow, Family::V6)?,
     };
     state.set_counts(&counts);
     Ok(())
