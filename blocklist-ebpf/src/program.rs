@@ -40,14 +40,14 @@ use aya_ebpf::{
 use blocklist_ebpf::{
     ACTION_DROP, ACTION_MONITOR, ALLOW_MAX_ENTRIES, BLOCK_V4_MAX_ENTRIES, BLOCK_V6_MAX_ENTRIES,
     CHUNK_SEARCH_STEPS, CHUNK_V6_SEARCH_STEPS, Config, DIRECTION_DST, DIRECTION_EGRESS,
-    DIRECTION_SRC, DropEvent, EMPTY_V4_WORDS, EMPTY16_V4_WORDS, ENTRIES_MAX, ENTRY_FLAG_MONITOR,
-    EVENT_DEFAULT_INTERVAL_MS, EVENT_INTERVAL_OFF, EVENT_RATE_MAX_ENTRIES, EVENTS_RING_BYTES,
-    EXACT_V4_MAX_ENTRIES, EXACT_V6_MAX_ENTRIES, EntryCounters, EntryValue, FAMILY_V4, FAMILY_V6,
-    GlobalCounters, HIT_IDS_WORDS, HOOK_CGROUP, HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP, HOOKS,
-    IpCounters, IpKey, LOOKUP_TRIE, MATCH_DST, MATCH_SRC, RANGES_V4_RECORDS, RANGES_V6_RECORDS,
-    RESULT_ALLOWED, RESULT_BLOCKED, RESULT_DEEP, RESULT_ID_MASK, RESULT_LEN_MASK, RESULT_LEN_SHIFT,
-    RESULT_MONITOR, SLOT_CHUNK, TABLE_V4_SLOTS, TABLE_V6_SLOTS, TableMeta, empty_v4_bit,
-    empty16_v4_bit, v4_trie_data,
+    DIRECTION_SRC, DropEvent, EMPTY_V4_WORDS, EMPTY16_V4_WORDS, EMPTY22_V4_WORDS, ENTRIES_MAX,
+    ENTRY_FLAG_MONITOR, EVENT_DEFAULT_INTERVAL_MS, EVENT_INTERVAL_OFF, EVENT_RATE_MAX_ENTRIES,
+    EVENTS_RING_BYTES, EXACT_V4_MAX_ENTRIES, EXACT_V6_MAX_ENTRIES, EntryCounters, EntryValue,
+    FAMILY_V4, FAMILY_V6, GlobalCounters, HIT_IDS_WORDS, HOOK_CGROUP, HOOK_TC_EGRESS,
+    HOOK_TC_INGRESS, HOOK_XDP, HOOKS, IpCounters, IpKey, LOOKUP_TRIE, MATCH_DST, MATCH_SRC,
+    RANGES_V4_RECORDS, RANGES_V6_RECORDS, RESULT_ALLOWED, RESULT_BLOCKED, RESULT_DEEP,
+    RESULT_ID_MASK, RESULT_LEN_MASK, RESULT_LEN_SHIFT, RESULT_MONITOR, SLOT_CHUNK, TABLE_V4_SLOTS,
+    TABLE_V6_SLOTS, TableMeta, empty_v4_bit, empty16_v4_bit, empty22_v4_bit, v4_trie_data,
 };
 use blocklist_ebpf::{
     ADDR_SLOTS_DEFAULT, ADDR_VOTES_MAX, AddrHits, EVENT_BUDGET_DEFAULT, EventBudget,
@@ -94,6 +94,8 @@ static RANGES_V4: Array<u64> = Array::pinned(RANGES_V4_RECORDS, BPF_F_MMAPABLE);
 static EMPTY_V4: Array<u64> = Array::pinned(EMPTY_V4_WORDS, BPF_F_MMAPABLE);
 #[map]
 static EMPTY16_V4: Array<u64> = Array::pinned(EMPTY16_V4_WORDS, BPF_F_MMAPABLE);
+#[map]
+static EMPTY22_V4: Array<u64> = Array::pinned(EMPTY22_V4_WORDS, BPF_F_MMAPABLE);
 #[map]
 static TABLE_V6: Array<u64> = Array::pinned(TABLE_V6_SLOTS, BPF_F_MMAPABLE);
 #[map]
@@ -780,6 +782,15 @@ fn table_v4(addr: u32) -> u32 {
     // saved misses on a large list that line, but cost hits more.)
     let (word, bit) = empty16_v4_bit(addr);
     if let Some(empty) = EMPTY16_V4.get(word) {
+        if (*empty >> bit) & 1 != 0 {
+            return 0;
+        }
+    }
+    // On a large list nearly every /16 holds an entry, but most /22s
+    // still hold none: a word of 512 KiB answers most misses there, where
+    // the /24 bit's 2 MiB cost about 50 ns more.
+    let (word, bit) = empty22_v4_bit(addr);
+    if let Some(empty) = EMPTY22_V4.get(word) {
         if (*empty >> bit) & 1 != 0 {
             return 0;
         }

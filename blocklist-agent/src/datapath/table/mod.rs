@@ -5,8 +5,9 @@
 //! `RANGES_V4` (sorted range records per /16 that holds entries), so that
 //! the program decides an IPv4 address with one slot load and at most 17
 //! record loads, however many entries there are, and with a bit
-//! (`EMPTY16_V4` per /16, `EMPTY_V4` per /24) and no slot load or search
-//! when no entry overlaps the address's /16 or /24; and their IPv6 entries
+//! (`EMPTY16_V4` per /16, `EMPTY22_V4` per /22, `EMPTY_V4` per /24) and no
+//! slot load or search when no entry overlaps the address's /16, /22 or /24;
+//! and their IPv6 entries
 //! of /64 and wider into `TABLE_V6`/`RANGES_V6`, the same shape over the
 //! upper 64 bits. The layout is documented once, in `blocklist_ebpf`.
 //!
@@ -24,7 +25,7 @@ pub mod writer;
 use std::{os::fd::AsFd as _, time::Instant};
 
 use aya::maps::MapData;
-use blocklist_ebpf::{EMPTY_V4_WORDS, EMPTY16_V4_WORDS, map_names};
+use blocklist_ebpf::{EMPTY_V4_WORDS, EMPTY16_V4_WORDS, EMPTY22_V4_WORDS, map_names};
 
 use super::{DatapathError, mmap::MappedU64, pin::PinDir};
 
@@ -57,6 +58,8 @@ pub struct TableMaps {
     empty: Option<MappedU64>,
     /// `EMPTY16_V4`; absent, too, in maps pinned by an older program.
     empty16: Option<MappedU64>,
+    /// `EMPTY22_V4`; absent, too, in maps pinned by an older program.
+    empty22: Option<MappedU64>,
     slots_v6: MappedU64,
     ranges_v6: MappedU64,
 }
@@ -99,11 +102,13 @@ impl TableMaps {
         };
         let empty = optional(map_names::EMPTY_V4, EMPTY_V4_WORDS)?;
         let empty16 = optional(map_names::EMPTY16_V4, EMPTY16_V4_WORDS)?;
+        let empty22 = optional(map_names::EMPTY22_V4, EMPTY22_V4_WORDS)?;
         Ok(Self {
             slots: map(map_names::TABLE_V4)?,
             ranges: map(map_names::RANGES_V4)?,
             empty,
             empty16,
+            empty22,
             slots_v6: map(map_names::TABLE_V6)?,
             ranges_v6: map(map_names::RANGES_V6)?,
         })
@@ -146,6 +151,7 @@ impl TableMaps {
             self.empty.as_ref().map(|by24| writer::EmptyBits {
                 by24,
                 by16: self.empty16.as_ref(),
+                by22: self.empty22.as_ref(),
             }),
             &compiled,
             only,

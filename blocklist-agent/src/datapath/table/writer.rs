@@ -113,13 +113,36 @@ pub fn write(
 
 /// The IPv4 table's empty bitmaps: `EMPTY_V4`
 /// ([`EMPTY_V4_WORDS`](blocklist_ebpf::EMPTY_V4_WORDS) long, a bit per /24)
-/// and, when the pins have it, `EMPTY16_V4` (a bit per /16).
+/// and, when the pins have them, `EMPTY16_V4` (a bit per /16) and
+/// `EMPTY22_V4` (a bit per /22, a word per /16).
 #[derive(Clone, Copy)]
 pub struct EmptyBits<'a> {
     /// `EMPTY_V4`.
     pub by24: &'a MappedU64,
     /// `EMPTY16_V4`.
     pub by16: Option<&'a MappedU64>,
+    /// `EMPTY22_V4`.
+    pub by22: Option<&'a MappedU64>,
+}
+
+/// The `EMPTY22_V4` word of a /16 whose `EMPTY_V4` words are `words`: a
+/// /22's bit is set when its four /24 bits are.
+///
+/// ```
+/// use blocklist_agent::datapath::table::writer::empty22_word;
+/// // Only the /24 at offset 5 (in the second /22) holds an entry.
+/// let mut words = [u64::MAX; 4];
+/// words[0] &= !(1 << 5);
+/// assert_eq!(empty22_word(&words), !(1u64 << 1));
+/// ```
+pub fn empty22_word(words: &[u64; 4]) -> u64 {
+    let mut out = 0;
+    for j in 0..64 {
+        if (words[j / 16] >> ((4 * j) % 64)) & 0xf == 0xf {
+            out |= 1 << j;
+        }
+    }
+    out
 }
 
 /// [`write()`] for the slots `only` marks (all when `None`): `table` need
@@ -226,6 +249,9 @@ fn switch_slots(
                 {
                     by16.store(i / 64, by16.load(i / 64) & !(1u64 << (i % 64)));
                 }
+                if let Some(by22) = bits.by22 {
+                    by22.store(*i, by22.load(*i) & empty22_word(&want));
+                }
             }
         }
         // Every record of every new chunk, and every cleared empty bit, is
@@ -260,6 +286,12 @@ fn set_empty(bits: EmptyBits<'_>, want: &EmptyWords) {
                 bits.by24.store(i * 4 + k, *w);
             }
         }
+        if let Some(by22) = bits.by22 {
+            let w = empty22_word(words);
+            if by22.load(i) != w {
+                by22.store(i, w);
+            }
+        }
         if let Some(by16) = bits.by16 {
             let (at, bit) = (i / 64, 1u64 << (i % 64));
             let old = by16.load(at);
@@ -277,7 +309,10 @@ fn set_empty(bits: EmptyBits<'_>, want: &EmptyWords) {
 
 #[cfg(test)]
 mod tests {
-    use blocklist_ebpf::{EMPTY_V4_WORDS, EMPTY16_V4_WORDS, empty_v4_bit, empty16_v4_bit};
+    use blocklist_ebpf::{
+        EMPTY_V4_WORDS, EMPTY16_V4_WORDS, EMPTY22_V4_WORDS, empty_v4_bit, empty16_v4_bit,
+        empty22_v4_bit,
+    };
     use proptest::prelude::*;
 
     use super::*;
@@ -289,6 +324,7 @@ mod tests {
         ranges: MappedU64,
         empty: MappedU64,
         empty16: MappedU64,
+        empty22: MappedU64,
     }
 
     impl Kernel {
@@ -298,6 +334,7 @@ mod tests {
                 ranges: MappedU64::anonymous(records),
                 empty: MappedU64::anonymous(EMPTY_V4_WORDS as usize),
                 empty16: MappedU64::anonymous(EMPTY16_V4_WORDS as usize),
+                empty22: MappedU64::anonymous(EMPTY22_V4_WORDS as usize),
             }
         }
 
@@ -305,14 +342,20 @@ mod tests {
             EmptyBits {
                 by24: &self.empty,
                 by16: Some(&self.empty16),
+                by22: Some(&self.empty22),
             }
         }
 
-        /// What the program decides for `addr`, read the way it reads:
-        /// the /16 bit, the /24 bit, then the slot.
+        /// What the program decides for `addr`, read the way it reads
+        /// (the /16 bit, the /22 bit), then the /24 bit before the slot,
+        /// which is stricter than the program's order.
         fn decide(&self, addr: u32) -> u32 {
             let (word, bit) = empty16_v4_bit(addr);
             if (self.empty16.load(word as usize) >> bit) & 1 != 0 {
+                return 0;
+            }
+            let (word, bit) = empty22_v4_bit(addr);
+            if (self.empty22.load(word as usize) >> bit) & 1 != 0 {
                 return 0;
             }
             let (word, bit) = empty_v4_bit(addr);
@@ -388,6 +431,11 @@ mod tests {
                 }
                 let bit = (kernel.empty16.load(i / 64) >> (i % 64)) & 1 != 0;
                 prop_assert_eq!(bit, words.iter().all(|w| *w == u64::MAX), "/16 slot {}", i);
+                for j in 0..64 {
+                    let bit = (kernel.empty22.load(i) >> j) & 1 != 0;
+                    let all = (4 * j..4 * j + 4).all(|b| (words[b / 64] >> (b % 64)) & 1 != 0);
+                    prop_assert_eq!(bit, all, "/22 {} of slot {}", j, i);
+                }
             }
             for addr in 0x0a00_0000u32..0x0a02_0000 {
                 prop_assert_eq!(kernel.decide(addr), new.lookup(addr as u64), "{:#x}", addr);
