@@ -11,17 +11,16 @@ impl Maps {
         prefix: Prefix,
     ) -> Result<Option<EntryValue>, DatapathError> {
         let what = || format!("looking up {prefix} in {}", Store::of(kind, prefix).name());
-        let r = match &Route::of(kind, prefix) {
-            Route::ExactV4(b) => self.exact_v4.get(b, 0),
-            Route::ExactV6(b) => self.exact_v6.get(b, 0),
-            Route::TrieV4(k, key) => self.v4(*k).get(key, 0),
-            Route::TrieV6(k, key) => self.v6(*k).get(key, 0),
+        // A trie's lookup is longest-prefix. Entries are canonical, so a
+        // match of this prefix's own length is this very entry.
+        let (r, trie) = match &Route::of(kind, prefix) {
+            Route::ExactV4(b) => (self.exact_v4.get(b, 0), false),
+            Route::ExactV6(b) => (self.exact_v6.get(b, 0), false),
+            Route::TrieV4(k, key) => (self.v4(*k).get(key, 0), true),
+            Route::TrieV6(k, key) => (self.v6(*k).get(key, 0), true),
         };
         match r {
-            // A trie's lookup is longest-prefix. Entries are canonical, so
-            // a match of this prefix's own length is this very entry (as
-            // an exact map's always is).
-            Ok(v) if v.prefix_len == u32::from(prefix.prefix_len()) => Ok(Some(v)),
+            Ok(v) if !trie || v.prefix_len == u32::from(prefix.prefix_len()) => Ok(Some(v)),
             Ok(_) => Ok(None),
             Err(e) if is_enoent(&e) => Ok(None),
             Err(e) => Err(map_err(what())(e)),
@@ -168,8 +167,7 @@ impl Maps {
         let (mut k4, mut v4s, mut k6, mut v6s) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut e4, mut ev4, mut e6, mut ev6) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for ((p, flags), id) in entries.iter().zip(ids) {
-            let value = |p: &Prefix, flags: u32| EntryValue::new(p.prefix_len() as u32, flags, id);
-            let v = value(p, *flags);
+            let v = EntryValue::new(p.prefix_len() as u32, *flags, id);
             match Route::of(kind, *p) {
                 Route::ExactV4(b) => {
                     e4.push(b);
