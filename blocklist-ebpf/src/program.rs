@@ -771,15 +771,16 @@ macro_rules! chunk_search {
 }
 
 /// The compiled table's result for an IPv4 address (host byte order):
-/// 0 if the /16's `EMPTY16_V4` bit is set, else the /16's slot, then, if
-/// it points at a chunk, the /24's `EMPTY_V4` bit and a branch-free binary
-/// search for the last record whose start is at most the low 16 bits.
+/// 0 if the /16's `EMPTY16_V4` bit or the /22's `EMPTY22_V4` bit is set,
+/// else the /16's slot, then, if it points at a chunk, the /24's
+/// `EMPTY_V4` bit and a branch-free binary search for the last record
+/// whose start is at most the low 16 bits.
 #[inline(always)]
 fn table_v4(addr: u32) -> u32 {
     // An address in a /16 that no entry overlaps is decided by a bit of
     // 8 KiB that stays in cache, without the slot's line: on a small list
     // that is most traffic. (Reading the /24 bit before the slot as well
-    // saved misses on a large list that line, but cost hits more.)
+    // saved a large list's misses that line, but cost hits more.)
     let (word, bit) = empty16_v4_bit(addr);
     if let Some(empty) = EMPTY16_V4.get(word) {
         if (*empty >> bit) & 1 != 0 {

@@ -285,8 +285,9 @@ pub fn search_with<E>(
 /// slot are `low`, in the program's order: a direct slot's result; for a
 /// chunk, 0 when `empty()` says no entry overlaps the address's /24, else
 /// the search over the records `get` reads (by index into the ranges).
-/// The program reads the /16's `EMPTY16_V4` bit before the slot; a set bit
-/// is only ever where the slot says 0 too, so it is not needed here.
+/// The program reads the /16's `EMPTY16_V4` bit and the /22's `EMPTY22_V4`
+/// bit before the slot; a set bit is only ever where the slot says 0 too,
+/// so they are not needed here.
 pub fn decide_slot<E>(
     slot: u64,
     low: u64,

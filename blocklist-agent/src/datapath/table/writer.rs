@@ -147,7 +147,7 @@ pub fn empty22_word(words: &[u64; 4]) -> u64 {
 
 /// [`write()`] for the slots `only` marks (all when `None`): `table` need
 /// only be right for those (a partial compile). With `empty`, also keeps
-/// the empty bits in line: a /24 or /16 that turns non-empty has its bit
+/// the empty bits in line: a /24, /22 or /16 that turns non-empty has its bit
 /// cleared before its slot switches, one that turns empty has it set only
 /// after, so a packet that reads the bits and then the slot never skips an
 /// entry that either table holds, and a switched /16 decides by the new
@@ -167,16 +167,37 @@ pub fn write_slots(
     Ok(report)
 }
 
-/// The `EMPTY_V4` words a table wants, for the slots a write covers.
-struct EmptyWords(Vec<Option<[u64; 4]>>);
+/// The empty bits a table wants for one /16.
+#[derive(Clone, Copy)]
+struct SlotBits {
+    /// Its four `EMPTY_V4` words.
+    by24: [u64; 4],
+    /// Its `EMPTY22_V4` word; all set when no entry overlaps the /16,
+    /// which is also its `EMPTY16_V4` bit.
+    by22: u64,
+}
+
+impl SlotBits {
+    fn whole_16_empty(&self) -> bool {
+        self.by22 == u64::MAX
+    }
+}
+
+/// The empty bits a table wants, for the slots a write covers.
+struct EmptyWords(Vec<Option<SlotBits>>);
 
 impl EmptyWords {
     fn of(table: &Compiled, only: Option<&[bool]>) -> Self {
         Self(
             (0..TABLE_V4_SLOTS as usize)
                 .map(|i| {
-                    only.is_none_or(|o| o[i])
-                        .then(|| empty_words(&table.slot(i)))
+                    only.is_none_or(|o| o[i]).then(|| {
+                        let by24 = empty_words(&table.slot(i));
+                        SlotBits {
+                            by24,
+                            by22: empty22_word(&by24),
+                        }
+                    })
                 })
                 .collect(),
         )
@@ -240,17 +261,17 @@ fn switch_slots(
         if let Some((bits, want)) = empty {
             for (i, _) in &switches {
                 let want = want.0[*i].expect("a switched slot is one the write covers");
-                for (k, w) in want.iter().enumerate() {
+                for (k, w) in want.by24.iter().enumerate() {
                     let at = i * 4 + k;
                     bits.by24.store(at, bits.by24.load(at) & w);
                 }
                 if let Some(by16) = bits.by16
-                    && !whole_16_empty(&want)
+                    && !want.whole_16_empty()
                 {
                     by16.store(i / 64, by16.load(i / 64) & !(1u64 << (i % 64)));
                 }
                 if let Some(by22) = bits.by22 {
-                    by22.store(*i, by22.load(*i) & empty22_word(&want));
+                    by22.store(*i, by22.load(*i) & want.by22);
                 }
             }
         }
@@ -268,11 +289,6 @@ fn switch_slots(
     }
 }
 
-/// Whether a /16 whose `EMPTY_V4` words are `words` has no entry at all.
-fn whole_16_empty(words: &[u64; 4]) -> bool {
-    words.iter().all(|w| *w == u64::MAX)
-}
-
 /// Sets the empty bits to the wanted words, once every slot holds its
 /// content: after this write switched the slots, or for slots already in
 /// place (maps pinned before the bitmaps existed start all clear, which
@@ -280,22 +296,21 @@ fn whole_16_empty(words: &[u64; 4]) -> bool {
 fn set_empty(bits: EmptyBits<'_>, want: &EmptyWords) {
     fence(Ordering::SeqCst);
     for (i, words) in want.0.iter().enumerate() {
-        let Some(words) = words else { continue };
-        for (k, w) in words.iter().enumerate() {
+        let Some(want) = words else { continue };
+        for (k, w) in want.by24.iter().enumerate() {
             if bits.by24.load(i * 4 + k) != *w {
                 bits.by24.store(i * 4 + k, *w);
             }
         }
-        if let Some(by22) = bits.by22 {
-            let w = empty22_word(words);
-            if by22.load(i) != w {
-                by22.store(i, w);
-            }
+        if let Some(by22) = bits.by22
+            && by22.load(i) != want.by22
+        {
+            by22.store(i, want.by22);
         }
         if let Some(by16) = bits.by16 {
             let (at, bit) = (i / 64, 1u64 << (i % 64));
             let old = by16.load(at);
-            let new = if whole_16_empty(words) {
+            let new = if want.whole_16_empty() {
                 old | bit
             } else {
                 old & !bit
