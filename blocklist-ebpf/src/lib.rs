@@ -52,6 +52,10 @@
 //! from many addresses, while a hash lookup costs one or two; most feed
 //! entries are single addresses (Cilium's XDP prefilter splits the same way).
 //! The agent keeps one block entry in exactly one of the two places.
+//! It makes the exact maps small ([`EXACT_START_ENTRIES`]) and, when the
+//! installed set outgrows one, loads the program with a larger copy and
+//! swaps it in at every attachment (the agent's `datapath::grow`): the
+//! kernel allocates a hash map's whole bucket array when it is made.
 //!
 //! (2) **The compiled IPv4 table** decides an IPv4 address with plain
 //! array loads when `Config::lookup` is [`LOOKUP_TABLE`] (the default).
@@ -292,11 +296,16 @@ pub const DROP_ALL_PROGRAM_NAME: &str = "xdp_drop_floor";
 pub const BLOCK_V4_MAX_ENTRIES: u32 = 1 << 21;
 /// Capacity of `BLOCK_V6`.
 pub const BLOCK_V6_MAX_ENTRIES: u32 = 1 << 19;
-/// Capacity of `EXACT_V4`. Entries are allocated on insert, but the
-/// bucket array (16 B a bucket) is not: this costs 16 MiB up front.
+/// Most entries `EXACT_V4` grows to. Entries are allocated on insert, but
+/// the bucket array (16 B a bucket) is allocated whole when the map is
+/// made: at this size, 16 MiB. So the agent makes it
+/// [`EXACT_START_ENTRIES`] and makes it larger as the installed set grows.
 pub const EXACT_V4_MAX_ENTRIES: u32 = 1 << 20;
-/// Capacity of `EXACT_V6` (4 MiB of buckets up front).
+/// Most entries `EXACT_V6` grows to (4 MiB of buckets).
 pub const EXACT_V6_MAX_ENTRIES: u32 = 1 << 18;
+/// Entries a fresh `EXACT_V4` or `EXACT_V6` is made with (1 MiB of
+/// buckets), before the installed set asks for more.
+pub const EXACT_START_ENTRIES: u32 = 1 << 16;
 /// Capacity of each allow trie.
 pub const ALLOW_MAX_ENTRIES: u32 = 1 << 16;
 /// Default slots per CPU of `ADDR_HITS` (72 bytes each; the agent may size

@@ -39,7 +39,18 @@ impl Kernel {
     /// with the lookup that `XDP_BLOCKLIST_LOOKUP` names (the table when
     /// unset), as the agent would.
     pub fn load() -> Self {
-        Self::load_on(Bpffs::new(), &LoadOptions::default())
+        Self::load_on(Bpffs::new(), &Self::options())
+    }
+
+    /// The options [`Kernel::load`] loads with: the exact maps at their
+    /// largest, because the suites write them directly (`insert_many`),
+    /// past the writers that grow them, and keep this handle's program,
+    /// which growing would leave on the old map.
+    pub fn options() -> LoadOptions {
+        LoadOptions {
+            exact_entries: Some(u32::MAX),
+            ..LoadOptions::default()
+        }
     }
 
     /// [`Kernel::load`] on a bpffs that may hold maps pinned already, with

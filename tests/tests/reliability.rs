@@ -776,3 +776,117 @@ fn children_max_rss_kib() -> i64 {
         ru.ru_maxrss
     }
 }
+
+/// `bpftool <args> --json`, parsed (null when it printed nothing).
+fn bpftool(args: &[&str]) -> Value {
+    let out = std::process::Command::new("bpftool")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("running bpftool");
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// The ids of the maps that the program behind the filter's pinned XDP
+/// link uses.
+fn linked_map_ids(env: &Env) -> Vec<u64> {
+    let link = PinDir::new(env.fs.pin_dir()).link(&env.lab.filter_if);
+    let link = link.display().to_string();
+    let prog = bpftool(&["link", "show", "pinned", &link])["prog_id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no program behind {link}"));
+    let info = bpftool(&["prog", "show", "id", &prog.to_string()]);
+    info["map_ids"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no map ids for program {prog}: {info}"))
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect()
+}
+
+/// The id of the map pinned as `name`.
+fn pinned_map_id(env: &Env, name: &str) -> u64 {
+    let path = PinDir::new(env.fs.pin_dir()).map(name);
+    bpftool(&["map", "show", "pinned", &path.display().to_string()])["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no map pinned at {}", path.display()))
+}
+
+/// The exact maps start small and grow with the list: a sync of more
+/// single addresses than a fresh `EXACT_V4` holds grows it, the attached
+/// program is swapped for one that uses the larger map, and the kept
+/// client is dropped throughout. The trie lookup makes that visible: it
+/// probes `EXACT_V4` for every IPv4 packet, so a program left on a map
+/// without the client's entry lets the client through. A writer killed
+/// after swapping the program in but before the larger map's pin took
+/// the old one's place leaves exactly such a program (here on an empty
+/// map, the worst case); the next writer finishes the growth.
+#[test]
+fn the_exact_maps_grow_with_the_list_and_a_killed_growth_is_mended() {
+    use blocklist_agent::datapath::{attach, grow, loader};
+    use blocklist_ebpf::{EXACT_START_ENTRIES, EXACT_V4_MAX_ENTRIES, map_names::EXACT_V4};
+
+    let env = Env::attached_with("[datapath]\nlookup = \"trie\"\n");
+    let pin = PinDir::new(env.fs.pin_dir());
+    let size = || loader::pinned_entries(&pin, EXACT_V4).expect("a pinned EXACT_V4");
+    let growing = pin.map(&format!("growing-{EXACT_V4}"));
+    assert_eq!(size(), EXACT_START_ENTRIES, "a fresh EXACT_V4 starts small");
+    let feed = env.dir.path().join("hosts.txt");
+    let listed = |n: u32| format!("{CLIENT4}/32\n{}", blocklist_tests::addresses(0, n));
+    std::fs::write(&feed, listed(1_000)).unwrap();
+    env.config(&feed.display().to_string(), "");
+    assert_eq!(env.sync()["v4"]["added"], 1_001);
+
+    const N: u32 = 100_000;
+    let traffic = flood(&env, Duration::from_secs(120));
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&feed, listed(N)).unwrap();
+    assert_eq!(env.sync()["v4"]["added"], N - 1_000);
+    std::thread::sleep(Duration::from_millis(300));
+    let (sent, got) = traffic.stop();
+    assert!(sent >= 100, "traffic ran ({sent} sent)");
+    assert_eq!(
+        got, 0,
+        "{got} of {sent} packets from the kept address got through while EXACT_V4 grew"
+    );
+    assert_eq!(
+        size(),
+        grow::grown_size(u64::from(N) + 1, EXACT_V4_MAX_ENTRIES),
+        "EXACT_V4 grew to fit the list"
+    );
+    assert!(!growing.exists(), "the larger map took the old one's pin");
+    let exact = pinned_map_id(&env, EXACT_V4);
+    assert!(
+        linked_map_ids(&env).contains(&exact),
+        "the attached program uses the pinned EXACT_V4 ({exact})"
+    );
+
+    // The state a writer killed between the swap and the rename leaves.
+    let mut loaded = loader::load_growing(&pin, EXACT_V4, 1 << 18, &growing).unwrap();
+    attach::replace(&mut loaded, &pin, &env.lab.filter_if).unwrap();
+    drop(loaded);
+    assert!(!linked_map_ids(&env).contains(&exact));
+    let through = udp(&env.lab.client, CLIENT4, &env.lab.filter, FILTER4, 20, 64);
+    assert!(
+        through > 0,
+        "a program on a map without the client's entry lets it through (what the next writer \
+         must mend)"
+    );
+    // The next writer: a sync with nothing to change.
+    env.sync();
+    assert!(!growing.exists(), "the half-made map's pin is gone");
+    assert!(
+        linked_map_ids(&env).contains(&pinned_map_id(&env, EXACT_V4)),
+        "the attached program uses the pinned EXACT_V4 again"
+    );
+    let through = udp(&env.lab.client, CLIENT4, &env.lab.filter, FILTER4, 20, 64);
+    assert_eq!(through, 0, "the kept client is dropped again");
+    assert_eq!(env.entries_v4(), u64::from(N) + 1);
+    let maps = Maps::open(&pin).unwrap();
+    for a in [CLIENT4.parse().unwrap(), nth(0), nth(N - 1)] {
+        assert!(
+            maps.lookup(TrieKind::Block, a).unwrap().is_some(),
+            "{a} is in the grown map"
+        );
+    }
+}

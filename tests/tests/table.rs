@@ -448,7 +448,7 @@ fn the_program_loads_over_pins_of_other_sizes() {
         fs,
         &LoadOptions {
             addr_slots: 1 << 16,
-            ..LoadOptions::default()
+            ..Kernel::options()
         },
     );
     assert_eq!(size(map_names::RANGES_V4), older);

@@ -28,7 +28,7 @@ use anyhow::Context as _;
 use crate::{
     config::Config,
     datapath::{
-        attach,
+        attach, grow,
         loader::{self, LoadOptions, Loaded},
         maps::{Maps, TrieKind},
         pin::PinDir,
@@ -42,12 +42,14 @@ use crate::{
 /// not exist yet, writes the configured live settings into the fresh
 /// `CONFIG` ([`write_live_config`]).
 pub fn load(pin: &PinDir, config: &Config) -> anyhow::Result<Loaded> {
+    grow::recover(pin).context("finishing an exact map's growth that a writer left")?;
     let fresh = !pin.has_maps();
     let opts = LoadOptions {
         addr_slots: config
             .ip_counters_max
             .unwrap_or(blocklist_ebpf::ADDR_SLOTS_DEFAULT),
         max_entries: config.datapath.max_entries,
+        exact_entries: None,
     };
     let loaded = loader::load(pin, &opts)?;
     if fresh {
@@ -96,10 +98,13 @@ pub fn record_attachment(
 
 /// Opens the pinned maps, creating them (by loading the program without
 /// attaching it) when `create` is set and none exist yet, so entries can be
-/// staged before the first attach.
+/// staged before the first attach. A writer (`create`) first finishes what
+/// a writer killed while growing an exact map left ([`grow::recover`]).
 pub fn open_maps(pin: &PinDir, config: &Config, create: bool) -> anyhow::Result<Maps> {
     if create && !pin.has_maps() {
         load(pin, config).context("creating the maps")?;
+    } else if create {
+        grow::recover(pin).context("finishing an exact map's growth that a writer left")?;
     }
     Maps::open(pin).map_err(Into::into)
 }

@@ -14,7 +14,8 @@ use blocklist_ebpf::{
     PROGRAM_NAME, RANGES_V4_RECORDS, RANGES_V6_RECORDS, map_names, ranges_v4_records,
 };
 
-use super::{DatapathError, pin::PinDir};
+use super::{DatapathError, grow, maps::Store, pin::PinDir};
+use crate::prefix::Family;
 
 /// The XDP object built from `blocklist-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/blocklist"));
@@ -36,6 +37,25 @@ pub struct LoadOptions {
     /// ([`entry_sized_maps`]) are made that size when they are created; an
     /// existing pin keeps its size, like `ADDR_HITS`.
     pub max_entries: Option<u32>,
+    /// Entries the exact maps are made with; `None` for
+    /// [`EXACT_START_ENTRIES`](blocklist_ebpf::EXACT_START_ENTRIES), from
+    /// where writers grow them ([`grow`](super::grow)). Each is kept
+    /// within its largest size and `max_entries`. For tests that write
+    /// the maps directly, past the writers that grow them.
+    pub exact_entries: Option<u32>,
+}
+
+impl LoadOptions {
+    /// Options that ask nothing of the maps pinned under `pin` but what
+    /// they are, for loading the program again beside them (so that no
+    /// warning says a configured size was not taken).
+    pub fn as_pinned(pin: &PinDir) -> Self {
+        Self {
+            addr_slots: pinned_entries(pin, map_names::ADDR_HITS)
+                .unwrap_or(blocklist_ebpf::ADDR_SLOTS_DEFAULT),
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for LoadOptions {
@@ -43,6 +63,7 @@ impl Default for LoadOptions {
         Self {
             addr_slots: blocklist_ebpf::ADDR_SLOTS_DEFAULT,
             max_entries: None,
+            exact_entries: None,
         }
     }
 }
@@ -50,7 +71,9 @@ impl Default for LoadOptions {
 /// The maps whose size `max_entries` block entries decide, with their
 /// sizes: the counters and hit marks (one per id), the exact maps, and the
 /// table's range arrays, so that a host with a small list pays for a small
-/// one. Without `max_entries`, the sizes the object declares.
+/// one. Without `max_entries`, the sizes the object declares. The exact
+/// maps start small either way and grow with the installed set (see
+/// [`grow`](super::grow)).
 ///
 /// ```
 /// use blocklist_agent::datapath::loader::entry_sized_maps;
@@ -58,14 +81,15 @@ impl Default for LoadOptions {
 /// let sizes = entry_sized_maps(Some(10_000));
 /// assert!(sizes.contains(&("ENTRY_COUNTERS", 10_001)));
 /// assert!(sizes.contains(&("EXACT_V4", 10_000)));
+/// assert!(entry_sized_maps(None).contains(&("EXACT_V4", 65_536)));
 /// ```
 pub fn entry_sized_maps(max_entries: Option<u32>) -> [(&'static str, u32); 6] {
     let Some(n) = max_entries.map(|n| n.clamp(1, ENTRIES_MAX - 1)) else {
         return [
             (map_names::ENTRY_COUNTERS, ENTRIES_MAX),
             (map_names::HIT_IDS, HIT_IDS_WORDS),
-            (map_names::EXACT_V4, EXACT_V4_MAX_ENTRIES),
-            (map_names::EXACT_V6, EXACT_V6_MAX_ENTRIES),
+            (map_names::EXACT_V4, grow::start_size(EXACT_V4_MAX_ENTRIES)),
+            (map_names::EXACT_V6, grow::start_size(EXACT_V6_MAX_ENTRIES)),
             (map_names::RANGES_V4, RANGES_V4_RECORDS),
             (map_names::RANGES_V6, RANGES_V6_RECORDS * 2),
         ];
@@ -78,11 +102,24 @@ pub fn entry_sized_maps(max_entries: Option<u32>) -> [(&'static str, u32); 6] {
     [
         (map_names::ENTRY_COUNTERS, n + 1),
         (map_names::HIT_IDS, (n + 1).div_ceil(8)),
-        (map_names::EXACT_V4, n.min(EXACT_V4_MAX_ENTRIES)),
-        (map_names::EXACT_V6, n.min(EXACT_V6_MAX_ENTRIES)),
+        (
+            map_names::EXACT_V4,
+            grow::start_size(grow::largest(Family::V4, Some(n))),
+        ),
+        (
+            map_names::EXACT_V6,
+            grow::start_size(grow::largest(Family::V6, Some(n))),
+        ),
         (map_names::RANGES_V4, ranges_v4_records(n + 1)),
         (map_names::RANGES_V6, v6_records * 2),
     ]
+}
+
+/// The family of an exact map's name.
+fn exact_family(name: &str) -> Option<Family> {
+    Family::ALL
+        .into_iter()
+        .find(|&f| Store::Exact(f).name() == name)
 }
 
 /// Most per-CPU `ADDR_HITS` slots (72 MiB per CPU).
@@ -91,6 +128,26 @@ const ADDR_SLOTS_MAX: u32 = 1 << 20;
 /// Loads the object, reusing or creating the pinned maps under `pin`, and
 /// loads the main program into the kernel (running the verifier).
 pub fn load(pin: &PinDir, opts: &LoadOptions) -> Result<Loaded, DatapathError> {
+    load_with(pin, opts, None)
+}
+
+/// [`load`] with the map `name` made anew at `size` entries and pinned at
+/// `at`, where nothing may be pinned yet, instead of the pinned one: how
+/// [`grow`](super::grow) gives the program a larger exact map.
+pub fn load_growing(
+    pin: &PinDir,
+    name: &'static str,
+    size: u32,
+    at: &std::path::Path,
+) -> Result<Loaded, DatapathError> {
+    load_with(pin, &LoadOptions::as_pinned(pin), Some((name, size, at)))
+}
+
+fn load_with(
+    pin: &PinDir,
+    opts: &LoadOptions,
+    fresh: Option<(&'static str, u32, &std::path::Path)>,
+) -> Result<Loaded, DatapathError> {
     pin.ensure()?;
     let mut loader = EbpfLoader::new();
     loader.default_map_pin_directory(pin.root());
@@ -108,9 +165,18 @@ pub fn load(pin: &PinDir, opts: &LoadOptions) -> Result<Loaded, DatapathError> {
     }
     loader.map_max_entries(map_names::ADDR_HITS, slots);
     let mut kept = Vec::new();
-    for (name, wanted) in entry_sized_maps(opts.max_entries) {
+    for (name, mut wanted) in entry_sized_maps(opts.max_entries) {
+        if let (Some(n), Some(family)) = (opts.exact_entries, exact_family(name)) {
+            wanted = n.clamp(1, grow::largest(family, opts.max_entries));
+        }
+        if let Some((fresh, size, at)) = fresh.filter(|f| f.0 == name) {
+            loader.map_max_entries(fresh, size);
+            loader.map_pin_path(fresh, at);
+            continue;
+        }
         let size = pinned_entries(pin, name).unwrap_or(wanted);
-        if size != wanted {
+        // An exact map's pinned size is the one it grew to.
+        if size != wanted && exact_family(name).is_none() {
             kept.push(format!("{name} {size} (configured {wanted})"));
         }
         loader.map_max_entries(name, size);

@@ -6,6 +6,7 @@ pub mod attach;
 pub mod batch;
 pub mod cgroup;
 pub mod error;
+pub mod grow;
 pub mod hit_ids;
 pub mod ids;
 pub mod loader;

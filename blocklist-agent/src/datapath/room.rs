@@ -77,8 +77,7 @@ impl Room {
         match Store::of(TrieKind::Block, *p) {
             Store::Trie(_, Family::V4) => 0,
             Store::Trie(_, Family::V6) => 1,
-            Store::Exact(Family::V4) => 2,
-            Store::Exact(Family::V6) => 3,
+            Store::Exact(f) => Self::exact_index(f),
         }
     }
 
@@ -140,6 +139,28 @@ impl Room {
         }
     }
 
+    /// Entries of one family's exact map (its single addresses).
+    pub fn exact(&self, family: Family) -> u64 {
+        self.0[Self::exact_index(family)]
+    }
+
+    /// Sets the count (or capacity) of one family's exact map.
+    pub fn set_exact(&mut self, family: Family, n: u64) {
+        self.0[Self::exact_index(family)] = n;
+    }
+
+    fn exact_index(family: Family) -> usize {
+        match family {
+            Family::V4 => 2,
+            Family::V6 => 3,
+        }
+    }
+
+    /// Entry ids.
+    pub fn ids(&self) -> u64 {
+        self.0[IDS]
+    }
+
     /// Allow entries of one family.
     pub fn allows(&self, family: Family) -> u64 {
         self.0[Self::allow_index(family)]
@@ -177,6 +198,10 @@ mod tests {
         let r = Room::of(blocks.iter(), allows.iter());
         assert_eq!(r, Room::from_counts([1, 1, 1, 2], 5, [1, 1]));
         assert_eq!((r.blocks(Family::V4), r.blocks(Family::V6)), (2, 3));
+        assert_eq!(
+            (r.exact(Family::V4), r.exact(Family::V6), r.ids()),
+            (1, 2, 5)
+        );
         let mut less = r;
         less.remove(&p("2001:db8::1/128"));
         less.remove_allow(&p("192.0.2.1/32"));

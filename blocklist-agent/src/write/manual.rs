@@ -17,7 +17,10 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     config::Config,
-    datapath::maps::{Maps, TrieKind},
+    datapath::{
+        grow,
+        maps::{Maps, TrieKind},
+    },
     prefix::{Family, Prefix},
     state::{
         StateDir,
@@ -97,6 +100,12 @@ pub fn edit(
     expires: Option<SystemTime>,
 ) -> anyhow::Result<Vec<(Prefix, Edited)>> {
     let mut manual = load(state, maps)?;
+    if add && kind == TrieKind::Block {
+        let adds: Vec<(Prefix, u32)> = prefixes.iter().map(|p| (*p, 0)).collect();
+        let (peak, _) = maps.room_with(&adds, &[])?;
+        grow::make_room(maps, &peak, maps.room_capacity()?)
+            .context("growing an exact map for the new entries; nothing was changed")?;
+    }
     let mut done = Vec::with_capacity(prefixes.len());
     maps.batch(|maps| -> anyhow::Result<()> {
         for p in prefixes {

@@ -11,7 +11,8 @@
 //! `route` (where an entry lives), `entries` (single reads and writes),
 //! `walk` (whole-map walks, batched writes), `installed` (the mirror of
 //! the installed entries, room and ids), `commit` (keeping the compiled
-//! table in line) and `counters`.
+//! table in line), `counters`, and `grow` (moving an exact map's entries
+//! into a larger one).
 //!
 //! Every write to the tries is followed by bringing the compiled IPv4
 //! table (see [`table`](super::table)) in line with them, at once or, in a
@@ -176,6 +177,7 @@ pub enum Access {
 mod commit;
 mod counters;
 mod entries;
+mod grow;
 mod installed;
 mod open;
 mod route;

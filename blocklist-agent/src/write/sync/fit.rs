@@ -10,13 +10,15 @@
 //! that their ids and places are free; then the plan's remaining writes in
 //! the usual order. A plan that does not fit even then, or whose allow
 //! entries do not fit their tries, is refused before anything is written:
-//! the installed entries keep protecting.
+//! the installed entries keep protecting. Before either, an exact map
+//! that the peak overfills is grown ([`grow::make_room`]).
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 
 use super::{Plan, apply_with_deletes};
 use crate::{
     datapath::{
+        grow,
         maps::{Maps, TrieKind},
         table::TableReport,
     },
@@ -86,8 +88,10 @@ pub fn write(
     plan: &mut Plan,
     release: bool,
 ) -> anyhow::Result<Option<TableReport>> {
-    let capacity = maps.room_capacity()?;
     let (mut peak, new) = maps.room_with(&plan.block_add, &plan.allow_add)?;
+    // The exact maps start small and grow with the installed set.
+    let capacity = grow::make_room(maps, &peak, maps.room_capacity()?)
+        .context("growing an exact map for this sync; nothing was changed")?;
     let mut first = None;
     let mut early = Vec::new();
     if let Some(o) = peak.over(&capacity) {
