@@ -697,3 +697,125 @@ fn a_missing_cgroup_does_not_stop_the_agent() {
         "the log does not say what failed: {text}"
     );
 }
+
+/// The id of the program pinned at `path` (a link's program, or a
+/// program pinned itself: a classifier under clsact), and the ids of the
+/// maps it uses.
+fn pinned_program_maps(path: &Path) -> (u64, Vec<u64>) {
+    let show = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new("bpftool")
+            .args(args)
+            .arg("--json")
+            .output()
+            .expect("running bpftool");
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    let p = path.display().to_string();
+    let prog = show(&["link", "show", "pinned", &p])["prog_id"]
+        .as_u64()
+        .or_else(|| show(&["prog", "show", "pinned", &p])["id"].as_u64())
+        .unwrap_or_else(|| panic!("bpftool shows no program pinned at {p}"));
+    let info = show(&["prog", "show", "id", &prog.to_string()]);
+    let maps = info["map_ids"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no map ids for program {prog}: {info}"))
+        .iter()
+        .filter_map(serde_json::Value::as_u64)
+        .collect();
+    (prog, maps)
+}
+
+/// Growing `EXACT_V4` swaps the program at every hook, not only the XDP
+/// link: a sync that outgrows the fresh map and lists a new address is
+/// followed by the TC egress classifier and the cgroup hooks refusing it.
+/// The trie lookup probes `EXACT_V4` on every hook, so a hook left with
+/// the old map (which never got the new address) would let it through.
+#[test]
+fn growing_an_exact_map_swaps_the_program_at_every_hook() {
+    use blocklist_agent::datapath::loader;
+    use blocklist_ebpf::{EXACT_START_ENTRIES, map_names::EXACT_V4};
+    use blocklist_tests::{agent::Agent, bpffs::Bpffs};
+
+    require_root();
+    let lab = Lab::new();
+    let fs = Bpffs::new();
+    let cg = MountedCgroup::new();
+    let dir = tempfile::tempdir().unwrap();
+    let feed = dir.path().join("feed.txt");
+    std::fs::write(&feed, blocklist_tests::addresses(0, 1_000)).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[feed]]\nname = \"f\"\nallow_reserved = true\nurl = \"{}\"\n\
+             [egress]\nmode = \"both\"\ncgroup = \"{}\"\n[datapath]\nlookup = \"trie\"\n",
+            feed.display(),
+            cg.child.0.display(),
+        ),
+    )
+    .unwrap();
+    let agent = Agent::new(lab.filter.name(), fs.pin_dir(), dir.path().join("state"))
+        .with_config(config)
+        .with_egress();
+    struct Detach<'a>(&'a Agent, &'a str);
+    impl Drop for Detach<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.try_run(&["detach", "--iface", self.1]);
+        }
+    }
+    agent.run(&["attach", "--iface", &lab.filter_if]);
+    let _detach = Detach(&agent, &lab.filter_if);
+    lab.wait_settled();
+    let pin = PinDir::new(fs.pin_dir());
+    let hooks: Vec<PathBuf> = [pin.link(&lab.filter_if), pin.tc_egress_link(&lab.filter_if)]
+        .into_iter()
+        .chain(cgroup::attached(&pin).iter().map(|h| pin.egress_link(h)))
+        .collect();
+    assert_eq!(hooks.len(), 6, "XDP, TC egress and four cgroup hooks");
+    agent.sync_once(&[]);
+    assert_eq!(
+        loader::pinned_entries(&pin, EXACT_V4),
+        Some(EXACT_START_ENTRIES)
+    );
+    let f = lab.filter.name().to_owned();
+    let listener = lab
+        .client
+        .enter(|| TcpListener::bind((CLIENT4_B, 0)).unwrap());
+    let lport = listener.local_addr().unwrap().port();
+    assert_eq!(call(&cg.child.0, &f, "tcp", CLIENT4_B, lport), "ok");
+
+    // More single addresses than the fresh map holds, and the client.
+    std::fs::write(
+        &feed,
+        format!("{CLIENT4_B}\n{}", blocklist_tests::addresses(0, 100_000)),
+    )
+    .unwrap();
+    agent.sync_once(&[]);
+    assert!(loader::pinned_entries(&pin, EXACT_V4) > Some(EXACT_START_ENTRIES));
+    let exact = pin.map(EXACT_V4).display().to_string();
+    let out = Command::new("bpftool")
+        .args(["map", "show", "pinned", &exact, "--json"])
+        .output()
+        .expect("running bpftool");
+    let exact_id = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["id"]
+        .as_u64()
+        .expect("the pinned EXACT_V4's id");
+    for hook in &hooks {
+        let (prog, maps) = pinned_program_maps(hook);
+        assert!(
+            maps.contains(&exact_id),
+            "the program {prog} at {} does not use the grown EXACT_V4 ({exact_id}): {maps:?}",
+            hook.display()
+        );
+    }
+    // The cgroup hooks refuse the new address; TC egress drops a ping to it
+    // from outside the cgroup.
+    assert_eq!(call(&cg.child.0, &f, "tcp", CLIENT4_B, lport), "EPERM");
+    let ping = lab.filter.exec(&["ping", "-c", "1", "-W", "1", CLIENT4_B]);
+    assert!(
+        !ping.status.success(),
+        "a ping to the listed address got an answer"
+    );
+    let ok = lab.filter.exec(&["ping", "-c", "1", "-W", "2", CLIENT4]);
+    assert!(ok.status.success(), "a ping to a clean address failed");
+}
