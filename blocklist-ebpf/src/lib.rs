@@ -303,6 +303,10 @@ pub const BLOCK_V6_MAX_ENTRIES: u32 = 1 << 19;
 pub const EXACT_V4_MAX_ENTRIES: u32 = 1 << 20;
 /// Most entries `EXACT_V6` grows to (4 MiB of buckets).
 pub const EXACT_V6_MAX_ENTRIES: u32 = 1 << 18;
+/// Flags of `EXACT_V4` and `EXACT_V6`: `BPF_F_NO_PREALLOC`, entries are
+/// allocated on insert (a preallocated map would pin its whole capacity
+/// in kernel memory). The agent makes a grown map with them too.
+pub const EXACT_MAP_FLAGS: u32 = 1;
 /// Entries a fresh `EXACT_V4` or `EXACT_V6` is made with (1 MiB of
 /// buckets), before the installed set asks for more.
 pub const EXACT_START_ENTRIES: u32 = 1 << 16;

@@ -42,8 +42,8 @@ use blocklist_ebpf::{
     CHUNK_SEARCH_STEPS, CHUNK_V6_SEARCH_STEPS, Config, DIRECTION_DST, DIRECTION_EGRESS,
     DIRECTION_SRC, DropEvent, EMPTY_V4_WORDS, EMPTY16_V4_WORDS, EMPTY22_V4_WORDS, ENTRIES_MAX,
     ENTRY_FLAG_MONITOR, EVENT_DEFAULT_INTERVAL_MS, EVENT_INTERVAL_OFF, EVENT_RATE_MAX_ENTRIES,
-    EVENTS_RING_BYTES, EXACT_V4_MAX_ENTRIES, EXACT_V6_MAX_ENTRIES, EntryCounters, EntryValue,
-    FAMILY_V4, FAMILY_V6, GlobalCounters, HIT_IDS_WORDS, HOOK_CGROUP, HOOK_TC_EGRESS,
+    EVENTS_RING_BYTES, EXACT_MAP_FLAGS, EXACT_V4_MAX_ENTRIES, EXACT_V6_MAX_ENTRIES, EntryCounters,
+    EntryValue, FAMILY_V4, FAMILY_V6, GlobalCounters, HIT_IDS_WORDS, HOOK_CGROUP, HOOK_TC_EGRESS,
     HOOK_TC_INGRESS, HOOK_XDP, HOOKS, IpCounters, IpKey, LOOKUP_TRIE, MATCH_DST, MATCH_SRC,
     RANGES_V4_RECORDS, RANGES_V6_RECORDS, RESULT_ALLOWED, RESULT_BLOCKED, RESULT_DEEP,
     RESULT_ID_MASK, RESULT_LEN_MASK, RESULT_LEN_SHIFT, RESULT_MONITOR, SLOT_CHUNK, TABLE_V4_SLOTS,
@@ -53,9 +53,6 @@ use blocklist_ebpf::{
     ADDR_SLOTS_DEFAULT, ADDR_VOTES_MAX, AddrHits, EVENT_BUDGET_DEFAULT, EventBudget,
 };
 
-/// Entries are allocated on insert: a full-size preallocated map would
-/// pin its whole capacity in kernel memory.
-const BPF_F_NO_PREALLOC: u32 = 1;
 /// The agent maps the table's arrays into its memory and updates them
 /// with plain stores (one aligned store switches a slot).
 const BPF_F_MMAPABLE: u32 = 1 << 10;
@@ -68,10 +65,10 @@ static BLOCK_V4: LpmTrie<[u8; 8], EntryValue> = LpmTrie::pinned(BLOCK_V4_MAX_ENT
 static BLOCK_V6: LpmTrie<[u8; 16], EntryValue> = LpmTrie::pinned(BLOCK_V6_MAX_ENTRIES, 0);
 #[map]
 static EXACT_V4: HashMap<[u8; 4], EntryValue> =
-    HashMap::pinned(EXACT_V4_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+    HashMap::pinned(EXACT_V4_MAX_ENTRIES, EXACT_MAP_FLAGS);
 #[map]
 static EXACT_V6: HashMap<[u8; 16], EntryValue> =
-    HashMap::pinned(EXACT_V6_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+    HashMap::pinned(EXACT_V6_MAX_ENTRIES, EXACT_MAP_FLAGS);
 #[map]
 static ALLOW_V4: LpmTrie<[u8; 8], EntryValue> = LpmTrie::pinned(ALLOW_MAX_ENTRIES, 0);
 #[map]

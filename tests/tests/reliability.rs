@@ -862,7 +862,7 @@ fn the_exact_maps_grow_with_the_list_and_a_killed_growth_is_mended() {
     );
 
     // The state a writer killed between the swap and the rename leaves.
-    let mut loaded = loader::load_growing(&pin, EXACT_V4, 1 << 18, &growing).unwrap();
+    let mut loaded = loader::load_growing(&pin, &[(EXACT_V4, 1 << 18, growing.clone())]).unwrap();
     attach::replace(&mut loaded, &pin, &env.lab.filter_if).unwrap();
     drop(loaded);
     assert!(!linked_map_ids(&env).contains(&exact));
@@ -889,4 +889,80 @@ fn the_exact_maps_grow_with_the_list_and_a_killed_growth_is_mended() {
             "{a} is in the grown map"
         );
     }
+}
+
+/// With nothing attached there is no program to swap: growing only makes
+/// the larger map (no program load), and that map is the one a later
+/// `attach` takes. A list staged before the first attach is enforced,
+/// by the trie lookup too, which probes the grown `EXACT_V4`.
+#[test]
+fn an_exact_map_grown_before_the_first_attach_is_the_one_attach_takes() {
+    use blocklist_agent::datapath::{grow, loader};
+    use blocklist_ebpf::{EXACT_V4_MAX_ENTRIES, map_names::EXACT_V4};
+
+    require_root();
+    let lab = Lab::new();
+    let fs = Bpffs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let feed = dir.path().join("hosts.txt");
+    const N: u32 = 100_000;
+    std::fs::write(
+        &feed,
+        format!("{CLIENT4}/32\n{}", blocklist_tests::addresses(0, N)),
+    )
+    .unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{FAST}[datapath]\nlookup = \"trie\"\n[[feed]]\nname = \"f\"\nallow_reserved = true\n\
+             url = \"{}\"\n",
+            feed.display()
+        ),
+    )
+    .unwrap();
+    let agent =
+        Agent::new(lab.filter.name(), fs.pin_dir(), dir.path().join("state")).with_config(config);
+    assert_eq!(agent.sync_once(&[])["v4"]["added"], N + 1);
+    let pin = PinDir::new(fs.pin_dir());
+    assert_eq!(
+        loader::pinned_entries(&pin, EXACT_V4),
+        Some(grow::grown_size(u64::from(N) + 1, EXACT_V4_MAX_ENTRIES)),
+        "the staged list grew EXACT_V4"
+    );
+    let shown = bpftool(&[
+        "map",
+        "show",
+        "pinned",
+        &pin.map(EXACT_V4).display().to_string(),
+    ]);
+    assert_eq!(
+        shown["name"], EXACT_V4,
+        "the grown map keeps its name: {shown}"
+    );
+
+    struct Detach<'a>(&'a Agent, &'a str);
+    impl Drop for Detach<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.try_run(&["detach", "--iface", self.1]);
+        }
+    }
+    agent.run(&["attach", "--iface", &lab.filter_if]);
+    let _detach = Detach(&agent, &lab.filter_if);
+    lab.wait_settled();
+    let exact = shown["id"].as_u64().expect("the grown map's id");
+    let link = pin.link(&lab.filter_if).display().to_string();
+    let prog = bpftool(&["link", "show", "pinned", &link])["prog_id"]
+        .as_u64()
+        .expect("the attached program");
+    let maps = bpftool(&["prog", "show", "id", &prog.to_string()])["map_ids"].clone();
+    assert!(
+        maps.as_array()
+            .is_some_and(|m| m.iter().any(|id| id.as_u64() == Some(exact))),
+        "the attached program uses the grown EXACT_V4 ({exact}): {maps}"
+    );
+    let through = udp(&lab.client, CLIENT4, &lab.filter, FILTER4, 20, 64);
+    assert_eq!(through, 0, "the staged client's packets are dropped");
+    let clean = udp(&lab.client, CLIENT4_B, &lab.filter, FILTER4, 20, 64);
+    assert!(clean > 0, "an unlisted client gets through");
 }

@@ -15,7 +15,7 @@
 //! it was loaded with. Growing one therefore:
 //! 1. loads the program again, with that map made anew at the larger size
 //!    and pinned beside the old one (`growing-EXACT_V4`); every other map
-//!    is the pinned one;
+//!    is the pinned one (with nothing attached, it only makes the map);
 //! 2. copies the old map's entries into it;
 //! 3. swaps the new program in at every pinned attachment (XDP and TC
 //!    links, clsact filters, cgroup links), each with one atomic update;
@@ -39,7 +39,12 @@
 //! assert_eq!(grown_size(900_000, 1 << 20), 1 << 20);
 //! ```
 
-use blocklist_ebpf::{EXACT_START_ENTRIES, EXACT_V4_MAX_ENTRIES, EXACT_V6_MAX_ENTRIES};
+use std::path::{Path, PathBuf};
+
+use aya::maps::MapData;
+use blocklist_ebpf::{
+    EXACT_MAP_FLAGS, EXACT_START_ENTRIES, EXACT_V4_MAX_ENTRIES, EXACT_V6_MAX_ENTRIES, EntryValue,
+};
 
 use super::{
     DatapathError, attach, cgroup,
@@ -90,6 +95,7 @@ fn growing_name(family: Family) -> String {
 /// grow enough is left for the caller's capacity check to refuse.
 pub fn make_room(maps: &mut Maps, peak: &Room, capacity: Room) -> Result<Room, DatapathError> {
     let mut capacity = capacity;
+    let mut growths = Vec::new();
     for family in Family::ALL {
         // Another writer may have grown it since this handle opened it
         // (the `run` loop keeps one handle while `block` grows a map): its
@@ -107,42 +113,91 @@ pub fn make_room(maps: &mut Maps, peak: &Room, capacity: Room) -> Result<Room, D
             continue;
         }
         let size = grown_size(needed, limit);
-        grow(maps, family, size)?;
+        growths.push((family, size));
         capacity.set_exact(family, u64::from(size));
+    }
+    if !growths.is_empty() {
+        grow(maps, &growths)?;
     }
     Ok(capacity)
 }
 
-/// Replaces `family`'s exact map with one of `size` entries holding the
-/// same entries, and swaps a program that uses it in at every attachment
-/// (the steps of the module doc). The caller holds the writer lock.
-pub fn grow(maps: &mut Maps, family: Family, size: u32) -> Result<(), DatapathError> {
+/// Replaces each `(family, size)`'s exact map with one of `size` entries
+/// holding the same entries, and swaps a program that uses them in at
+/// every attachment, with one program load for all of them (the steps of
+/// the module doc). With nothing attached there is no program to swap,
+/// and the maps are made without loading one (the verifier takes about
+/// half a second). The caller holds the writer lock.
+pub fn grow(maps: &mut Maps, growths: &[(Family, u32)]) -> Result<(), DatapathError> {
     let pin = maps.pin().clone();
     recover(&pin)?;
-    let name = Store::Exact(family).name();
-    let growing = growing_name(family);
-    let old = maps.exact_capacity(family)?;
-    let mut loaded = loader::load_growing(&pin, name, size, &pin.map(&growing))?;
-    let copied = maps.copy_exact(family, &growing)?;
-    swap_everywhere(&mut loaded, &pin)?;
-    std::fs::rename(pin.map(&growing), pin.map(name)).map_err(|e| {
-        DatapathError::other(
-            format!(
-                "renaming the grown {name} into place under {}",
-                pin.root().display()
-            ),
-            e,
-        )
-    })?;
-    maps.reopen_exact(family)?;
-    tracing::info!(
-        map = name,
-        from = old,
-        to = size,
-        entries = copied,
-        "grew the exact map to fit the installed set"
-    );
+    let fresh: Vec<(&'static str, u32, PathBuf)> = growths
+        .iter()
+        .map(|&(f, size)| (Store::Exact(f).name(), size, pin.map(&growing_name(f))))
+        .collect();
+    let mut loaded = if attached(&pin) {
+        Some(loader::load_growing(&pin, &fresh)?)
+    } else {
+        for (name, size, at) in &fresh {
+            make_exact(name, *size, at)?;
+        }
+        None
+    };
+    let mut copied = Vec::new();
+    for &(family, _) in growths {
+        copied.push(maps.copy_exact(family, &growing_name(family))?);
+    }
+    if let Some(loaded) = &mut loaded {
+        swap_everywhere(loaded, &pin)?;
+    }
+    for ((&(family, size), (name, _, at)), copied) in growths.iter().zip(&fresh).zip(copied) {
+        let old = maps.exact_capacity(family)?;
+        std::fs::rename(at, pin.map(name)).map_err(|e| {
+            DatapathError::other(
+                format!(
+                    "renaming the grown {name} into place under {}",
+                    pin.root().display()
+                ),
+                e,
+            )
+        })?;
+        maps.reopen_exact(family)?;
+        tracing::info!(
+            map = name,
+            from = old,
+            to = size,
+            entries = copied,
+            "grew the exact map to fit the installed set"
+        );
+    }
     Ok(())
+}
+
+/// Whether any program is attached through a pin under `pin`.
+fn attached(pin: &PinDir) -> bool {
+    !pin.linked_interfaces().is_empty()
+        || !pin.tc_egress_interfaces().is_empty()
+        || !cgroup::attached(pin).is_empty()
+}
+
+/// Makes the exact map `name` with `size` entries, as the object declares
+/// it, and pins it at `at`.
+fn make_exact(name: &str, size: u32, at: &Path) -> Result<(), DatapathError> {
+    let key = if name == Store::Exact(Family::V4).name() {
+        4
+    } else {
+        16
+    };
+    let def = aya_obj::Map::new_from_params(
+        aya::maps::MapType::Hash as u32,
+        key,
+        size_of::<EntryValue>() as u32,
+        size,
+        EXACT_MAP_FLAGS,
+    );
+    let what = || format!("making a {name} of {size} entries at {}", at.display());
+    let map = MapData::create(def, name, None).map_err(|e| DatapathError::other(what(), e))?;
+    map.pin(at).map_err(|e| DatapathError::other(what(), e))
 }
 
 /// Finishes what a writer killed while growing an exact map left: removes

@@ -5,6 +5,8 @@
 //! entries and counters survive reloads and upgrades) and pin the ones that
 //! are not.
 
+use std::path::PathBuf;
+
 use aya::{
     Ebpf, EbpfLoader,
     programs::{CgroupSockAddr, ProgramError, SchedClassifier, Xdp},
@@ -128,25 +130,24 @@ const ADDR_SLOTS_MAX: u32 = 1 << 20;
 /// Loads the object, reusing or creating the pinned maps under `pin`, and
 /// loads the main program into the kernel (running the verifier).
 pub fn load(pin: &PinDir, opts: &LoadOptions) -> Result<Loaded, DatapathError> {
-    load_with(pin, opts, None)
+    load_with(pin, opts, &[])
 }
 
-/// [`load`] with the map `name` made anew at `size` entries and pinned at
-/// `at`, where nothing may be pinned yet, instead of the pinned one: how
-/// [`grow`](super::grow) gives the program a larger exact map.
+/// [`load`] with each map `(name, size, at)` of `fresh` made anew at
+/// `size` entries and pinned at `at`, where nothing may be pinned yet,
+/// instead of the pinned one: how [`grow`](super::grow) gives the
+/// program larger exact maps.
 pub fn load_growing(
     pin: &PinDir,
-    name: &'static str,
-    size: u32,
-    at: &std::path::Path,
+    fresh: &[(&'static str, u32, PathBuf)],
 ) -> Result<Loaded, DatapathError> {
-    load_with(pin, &LoadOptions::as_pinned(pin), Some((name, size, at)))
+    load_with(pin, &LoadOptions::as_pinned(pin), fresh)
 }
 
 fn load_with(
     pin: &PinDir,
     opts: &LoadOptions,
-    fresh: Option<(&'static str, u32, &std::path::Path)>,
+    fresh: &[(&'static str, u32, PathBuf)],
 ) -> Result<Loaded, DatapathError> {
     pin.ensure()?;
     let mut loader = EbpfLoader::new();
@@ -169,9 +170,9 @@ fn load_with(
         if let (Some(n), Some(family)) = (opts.exact_entries, exact_family(name)) {
             wanted = n.clamp(1, grow::largest(family, opts.max_entries));
         }
-        if let Some((fresh, size, at)) = fresh.filter(|f| f.0 == name) {
-            loader.map_max_entries(fresh, size);
-            loader.map_pin_path(fresh, at);
+        if let Some((fresh, size, at)) = fresh.iter().find(|f| f.0 == name) {
+            loader.map_max_entries(fresh, *size);
+            loader.map_pin_path(fresh, at.as_path());
             continue;
         }
         let size = pinned_entries(pin, name).unwrap_or(wanted);
