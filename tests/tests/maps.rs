@@ -429,3 +429,46 @@ fn a_fresh_handle_compiles_only_what_it_touches_and_agrees_with_the_tries() {
         );
     }
 }
+
+/// `table_result` (what `check` reports as the table's answer) reads the
+/// kernel table in the program's order, the empty-/16 and empty-/22 bits
+/// first: a bit left set where an entry lies (as a writer that does not
+/// know the bit would leave it) lets the address pass, and the result
+/// says so too, rather than the blocked answer the slot behind it holds.
+#[test]
+fn the_table_result_reads_the_empty_bits_as_the_program_does() {
+    use aya::maps::{Array, MapData};
+    use blocklist_agent::datapath::{pin::PinDir, test_run::XDP_DROP};
+    use blocklist_ebpf::{RESULT_BLOCKED, empty16_v4_bit, empty22_v4_bit, map_names};
+    require_root();
+    let mut k = Kernel::load();
+    // The trie lookup never reads the table.
+    k.set_lookup(blocklist_agent::config::Lookup::Table);
+    k.block("198.51.100.0/24");
+    let addr: std::net::Ipv4Addr = "198.51.100.7".parse().unwrap();
+    let frame = frames::ipv4(addr, "10.0.0.1".parse().unwrap());
+    assert_eq!(k.verdict(&frame), XDP_DROP);
+    let r = k.maps.table_result(addr.into()).unwrap();
+    assert_ne!(r & RESULT_BLOCKED, 0, "{r:#x}");
+
+    let pin = PinDir::new(k.pin_dir());
+    for (name, (word, bit)) in [
+        (map_names::EMPTY22_V4, empty22_v4_bit(addr.into())),
+        (map_names::EMPTY16_V4, empty16_v4_bit(addr.into())),
+    ] {
+        let mut m: Array<MapData, u64> = Array::try_from(aya::maps::Map::Array(
+            MapData::from_pin(pin.map(name)).unwrap(),
+        ))
+        .unwrap();
+        let was = m.get(&word, 0).unwrap();
+        m.set(word, &(was | 1 << bit), 0).unwrap();
+        assert_ne!(k.verdict(&frame), XDP_DROP, "{name}: the program passes");
+        assert_eq!(
+            k.maps.table_result(addr.into()).unwrap(),
+            0,
+            "{name}: the table's answer is the program's miss"
+        );
+        m.set(word, &was, 0).unwrap();
+        assert_eq!(k.verdict(&frame), XDP_DROP);
+    }
+}

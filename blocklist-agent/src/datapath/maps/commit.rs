@@ -321,15 +321,40 @@ impl Maps {
     }
 
     /// The kernel table's result for an address: what the program's table
-    /// lookup answers for it right now (read with lookups, so it works
-    /// read-only too; `EMPTY_V4` included). For IPv6 that is the table over the upper 64 bits,
-    /// which the program asks after `EXACT_V6` misses;
+    /// lookup answers for it right now, read in the program's order (with
+    /// lookups, so it works read-only too): for IPv4 the `EMPTY16_V4` and
+    /// `EMPTY22_V4` bits, the slot, the `EMPTY_V4` bit, the search. A bit
+    /// set where an entry lies (which the writer never leaves) shows here
+    /// as the miss the program answers. For IPv6 that is the table over
+    /// the upper 64 bits, which the program asks after `EXACT_V6` misses;
     /// [`RESULT_DEEP`](blocklist_ebpf::RESULT_DEEP) means the tries decide.
     pub fn table_result(&self, addr: IpAddr) -> Result<u32, DatapathError> {
         let read = |m: &Array<MapData, u64>, i: u32, name: &str| {
             m.get(&i, 0)
                 .map_err(map_err(format!("reading {name}[{i}]")))
         };
+        if let IpAddr::V4(a) = addr {
+            let a = u32::from(a);
+            let bits = [
+                (
+                    &self.table_empty16,
+                    blocklist_ebpf::empty16_v4_bit(a),
+                    map_names::EMPTY16_V4,
+                ),
+                (
+                    &self.table_empty22,
+                    blocklist_ebpf::empty22_v4_bit(a),
+                    map_names::EMPTY22_V4,
+                ),
+            ];
+            for (map, (word, bit), name) in bits {
+                if let Some(m) = map
+                    && (read(m, word, name)? >> bit) & 1 != 0
+                {
+                    return Ok(0);
+                }
+            }
+        }
         let (slots, ranges, names, key, low_bits, words) = match addr {
             IpAddr::V4(a) => (
                 &self.table_slots,

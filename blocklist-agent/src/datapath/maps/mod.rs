@@ -110,6 +110,9 @@ pub struct Maps {
     table_ranges: Array<MapData, u64>,
     /// `EMPTY_V4`, when the pins have it (older programs had none).
     table_empty: Option<Array<MapData, u64>>,
+    /// `EMPTY16_V4` and `EMPTY22_V4`, likewise.
+    table_empty16: Option<Array<MapData, u64>>,
+    table_empty22: Option<Array<MapData, u64>>,
     table_slots_v6: Array<MapData, u64>,
     table_ranges_v6: Array<MapData, u64>,
     entry_counters: Array<MapData, EntryCounters>,

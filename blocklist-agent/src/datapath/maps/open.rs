@@ -77,6 +77,22 @@ where
     })
 }
 
+/// The map pinned as `name`, or `None` when the pins have none (made by
+/// an older program).
+pub(super) fn optional<T>(
+    pin: &PinDir,
+    name: &str,
+    access: Access,
+) -> Result<Option<T>, DatapathError>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    pin.map(name)
+        .exists()
+        .then(|| typed(pin, name, access))
+        .transpose()
+}
+
 pub(super) fn map_err(what: impl Into<String>) -> impl FnOnce(MapError) -> DatapathError {
     let what = what.into();
     move |e| DatapathError::other(what, e)
@@ -118,20 +134,14 @@ impl Maps {
             allow_v6: typed(pin, map_names::ALLOW_V6, a)?,
             config: typed(pin, map_names::CONFIG, a)?,
             global: typed(pin, map_names::GLOBAL, a)?,
-            hook_global: pin
-                .map(map_names::HOOK_GLOBAL)
-                .exists()
-                .then(|| typed(pin, map_names::HOOK_GLOBAL, a))
-                .transpose()?,
+            hook_global: optional(pin, map_names::HOOK_GLOBAL, a)?,
             addr_hits: typed(pin, map_names::ADDR_HITS, a)?,
             table_meta: typed(pin, map_names::TABLE_META, a)?,
             table_slots: typed(pin, map_names::TABLE_V4, a)?,
             table_ranges: typed(pin, map_names::RANGES_V4, a)?,
-            table_empty: pin
-                .map(map_names::EMPTY_V4)
-                .exists()
-                .then(|| typed(pin, map_names::EMPTY_V4, a))
-                .transpose()?,
+            table_empty: optional(pin, map_names::EMPTY_V4, a)?,
+            table_empty16: optional(pin, map_names::EMPTY16_V4, a)?,
+            table_empty22: optional(pin, map_names::EMPTY22_V4, a)?,
             table_slots_v6: typed(pin, map_names::TABLE_V6, a)?,
             table_ranges_v6: typed(pin, map_names::RANGES_V6, a)?,
             entry_counters: typed(pin, map_names::ENTRY_COUNTERS, a)?,

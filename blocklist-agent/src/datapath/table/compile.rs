@@ -286,8 +286,8 @@ pub fn search_with<E>(
 /// chunk, 0 when `empty()` says no entry overlaps the address's /24, else
 /// the search over the records `get` reads (by index into the ranges).
 /// The program reads the /16's `EMPTY16_V4` bit and the /22's `EMPTY22_V4`
-/// bit before the slot; a set bit is only ever where the slot says 0 too,
-/// so they are not needed here.
+/// bit before the slot ([`Maps::table_result`](crate::datapath::maps::Maps::table_result)
+/// does too).
 pub fn decide_slot<E>(
     slot: u64,
     low: u64,
