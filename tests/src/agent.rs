@@ -200,4 +200,23 @@ impl Agent {
         );
         r
     }
+
+    /// Runs `attach --iface iface`, which must succeed; the guard detaches
+    /// it again when dropped, also when the test fails.
+    pub fn attach<'a>(&'a self, iface: &'a str) -> Attached<'a> {
+        self.run(&["attach", "--iface", iface]);
+        Attached { agent: self, iface }
+    }
+}
+
+/// An interface [`Agent::attach`] attached; detached on drop.
+pub struct Attached<'a> {
+    agent: &'a Agent,
+    iface: &'a str,
+}
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        let _ = self.agent.try_run(&["detach", "--iface", self.iface]);
+    }
 }

@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod bpffs;
+pub mod bpftool;
 pub mod cgroup;
 pub mod cpus;
 pub mod crowdsec;

@@ -91,20 +91,9 @@ impl Setup {
     /// pinned link's program, or the pinned program itself (a TC
     /// classifier under clsact, `XDP_BLOCKLIST_TC=clsact`).
     fn link_prog_id(&self) -> u64 {
-        let pin = PinDir::new(self._fs.pin_dir()).link(&self.lab.filter_if);
-        let show = |what: &str, key: &str| {
-            let out = std::process::Command::new("bpftool")
-                .args([what, "show", "pinned"])
-                .arg(&pin)
-                .arg("--json")
-                .output()
-                .expect("running bpftool");
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-            v[key].as_u64()
-        };
-        show("link", "prog_id")
-            .or_else(|| show("prog", "id"))
-            .unwrap_or_else(|| panic!("bpftool shows no program pinned at {}", pin.display()))
+        blocklist_tests::bpftool::program_id(
+            &PinDir::new(self._fs.pin_dir()).link(&self.lab.filter_if),
+        )
     }
 }
 

@@ -605,14 +605,7 @@ fn the_hosts_resolver_is_never_refused_in_either_direction() {
     let agent = Agent::new(lab.filter.name(), fs.pin_dir(), dir.path().join("state"))
         .with_config(config)
         .with_egress();
-    agent.run(&["attach", "--iface", &lab.filter_if]);
-    struct Detach<'a>(&'a Agent, &'a str);
-    impl Drop for Detach<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.try_run(&["detach", "--iface", self.1]);
-        }
-    }
-    let _detach = Detach(&agent, &lab.filter_if);
+    let _attached = agent.attach(&lab.filter_if);
     agent.run(&["sync", "--once"]);
     lab.wait_settled();
 
@@ -698,33 +691,6 @@ fn a_missing_cgroup_does_not_stop_the_agent() {
     );
 }
 
-/// The id of the program pinned at `path` (a link's program, or a
-/// program pinned itself: a classifier under clsact), and the ids of the
-/// maps it uses.
-fn pinned_program_maps(path: &Path) -> (u64, Vec<u64>) {
-    let show = |args: &[&str]| -> serde_json::Value {
-        let out = Command::new("bpftool")
-            .args(args)
-            .arg("--json")
-            .output()
-            .expect("running bpftool");
-        serde_json::from_slice(&out.stdout).unwrap_or_default()
-    };
-    let p = path.display().to_string();
-    let prog = show(&["link", "show", "pinned", &p])["prog_id"]
-        .as_u64()
-        .or_else(|| show(&["prog", "show", "pinned", &p])["id"].as_u64())
-        .unwrap_or_else(|| panic!("bpftool shows no program pinned at {p}"));
-    let info = show(&["prog", "show", "id", &prog.to_string()]);
-    let maps = info["map_ids"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no map ids for program {prog}: {info}"))
-        .iter()
-        .filter_map(serde_json::Value::as_u64)
-        .collect();
-    (prog, maps)
-}
-
 /// Growing `EXACT_V4` swaps the program at every hook, not only the XDP
 /// link: a sync that outgrows the fresh map and lists a new address is
 /// followed by the TC egress classifier and the cgroup hooks refusing it.
@@ -734,7 +700,7 @@ fn pinned_program_maps(path: &Path) -> (u64, Vec<u64>) {
 fn growing_an_exact_map_swaps_the_program_at_every_hook() {
     use blocklist_agent::datapath::loader;
     use blocklist_ebpf::{EXACT_START_ENTRIES, map_names::EXACT_V4};
-    use blocklist_tests::{agent::Agent, bpffs::Bpffs};
+    use blocklist_tests::{agent::Agent, bpffs::Bpffs, bpftool};
 
     require_root();
     let lab = Lab::new();
@@ -757,14 +723,7 @@ fn growing_an_exact_map_swaps_the_program_at_every_hook() {
     let agent = Agent::new(lab.filter.name(), fs.pin_dir(), dir.path().join("state"))
         .with_config(config)
         .with_egress();
-    struct Detach<'a>(&'a Agent, &'a str);
-    impl Drop for Detach<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.try_run(&["detach", "--iface", self.1]);
-        }
-    }
-    agent.run(&["attach", "--iface", &lab.filter_if]);
-    let _detach = Detach(&agent, &lab.filter_if);
+    let _attached = agent.attach(&lab.filter_if);
     lab.wait_settled();
     let pin = PinDir::new(fs.pin_dir());
     let hooks: Vec<PathBuf> = [pin.link(&lab.filter_if), pin.tc_egress_link(&lab.filter_if)]
@@ -792,19 +751,12 @@ fn growing_an_exact_map_swaps_the_program_at_every_hook() {
     .unwrap();
     agent.sync_once(&[]);
     assert!(loader::pinned_entries(&pin, EXACT_V4) > Some(EXACT_START_ENTRIES));
-    let exact = pin.map(EXACT_V4).display().to_string();
-    let out = Command::new("bpftool")
-        .args(["map", "show", "pinned", &exact, "--json"])
-        .output()
-        .expect("running bpftool");
-    let exact_id = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["id"]
-        .as_u64()
-        .expect("the pinned EXACT_V4's id");
+    let (exact_id, _) = bpftool::map(&pin.map(EXACT_V4));
     for hook in &hooks {
-        let (prog, maps) = pinned_program_maps(hook);
+        let maps = bpftool::program_maps(hook);
         assert!(
             maps.contains(&exact_id),
-            "the program {prog} at {} does not use the grown EXACT_V4 ({exact_id}): {maps:?}",
+            "the program at {} does not use the grown EXACT_V4 ({exact_id}): {maps:?}",
             hook.display()
         );
     }

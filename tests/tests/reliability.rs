@@ -24,6 +24,7 @@ use blocklist_agent::{
 use blocklist_tests::{
     agent::Agent,
     bpffs::Bpffs,
+    bpftool,
     feed_server::{FeedServer, Reply},
     lab::{Lab, addr::*},
     require_root,
@@ -777,39 +778,15 @@ fn children_max_rss_kib() -> i64 {
     }
 }
 
-/// `bpftool <args> --json`, parsed (null when it printed nothing).
-fn bpftool(args: &[&str]) -> Value {
-    let out = std::process::Command::new("bpftool")
-        .args(args)
-        .arg("--json")
-        .output()
-        .expect("running bpftool");
-    serde_json::from_slice(&out.stdout).unwrap_or_default()
-}
-
 /// The ids of the maps that the program behind the filter's pinned XDP
 /// link uses.
 fn linked_map_ids(env: &Env) -> Vec<u64> {
-    let link = PinDir::new(env.fs.pin_dir()).link(&env.lab.filter_if);
-    let link = link.display().to_string();
-    let prog = bpftool(&["link", "show", "pinned", &link])["prog_id"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no program behind {link}"));
-    let info = bpftool(&["prog", "show", "id", &prog.to_string()]);
-    info["map_ids"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no map ids for program {prog}: {info}"))
-        .iter()
-        .filter_map(Value::as_u64)
-        .collect()
+    bpftool::program_maps(&PinDir::new(env.fs.pin_dir()).link(&env.lab.filter_if))
 }
 
 /// The id of the map pinned as `name`.
 fn pinned_map_id(env: &Env, name: &str) -> u64 {
-    let path = PinDir::new(env.fs.pin_dir()).map(name);
-    bpftool(&["map", "show", "pinned", &path.display().to_string()])["id"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no map pinned at {}", path.display()))
+    bpftool::map(&PinDir::new(env.fs.pin_dir()).map(name)).0
 }
 
 /// The exact maps start small and grow with the list: a sync of more
@@ -930,36 +907,15 @@ fn an_exact_map_grown_before_the_first_attach_is_the_one_attach_takes() {
         Some(grow::grown_size(u64::from(N) + 1, EXACT_V4_MAX_ENTRIES)),
         "the staged list grew EXACT_V4"
     );
-    let shown = bpftool(&[
-        "map",
-        "show",
-        "pinned",
-        &pin.map(EXACT_V4).display().to_string(),
-    ]);
-    assert_eq!(
-        shown["name"], EXACT_V4,
-        "the grown map keeps its name: {shown}"
-    );
+    let (exact, name) = bpftool::map(&pin.map(EXACT_V4));
+    assert_eq!(name, EXACT_V4, "the grown map keeps its name");
 
-    struct Detach<'a>(&'a Agent, &'a str);
-    impl Drop for Detach<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.try_run(&["detach", "--iface", self.1]);
-        }
-    }
-    agent.run(&["attach", "--iface", &lab.filter_if]);
-    let _detach = Detach(&agent, &lab.filter_if);
+    let _attached = agent.attach(&lab.filter_if);
     lab.wait_settled();
-    let exact = shown["id"].as_u64().expect("the grown map's id");
-    let link = pin.link(&lab.filter_if).display().to_string();
-    let prog = bpftool(&["link", "show", "pinned", &link])["prog_id"]
-        .as_u64()
-        .expect("the attached program");
-    let maps = bpftool(&["prog", "show", "id", &prog.to_string()])["map_ids"].clone();
+    let maps = bpftool::program_maps(&pin.link(&lab.filter_if));
     assert!(
-        maps.as_array()
-            .is_some_and(|m| m.iter().any(|id| id.as_u64() == Some(exact))),
-        "the attached program uses the grown EXACT_V4 ({exact}): {maps}"
+        maps.contains(&exact),
+        "the attached program uses the grown EXACT_V4 ({exact}): {maps:?}"
     );
     let through = udp(&lab.client, CLIENT4, &lab.filter, FILTER4, 20, 64);
     assert_eq!(through, 0, "the staged client's packets are dropped");
