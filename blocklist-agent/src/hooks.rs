@@ -1,6 +1,7 @@
 //! Every hook xdp-blocklist runs on, as one set: which are attached, the
-//! egress hooks the configuration wants (put in place or taken away), an
-//! upgrade that swaps the program behind every pinned link, and detaching.
+//! egress hooks the configuration wants (put in place or taken away), and
+//! detaching. (An upgrade swaps the program behind every pinned link with
+//! `datapath::attach::replace` and `replace_egress`.)
 //!
 //! The hooks, by the `hook` label the counters carry:
 //! - `xdp`: the XDP program on an interface's ingress (`PIN/links/IF`);
@@ -195,23 +196,6 @@ impl EgressPlan {
         }
         Ok(done)
     }
-}
-
-/// Swaps the freshly loaded programs into every pinned egress link (an
-/// upgrade or restart that never leaves a hook unguarded; the ingress
-/// links are swapped per interface with [`attach::replace`]). Returns what
-/// was swapped.
-pub fn replace_egress(loaded: &mut Loaded, pin: &PinDir) -> anyhow::Result<Vec<String>> {
-    let mut done = Vec::new();
-    for iface in pin.tc_egress_interfaces() {
-        tc::replace(loaded, pin, &iface, tc::Side::Egress)?;
-        done.push(format!("the TC egress classifier on {iface}"));
-    }
-    if !cgroup::attached(pin).is_empty() {
-        cgroup::replace(loaded, pin)?;
-        done.push("the cgroup egress hooks".to_owned());
-    }
-    Ok(done)
 }
 
 /// Detaches `iface`: its ingress hook and its TC egress classifier.

@@ -88,7 +88,7 @@ pub fn run(ctx: &Context, args: AttachArgs) -> anyhow::Result<()> {
         );
     }
     if args.replace {
-        for what in hooks::replace_egress(&mut loaded, &ctx.pin)? {
+        for what in attach::replace_egress(&mut loaded, &ctx.pin)? {
             println!("replaced the program of {what}");
         }
     } else {

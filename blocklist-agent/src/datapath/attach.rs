@@ -202,6 +202,23 @@ pub fn replace(loaded: &mut Loaded, pin: &PinDir, iface: &str) -> Result<(), Dat
     Ok(())
 }
 
+/// Swaps the freshly loaded programs into every pinned egress link: the
+/// TC egress classifiers and the cgroup hooks (an upgrade, restart or
+/// map growth that never leaves a hook unguarded; the ingress links are
+/// swapped per interface with [`replace`]). Returns what was swapped.
+pub fn replace_egress(loaded: &mut Loaded, pin: &PinDir) -> Result<Vec<String>, DatapathError> {
+    let mut done = Vec::new();
+    for iface in pin.tc_egress_interfaces() {
+        super::tc::replace(loaded, pin, &iface, super::tc::Side::Egress)?;
+        done.push(format!("the TC egress classifier on {iface}"));
+    }
+    if !super::cgroup::attached(pin).is_empty() {
+        super::cgroup::replace(loaded, pin)?;
+        done.push("the cgroup egress hooks".to_owned());
+    }
+    Ok(done)
+}
+
 /// Opens the pinned XDP link of `iface`, or says it is not attached.
 fn open_link(link_path: &std::path::Path, iface: &str) -> Result<PinnedLink, DatapathError> {
     if !link_path.exists() {

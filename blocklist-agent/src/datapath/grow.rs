@@ -52,7 +52,6 @@ use super::{
     maps::{Maps, Store},
     pin::PinDir,
     room::Room,
-    tc,
 };
 use crate::prefix::Family;
 
@@ -90,18 +89,20 @@ fn growing_name(family: Family) -> String {
 }
 
 /// Grows each exact map that `peak` (the entries a write will need at
-/// once) overfills in `capacity`, as far as its largest size and the
-/// entry ids allow, and returns the capacity after. A store it cannot
-/// grow enough is left for the caller's capacity check to refuse.
-pub fn make_room(maps: &mut Maps, peak: &Room, capacity: Room) -> Result<Room, DatapathError> {
-    let mut capacity = capacity;
+/// once) overfills, as far as its largest size and the entry ids allow,
+/// and returns what every store can hold after ([`Maps::room_capacity`]).
+/// A store it cannot grow enough is left for the caller's capacity check
+/// to refuse.
+pub fn make_room(maps: &mut Maps, peak: &Room) -> Result<Room, DatapathError> {
+    // Another writer may have grown one since this handle opened it (the
+    // `run` loop keeps one handle while `block` grows a map): its writes
+    // must reach the map the programs use.
+    for family in Family::ALL {
+        maps.reopen_exact(family)?;
+    }
+    let mut capacity = maps.room_capacity()?;
     let mut growths = Vec::new();
     for family in Family::ALL {
-        // Another writer may have grown it since this handle opened it
-        // (the `run` loop keeps one handle while `block` grows a map): its
-        // writes must reach the map the programs use.
-        maps.reopen_exact(family)?;
-        capacity.set_exact(family, u64::from(maps.exact_capacity(family)?));
         let (needed, has) = (peak.exact(family), capacity.exact(family));
         if needed <= has {
             continue;
@@ -138,8 +139,8 @@ pub fn grow(maps: &mut Maps, growths: &[(Family, u32)]) -> Result<(), DatapathEr
     let mut loaded = if attached(&pin) {
         Some(loader::load_growing(&pin, &fresh)?)
     } else {
-        for (name, size, at) in &fresh {
-            make_exact(name, *size, at)?;
+        for (&(family, size), (_, _, at)) in growths.iter().zip(&fresh) {
+            make_exact(family, size, at)?;
         }
         None
     };
@@ -180,17 +181,13 @@ fn attached(pin: &PinDir) -> bool {
         || !cgroup::attached(pin).is_empty()
 }
 
-/// Makes the exact map `name` with `size` entries, as the object declares
-/// it, and pins it at `at`.
-fn make_exact(name: &str, size: u32, at: &Path) -> Result<(), DatapathError> {
-    let key = if name == Store::Exact(Family::V4).name() {
-        4
-    } else {
-        16
-    };
+/// Makes `family`'s exact map with `size` entries, as the object declares
+/// it (keyed by the address bytes), and pins it at `at`.
+fn make_exact(family: Family, size: u32, at: &Path) -> Result<(), DatapathError> {
+    let name = Store::Exact(family).name();
     let def = aya_obj::Map::new_from_params(
         aya::maps::MapType::Hash as u32,
-        key,
+        u32::from(family.host_len()) / 8,
         size_of::<EntryValue>() as u32,
         size,
         EXACT_MAP_FLAGS,
@@ -230,13 +227,7 @@ fn swap_everywhere(loaded: &mut Loaded, pin: &PinDir) -> Result<(), DatapathErro
     for iface in pin.linked_interfaces() {
         attach::replace(loaded, pin, &iface)?;
     }
-    for iface in pin.tc_egress_interfaces() {
-        tc::replace(loaded, pin, &iface, tc::Side::Egress)?;
-    }
-    if !cgroup::attached(pin).is_empty() {
-        cgroup::replace(loaded, pin)?;
-    }
-    Ok(())
+    attach::replace_egress(loaded, pin).map(drop)
 }
 
 #[cfg(test)]

@@ -103,7 +103,7 @@ pub fn edit(
     if add && kind == TrieKind::Block {
         let adds: Vec<(Prefix, u32)> = prefixes.iter().map(|p| (*p, 0)).collect();
         let (peak, _) = maps.room_with(&adds, &[])?;
-        grow::make_room(maps, &peak, maps.room_capacity()?)
+        grow::make_room(maps, &peak)
             .context("growing an exact map for the new entries; nothing was changed")?;
     }
     let mut done = Vec::with_capacity(prefixes.len());

@@ -90,7 +90,7 @@ pub fn write(
 ) -> anyhow::Result<Option<TableReport>> {
     let (mut peak, new) = maps.room_with(&plan.block_add, &plan.allow_add)?;
     // The exact maps start small and grow with the installed set.
-    let capacity = grow::make_room(maps, &peak, maps.room_capacity()?)
+    let capacity = grow::make_room(maps, &peak)
         .context("growing an exact map for this sync; nothing was changed")?;
     let mut first = None;
     let mut early = Vec::new();
