@@ -317,6 +317,82 @@ impl Generator {
     }
 }
 
+/// Sends one frame into a topology of its own, and fails with what to do
+/// where the kernel refuses live frames to this process: `bench` runs
+/// this before its other parts, which would otherwise take half an hour
+/// and then fail at the first live case.
+pub fn preflight() -> anyhow::Result<()> {
+    let topo = Topology::new()?;
+    let generator = Generator::load(&topo, &[Ipv4Addr::new(10, 250, 1, 1)])?;
+    let prog: &Xdp = generator
+        .ebpf
+        .program("trafficgen")
+        .context("trafficgen program")?
+        .try_into()?;
+    let fd = prog.fd()?;
+    let frame = to_receiver(Ipv4Addr::new(10, 250, 0, 1));
+    let sent = topo
+        .tx
+        .enter(|| test_run::run_live(fd.as_fd(), &frame, topo.tx_ifindex, 1, 1));
+    match sent.map_err(anyhow::Error::from) {
+        Ok(()) => Ok(()),
+        Err(e) if has_errno(&e, libc::EPERM) => bail!(
+            "the kernel refused BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES (EPERM), \
+             which the live bench sends with. This process {}. \
+             Run `cargo xtask bench` from a root shell that has every capability \
+             (on the machines here, shells whose effective set lacked CAP_SYS_RESOURCE \
+             were refused), or leave `live` out: \
+             `cargo xtask bench packets,sync,hooks,footprint,updates`",
+            capabilities_note()
+        ),
+        Err(e) => Err(e.context("sending one live frame before the live bench")),
+    }
+}
+
+fn has_errno(e: &anyhow::Error, errno: i32) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(errno))
+    })
+}
+
+/// Which capabilities this process lacks that pid 1 has, by name where
+/// they bear on BPF and networking.
+fn capabilities_note() -> String {
+    let eff = |pid: &str| -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+        u64::from_str_radix(hex.trim(), 16).ok()
+    };
+    let (Some(own), Some(init)) = (eff("self"), eff("1")) else {
+        return "could not read its capabilities".into();
+    };
+    let names = [
+        (12, "CAP_NET_ADMIN"),
+        (21, "CAP_SYS_ADMIN"),
+        (24, "CAP_SYS_RESOURCE"),
+        (38, "CAP_PERFMON"),
+        (39, "CAP_BPF"),
+    ];
+    let missing: Vec<String> = (0..64)
+        .filter(|bit| init & !own & (1 << bit) != 0)
+        .map(|bit| {
+            names
+                .iter()
+                .find(|(b, _)| *b == bit)
+                .map_or_else(|| format!("capability {bit}"), |(_, n)| (*n).to_owned())
+        })
+        .collect();
+    if missing.is_empty() {
+        format!("has every capability pid 1 has (CapEff {own:#x})")
+    } else {
+        format!(
+            "lacks {} that pid 1 has (CapEff {own:#x}, pid 1 {init:#x})",
+            missing.join(", ")
+        )
+    }
+}
+
 /// What the receiver runs.
 #[derive(Clone, Copy, PartialEq)]
 enum Filter {

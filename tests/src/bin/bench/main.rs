@@ -33,6 +33,7 @@ mod scripts;
 mod sync;
 mod updates;
 
+use anyhow::Context as _;
 use blocklist_tests::require_root;
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +48,9 @@ fn main() -> anyhow::Result<()> {
     cleanup::on_interrupt()?;
     let which = std::env::args().nth(1).unwrap_or_default();
     let wants = |part: &str| which.is_empty() || which.split(',').any(|w| w == part);
+    if wants("live") {
+        live::preflight().context("bench live cannot run here")?;
+    }
     let mut out = serde_json::Map::new();
     if wants("packets") {
         out.insert("packets".into(), packets::run()?);
