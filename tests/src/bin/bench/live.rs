@@ -29,7 +29,7 @@
 
 use std::{
     net::Ipv4Addr,
-    os::fd::AsFd,
+    os::fd::{AsFd, BorrowedFd},
     path::Path,
     process::Command,
     time::{Duration, Instant},
@@ -291,9 +291,13 @@ impl Generator {
         Ok(Self { ebpf })
     }
 
-    /// Sends for [`SECONDS`] (at most [`MAX_FRAMES`]) from the sender
-    /// namespace on `topo.sender_cpu`; returns frames sent and seconds.
-    fn send(&self, topo: &Topology) -> anyhow::Result<(u64, f64)> {
+    /// Runs `f` in the sender namespace with the generator's descriptor
+    /// and the frame it rewrites.
+    fn in_sender<T: Send>(
+        &self,
+        topo: &Topology,
+        f: impl FnOnce(BorrowedFd<'_>, &[u8]) -> anyhow::Result<T> + Send,
+    ) -> anyhow::Result<T> {
         let prog: &Xdp = self
             .ebpf
             .program("trafficgen")
@@ -301,14 +305,20 @@ impl Generator {
             .try_into()?;
         let fd = prog.fd()?;
         let frame = to_receiver(Ipv4Addr::new(10, 250, 0, 1));
-        topo.tx.enter(|| {
+        topo.tx.enter(|| f(fd.as_fd(), &frame))
+    }
+
+    /// Sends for [`SECONDS`] (at most [`MAX_FRAMES`]) from the sender
+    /// namespace on `topo.sender_cpu`; returns frames sent and seconds.
+    fn send(&self, topo: &Topology) -> anyhow::Result<(u64, f64)> {
+        self.in_sender(topo, |fd, frame| {
             let mut set = CpuSet::new();
             set.set(topo.sender_cpu)?;
             sched_setaffinity(Pid::from_raw(0), &set)?;
             let start = Instant::now();
             let mut sent = 0u64;
             while start.elapsed().as_secs_f64() < SECONDS && sent < MAX_FRAMES {
-                test_run::run_live(fd.as_fd(), &frame, topo.tx_ifindex, CHUNK, 256)
+                test_run::run_live(fd, frame, topo.tx_ifindex, CHUNK, 256)
                     .context("live-frames run")?;
                 sent += u64::from(CHUNK);
             }
@@ -324,16 +334,9 @@ impl Generator {
 pub fn preflight() -> anyhow::Result<()> {
     let topo = Topology::new()?;
     let generator = Generator::load(&topo, &[Ipv4Addr::new(10, 250, 1, 1)])?;
-    let prog: &Xdp = generator
-        .ebpf
-        .program("trafficgen")
-        .context("trafficgen program")?
-        .try_into()?;
-    let fd = prog.fd()?;
-    let frame = to_receiver(Ipv4Addr::new(10, 250, 0, 1));
-    let sent = topo
-        .tx
-        .enter(|| test_run::run_live(fd.as_fd(), &frame, topo.tx_ifindex, 1, 1));
+    let sent = generator.in_sender(&topo, |fd, frame| {
+        Ok(test_run::run_live(fd, frame, topo.tx_ifindex, 1, 1))
+    })?;
     match sent.map_err(anyhow::Error::from) {
         Ok(()) => Ok(()),
         Err(e) if has_errno(&e, libc::EPERM) => bail!(
