@@ -110,6 +110,21 @@ impl DatapathError {
             source: Box::new(e),
         }
     }
+
+    /// Whether the kernel answered `errno` somewhere in this error's
+    /// chain (for callers that tell one refusal from another).
+    ///
+    /// ```
+    /// use blocklist_agent::datapath::error::DatapathError;
+    ///
+    /// let io = std::io::Error::from_raw_os_error(libc::E2BIG);
+    /// let e = DatapathError::other("BPF_PROG_TEST_RUN", io);
+    /// assert!(e.has_errno(libc::E2BIG));
+    /// assert!(!e.has_errno(libc::EINVAL));
+    /// ```
+    pub fn has_errno(&self, errno: i32) -> bool {
+        has_errno(self, errno)
+    }
 }
 
 fn has_errno(e: &(dyn std::error::Error + 'static), errno: i32) -> bool {

@@ -337,9 +337,9 @@ pub fn preflight() -> anyhow::Result<()> {
     let sent = generator.in_sender(&topo, |fd, frame| {
         Ok(test_run::run_live(fd, frame, topo.tx_ifindex, 1, 1))
     })?;
-    match sent.map_err(anyhow::Error::from) {
+    match sent {
         Ok(()) => Ok(()),
-        Err(e) if has_errno(&e, libc::EPERM) => bail!(
+        Err(e) if e.has_errno(libc::EPERM) => bail!(
             "the kernel refused BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES (EPERM), \
              which the live bench sends with. This process {}. \
              Run `cargo xtask bench` from a root shell that has every capability \
@@ -348,15 +348,10 @@ pub fn preflight() -> anyhow::Result<()> {
              `cargo xtask bench packets,sync,hooks,footprint,updates`",
             capabilities_note()
         ),
-        Err(e) => Err(e.context("sending one live frame before the live bench")),
+        Err(e) => {
+            Err(anyhow::Error::from(e).context("sending one live frame before the live bench"))
+        }
     }
-}
-
-fn has_errno(e: &anyhow::Error, errno: i32) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.raw_os_error() == Some(errno))
-    })
 }
 
 /// Which capabilities this process lacks that pid 1 has, by name where
